@@ -1,0 +1,32 @@
+// Layout of the int32 argument rows the replay ops take. Mirrors reinforced_data/_args.py:
+// keep the two in step (tests/test_kernels.py checks the constants agree).
+#pragma once
+
+namespace reinforced_data {
+namespace args {
+
+// augment(): one row of NUM_ARGS int32 per view
+constexpr int CROP_TOP = 0, CROP_LEFT = 1, CROP_H = 2, CROP_W = 3;
+constexpr int FLIP = 4;
+constexpr int FILL = 5;  // 3 values
+constexpr int ERASE_TOP = 8, ERASE_LEFT = 9, ERASE_H = 10, ERASE_W = 11;
+constexpr int ERASE_VALUE = 12;  // 3 values; -1 = per-pixel noise from ERASE_SEED
+constexpr int ERASE_SEED = 15;
+constexpr int NUM_OPS = 16;
+constexpr int OPS = 17;  // MAX_OPS slots of OP_STRIDE: op id, then 6 parameters
+constexpr int OP_STRIDE = 7;
+constexpr int MAX_OPS = 4;
+constexpr int NUM_ARGS = 48;
+
+// mix(): one row of NUM_MIX_ARGS int32 per view
+constexpr int MIX_MODE = 0, MIX_LAM = 1, MIX_BOX = 2;
+constexpr int NUM_MIX_ARGS = 6;
+
+// RandAugment op ids (reinforced_data.policy.RA_OPS order)
+enum Op : int {
+  IDENTITY = 0, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE, BRIGHTNESS, COLOR,
+  CONTRAST, SHARPNESS, POSTERIZE, SOLARIZE, AUTOCONTRAST, EQUALIZE, NUM_OP_IDS
+};
+
+}  // namespace args
+}  // namespace reinforced_data

@@ -1,0 +1,121 @@
+// Input validation shared by the CPU and CUDA kernels: every check names the argument,
+// the view and the field, so a bad row is a clear error and never an out-of-bounds read.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <vector>
+
+#include "replay_args.h"
+
+namespace reinforced_data {
+
+constexpr int64_t MAX_OUTPUT_SIZE = 4096;
+
+// args_cpu: the rows, already on the CPU (the CUDA wrapper copies them first).
+inline void check_augment(const std::vector<at::Tensor>& images, const at::Tensor& args_cpu,
+                          int64_t out_h, int64_t out_w) {
+  using namespace args;
+  TORCH_CHECK(out_h >= 1 && out_h <= MAX_OUTPUT_SIZE && out_w >= 1 && out_w <= MAX_OUTPUT_SIZE,
+              "augment: out_h and out_w must lie in [1, ", MAX_OUTPUT_SIZE, "], got ", out_h, "x", out_w);
+  TORCH_CHECK(args_cpu.scalar_type() == at::kInt, "augment: args must be int32, got ", args_cpu.scalar_type());
+  TORCH_CHECK(args_cpu.dim() == 2 && args_cpu.size(1) == NUM_ARGS, "augment: args must have shape [B, ",
+              NUM_ARGS, "], got ", args_cpu.sizes());
+  const int64_t B = args_cpu.size(0);
+  TORCH_CHECK((int64_t)images.size() == B, "augment: got ", images.size(), " images but ", B, " args rows");
+  const auto rows = args_cpu.contiguous();
+  const int32_t* a = rows.data_ptr<int32_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    const at::Tensor& img = images[b];
+    TORCH_CHECK(img.scalar_type() == at::kByte, "augment: images[", b, "] must be uint8, got ", img.scalar_type());
+    TORCH_CHECK(img.dim() == 3 && img.size(0) == 3, "augment: images[", b,
+                "] must have shape [3, H, W], got ", img.sizes());
+    TORCH_CHECK(img.size(1) >= 1 && img.size(2) >= 1, "augment: images[", b, "] is empty: ", img.sizes());
+    TORCH_CHECK(img.device() == images[0].device(), "augment: images[", b, "] is on ", img.device(),
+                ", images[0] on ", images[0].device());
+    const int32_t* r = a + b * NUM_ARGS;
+    const int64_t H = img.size(1), W = img.size(2);
+    TORCH_CHECK(r[CROP_H] >= 1 && r[CROP_W] >= 1 && r[CROP_TOP] >= 0 && r[CROP_LEFT] >= 0 &&
+                    (int64_t)r[CROP_TOP] + r[CROP_H] <= H && (int64_t)r[CROP_LEFT] + r[CROP_W] <= W,
+                "augment: args[", b, "] crop (top=", r[CROP_TOP], ", left=", r[CROP_LEFT], ", height=",
+                r[CROP_H], ", width=", r[CROP_W], ") lies outside images[", b, "] of size ", H, "x", W);
+    TORCH_CHECK(r[FLIP] == 0 || r[FLIP] == 1, "augment: args[", b, "] flip must be 0 or 1, got ", r[FLIP]);
+    for (int c = 0; c < 3; ++c) {
+      TORCH_CHECK(r[FILL + c] >= 0 && r[FILL + c] <= 255, "augment: args[", b, "] fill[", c,
+                  "] must lie in [0, 255], got ", r[FILL + c]);
+      TORCH_CHECK(r[ERASE_VALUE + c] >= -1 && r[ERASE_VALUE + c] <= 255 &&
+                      (r[ERASE_VALUE + c] < 0) == (r[ERASE_VALUE] < 0),
+                  "augment: args[", b, "] erase value[", c, "] must lie in [0, 255] (or all three be -1), got ",
+                  r[ERASE_VALUE + c]);
+    }
+    const bool erase = r[ERASE_H] != 0 || r[ERASE_W] != 0;
+    TORCH_CHECK(!erase || (r[ERASE_H] >= 1 && r[ERASE_W] >= 1 && r[ERASE_TOP] >= 0 && r[ERASE_LEFT] >= 0 &&
+                           (int64_t)r[ERASE_TOP] + r[ERASE_H] <= out_h &&
+                           (int64_t)r[ERASE_LEFT] + r[ERASE_W] <= out_w),
+                "augment: args[", b, "] erase box (top=", r[ERASE_TOP], ", left=", r[ERASE_LEFT], ", height=",
+                r[ERASE_H], ", width=", r[ERASE_W], ") lies outside the ", out_h, "x", out_w, " output");
+    TORCH_CHECK(r[NUM_OPS] >= 0 && r[NUM_OPS] <= MAX_OPS, "augment: args[", b, "] num_ops must lie in [0, ",
+                MAX_OPS, "], got ", r[NUM_OPS]);
+    for (int s = 0; s < r[NUM_OPS]; ++s) {
+      const int32_t* p = r + OPS + s * OP_STRIDE;
+      TORCH_CHECK(p[0] >= 0 && p[0] < NUM_OP_IDS, "augment: args[", b, "] op ", s, " has unknown op id ", p[0],
+                  " (ids are 0..", NUM_OP_IDS - 1, ")");
+      switch (p[0]) {
+        case BRIGHTNESS: case COLOR: case CONTRAST: case SHARPNESS:
+          TORCH_CHECK(p[1] >= 0, "augment: args[", b, "] op ", s, " factor must be >= 0, got ", p[1]);
+          break;
+        case POSTERIZE:
+          TORCH_CHECK(p[1] >= 0 && p[1] <= 255, "augment: args[", b, "] op ", s,
+                      " posterize mask must lie in [0, 255], got ", p[1]);
+          break;
+        case SOLARIZE:
+          TORCH_CHECK(p[1] >= 0 && p[1] <= 256, "augment: args[", b, "] op ", s,
+                      " solarize threshold must lie in [0, 256], got ", p[1]);
+          break;
+        default:
+          break;  // geometric parameters are any int32: sources outside the image take the fill
+      }
+    }
+  }
+}
+
+inline void check_mix(const at::Tensor& a, const at::Tensor& b, const at::Tensor& args_cpu) {
+  using namespace args;
+  TORCH_CHECK(a.scalar_type() == at::kByte && b.scalar_type() == at::kByte, "mix: a and b must be uint8, got ",
+              a.scalar_type(), " and ", b.scalar_type());
+  TORCH_CHECK(a.dim() == 4 && a.sizes() == b.sizes(), "mix: a and b must have one shape [B, C, H, W], got ",
+              a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(a.device() == b.device(), "mix: a is on ", a.device(), ", b on ", b.device());
+  TORCH_CHECK(args_cpu.scalar_type() == at::kInt && args_cpu.dim() == 2 && args_cpu.size(0) == a.size(0) &&
+                  args_cpu.size(1) == NUM_MIX_ARGS,
+              "mix: args must be int32 of shape [", a.size(0), ", ", NUM_MIX_ARGS, "], got ", args_cpu.scalar_type(),
+              " ", args_cpu.sizes());
+  const auto rows = args_cpu.contiguous();
+  const int32_t* p = rows.data_ptr<int32_t>();
+  const int64_t H = a.size(2), W = a.size(3);
+  for (int64_t i = 0; i < a.size(0); ++i) {
+    const int32_t* r = p + i * NUM_MIX_ARGS;
+    TORCH_CHECK(r[MIX_MODE] >= 0 && r[MIX_MODE] <= 2, "mix: args[", i, "] mode must be 0, 1 or 2, got ", r[MIX_MODE]);
+    TORCH_CHECK(r[MIX_LAM] >= 0 && r[MIX_LAM] <= 255, "mix: args[", i, "] lambda must lie in [0, 255], got ",
+                r[MIX_LAM]);
+    if (r[MIX_MODE] == 2) {
+      const int32_t* box = r + MIX_BOX;
+      TORCH_CHECK(box[0] >= 0 && box[1] >= 0 && box[2] >= 0 && box[3] >= 0 && (int64_t)box[0] + box[2] <= H &&
+                      (int64_t)box[1] + box[3] <= W,
+                  "mix: args[", i, "] CutMix box (top=", box[0], ", left=", box[1], ", height=", box[2],
+                  ", width=", box[3], ") lies outside the ", H, "x", W, " views");
+    }
+  }
+}
+
+inline void check_normalize(const at::Tensor& x, const at::Tensor& lut) {
+  TORCH_CHECK(x.scalar_type() == at::kByte && x.dim() == 4, "normalize: x must be uint8 [B, C, H, W], got ",
+              x.scalar_type(), " ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(lut.scalar_type()) && lut.dim() == 2 && lut.size(0) == x.size(1) &&
+                  lut.size(1) == 256,
+              "normalize: lut must be floating [", x.size(1), ", 256], got ", lut.scalar_type(), " ", lut.sizes());
+  TORCH_CHECK(lut.device() == x.device(), "normalize: lut is on ", lut.device(), ", x on ", x.device());
+}
+
+}  // namespace reinforced_data

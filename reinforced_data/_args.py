@@ -1,0 +1,223 @@
+"""Kernel arguments: stored parameters → one int32 row per view.
+
+The stored parameters (``Policy.param_dtype``) say *what* was sampled (an op id and a
+signed magnitude bin); the kernels want *how* to apply it (a fixed-point factor, a
+fixed-point inverse affine matrix). This module does that translation once, in float64
+on the host, through lookup tables built per policy, and quantises the result to
+integers. Every backend (reference, C++, CUDA) then runs integer arithmetic only on the
+same rows, which is what makes them bit-identical. The layout is mirrored in
+``csrc/replay_args.h``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .policy import MAX_RA_OPS, RA_OPS, Policy
+
+# --- augment() row layout (int32) -------------------------------------------------
+CROP_TOP, CROP_LEFT, CROP_H, CROP_W = 0, 1, 2, 3
+FLIP = 4
+FILL = 5  # 3 values
+ERASE_TOP, ERASE_LEFT, ERASE_H, ERASE_W = 8, 9, 10, 11
+ERASE_VALUE = 12  # 3 values; -1 means per-pixel noise from ERASE_SEED
+ERASE_SEED = 15
+NUM_OPS = 16
+OPS = 17  # MAX_RA_OPS slots of OP_STRIDE values: op id, then 6 op parameters
+OP_STRIDE = 7
+NUM_ARGS = 48
+assert OPS + MAX_RA_OPS * OP_STRIDE <= NUM_ARGS
+
+# --- mix() row layout (int32) -----------------------------------------------------
+MIX_MODE, MIX_LAM, MIX_BOX = 0, 1, 2  # box: top, left, height, width
+NUM_MIX_ARGS = 6
+
+Q16 = 1 << 16
+GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+FACTOR_OPS = ("Brightness", "Color", "Contrast", "Sharpness")
+
+
+def _magnitudes(op: str, num_bins: int, height: int, width: int) -> np.ndarray | None:
+    """torchvision's RandAugment magnitude table for ``op`` (float32 values, as it uses them)."""
+    lin = lambda hi: torch.linspace(0.0, hi, num_bins)  # noqa: E731
+    table = {
+        "ShearX": lin(0.3), "ShearY": lin(0.3),
+        "TranslateX": lin(150.0 / 331.0 * width), "TranslateY": lin(150.0 / 331.0 * height),
+        "Rotate": lin(30.0),
+        "Brightness": lin(0.9), "Color": lin(0.9), "Contrast": lin(0.9), "Sharpness": lin(0.9),
+        "Posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4))).round().int(),
+        "Solarize": torch.linspace(1.0, 0.0, num_bins),
+    }.get(op)
+    return None if table is None else table.numpy()
+
+
+def _inverse_affine(angle: float, translate: tuple[float, float], shear: tuple[float, float],
+                    center: tuple[float, float]) -> list[float]:
+    """torchvision's ``_get_inverse_affine_matrix`` (scale 1), in centred coordinates."""
+    rot = math.radians(angle)
+    sx, sy = math.radians(shear[0]), math.radians(shear[1])
+    cx, cy = center
+    tx, ty = translate
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -(a * math.tan(sx) + math.sin(rot))
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = math.cos(rot) - c * math.tan(sx)
+    m = [d, -b, 0.0, -c, a, 0.0]
+    m[2] += cx - m[0] * (cx + tx) - m[1] * (cy + ty)
+    m[5] += cy - m[3] * (cx + tx) - m[4] * (cy + ty)
+    return m
+
+
+def _geometric_params(op: str, mag: float, height: int, width: int) -> list[int]:
+    """Fixed-point inverse map of a geometric op on an ``height`` x ``width`` image.
+
+    For output pixel (x, y) with X2 = 2x + 1 - W and Y2 = 2y + 1 - H, the source pixel is
+    ``floor((A0*X2 + A1*Y2 + T0 + 2^16) / 2^17)`` (and likewise for y): nearest-neighbour
+    sampling of torchvision's grid (align_corners=False) with the matrix in Q16.
+    """
+    corner = (-width * 0.5, -height * 0.5)  # torchvision's center=[0, 0] for shears/translates
+    if op == "ShearX":
+        m = _inverse_affine(0.0, (0, 0), (math.degrees(math.atan(mag)), 0.0), corner)
+    elif op == "ShearY":
+        m = _inverse_affine(0.0, (0, 0), (0.0, math.degrees(math.atan(mag))), corner)
+    elif op == "TranslateX":
+        m = _inverse_affine(0.0, (int(mag), 0), (0.0, 0.0), corner)
+    elif op == "TranslateY":
+        m = _inverse_affine(0.0, (0, int(mag)), (0.0, 0.0), corner)
+    elif op == "Rotate":
+        m = _inverse_affine(-mag, (0, 0), (0.0, 0.0), (0.0, 0.0))
+    else:  # pragma: no cover - callers pass geometric ops only
+        raise AssertionError(op)
+    q = lambda v: int(round(v * Q16))  # noqa: E731
+    t0 = int(round((m[2] + width * 0.5 - 0.5) * 2 * Q16))
+    t1 = int(round((m[5] + height * 0.5 - 0.5) * 2 * Q16))
+    return [q(m[0]), q(m[1]), t0, q(m[3]), q(m[4]), t1]
+
+
+def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int) -> list[int]:
+    """The six integer kernel parameters of one RandAugment op (unused ones are 0)."""
+    table = _magnitudes(op, num_bins, height, width)
+    params = [0] * 6
+    if table is None:
+        return params
+    mag = float(table[abs(signed_bin)]) * (-1.0 if signed_bin < 0 else 1.0)
+    if op in GEOMETRIC:
+        return _geometric_params(op, mag, height, width)
+    if op in FACTOR_OPS:
+        params[0] = int(round((1.0 + mag) * Q16))
+    elif op == "Posterize":
+        bits = int(mag)
+        params[0] = (0xFF << (8 - bits)) & 0xFF
+    elif op == "Solarize":
+        # x >= 255 * m (compared in float32 by torchvision) <=> x >= ceil of that value
+        params[0] = int(math.ceil(float(np.float32(255.0) * np.float32(mag))))
+    return params
+
+
+@lru_cache(maxsize=32)
+def _op_table(num_bins: int, height: int, width: int) -> np.ndarray:
+    """int32 [num_ops, 2*num_bins - 1, 6]: the parameters of every (op, signed bin)."""
+    table = np.zeros((len(RA_OPS), 2 * num_bins - 1, 6), dtype=np.int64)
+    for i, op in enumerate(RA_OPS):
+        for b in range(-(num_bins - 1), num_bins):
+            table[i, b + num_bins - 1] = op_params(op, b, num_bins, height, width)
+    assert np.abs(table).max() < 2**31
+    return table.astype(np.int32)
+
+
+def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+    """Check stored parameters and turn them into ``augment`` kernel rows ([B, NUM_ARGS] int32).
+
+    ``source_sizes`` ((height, width) per view) lets the crop boxes be checked here with
+    an error that names the view; the kernels check them again.
+    """
+    params = np.atleast_1d(params)
+    b = params.shape[0]
+    names = params.dtype.names or ()
+    if "crop" not in names or "flip" not in names:
+        raise ValueError(f"params need fields 'crop' and 'flip'; got fields {names}")
+    oh, ow = policy.output_size
+    rows = np.zeros((b, NUM_ARGS), dtype=np.int64)
+    crop = params["crop"].astype(np.int64)
+    rows[:, CROP_TOP:CROP_W + 1] = crop
+    if (crop[:, 2] < 1).any() or (crop[:, 3] < 1).any():
+        v = int(np.flatnonzero((crop[:, 2] < 1) | (crop[:, 3] < 1))[0])
+        raise ValueError(f"params['crop'] of view {v} is {crop[v].tolist()}: height and width must be >= 1")
+    if source_sizes is not None:
+        sizes = np.asarray(source_sizes, dtype=np.int64).reshape(b, 2)
+        bad = (crop[:, 0] + crop[:, 2] > sizes[:, 0]) | (crop[:, 1] + crop[:, 3] > sizes[:, 1])
+        if bad.any():
+            v = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"params['crop'] of view {v} (top, left, height, width = {crop[v].tolist()}) "
+                f"lies outside its {sizes[v, 0]}x{sizes[v, 1]} source image"
+            )
+    flip = params["flip"].astype(np.int64)
+    if ((flip != 0) & (flip != 1)).any():
+        raise ValueError("params['flip'] must be 0 or 1")
+    rows[:, FLIP] = flip
+    rows[:, FILL:FILL + 3] = policy.fill
+    if "erase" in names:
+        box = params["erase"].astype(np.int64)
+        has = (box[:, 2] > 0) & (box[:, 3] > 0)
+        bad = has & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
+        if bad.any():
+            v = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"params['erase'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
+        rows[:, ERASE_TOP:ERASE_W + 1] = np.where(has[:, None], box, 0)
+        if policy.erase_value == "random":
+            rows[:, ERASE_VALUE:ERASE_VALUE + 3] = -1
+            rows[:, ERASE_SEED] = params["erase_seed"]
+        else:
+            rows[:, ERASE_VALUE:ERASE_VALUE + 3] = policy.erase_value
+    if "ra_op" in names:
+        ops = params["ra_op"].astype(np.int64).reshape(b, -1)
+        mags = params["ra_mag"].astype(np.int64).reshape(b, -1)
+        n = ops.shape[1]
+        if n > MAX_RA_OPS:
+            raise ValueError(f"params['ra_op'] holds {n} ops per view; at most {MAX_RA_OPS} are supported")
+        if (ops >= len(RA_OPS)).any() or (ops < 0).any():
+            raise ValueError(f"params['ra_op'] holds op id {int(ops.max())}; ids must lie in [0, {len(RA_OPS) - 1}]")
+        nb = policy.ra_num_magnitude_bins
+        if (np.abs(mags) >= nb).any():
+            raise ValueError(f"params['ra_mag'] holds {int(np.abs(mags).max())}; magnitudes must lie in (-{nb}, {nb})")
+        table = _op_table(nb, oh, ow)
+        rows[:, NUM_OPS] = n
+        for s in range(n):
+            base = OPS + s * OP_STRIDE
+            rows[:, base] = ops[:, s]
+            rows[:, base + 1:base + OP_STRIDE] = table[ops[:, s], mags[:, s] + nb - 1]
+    return torch.from_numpy(rows.astype(np.int32))
+
+
+def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:
+    """Check mixing parameters and turn them into ``mix`` kernel rows ([B, NUM_MIX_ARGS] int32)."""
+    params = np.atleast_1d(params)
+    if "mix_mode" not in (params.dtype.names or ()):
+        raise ValueError("params have no mixing fields; the policy has no MixUp or CutMix")
+    oh, ow = policy.output_size
+    rows = np.zeros((params.shape[0], NUM_MIX_ARGS), dtype=np.int64)
+    mode = params["mix_mode"].astype(np.int64)
+    if (mode > 2).any():
+        raise ValueError(f"params['mix_mode'] holds {int(mode.max())}; modes are 0 (none), 1 (MixUp), 2 (CutMix)")
+    box = params["mix_box"].astype(np.int64)
+    bad = (mode == 2) & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
+    if bad.any():
+        v = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"params['mix_box'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
+    rows[:, MIX_MODE] = mode
+    rows[:, MIX_LAM] = params["mix_lam"]
+    rows[:, MIX_BOX:MIX_BOX + 4] = box
+    return torch.from_numpy(rows.astype(np.int32))
+
+
+def normalize_lut(policy: Policy, dtype: torch.dtype) -> torch.Tensor:
+    """[3, 256] table: ``lut[c, v] = (v / 255 - mean[c]) / std[c]`` in ``dtype``."""
+    v = torch.arange(256, dtype=torch.float64) / 255.0
+    mean = torch.tensor(policy.mean, dtype=torch.float64)[:, None]
+    std = torch.tensor(policy.std, dtype=torch.float64)[:, None]
+    return ((v[None, :] - mean) / std).to(dtype)
