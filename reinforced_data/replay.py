@@ -8,6 +8,7 @@ more slowly. Order: crop-and-resize → flip → RandAugment ops → erase → (
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import warnings
@@ -30,7 +31,7 @@ def _load_compiled() -> str | None:
     if os.environ.get("REINFORCED_DATA_DISABLE_COMPILED") == "1":
         return "disabled by REINFORCED_DATA_DISABLE_COMPILED=1"
     try:
-        from . import _C  # noqa: F401  (registers torch.ops.reinforced_data.*)
+        importlib.import_module(f"{__package__}._C")  # registers torch.ops.reinforced_data.*
     except ImportError as e:  # missing, or built against another torch
         return f"{type(e).__name__}: {e}"
     return None
@@ -133,25 +134,14 @@ def replay(
     Returns:
         [B, 3, out_h, out_w] tensor of ``out_dtype`` on the images' device.
     """
-    images = list(images)
+    views = _unmixed_views(images, params, policy, backend)
     params = np.atleast_1d(params)
-    if len(images) != params.shape[0]:
-        raise ValueError(f"got {len(images)} images but {params.shape[0]} parameter records")
-    if not images:
-        raise ValueError("replay needs at least one image")
-    device = images[0].device
-    for i, img in enumerate(images):
-        if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.dim() != 3 or img.shape[0] != 3:
-            got = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
-            raise ValueError(f"images[{i}] must be a uint8 tensor of shape [3, H, W]; got {got}")
-    oh, ow = policy.output_size
-    sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
-    rows = _args.encode(params, policy, sizes).to(device)
-    views = augment(images, rows, oh, ow, backend)
+    device = views.device
     if partners is not None or partner_params is not None:
         if partners is None or partner_params is None:
             raise ValueError("pass partners and partner_params together")
-        partner_views = replay(partners, partner_params, policy, backend=backend)
+        # A partner contributes its own stored view, unmixed.
+        partner_views = _unmixed_views(partners, partner_params, policy, backend)
         views = mix(views, partner_views, _args.encode_mix(params, policy).to(device), backend)
     elif policy.mixing and (params["mix_mode"] != 0).any():
         raise ValueError("these records are mixed views (mix_mode != 0): pass partners and partner_params")
@@ -160,3 +150,20 @@ def replay(
     if not out_dtype.is_floating_point:
         raise ValueError(f"out_dtype must be torch.uint8 or a floating dtype, got {out_dtype}")
     return normalize(views, _lut(policy, out_dtype, device), channels_last, backend)
+
+
+def _unmixed_views(images: Sequence[torch.Tensor], params: np.ndarray, policy: Policy, backend: str) -> torch.Tensor:
+    """Validate the inputs and run ``augment``: uint8 views before any mixing."""
+    images = list(images)
+    params = np.atleast_1d(params)
+    if len(images) != params.shape[0]:
+        raise ValueError(f"got {len(images)} images but {params.shape[0]} parameter records")
+    if not images:
+        raise ValueError("replay needs at least one image")
+    for i, img in enumerate(images):
+        if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.dim() != 3 or img.shape[0] != 3:
+            got = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+            raise ValueError(f"images[{i}] must be a uint8 tensor of shape [3, H, W]; got {got}")
+    sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
+    rows = _args.encode(params, policy, sizes).to(images[0].device)
+    return augment(images, rows, *policy.output_size, backend)
