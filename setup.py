@@ -52,13 +52,13 @@ if want_cuda == "1" and not build_cuda:
 if build_cuda:
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
 
-cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
 extra = {"cxx": cxx_flags}
 Extension = CppExtension
 if build_cuda:
     Extension = CUDAExtension
     sources += cuda_sources
-    extra["nvcc"] = ["-O3", "-std=c++17", "--fmad=false", "-lineinfo"]
+    extra["nvcc"] = ["-O3", "-std=c++20", "--fmad=false", "-lineinfo"]
 
 ext = Extension(
     name="reinforced_data._C",

@@ -15,9 +15,10 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(reinforced_data, m) {
   // images: B uint8 [3, H_b, W_b] tensors; args: int32 [B, NUM_ARGS] rows from
-  // reinforced_data._args.encode. Returns uint8 [B, 3, out_h, out_w].
+  // reinforced_data._args.encode, on the CPU or the images' device (they are validated on
+  // the host either way). Returns uint8 [B, 3, out_h, out_w].
   m.def("augment(Tensor[] images, Tensor args, int out_h, int out_w) -> Tensor");
-  // a, b: uint8 [B, 3, H, W]; args: int32 [B, NUM_MIX_ARGS]. Returns the mixed uint8 views.
+  // a, b: uint8 [B, 3, H, W]; args: int32 [B, NUM_MIX_ARGS] (CPU or a's device). Returns the mixed views.
   m.def("mix(Tensor a, Tensor b, Tensor args) -> Tensor");
   // x: uint8 [B, C, H, W]; lut: floating [C, 256]. Returns lut[c, x] in lut's dtype.
   m.def("normalize(Tensor x, Tensor lut, bool channels_last) -> Tensor");

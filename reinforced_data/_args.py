@@ -107,7 +107,9 @@ def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int) 
     mag = float(table[abs(signed_bin)]) * (-1.0 if signed_bin < 0 else 1.0)
     if op in GEOMETRIC:
         return _geometric_params(op, mag, height, width)
-    if op in FACTOR_OPS:
+    if op == "Brightness":
+        params[0] = _brightness_factor(1.0 + mag)
+    elif op in FACTOR_OPS:
         params[0] = int(round((1.0 + mag) * Q16))
     elif op == "Posterize":
         bits = int(mag)
@@ -116,6 +118,25 @@ def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int) 
         # x >= 255 * m (compared in float32 by torchvision) <=> x >= ceil of that value
         params[0] = int(math.ceil(float(np.float32(255.0) * np.float32(mag))))
     return params
+
+
+def _brightness_factor(factor: float, search: int = 64) -> int:
+    """The Q16 factor whose map ``min(255, x*f >> 16)`` equals torchvision's uint8 brightness.
+
+    torchvision computes ``floor(float32(x * factor))``; the nearest Q16 value of the factor
+    can land on the other side of an integer product. Brightness is a map of 256 values,
+    so search the Q16 values near the factor for one that reproduces torchvision's map
+    exactly, closest first; if none does, keep the nearest.
+    """
+    x = torch.arange(256, dtype=torch.uint8)
+    target = x.mul(factor).clamp_(0, 255).to(torch.uint8).to(torch.int64)
+    nearest = int(round(factor * Q16))
+    xs = x.to(torch.int64)
+    for delta in sorted(range(-search, search + 1), key=abs):
+        f = nearest + delta
+        if f >= 0 and torch.equal(((xs * f) >> 16).clamp(max=255), target):
+            return f
+    return nearest
 
 
 @lru_cache(maxsize=32)

@@ -80,11 +80,10 @@ class Policy:
     switch_prob: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("output_size", "crop_scale", "crop_ratio", "fill", "erase_scale",
-                     "erase_ratio", "mean", "std"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if not isinstance(self.erase_value, str):
-            object.__setattr__(self, "erase_value", tuple(int(v) for v in self.erase_value))
+        # Coerce JSON-friendly inputs (lists, ints for floats) to the declared types, so a
+        # policy read back from a file compares equal; anything else is a ValueError.
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _FIELD_KINDS[f.name]))
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -114,8 +113,8 @@ class Policy:
                 raise ValueError(f"erase_value={self.erase_value!r}: use 'random' or three uint8 values")
         else:
             _check_uint8_triple("erase_value", self.erase_value)
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need three values each, std positive")
+        if min(self.std) <= 0:
+            raise ValueError(f"std={self.std} must be positive")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise ValueError("mixup_alpha and cutmix_alpha must be >= 0")
 
@@ -293,6 +292,33 @@ def _sample_mix(rng, k, height, width, policy: Policy):
     return mode.astype(np.uint8), lam_q.astype(np.uint8), box.astype(np.uint16)
 
 
+# How each field is typed: "int", "float", ("int", n) / ("float", n) for n-tuples;
+# erase_value also takes the string "random".
+_FIELD_KINDS: dict[str, Any] = {
+    "output_size": ("int", 2), "crop_scale": ("float", 2), "crop_ratio": ("float", 2), "flip_prob": "float",
+    "ra_num_ops": "int", "ra_magnitude": "int", "ra_num_magnitude_bins": "int", "fill": ("int", 3),
+    "erase_prob": "float", "erase_scale": ("float", 2), "erase_ratio": ("float", 2),
+    "erase_value": ("int", 3), "mean": ("float", 3), "std": ("float", 3), "mixup_alpha": "float",
+    "cutmix_alpha": "float", "mix_prob": "float", "switch_prob": "float",
+}
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    if name == "erase_value" and isinstance(value, str):
+        return value  # validate() checks it is "random"
+    if isinstance(kind, tuple):
+        base, n = kind
+        if not isinstance(value, (tuple, list)) or len(value) != n:
+            raise ValueError(f"{name}={value!r} must be a sequence of {n} {base}s")
+        return tuple(_coerce(name, v, base) for v in value)
+    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if kind == "int" and numeric and float(value).is_integer():
+        return int(value)
+    if kind == "float" and numeric:
+        return float(value)
+    raise ValueError(f"{name}={value!r} must be {'an integer' if kind == 'int' else 'a number'}")
+
+
 def _check_range(name, pair, low, high, open_low=False):
     if len(pair) != 2 or not (pair[0] <= pair[1]):
         raise ValueError(f"{name}={pair} must be an ordered pair (low, high)")
@@ -301,5 +327,5 @@ def _check_range(name, pair, low, high, open_low=False):
 
 
 def _check_uint8_triple(name, values):
-    if len(values) != 3 or any(not 0 <= int(v) <= 255 for v in values):
+    if any(not 0 <= v <= 255 for v in values):
         raise ValueError(f"{name}={values} must be three integers in [0, 255]")

@@ -51,7 +51,8 @@ else:
     # Shapes only, for torch.compile / FakeTensor tracing.
     @torch.library.register_fake("reinforced_data::augment")
     def _augment_fake(images, args, out_h, out_w):
-        return args.new_empty((len(images), 3, out_h, out_w), dtype=torch.uint8)
+        device = images[0].device if images else args.device
+        return args.new_empty((len(images), 3, out_h, out_w), dtype=torch.uint8, device=device)
 
     @torch.library.register_fake("reinforced_data::mix")
     def _mix_fake(a, b, args):
@@ -142,7 +143,7 @@ def replay(
             raise ValueError("pass partners and partner_params together")
         # A partner contributes its own stored view, unmixed.
         partner_views = _unmixed_views(partners, partner_params, policy, backend)
-        views = mix(views, partner_views, _args.encode_mix(params, policy).to(device), backend)
+        views = mix(views, partner_views, _args.encode_mix(params, policy), backend)
     elif policy.mixing and (params["mix_mode"] != 0).any():
         raise ValueError("these records are mixed views (mix_mode != 0): pass partners and partner_params")
     if out_dtype == torch.uint8:
@@ -165,5 +166,6 @@ def _unmixed_views(images: Sequence[torch.Tensor], params: np.ndarray, policy: P
             got = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
             raise ValueError(f"images[{i}] must be a uint8 tensor of shape [3, H, W]; got {got}")
     sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
-    rows = _args.encode(params, policy, sizes).to(images[0].device)
+    # The rows stay on the CPU: every backend validates them on the host anyway.
+    rows = _args.encode(params, policy, sizes)
     return augment(images, rows, *policy.output_size, backend)

@@ -1,0 +1,73 @@
+"""Markers and fixtures shared by the suite.
+
+* ``@pytest.mark.compiled``: the test needs the compiled op ``torch.ops.reinforced_data``.
+  Skipped when ``reinforced_data.replay.compiled_available()`` is False, unless
+  ``REINFORCED_DATA_REQUIRE_COMPILED=1`` is set (as in CI): then such a test FAILS, so a
+  broken build cannot pass as a green run full of skips.
+* ``@pytest.mark.cuda``: the test needs a CUDA device; skipped without one.
+* The ``compiled`` fixture applies the same rule as the marker, for fixtures and helpers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+
+import pytest
+import torch
+
+REQUIRE_COMPILED_ENV = "REINFORCED_DATA_REQUIRE_COMPILED"
+
+
+def _replay_module():
+    with warnings.catch_warnings():
+        # The fallback warning is tested on its own in test_import_fallback.py.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # the module, not the package's re-exported ``replay`` function
+        return importlib.import_module("reinforced_data.replay")
+
+
+def compiled_required() -> bool:
+    return os.environ.get(REQUIRE_COMPILED_ENV) == "1"
+
+
+def _require_compiled() -> None:
+    replay = _replay_module()
+    if replay.compiled_available():
+        return
+    why = f"compiled op unavailable ({replay._COMPILED_ERROR})"
+    if compiled_required():
+        pytest.fail(f"{why} but {REQUIRE_COMPILED_ENV}=1 is set", pytrace=False)
+    pytest.skip(why)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "compiled: needs the compiled op reinforced_data._C (skipped without it; fails without it "
+        f"when {REQUIRE_COMPILED_ENV}=1)",
+    )
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one)")
+
+
+def pytest_runtest_setup(item):
+    # Skip in setup; when the compiled op is required, let the test FAIL in its call
+    # phase instead (pytest_runtest_call below), so it counts as a failure, not an error.
+    if item.get_closest_marker("compiled") is not None and not compiled_required():
+        _require_compiled()
+    if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    if item.get_closest_marker("compiled") is not None and compiled_required():
+        _require_compiled()
+
+
+@pytest.fixture
+def compiled():
+    """The ``torch.ops.reinforced_data`` namespace; skips (or fails, see module doc) without it."""
+    _require_compiled()
+    return torch.ops.reinforced_data
