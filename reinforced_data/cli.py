@@ -1,0 +1,236 @@
+"""The ``reinforced-data`` command: reinforce, merge, inspect.
+
+    reinforced-data reinforce --data DIR|synthetic:N --teacher SPEC [--teacher SPEC ...] -o OUT.h5 [...]
+    torchrun --nproc-per-node 8 -m reinforced_data reinforce ...   # one shard per rank
+    reinforced-data merge OUT.h5 [SHARD ...]
+    reinforced-data inspect OUT.h5 [--data DIR]
+
+Errors a user can fix are printed as one line, ``reinforced-data: error: ...``, with
+exit status 2; ``inspect --data`` exits 1 when the file belongs to another dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("reinforced_data")
+
+EXAMPLES = """\
+teacher specs (--teacher, repeat for an ensemble):
+  NAME                    a timm model with its pretrained weights (timm's cache or hub)
+  NAME=CHECKPOINT         a timm architecture with weights from a local file
+  CHECKPOINT              a checkpoint that names its architecture ('arch'; teachers.save_checkpoint)
+  module:callable[=CKPT]  a factory returning an nn.Module (e.g. an AdaptiveEnsembleHead)
+  '{"model": ..., "checkpoint": ..., "input_size": 224, "mean": [...], "std": [...]}'
+
+examples:
+  reinforced-data reinforce --data /data/imagenet/train --teacher convnext_base.fb_in22k_ft_in1k \\
+      --policy rrc_ra_re --views 50 --topk 10 -o imagenet_plus.h5
+  reinforced-data reinforce --data synthetic:256 --teacher resnet10t=teacher.pth \\
+      --policy '{"preset": "rrc_ra_re", "output_size": [64, 64]}' --views 8 -o demo.h5
+"""
+
+
+def _size(text: str) -> list[int]:
+    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give SIZE or HEIGHT,WIDTH")
+    return parts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="reinforced-data", description="Dataset reinforcement: store augmentations and "
+                                "teacher labels once, replay them bit-exactly.")
+    p.add_argument("--version", action="version", version=f"reinforced_data {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("reinforce", help="write a reinforcement file for a dataset",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+                       description="Sample K augmentations per image, label each view with the teachers, and store "
+                                   "the parameters and the top-k soft labels in one HDF5 file.")
+    r.add_argument("--data", required=True, help="an ImageFolder directory, or synthetic:N (built-in generated images)")
+    r.add_argument("--teacher", action="append", required=True, metavar="SPEC", help="a teacher (see below); repeat "
+                   "for an ensemble, whose probabilities are averaged")
+    r.add_argument("-o", "--output", required=True, help="the .h5 file to write (per rank: OUT-RRRRR-of-WWWWW.h5)")
+    r.add_argument("--policy", default="rrc_ra_re", help="a preset (rrc, rrc_ra_re, rrc_ra_re_mix, torchvision, timm),"
+                   " a JSON object or a JSON file; default rrc_ra_re")
+    r.add_argument("--output-size", type=_size, metavar="SIZE",
+                   help="override the policy's view size (e.g. 224 or 160,128)")
+    r.add_argument("-K", "--views", type=int, default=50, help="augmented views per image (default 50)")
+    r.add_argument("-k", "--topk", type=int, default=10, help="classes kept per view (default 10)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--batch-size", type=int, help="images per teacher batch, each with K views (default: ~256 views)")
+    r.add_argument("--device", help="cpu, cuda, cuda:N (default: the rank's GPU when there is one)")
+    r.add_argument("--workers", type=int, help="decode processes (default: 0 on CPU, min(8, cores-1) on GPU)")
+    r.add_argument("--block-size", type=int, default=64, help="images per mixing block (default 64)")
+    r.add_argument("--prob-encoding", choices=("log_uint8", "float16"), default="log_uint8",
+                   help="how probabilities are stored (default log_uint8, see docs/format.md)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue an existing output file")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("--merge", action="store_true", help="with several ranks: rank 0 merges the shards at the end")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--backend", choices=("auto", "compiled", "reference"), default="auto", help="replay backend")
+
+    m = sub.add_parser("merge", help="join the shards written by several ranks into one file")
+    m.add_argument("output", help="the merged file to write")
+    m.add_argument("shards", nargs="*", help="shard files (default: OUTPUT-*-of-*.h5 beside OUTPUT)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+    i = sub.add_parser("inspect", help="summarise a reinforcement file")
+    i.add_argument("file")
+    i.add_argument("--data", help="check that the file belongs to this dataset (ImageFolder or synthetic:N)")
+    i.add_argument("--max-images", type=int, default=2000, help="images to compute statistics over (0: all)")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+# ---------------------------------------------------------------------- commands
+def _cmd_reinforce(args) -> int:
+    import torch
+
+    from . import store
+    from .reinforce import parse_policy, reinforce
+
+    policy = parse_policy(args.policy)
+    if args.output_size:
+        policy = type(policy).from_dict({**policy.to_dict(), "output_size": args.output_size})
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    dist = None
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    device = args.device
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    workers = args.workers
+    if workers is None:
+        workers = min(8, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
+    try:
+        summary = reinforce(
+            args.data, args.teacher, args.output, policy=policy, num_views=args.views, topk=args.topk,
+            seed=args.seed, batch_size=args.batch_size, device=device, num_workers=workers, resume=args.resume,
+            overwrite=args.overwrite, block_size=args.block_size, prob_encoding=args.prob_encoding, rank=rank,
+            world_size=world, progress=not args.no_progress, backend=args.backend)
+        print(summary.table(), file=sys.stderr)
+        if dist is not None:
+            summaries = [None] * world
+            dist.all_gather_object(summaries, summary.to_dict())
+            if rank == 0:
+                imgs = sum(s["images"] for s in summaries)
+                wall = max(s["seconds"]["total"] for s in summaries)
+                print(f"all {world} ranks done: {imgs} images in {wall:.1f} s", file=sys.stderr)
+                if args.merge:
+                    out = store.merge(args.output, [s["output"] for s in summaries], overwrite=args.overwrite)
+                    print(f"merged {world} shards into {out}", file=sys.stderr)
+                else:
+                    print(f"join the shards with: reinforced-data merge {args.output}", file=sys.stderr)
+            dist.barrier()
+        else:
+            print(f"wrote {summary.output}", file=sys.stderr)
+    finally:
+        if dist is not None and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def _cmd_merge(args) -> int:
+    from . import store
+
+    out = store.merge(args.output, args.shards or None, overwrite=args.overwrite)
+    with store.ReinforcementFile(out) as f:
+        print(f"merged into {out}: {f.num_images} images x {f.num_views} views, {f.bytes_per_record:.1f} bytes/record")
+    return 0
+
+
+def _fmt_inspect(info: dict) -> str:
+    lines = [f"file:             {info['file']}"]
+    done = "yes" if info["complete"] else f"NO ({info['images_written']} of {info['num_images']} images written)"
+    shard = info["shard"]
+    lines += [
+        f"complete:         {done}",
+        f"images (N):       {info['num_images']}",
+        f"views (K):        {info['num_views']}",
+        f"top-k (k):        {info['topk']}",
+        f"classes:          {info['num_classes']}",
+        f"probabilities:    {info['prob_encoding']}",
+        f"policy:           {json.dumps(info['policy'], sort_keys=True)}",
+    ]
+    for t in info["teachers"]:
+        size = "x".join(map(str, t["input_size"])) if t.get("input_size") else "view size"
+        src = f" from {t['checkpoint']}" if t.get("checkpoint") else ""
+        lines.append(f"teacher:          {t['name']}{src} (input {size}, mean {t['mean']}, std {t['std']})")
+    lines += [
+        f"seed:             {info['seed']} (mixing block size {info['mix_block_size']})",
+        "shard:            " + (f"rank {shard['rank']} of {shard['world_size']}" if shard["world_size"] > 1 else
+                                f"merged from {shard['merged_from']} ranks" if shard.get("merged_from") else "single"),
+        f"written by:       reinforced_data {info['library_version']} at {info['created']}",
+        f"size:             {info['file_bytes']} bytes, {info['bytes_per_record']:.1f} bytes/record "
+        f"({info['record_bytes_uncompressed']} uncompressed)",
+    ]
+    if info["teacher_top1_agreement"] is not None:
+        lines += [
+            f"teacher top-1 = label: {100 * info['teacher_top1_agreement']:.1f}% of views "
+            f"(over {info['stats_images']} images)",
+            f"mean entropy:     {info['mean_entropy_nats']:.3f} nats (top-k renormalised)",
+        ]
+    gen = info.get("generation") or {}
+    if gen.get("seconds"):
+        lines.append(f"generation:       {gen.get('images', 0)} images in {gen['seconds']['total']:.1f} s on "
+                     f"{gen.get('device')}")
+    if "dataset_matches" in info:
+        lines.append("dataset:          matches" if info["dataset_matches"] else
+                     f"dataset:          DOES NOT MATCH: {info['dataset_mismatch']}")
+    return "\n".join(lines)
+
+
+def _cmd_inspect(args) -> int:
+    from . import store
+    from .reinforce import resolve_dataset
+
+    data = store.Fingerprint.of_dataset(resolve_dataset(args.data)) if args.data else None
+    info = store.inspect_file(args.file, data=data, max_images=args.max_images)
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else _fmt_inspect(info))
+    return 1 if info.get("dataset_matches") is False else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``reinforced-data`` (and ``python -m reinforced_data``)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="reinforced-data: %(levelname)s: %(message)s")
+    from .store import ReinforcementFileError
+    from .teachers import NonFiniteOutputError
+
+    try:
+        return {"reinforce": _cmd_reinforce, "merge": _cmd_merge, "inspect": _cmd_inspect}[args.command](args)
+    except (ReinforcementFileError, NonFiniteOutputError, ValueError, TypeError, FileNotFoundError,
+            FileExistsError) as e:
+        if args.verbose:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"reinforced-data: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reinforced-data: interrupted; committed rows are kept, continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Teacher ensembles: the models that label every reinforced view.
+
+A :class:`TeacherEnsemble` holds one or more members, each a classifier with its own
+input size and normalisation, and maps a batch of uint8 views ``[B, 3, H, W]`` (as
+``replay`` makes them) to the average of the members' softmax probabilities
+``[B, num_classes]`` (float32). Members come from
+
+* a timm model name (``"convnext_base.fb_in22k_ft_in1k"``): pretrained weights through
+  timm (its cache or hub) and timm's pretrained config for input size and normalisation;
+* a timm model name and a local checkpoint (``"resnet50=/ckpt/teacher.pth"``: a state
+  dict, bare or under ``state_dict`` / ``state_dict_ema`` / ``model``, loaded with
+  ``weights_only=True``), or a checkpoint alone when it names its architecture
+  (``arch``), as :func:`save_checkpoint` writes;
+* ``"package.module:callable"`` (optionally ``=checkpoint``), a factory returning a module;
+* any ``nn.Module`` (e.g. ``reinforced_data.ensemble.AdaptiveEnsembleHead``) that maps
+  normalised images to logits.
+
+Members run in eval mode under ``torch.inference_mode``; on a GPU in channels-last
+memory format under bf16 autocast. Each member's view is resized (bilinear, antialiased)
+to its input size when that differs from the view's, then normalised with its mean and
+std. Non-finite outputs raise :class:`NonFiniteOutputError` naming the image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .policy import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["TeacherSpec", "Teacher", "TeacherEnsemble", "NonFiniteOutputError", "save_checkpoint", "weights_sha256"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteOutputError(RuntimeError):
+    """A teacher produced NaN or inf."""
+
+
+def _pair(v: Any) -> tuple[int, int] | None:
+    if v is None:
+        return None
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) == 3:  # timm's (C, H, W)
+        v = v[1:]
+    if len(v) != 2 or min(v) < 1:
+        raise ValueError(f"input_size {v} must be one size or (height, width)")
+    return v
+
+
+def _triple(name: str, v: Any) -> tuple[float, float, float] | None:
+    if v is None:
+        return None
+    v = tuple(float(x) for x in v)
+    if len(v) == 1:
+        v = v * 3
+    if len(v) != 3:
+        raise ValueError(f"{name} needs 3 values (one per channel), got {v}")
+    return v
+
+
+@dataclass
+class TeacherSpec:
+    """How to build one teacher. :meth:`parse` reads the command-line forms.
+
+    ``model``: a timm model name, or ``"package.module:callable"``; ``checkpoint``: a
+    local weights file; ``pretrained``: load timm's pretrained weights (default: when no
+    checkpoint is given); ``num_classes``: inferred from the checkpoint when omitted;
+    ``input_size`` / ``mean`` / ``std``: override timm's pretrained config (needed for a
+    checkpoint trained at another resolution or normalisation).
+    """
+
+    model: str | None = None
+    checkpoint: str | None = None
+    pretrained: bool | None = None
+    num_classes: int | None = None
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TeacherSpec":
+        """``NAME`` | ``NAME=CHECKPOINT`` | ``CHECKPOINT`` | ``module:callable[=CHECKPOINT]`` | a JSON object."""
+        text = text.strip()
+        if text.startswith("{"):
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"teacher spec {text!r} is not valid JSON ({e})") from None
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(d) - known)
+            if unknown:
+                raise ValueError(f"teacher spec has unknown key(s) {unknown}; known: {sorted(known)}")
+            return cls(**d)
+        if "=" in text:
+            model, ckpt = text.split("=", 1)
+            return cls(model=model or None, checkpoint=ckpt)
+        if os.path.isfile(text):
+            return cls(checkpoint=text)
+        return cls(model=text)
+
+    def __post_init__(self) -> None:
+        self.input_size = _pair(self.input_size)
+        self.mean = _triple("mean", self.mean)
+        self.std = _triple("std", self.std)
+        if self.model is None and self.checkpoint is None:
+            raise ValueError("a teacher needs a model name, a checkpoint, or both")
+        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
+            raise FileNotFoundError(f"teacher checkpoint {self.checkpoint} does not exist")
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """A hash of a module's state (names, dtypes, shapes and bytes), to identify a teacher."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool
+                     else t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str | None = None,
+                    input_size: int | Sequence[int] | None = None, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> str:
+    """Save a teacher so that ``TeacherSpec.parse(path)`` rebuilds it: the state dict, the timm
+    architecture name (default: ``model.pretrained_cfg['architecture']``), the class count,
+    and the input size / normalisation it expects."""
+    if arch is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        arch = cfg.get("architecture")
+    if arch is None:
+        raise ValueError("pass arch= (a timm model name or 'module:callable') to save this model")
+    data = {
+        "arch": arch,
+        "state_dict": model.state_dict(),
+        "num_classes": int(getattr(model, "num_classes", 0)) or None,
+        "data_config": {"input_size": list(_pair(input_size)) if input_size is not None else None,
+                        "mean": list(mean) if mean is not None else None,
+                        "std": list(std) if std is not None else None},
+    }
+    torch.save(data, os.fspath(path))
+    return os.fspath(path)
+
+
+def _load_raw_checkpoint(path: str) -> dict:
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+        raise ValueError(f"cannot read teacher checkpoint {path} ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"teacher checkpoint {path} holds a {type(obj).__name__}, expected a state dict")
+    return obj
+
+
+def _state_dict_of(ckpt: dict) -> dict:
+    for key in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(ckpt.get(key), dict):
+            sd = ckpt[key]
+            break
+    else:
+        sd = ckpt
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def _infer_num_classes(arch: str, sd: dict) -> int | None:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    names = [cfg.classifier] if cfg is not None and cfg.classifier else []
+    names = [n for c in names for n in ([c] if isinstance(c, str) else list(c))]
+    for name in names + ["fc", "head.fc", "classifier", "head"]:
+        w = sd.get(f"{name}.weight")
+        if w is not None and w.dim() == 2:
+            return int(w.shape[0])
+    return None
+
+
+def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
+    """(model, data config) for a spec; data config keys: input_size, mean, std."""
+    ckpt = _load_raw_checkpoint(spec.checkpoint) if spec.checkpoint else None
+    arch = spec.model or (ckpt.get("arch") if ckpt else None)
+    if arch is None:
+        raise ValueError(f"teacher checkpoint {spec.checkpoint} does not name its architecture ('arch'); "
+                         "give it as NAME=CHECKPOINT")
+    data_cfg: dict = dict((ckpt or {}).get("data_config") or {})
+    sd = _state_dict_of(ckpt) if ckpt is not None else None
+    num_classes = spec.num_classes or (ckpt or {}).get("num_classes")
+    if ":" in arch and not arch.startswith("hf-hub:") and not arch.startswith("hf_hub:"):
+        mod_name, fn_name = arch.split(":", 1)
+        try:
+            factory = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"teacher factory {arch!r} cannot be imported ({e})") from None
+        try:  # a factory that takes num_classes gets the checkpoint's
+            model = factory(num_classes=num_classes) if num_classes else factory()
+        except TypeError:
+            if spec.num_classes:
+                raise
+            model = factory()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"teacher factory {arch!r} returned a {type(model).__name__}, not an nn.Module")
+        if sd is not None:
+            try:
+                model.load_state_dict(sd)
+            except RuntimeError as e:
+                raise ValueError(f"checkpoint {spec.checkpoint} does not fit the module {arch!r} builds: "
+                                 f"{' '.join(str(e).split())}") from None
+    else:
+        import timm
+
+        if sd is not None:
+            num_classes = num_classes or _infer_num_classes(arch, sd)
+            kwargs = {"num_classes": num_classes} if num_classes else {}
+            try:
+                model = timm.create_model(arch, pretrained=False, **kwargs)
+            except RuntimeError as e:
+                raise ValueError(f"timm cannot build teacher {arch!r} ({e})") from None
+            try:
+                model.load_state_dict(sd)
+            except RuntimeError as e:
+                raise ValueError(f"checkpoint {spec.checkpoint} does not fit timm model {arch!r}: "
+                                 f"{str(e).splitlines()[0]}") from None
+        else:
+            pretrained = True if spec.pretrained is None else spec.pretrained
+            kwargs = {"num_classes": num_classes} if num_classes else {}
+            try:
+                model = timm.create_model(arch, pretrained=pretrained, **kwargs)
+            except Exception as e:  # noqa: BLE001 - network, hub or name errors all end here
+                raise ValueError(
+                    f"timm cannot create teacher {arch!r} with pretrained weights ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}); without network access pass a local "
+                    f"checkpoint as {arch}=PATH") from None
+    for key, val in (("input_size", spec.input_size), ("mean", spec.mean), ("std", spec.std)):
+        if val is not None:
+            data_cfg[key] = val
+    return model, {"name": arch, "checkpoint": spec.checkpoint, **{k: v for k, v in data_cfg.items() if v is not None}}
+
+
+def _timm_data_config(model: nn.Module) -> dict:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not cfg:
+        return {}
+    try:
+        import timm
+
+        dc = timm.data.resolve_model_data_config(model)
+        return {"input_size": dc["input_size"], "mean": dc["mean"], "std": dc["std"]}
+    except Exception:  # noqa: BLE001 - not a timm model after all
+        return {}
+
+
+class Teacher(nn.Module):
+    """One member: a classifier and the preprocessing it expects.
+
+    ``input_size`` None keeps the view's size; ``mean`` / ``std`` default to timm's
+    pretrained config for timm models and to ImageNet's otherwise.
+    """
+
+    def __init__(self, model: nn.Module, name: str | None = None, input_size: int | Sequence[int] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 checkpoint: str | None = None) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"a teacher must be an nn.Module, got {type(model).__name__}")
+        timm_cfg = _timm_data_config(model)
+        self.model = model.eval()
+        self.name = name or type(model).__name__
+        self.checkpoint = checkpoint
+        self.input_size = _pair(input_size if input_size is not None else timm_cfg.get("input_size"))
+        self.mean = _triple("mean", mean if mean is not None else timm_cfg.get("mean", IMAGENET_MEAN))
+        self.std = _triple("std", std if std is not None else timm_cfg.get("std", IMAGENET_STD))
+        if min(self.std) <= 0:
+            raise ValueError(f"teacher {self.name}: std must be positive")
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_scale", 1.0 / (255.0 * torch.tensor(self.std).view(1, 3, 1, 1)), persistent=False)
+        self.weights_sha256 = weights_sha256(model)
+
+    def preprocess(self, views: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] → float32, resized to the input size and normalised."""
+        x = views.float()
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        return (x - 255.0 * self._mean) * self._scale
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return self.model(self.preprocess(views))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "checkpoint": os.path.abspath(self.checkpoint) if self.checkpoint else None,
+                "input_size": list(self.input_size) if self.input_size else None, "mean": list(self.mean),
+                "std": list(self.std), "weights_sha256": self.weights_sha256}
+
+
+class TeacherEnsemble(nn.Module):
+    """Average of the members' probabilities for uint8 views.
+
+    ``members``: teacher specs (strings or :class:`TeacherSpec`), :class:`Teacher`
+    objects, or plain ``nn.Module`` classifiers (which get ``input_size`` / ``mean`` /
+    ``std`` from these arguments, or timm's config, or ImageNet's normalisation).
+    ``amp`` (bf16 autocast) and ``channels_last`` default to True on CUDA devices.
+    """
+
+    def __init__(self, members: Sequence[nn.Module | Teacher | TeacherSpec | str] | nn.Module | str,
+                 device: str | torch.device | None = None, input_size: int | Sequence[int] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 amp: bool | None = None, channels_last: bool | None = None) -> None:
+        super().__init__()
+        if isinstance(members, (nn.Module, str, TeacherSpec)) and not isinstance(members, TeacherEnsemble):
+            members = [members]
+        if isinstance(members, TeacherEnsemble):
+            members = list(members.members)
+        if not members:
+            raise ValueError("a teacher ensemble needs at least one teacher")
+        built = []
+        for m in members:
+            if isinstance(m, Teacher):
+                built.append(m)
+                continue
+            if isinstance(m, str):
+                m = TeacherSpec.parse(m)
+            if isinstance(m, TeacherSpec):
+                model, cfg = _build_from_spec(m)
+                built.append(Teacher(model, name=cfg["name"], input_size=cfg.get("input_size", input_size),
+                                     mean=cfg.get("mean", mean), std=cfg.get("std", std), checkpoint=cfg["checkpoint"]))
+            elif isinstance(m, nn.Module):
+                built.append(Teacher(m, input_size=input_size, mean=mean, std=std))
+            else:
+                raise TypeError(f"cannot make a teacher of a {type(m).__name__}")
+        self.members = nn.ModuleList(built)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        cuda = self.device.type == "cuda"
+        self.amp = cuda if amp is None else amp
+        self.channels_last = cuda if channels_last is None else channels_last
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.to(self.device)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.eval()
+        self._num_classes: int | None = None
+
+    def train(self, mode: bool = True) -> "TeacherEnsemble":  # teachers always stay in eval mode
+        return super().train(False)
+
+    def describe(self) -> list[dict]:
+        return [m.describe() for m in self.members]
+
+    def num_classes(self, view_size: Sequence[int] = (32, 32)) -> int:
+        """The number of classes every member predicts (one dummy forward, then cached)."""
+        if self._num_classes is None:
+            x = torch.zeros((1, 3, *_pair(tuple(view_size))), dtype=torch.uint8, device=self.device)
+            counts = []
+            with torch.inference_mode():
+                for m in self.members:
+                    out = self._run(m, x)
+                    if out.dim() != 2:
+                        raise ValueError(
+                            f"teacher {m.name} returns shape {tuple(out.shape)}; expected [batch, classes]")
+                    counts.append(int(out.shape[1]))
+            if len(set(counts)) != 1:
+                names = ", ".join(f"{m.name}: {c}" for m, c in zip(self.members, counts))
+                raise ValueError(f"the teachers predict different numbers of classes ({names})")
+            self._num_classes = counts[0]
+        return self._num_classes
+
+    def _run(self, member: Teacher, views: torch.Tensor) -> torch.Tensor:
+        x = member.preprocess(views)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return member.model(x).float()
+
+    @torch.inference_mode()
+    def predict(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities [B, C] float32, non-finite mask [members, B] bool), without synchronising."""
+        if views.dtype != torch.uint8 or views.dim() != 4 or views.shape[1] != 3:
+            raise ValueError(f"teachers take uint8 views [B, 3, H, W]; got {views.dtype} {tuple(views.shape)}")
+        views = views.to(self.device, non_blocking=True)
+        probs = None
+        bad = []
+        for m in self.members:
+            logits = self._run(m, views)
+            bad.append(~torch.isfinite(logits).all(dim=1))
+            p = torch.softmax(logits, dim=1)
+            probs = p if probs is None else probs + p
+        return probs / len(self.members), torch.stack(bad)
+
+    def check_finite(self, bad: torch.Tensor, image_indices: Sequence[int] | None = None,
+                     view_indices: Sequence[int] | None = None) -> None:
+        """Raise :class:`NonFiniteOutputError` naming the first image whose view got NaN or inf."""
+        bad = bad.cpu()
+        if not bool(bad.any()):
+            return
+        member, row = [int(v) for v in torch.nonzero(bad)[0]]
+        where = f"view {row} of the batch"
+        if image_indices is not None:
+            where = f"image {int(image_indices[row])}"
+            if view_indices is not None:
+                where += f" (view {int(view_indices[row])})"
+        raise NonFiniteOutputError(
+            f"teacher {self.members[member].name!r} produced NaN or inf for {where}; generation stopped")
+
+    def forward(self, views: torch.Tensor, image_indices: Sequence[int] | None = None) -> torch.Tensor:
+        """Averaged probabilities [B, C] (float32); raises on non-finite teacher outputs."""
+        probs, bad = self.predict(views)
+        self.check_finite(bad, image_indices)
+        return probs
+

@@ -1,0 +1,439 @@
+"""The reinforcement file: codec, writer, reader, crash recovery, merge, bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import _reinforce_util as U
+from reinforced_data import store as S
+from reinforced_data.policy import Policy
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is fastest, and immune to a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+N, K, TOPK, C = 12, 10, 5, 20
+
+
+def make_header(policy="rrc_ra_re", n=N, k=K, topk=TOPK, c=C, labels=None, **kw) -> S.Header:
+    labels = np.arange(n) % c if labels is None else labels
+    pol = Policy.preset(policy, output_size=(32, 32)) if isinstance(policy, str) else policy
+    return S.Header(n, k, topk, c, pol, [{"name": "t", "weights_sha256": "x"}], S.Fingerprint.of(labels), **kw)
+
+
+def make_rows(header: S.Header, indices, seed=0):
+    """Deterministic records for the given images: (params, top-k indices, probs, partner index, partner view)."""
+    pol = header.policy
+    n = len(indices)
+    params = np.stack([pol.sample(np.random.default_rng([seed, int(i)]), header.num_views, 40, 50) for i in indices])
+    rng = np.random.default_rng([seed, 99] + [int(i) for i in indices])
+    logits = rng.normal(size=(n, header.num_views, header.num_classes)) * 3
+    p = np.exp(logits)
+    p /= p.sum(-1, keepdims=True)
+    idx = np.argsort(-p, -1)[..., :header.topk]
+    val = np.take_along_axis(p, idx, -1)
+    pi = rng.integers(0, header.num_images, (n, header.num_views))
+    pv = rng.integers(0, header.num_views, (n, header.num_views))
+    return params, idx, val, pi, pv
+
+
+def write_file(path, header, indices=None, labels=None, finish=True):
+    indices = range(header.num_images) if indices is None else indices
+    labels = np.arange(header.num_images) % header.num_classes if labels is None else labels
+    w = S.ReinforcementWriter.open(path, header, labels)
+    rows = {}
+    for i in indices:
+        params, idx, val, pi, pv = make_rows(header, [i])
+        mix = header.policy.mixing
+        w.write([i], params, idx, val, pi if mix else None, pv if mix else None)
+        w.commit()
+        rows[i] = (params[0], idx[0], val[0], pi[0], pv[0])
+    if finish:
+        w.finish(expected=np.asarray(list(indices)))
+    else:
+        w.close()
+    return rows
+
+
+# ---------------------------------------------------------------------- codec
+def test_smallest_uint():
+    assert S.smallest_uint(255) == np.uint8 and S.smallest_uint(256) == np.uint16
+    assert S.smallest_uint(65535) == np.uint16 and S.smallest_uint(70000) == np.uint32
+
+
+@pytest.mark.parametrize("classes,dtype", [(200, np.uint8), (1000, np.uint16), (70000, np.uint32)])
+def test_index_dtype_is_the_smallest_that_holds_the_classes(classes, dtype):
+    h = make_header(c=classes, topk=5)
+    assert h.codec().record_dtype["topk_indices"].base == dtype
+
+
+@pytest.mark.parametrize("policy", ["rrc", "rrc_ra_re", "rrc_ra_re_mix", "timm"])
+@pytest.mark.parametrize("encoding", ["log_uint8", "float16"])
+def test_codec_roundtrip(policy, encoding):
+    h = make_header(policy, prob_encoding=encoding, records_per_chunk=4)  # 10 views: 3 chunks, padded
+    c = h.codec()
+    params, idx, val, pi, pv = make_rows(h, [3, 7])
+    recs = c.pack(params, idx, val, pi, pv)
+    assert recs.shape == (2, K) and recs.dtype.itemsize == c.record_size
+    for row in range(2):
+        chunks = c.chunks(recs[row])
+        assert len(chunks) == 3
+        back = np.concatenate([c.from_planes(np.frombuffer(__import__("zlib").decompress(b), np.uint8))
+                               for b in chunks])[:K]
+        out = c.unpack(back)
+        assert (out.params == params[row]).all()
+        assert (out.indices == idx[row]).all()
+        tol = 2e-3 if encoding == "float16" else np.expm1(S.LOG_RANGE / 510) + 1e-6
+        big = val[row] > np.exp(-S.LOG_RANGE)
+        assert np.all(np.abs(out.probs[big] / val[row][big] - 1) <= tol)
+        if h.policy.mixing:
+            assert (out.partner_index == pi[row]).all() and (out.partner_view == pv[row]).all()
+        else:
+            assert out.partner_index is None
+
+
+def test_log_codes_are_delta_coded_and_sorted():
+    h = make_header()
+    c = h.codec()
+    p = np.array([0.5, 0.25, 0.125, 0.0625, 1e-9])
+    stored = c.encode_probs(p)
+    codes = np.round(-np.log(p) * 255 / S.LOG_RANGE).clip(0, 255)
+    assert stored[0] == codes[0] and (stored[1:] == np.diff(codes)).all()
+    assert np.allclose(c.decode_probs(stored)[:4], p[:4], rtol=0.032)
+    # unsorted input is sorted (indices follow) before encoding
+    params, idx, val, _, _ = make_rows(h, [0])
+    rec = c.pack(params, idx[..., ::-1], val[..., ::-1])
+    assert (rec["topk_indices"] == idx).all()
+
+
+def test_pack_rejects_bad_values():
+    h = make_header()
+    c = h.codec()
+    params, idx, val, _, _ = make_rows(h, [0])
+    with pytest.raises(ValueError, match="class indices"):
+        c.pack(params, idx + C, val)
+    with pytest.raises(ValueError, match="finite"):
+        c.pack(params, idx, val * np.nan)
+
+
+# ---------------------------------------------------------------------- writer / reader
+def test_write_read_roundtrip_and_attributes(tmp_path):
+    path = str(tmp_path / "r.h5")
+    h = make_header("rrc_ra_re_mix", seed=5)
+    order = [5, 0, 11, 3, 1, 2, 4, 6, 7, 8, 9, 10]  # any order
+    rows = write_file(path, h, order)
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        assert a["format"] == S.FORMAT_NAME and a["format_version"] == S.FORMAT_VERSION
+        assert (a["num_images"], a["num_views"], a["topk"], a["num_classes"]) == (N, K, TOPK, C)
+        assert Policy.from_json(a["policy"]) == h.policy
+        assert json.loads(a["teachers"])[0]["name"] == "t"
+        fp = json.loads(a["fingerprint"])
+        assert fp["num_images"] == N and len(fp["labels_sha256"]) == 64
+        for key in ("library_version", "created", "record_dtype", "prob_encoding", "seed", "mix_block_size"):
+            assert key in a
+        assert int(a["complete"]) == 1
+        assert f["labels"].dtype == np.uint8 and f["labels"].shape == (N,)
+        assert f["records"].compression == "gzip"
+    with S.ReinforcementFile(path) as r:
+        assert r.complete and r.written.all() and len(r) == N
+        assert (r.labels == np.arange(N) % C).all()
+        for i, (params, idx, val, pi, pv) in rows.items():
+            img = r.read_image(i)
+            assert (img.params == params).all() and (img.indices == idx).all()
+            assert np.allclose(img.probs, val, rtol=0.035, atol=np.exp(-S.LOG_RANGE))
+            for j in (0, 4, K - 1):
+                rec = r.read(i, j)
+                assert rec.params == params[j] and (rec.indices == idx[j]).all()
+                assert rec.partner == (pi[j], pv[j])
+        r._file()
+        assert r._direct  # chunks are read and inflated directly; HDF5's pipeline gives the same records
+        r._direct = False
+        for i in range(N):
+            for j in (0, K - 1):
+                assert r.read(i, j).params == rows[i][0][j]
+        with pytest.raises(IndexError):
+            r.read(N, 0)
+        with pytest.raises(IndexError):
+            r.read(0, K)
+
+
+def test_reader_is_picklable_for_dataloader_workers(tmp_path):
+    import pickle
+
+    path = str(tmp_path / "r.h5")
+    write_file(path, make_header())
+    r = S.ReinforcementFile(path)
+    r.read(0, 0)
+    r2 = pickle.loads(pickle.dumps(r))
+    assert (r2.read(3, 2).indices == r.read(3, 2).indices).all()
+
+
+def test_incomplete_file_is_refused_unless_accepted(tmp_path):
+    path = str(tmp_path / "r.h5")
+    write_file(path, make_header(), indices=[0, 1, 2], finish=False)
+    with pytest.raises(S.IncompleteFileError, match=r"incomplete \(3 of 12 images written"):
+        S.ReinforcementFile(path)
+    with S.ReinforcementFile(path, accept_incomplete=True) as r:
+        assert not r.complete and r.written.sum() == 3
+        r.read(1, 0)
+        with pytest.raises(S.IncompleteFileError, match="image 5 .* has not been written"):
+            r.read(5, 0)
+
+
+def test_finish_refuses_missing_rows(tmp_path):
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C)
+    w.write([0], *make_rows(h, [0])[:3])
+    with pytest.raises(S.ReinforcementFileError, match="11 images were not written"):
+        w.finish()
+    w.close()
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path):
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    write_file(path, h, indices=[0, 1], finish=False)
+    with pytest.raises(S.OutputExistsError, match="already exists; pass --resume .* or --overwrite"):
+        S.ReinforcementWriter.open(path, h, np.arange(N) % C)
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="resume")
+    assert w.written.sum() == 2
+    w.close()
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="overwrite")
+    assert w.written.sum() == 0
+    w.close()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    path = str(tmp_path / "r.h5")
+    write_file(path, make_header(), indices=[0], finish=False)
+    with pytest.raises(S.SettingsMismatchError, match="other settings .*seed"):
+        S.ReinforcementWriter.open(path, make_header(seed=1), np.arange(N) % C, mode="resume")
+    with pytest.raises(S.SettingsMismatchError, match="num_views"):
+        S.ReinforcementWriter.open(path, make_header(k=K + 1), np.arange(N) % C, mode="resume")
+
+
+def test_second_writer_is_locked_out(tmp_path):
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C)
+    try:
+        with pytest.raises(S.ReinforcementFileError, match="being written by another process"):
+            S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="resume")
+    finally:
+        w.close()
+
+
+_WRITER_SCRIPT = """
+import sys, time, numpy as np
+sys.path[:0] = {paths!r}
+import test_store as T
+from reinforced_data import store as S
+h = T.make_header(n=400)
+w = S.ReinforcementWriter.open({path!r}, h, np.arange(400) % T.C)
+for i in range(400):
+    w.write([i], *T.make_rows(h, [i])[:3])
+    w.commit()
+    if i == 5:
+        print("ready", flush=True)
+    time.sleep(0.002)
+"""
+
+
+def test_kill_9_keeps_committed_rows_and_resumes(tmp_path):
+    path = str(tmp_path / "r.h5")
+    script = _WRITER_SCRIPT.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=U.subprocess_env())
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the killed writer left the file marked open; it is still readable, and incomplete
+    with pytest.raises(S.IncompleteFileError):
+        S.ReinforcementFile(path)
+    with S.ReinforcementFile(path, accept_incomplete=True) as r:
+        done = np.flatnonzero(r.written)
+        assert 6 <= done.size < 400 and (done == np.arange(done.size)).all()
+    h = make_header(n=400)
+    w = S.ReinforcementWriter.open(path, h, np.arange(400) % C, mode="resume")
+    assert (np.flatnonzero(w.written) == done).all()
+    for i in range(400):
+        if not w.written[i]:
+            w.write([i], *make_rows(h, [i])[:3])
+    w.finish()
+    with S.ReinforcementFile(path) as r:
+        for i in (0, done.size - 1, done.size, 399):
+            params, idx, _, _, _ = make_rows(h, [i])
+            img = r.read_image(i)
+            assert (img.params == params[0]).all() and (img.indices == idx[0]).all()
+
+
+# ---------------------------------------------------------------------- bad files
+def test_not_hdf5(tmp_path):
+    p = tmp_path / "x.h5"
+    p.write_text("hello")
+    with pytest.raises(S.NotReinforcementFileError, match="is not an HDF5 file"):
+        S.ReinforcementFile(p)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        S.ReinforcementFile(tmp_path / "missing.h5")
+    with pytest.raises(S.NotReinforcementFileError, match="is a directory"):
+        S.ReinforcementFile(tmp_path)
+
+
+def test_other_hdf5_format(tmp_path):
+    p = str(tmp_path / "x.h5")
+    with h5py.File(p, "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(S.NotReinforcementFileError, match="HDF5 file but not a reinforcement file .*no 'format'"):
+        S.ReinforcementFile(p)
+    with h5py.File(p, "a") as f:
+        f.attrs["format"] = "something.else"
+    with pytest.raises(S.NotReinforcementFileError, match="format 'something.else'"):
+        S.ReinforcementFile(p)
+
+
+def test_newer_format_version(tmp_path):
+    p = str(tmp_path / "r.h5")
+    write_file(p, make_header())
+    with h5py.File(p, "a") as f:
+        f.attrs["format_version"] = S.FORMAT_VERSION + 1
+    with pytest.raises(S.UnsupportedVersionError, match="newer than .* upgrade reinforced_data"):
+        S.ReinforcementFile(p)
+
+
+def test_truncated_file(tmp_path):
+    p = str(tmp_path / "r.h5")
+    write_file(p, make_header())
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(S.CorruptFileError, match="truncated"):
+        r = S.ReinforcementFile(p)
+        for i in range(N):  # if the header survived, reading must fail cleanly
+            r.read_image(i)
+
+
+def test_damaged_record_is_an_error_not_a_wrong_label(tmp_path):
+    p = str(tmp_path / "r.h5")
+    h = make_header(c=200, topk=5)
+    write_file(p, h)
+    with h5py.File(p, "a") as f:  # a syntactically valid chunk whose class indices exceed the class count
+        c = h.codec()
+        recs = np.zeros(c.per_chunk, c.record_dtype)
+        recs["crop"] = [0, 0, 8, 8]
+        recs["topk_indices"] = 250
+        raw = np.ascontiguousarray(recs.view(np.uint8).reshape(c.per_chunk, -1).T).tobytes()
+        f["records"].id.write_direct_chunk((2, 0, 0), __import__("zlib").compress(raw))
+    with S.ReinforcementFile(p) as r:
+        with pytest.raises(S.CorruptFileError, match=r"record \(2, 0\) .* out of range .*index is 250"):
+            r.read(2, 0)
+        with pytest.raises(S.CorruptFileError, match="image 2 .* out of range"):
+            r.read_image(2)
+
+
+# ---------------------------------------------------------------------- dataset identity
+def test_fingerprint_differences():
+    labels = np.arange(10) % 3
+    fp = S.Fingerprint.of(labels, ["a/1.png", "b/2.png"], 3)
+    assert fp.differences(S.Fingerprint.of(labels, ["a/1.png", "b/2.png"], 3)) == []
+    assert "holds 10 images, the dataset 9" in fp.differences(S.Fingerprint.of(labels[:9]))[0]
+    assert fp.differences(S.Fingerprint.of(labels[::-1].copy())) == ["the labels differ"]
+    assert fp.differences(S.Fingerprint.of(labels, ["a/1.png", "c/2.png"])) == ["the file lists differ"]
+    assert "has 3 classes, this one 4" in fp.differences(S.Fingerprint.of(labels, None, 4))[0]
+
+
+def test_check_dataset(tmp_path):
+    from reinforced_data.synthetic import SyntheticImages
+
+    ds = SyntheticImages(N, 4, 16, 20, seed=0)
+    labels = np.asarray(ds.targets)
+    p = str(tmp_path / "r.h5")
+    h = S.Header(N, K, 3, 4, Policy.preset("rrc", output_size=(16, 16)), [], S.Fingerprint.of_dataset(ds))
+    w = S.ReinforcementWriter.open(p, h, labels)
+    for i in range(N):
+        params, _, _, _, _ = make_rows(make_header("rrc", c=4, topk=3), [i])
+        w.write([i], params, np.tile([0, 1, 2], (1, K, 1)), np.tile([0.5, 0.3, 0.2], (1, K, 1)))
+    w.finish()
+    with S.ReinforcementFile(p) as r:
+        r.check_dataset(ds)
+        with pytest.raises(S.DatasetMismatchError, match="another dataset: the file holds 12 images, the dataset 11"):
+            r.check_dataset(SyntheticImages(N - 1, 4, 16, 20, seed=0))
+        with pytest.raises(S.DatasetMismatchError, match="the labels differ"):
+            r.check_dataset(SyntheticImages(N, 4, 16, 20, seed=1))
+        with pytest.raises(S.DatasetMismatchError, match="4 classes, this one 6"):
+            r.check_dataset(SyntheticImages(N, 6, 16, 20, seed=0))
+
+
+# ---------------------------------------------------------------------- shards and merge
+def test_merge_shards(tmp_path):
+    out = str(tmp_path / "m.h5")
+    single = str(tmp_path / "single.h5")
+    write_file(single, make_header())
+    for rank, rows in enumerate([range(0, 5), range(5, 12)]):
+        write_file(S.shard_path(out, rank, 2), make_header(shard_rank=rank, shard_world_size=2), rows)
+    assert sorted(S.find_shards(out)) == [S.shard_path(out, 0, 2), S.shard_path(out, 1, 2)]
+    S.merge(out)
+    with S.ReinforcementFile(out) as m, S.ReinforcementFile(single) as s, h5py.File(out) as fm, h5py.File(single) as fs:
+        assert m.complete and m.header.extra == {"merged_from": 2}
+        for i in range(N):
+            for g in range(fs["records"].shape[1]):  # chunks byte for byte
+                assert fm["records"].id.read_direct_chunk((i, g, 0)) == fs["records"].id.read_direct_chunk((i, g, 0))
+            assert (m.read_image(i).indices == s.read_image(i).indices).all()
+    with pytest.raises(S.OutputExistsError):
+        S.merge(out)
+
+
+def test_merge_refuses_bad_shard_sets(tmp_path):
+    out = str(tmp_path / "m.h5")
+    a, b = S.shard_path(out, 0, 2), S.shard_path(out, 1, 2)
+    write_file(a, make_header(shard_rank=0, shard_world_size=2), range(0, 6))
+    with pytest.raises(S.ReinforcementFileError, match=r"cover ranks \[0\]"):
+        S.merge(out, [a])
+    write_file(b, make_header(shard_rank=1, shard_world_size=2), range(6, 11), finish=False)
+    with pytest.raises(S.IncompleteFileError):
+        S.merge(out, [a, b])
+    os.remove(b)
+    write_file(b, make_header(shard_rank=1, shard_world_size=2), range(6, 11))
+    with pytest.raises(S.ReinforcementFileError, match=r"hold 11 of 12 images \(first missing: 11\)"):
+        S.merge(out, [a, b])
+    os.remove(b)
+    write_file(b, make_header(shard_rank=1, shard_world_size=2), range(5, 12))
+    with pytest.raises(S.ReinforcementFileError, match="image 5 is stored in both"):
+        S.merge(out, [a, b])
+    os.remove(b)
+    write_file(b, make_header(shard_rank=1, shard_world_size=2, seed=3), range(6, 12))
+    with pytest.raises(S.SettingsMismatchError, match="seed"):
+        S.merge(out, [a, b])
+    assert not os.path.exists(out)
+
+
+def test_storage_target_on_imagenet_like_records(tmp_path):
+    """<= 37 bytes per record for rrc_ra_re, k = 10, 1000 classes (teacher-like peaked distributions)."""
+    sys.path.insert(0, os.path.join(U.REPO_DIR, "benchmarks"))
+    try:
+        import storage
+    finally:
+        sys.path.pop(0)
+    recs = storage.simulate_records(num_images=24, num_views=128, seed=0)
+    path = str(tmp_path / "s.h5")
+    storage.write_ours(path, recs)
+    with h5py.File(path) as f:
+        per_record = f["records"].id.get_storage_size() / (24 * 128)
+    assert per_record <= 37, per_record

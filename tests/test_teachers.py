@@ -1,0 +1,171 @@
+"""Teacher ensembles: specs, checkpoints, preprocessing, averaging, non-finite outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import _reinforce_util as U
+from reinforced_data import teachers as T
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is fastest, and immune to a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def views(n=6, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def test_spec_parsing(tmp_path):
+    ckpt = tmp_path / "t.pth"
+    ckpt.write_bytes(b"x")
+    assert T.TeacherSpec.parse("resnet50.a1_in1k") == T.TeacherSpec(model="resnet50.a1_in1k")
+    assert T.TeacherSpec.parse(f"resnet10t={ckpt}") == T.TeacherSpec(model="resnet10t", checkpoint=str(ckpt))
+    assert T.TeacherSpec.parse(str(ckpt)) == T.TeacherSpec(checkpoint=str(ckpt))
+    assert T.TeacherSpec.parse("pkg.mod:make") == T.TeacherSpec(model="pkg.mod:make")
+    s = T.TeacherSpec.parse(json.dumps({"model": "resnet10t", "checkpoint": str(ckpt), "input_size": 64,
+                                        "mean": [0.5], "std": [0.25, 0.25, 0.25]}))
+    assert s.input_size == (64, 64) and s.mean == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="unknown key"):
+        T.TeacherSpec.parse('{"modle": "x"}')
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        T.TeacherSpec.parse("resnet10t=/no/such/file.pth")
+
+
+def test_module_member_preprocessing_and_averaging():
+    a, b = U.TinyTeacher(5, seed=1), U.TinyTeacher(5, seed=2)
+    ens = T.TeacherEnsemble([a, b], input_size=12, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    v = views()
+    x = F.interpolate(v.float() / 255, size=(12, 12), mode="bilinear", align_corners=False, antialias=True)
+    x = (x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = (torch.softmax(a._one(x), 1) + torch.softmax(b._one(x), 1)) / 2
+    got = ens(v)
+    assert got.dtype == torch.float32 and got.shape == (6, 5)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(got.sum(1), torch.ones(6), atol=1e-5)
+    assert ens.num_classes() == 5
+
+
+def test_eval_mode_no_grad_and_identity():
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(3 * 16 * 16, 4))
+    m.train()
+    ens = T.TeacherEnsemble(m)
+    ens.train()  # stays in eval mode
+    assert not m.training and all(not p.requires_grad for p in ens.parameters())
+    v = views()
+    assert torch.equal(ens(v), ens(v))  # dropout off
+    d = ens.describe()[0]
+    assert d["name"] == "Sequential" and d["input_size"] is None and len(d["weights_sha256"]) == 64
+    with torch.no_grad():
+        m[2].bias += 1
+    assert T.weights_sha256(m) != d["weights_sha256"]
+
+
+def test_nan_and_inf_outputs_name_the_image():
+    t = U.TinyTeacher(4, nan_below=-100.0)  # a NaN for every view whose normalised mean is < -100: none
+    ens = T.TeacherEnsemble(t)
+    ens(views())
+    t.nan_below = 10.0  # every view
+    with pytest.raises(T.NonFiniteOutputError,
+                       match=r"teacher 'TinyTeacher' produced NaN or inf for image 17 \(view 0\)"):
+        probs, bad = ens.predict(views(3))
+        ens.check_finite(bad, image_indices=[17, 17, 18], view_indices=[0, 1, 0])
+    with pytest.raises(T.NonFiniteOutputError, match="for image 41"):
+        ens(views(2), image_indices=[41, 42])
+
+    class Inf(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3)
+            out[1, 2] = float("inf")
+            return out
+
+    with pytest.raises(T.NonFiniteOutputError, match="for image 8"):
+        T.TeacherEnsemble(Inf())(views(2), image_indices=[7, 8])
+
+
+def test_timm_checkpoint_teacher(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=6)
+    path = str(tmp_path / "teacher.pth")
+    T.save_checkpoint(model, path, input_size=16)
+    for spec in (path, f"test_resnet={path}"):  # architecture from the checkpoint, or named
+        ens = T.TeacherEnsemble(spec)
+        member = ens.members[0]
+        assert member.name == "test_resnet" and member.input_size == (16, 16)
+        assert ens.num_classes() == 6
+        v = views(4)
+        with torch.no_grad():
+            mean, std = (torch.tensor(c).view(1, 3, 1, 1) for c in (member.mean, member.std))
+            x = (v.float() / 255 - mean) / std
+            assert torch.allclose(ens(v), torch.softmax(model.eval()(x), 1), atol=1e-5)
+    # a plain state dict: the class count comes from the classifier's weight
+    sd_path = str(tmp_path / "sd.pth")
+    torch.save({"state_dict": model.state_dict()}, sd_path)
+    ens = T.TeacherEnsemble(T.TeacherSpec(model="test_resnet", checkpoint=sd_path, input_size=16))
+    assert ens.num_classes() == 6 and ens.describe()[0]["weights_sha256"] == T.weights_sha256(model)
+    # without an input size override, timm's pretrained config applies
+    ens = T.TeacherEnsemble(f"test_resnet={sd_path}")
+    cfg = timm.models.get_pretrained_cfg("test_resnet")
+    assert ens.members[0].input_size == tuple(cfg.input_size[1:])
+    with pytest.raises(ValueError, match="does not fit timm model 'resnet10t'"):
+        T.TeacherEnsemble(f"resnet10t={sd_path}")
+
+
+def test_timm_pretrained_name_goes_through_timm(monkeypatch):
+    import timm
+
+    calls = []
+    real = timm.create_model
+
+    def fake(name, pretrained=False, **kw):
+        calls.append((name, pretrained, kw))
+        if name == "offline_model":
+            raise RuntimeError("Hub is unreachable")
+        return real("test_resnet", pretrained=False, num_classes=3)
+
+    monkeypatch.setattr(timm, "create_model", fake)
+    ens = T.TeacherEnsemble("test_resnet.r160_in1k")
+    assert calls[0] == ("test_resnet.r160_in1k", True, {})
+    assert ens.members[0].input_size == tuple(timm.models.get_pretrained_cfg("test_resnet").input_size[1:])
+    with pytest.raises(ValueError, match="cannot create teacher 'offline_model' with pretrained weights .* "
+                                         "pass a local checkpoint as offline_model=PATH"):
+        T.TeacherEnsemble("offline_model")
+
+
+def test_factory_spec(tmp_path):
+    t = U.tiny_teacher(7)
+    path = str(tmp_path / "tiny.pth")
+    T.save_checkpoint(t, path, arch="_reinforce_util:tiny_teacher")
+    ens = T.TeacherEnsemble(path)
+    assert ens.num_classes() == 7 and ens.members[0].name == "_reinforce_util:tiny_teacher"
+    assert torch.allclose(ens(views()), T.TeacherEnsemble(t)(views()))
+    with pytest.raises(ValueError, match="cannot be imported"):
+        T.TeacherEnsemble("no_such_module_xyz:make")
+
+
+def test_members_must_agree_on_classes():
+    ens = T.TeacherEnsemble([U.TinyTeacher(4), U.TinyTeacher(5)])
+    with pytest.raises(ValueError, match="different numbers of classes"):
+        ens.num_classes()
+
+
+@pytest.mark.cuda
+def test_cuda_bf16_channels_last():
+    ens = T.TeacherEnsemble(U.TinyTeacher(4), device="cuda")
+    assert ens.amp and ens.channels_last
+    out = ens(views().cuda())
+    assert out.is_cuda and out.dtype == torch.float32
+    assert torch.allclose(out.cpu(), T.TeacherEnsemble(U.TinyTeacher(4))(views()), atol=0.05)
