@@ -79,4 +79,5 @@ setup(
     extras_require={"test": ["pytest", "torchvision", "scikit-image"]},
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    entry_points={"console_scripts": ["reinforced-data = reinforced_data.cli:main"]},
 )

@@ -49,6 +49,7 @@ def pytest_configure(config):
         f"when {REQUIRE_COMPILED_ENV}=1)",
     )
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one)")
+    config.addinivalue_line("markers", "distributed: starts several processes (torchrun, gloo backend)")
 
 
 def pytest_runtest_setup(item):
