@@ -72,3 +72,12 @@ def compiled():
     """The ``torch.ops.reinforced_data`` namespace; skips (or fails, see module doc) without it."""
     _require_compiled()
     return torch.ops.reinforced_data
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one intra-op torch thread, restoring the count afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,13 +19,8 @@ from reinforced_data.cli import main
 from reinforced_data.reinforce import reinforce
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is fastest, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny models: one intra-op thread is fastest, and immune to a busy shared machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DATA = "synthetic:num_images=24,num_classes=8,min_size=20,max_size=32,seed=2"

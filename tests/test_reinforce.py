@@ -16,13 +16,8 @@ from reinforced_data.synthetic import SyntheticImages, write_image_folder
 from reinforced_data.teachers import NonFiniteOutputError, TeacherEnsemble
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is fastest, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny models: one intra-op thread is fastest, and immune to a busy shared machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 N, CLASSES, K, TOPK = 20, 4, 6, 3

@@ -19,13 +19,8 @@ from reinforced_data import store as S
 from reinforced_data.policy import Policy
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is fastest, and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny models: one intra-op thread is fastest, and immune to a busy shared machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 N, K, TOPK, C = 12, 10, 5, 20
