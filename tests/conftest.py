@@ -5,6 +5,8 @@
   ``REINFORCED_DATA_REQUIRE_COMPILED=1`` is set (as in CI): then such a test FAILS, so a
   broken build cannot pass as a green run full of skips.
 * ``@pytest.mark.cuda``: the test needs a CUDA device; skipped without one.
+* ``@pytest.mark.cuda_emulation``: the CUDA kernels compiled for the host (RD_EMULATE) and
+  run without a GPU; runs by default (see test_cuda_emulation.py).
 * The ``compiled`` fixture applies the same rule as the marker, for fixtures and helpers.
 """
 
@@ -49,6 +51,11 @@ def pytest_configure(config):
         f"when {REQUIRE_COMPILED_ENV}=1)",
     )
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one)")
+    config.addinivalue_line(
+        "markers",
+        "cuda_emulation: the CUDA kernels compiled with g++ under RD_EMULATE and run on the host "
+        f"(skipped if they cannot be built; fails then when {REQUIRE_COMPILED_ENV}=1)",
+    )
     config.addinivalue_line("markers", "distributed: starts several processes (torchrun, gloo backend)")
 
 

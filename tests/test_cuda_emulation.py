@@ -1,0 +1,269 @@
+"""The CUDA kernels of csrc/cuda/replay_cuda.cu, run without a GPU, against the pure-PyTorch
+reference (bit for bit).
+
+replay_cuda.cu compiled with ``RD_EMULATE`` defined uses only a few CUDA names (thread and
+block indices, ``__syncthreads``, atomics, ``RD_LAUNCH``). ``cuda_emulation/emu_shim.h``
+supplies them for the host: blocks run one after another and the threads of a block run
+as OS threads, with a real barrier for ``__syncthreads``. ``cuda_emulation/emu_ext.cpp``
+wraps the launchers as a Python extension, built here with g++ through
+``torch.utils.cpp_extension.load`` into a temporary directory.
+
+So the very kernel code that runs on a GPU is checked on every run of the suite, GPU or
+not. Marked ``cuda_emulation``. If the extension cannot be built (no compiler, say), the
+tests skip, or FAIL when ``REINFORCED_DATA_REQUIRE_COMPILED=1`` is set (as in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import _util
+from reinforced_data import _args as A
+from reinforced_data import _reference as R
+from reinforced_data.policy import RA_OPS, SIGNED_OPS, Policy
+
+pytestmark = pytest.mark.cuda_emulation
+
+HERE = Path(__file__).resolve().parent
+EMU_DIR = HERE / "cuda_emulation"
+CSRC = HERE.parent / "csrc"
+REQUIRE_COMPILED_ENV = "REINFORCED_DATA_REQUIRE_COMPILED"
+
+
+def build_emulation(build_dir: Path, name: str = "rd_cuda_emulation", defines: tuple[str, ...] = ()):
+    """Compile emu_ext.cpp (which includes csrc/cuda/replay_cuda.cu) and import it."""
+    from torch.utils.cpp_extension import load
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    flags = ["-O1", "-std=c++20", "-pthread", "-Wall", "-Wno-unused-function"]
+    flags += [f"-D{d}" for d in defines]
+    return load(
+        name=name,
+        sources=[str(EMU_DIR / "emu_ext.cpp")],
+        extra_include_paths=[str(CSRC), str(EMU_DIR)],
+        extra_cflags=flags,
+        extra_ldflags=["-pthread"],
+        build_directory=str(build_dir),
+        verbose=False,
+    )
+
+
+def _unavailable(why: str):
+    if os.environ.get(REQUIRE_COMPILED_ENV) == "1":
+        pytest.fail(f"CUDA emulation extension unavailable: {why} (and {REQUIRE_COMPILED_ENV}=1 is set)",
+                    pytrace=False)
+    pytest.skip(f"CUDA emulation extension unavailable: {why}")
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+        _unavailable("no C++ compiler found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return build_emulation(tmp_path_factory.mktemp("cuda_emulation_build"))
+    except Exception as e:  # noqa: BLE001  (build or import failure of any kind)
+        _unavailable(f"{type(e).__name__}: {str(e)[-2000:]}")
+
+
+@pytest.fixture(autouse=True)
+def _no_divergent_barriers(emu):
+    before = emu.divergent()
+    yield
+    assert emu.divergent() == before, "a thread left a kernel while others waited at __syncthreads"
+
+
+def assert_same(got: torch.Tensor, exp: torch.Tensor, what: str = "") -> None:
+    assert got.shape == exp.shape and got.dtype == exp.dtype, (what, got.shape, got.dtype, exp.shape, exp.dtype)
+    if not torch.equal(got, exp):
+        d = (got.double() - exp.double()).abs()
+        bad = torch.nonzero(d.reshape(max(d.shape[0], 1), -1).sum(1)).flatten().tolist()
+        pytest.fail(f"{what}: views {bad[:10]} differ, max |diff| {d.max().item()}, "
+                    f"{int((d > 0).sum())} elements", pytrace=False)
+
+
+def augment_both(emu, images, rows, oh, ow, what=""):
+    assert_same(emu.augment(images, rows, oh, ow), R.augment(images, rows, oh, ow), what)
+
+
+# -- max_taps ---------------------------------------------------------------------------
+
+def _true_max_taps(n: int, m: int) -> int:
+    """Most source taps with nonzero weight for one output index (n -> m resampling)."""
+    s = max(n, m)
+    i = np.arange(m)[:, None]
+    j = np.arange(n)[None, :]
+    nz = (2 * s - np.abs((2 * j + 1) * m - (2 * i + 1) * n)) > 0
+    return int((nz.shape[1] - np.argmax(nz[:, ::-1], 1) - np.argmax(nz, 1)).max())
+
+
+def test_max_taps_bounds_the_taps(emu):
+    pairs = [(n, m) for n in range(1, 40) for m in range(1, 40)]
+    rng = np.random.default_rng(0)
+    pairs += [(int(rng.integers(1, 3000)), int(rng.integers(1, 600))) for _ in range(60)]
+    pairs += [(2999, 1), (1, 600), (640, 224), (224, 640)]
+    too_small = [(n, m) for n, m in pairs if _true_max_taps(n, m) > emu.max_taps(n, m)]
+    assert not too_small, too_small[:10]
+
+
+# -- sampled policies --------------------------------------------------------------------
+
+SIZES = [(40, 50), (23, 61), (64, 48), (31, 31), (9, 70), (70, 9)]
+
+
+def _rows_for(images, policy, seed):
+    rng = np.random.default_rng(seed)
+    params = np.concatenate([policy.sample(rng, 1, img.shape[1], img.shape[2]) for img in images])
+    return A.encode(params, policy, [(i.shape[1], i.shape[2]) for i in images])
+
+
+@pytest.mark.parametrize("out", [(17, 31), (24, 24)])
+@pytest.mark.parametrize("preset", ["rrc", "rrc_ra_re", "timm"])
+def test_presets(emu, preset, out):
+    imgs = _util.image_batch(SIZES, 3)
+    kw = {} if preset == "rrc" else dict(ra_num_ops=4, erase_prob=0.7)
+    pol = Policy.preset(preset, output_size=out, **kw)
+    seed = ["rrc", "rrc_ra_re", "timm"].index(preset) * 10 + out[0]
+    augment_both(emu, imgs, _rows_for(imgs, pol, seed), *out, what=preset)
+
+
+# -- every op, crafted rows --------------------------------------------------------------
+
+def _base_row(crop, flip):
+    r = np.zeros(A.NUM_ARGS, np.int64)
+    r[A.CROP_TOP:A.CROP_W + 1] = crop
+    r[A.FLIP] = flip
+    r[A.FILL:A.FILL + 3] = [12, 200, 77]
+    return r
+
+
+def test_every_op(emu):
+    """Each op alone, at extreme and middle bins of both signs, flipped or not, with erasing
+    (constant and noise) on half the rows."""
+    pol = Policy.preset("rrc_ra_re", output_size=(19, 27))
+    oh, ow = pol.output_size
+    nb = pol.ra_num_magnitude_bins
+    table = A._op_table(nb, oh, ow)
+    imgs = _util.image_batch([(30, 41)] * 4, 7)
+    mags = [-(nb - 1), -5, 7, nb - 1]
+    rows, ims = [], []
+    for op in range(len(RA_OPS)):
+        for k, mag in enumerate(mags):
+            img = imgs[k]
+            H, W = img.shape[1:]
+            r = _base_row([0, 0, H, W], k % 2)
+            r[A.NUM_OPS] = 1
+            r[A.OPS] = op
+            if RA_OPS[op] not in SIGNED_OPS:
+                mag = abs(mag)
+            r[A.OPS + 1:A.OPS + 7] = table[op, mag + nb - 1]
+            if k % 2:
+                r[A.ERASE_TOP:A.ERASE_W + 1] = [2, 3, 7, 9]
+                r[A.ERASE_VALUE:A.ERASE_VALUE + 3] = -1 if k == 1 else [5, 6, 7]  # -1: noise
+                r[A.ERASE_SEED] = 1234 + k + 17 * op
+            rows.append(r)
+            ims.append(img)
+    augment_both(emu, ims, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, "every op")
+
+
+def test_op_chains(emu):
+    """Several ops in a row (every op appears at every step across the batch)."""
+    pol = Policy.preset("rrc_ra_re", output_size=(19, 27))
+    oh, ow = pol.output_size
+    nb = pol.ra_num_magnitude_bins
+    table = A._op_table(nb, oh, ow)
+    rng = np.random.default_rng(5)
+    n = len(RA_OPS)
+    imgs = _util.image_batch([(30, 41)] * n, 7)
+    for nops in (2, 4):
+        rows = []
+        for k in range(n):
+            H, W = imgs[k].shape[1:]
+            r = _base_row([rng.integers(0, 5), rng.integers(0, 5), H - 6, W - 8], k % 2)
+            r[A.NUM_OPS] = nops
+            for s in range(nops):
+                op = (k + 5 * s) % n
+                mag = int(rng.integers(-(nb - 1), nb))
+                if RA_OPS[op] not in SIGNED_OPS:
+                    mag = abs(mag)
+                base = A.OPS + s * A.OP_STRIDE
+                r[base] = op
+                r[base + 1:base + 7] = table[op, mag + nb - 1]
+            rows.append(r)
+        augment_both(emu, imgs, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, f"nops={nops}")
+
+
+# -- geometry edge cases -----------------------------------------------------------------
+
+@pytest.mark.parametrize("out", [(17, 31), (1, 1), (2, 3), (40, 1), (64, 64)])
+def test_geometry_edges(emu, out):
+    """1x1 crops, crops equal to the source, up- and downsampling, tiny outputs,
+    channels-last and strided sources; histogram/statistics ops on top."""
+    oh, ow = out
+    src = _util.smooth_image(37, 53, 11)
+    noise = torch.randint(0, 256, (3, 29, 33), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    cl = torch.randint(0, 256, (45, 60, 3), dtype=torch.uint8,
+                       generator=torch.Generator().manual_seed(2)).permute(2, 0, 1)
+    sl = torch.randint(0, 256, (3, 80, 90), dtype=torch.uint8,
+                       generator=torch.Generator().manual_seed(3))[:, 5:60:2, 3:80:3]
+    cases = [
+        (src, [0, 0, 1, 1]), (src, [36, 52, 1, 1]), (src, [0, 0, 37, 53]), (src, [10, 20, 3, 2]),
+        (noise, [0, 0, 29, 33]), (noise, [5, 5, 1, 28]), (noise, [0, 3, 29, 1]),
+        (cl, [0, 0, 45, 60]), (cl, [3, 7, 20, 11]), (sl, [0, 0, sl.shape[1], sl.shape[2]]), (sl, [1, 2, 9, 13]),
+    ]
+    stat_ops = ["Sharpness", "Equalize", "AutoContrast", "Contrast"]
+    rows, ims = [], []
+    for k, (img, crop) in enumerate(cases):
+        for flip in (0, 1):
+            r = _base_row(crop, flip)
+            r[A.NUM_OPS] = 4
+            for s, op in enumerate(stat_ops[k % 4:] + stat_ops[:k % 4]):
+                base = A.OPS + s * A.OP_STRIDE
+                r[base] = RA_OPS.index(op)
+                r[base + 1] = 65536 + 40000 * (1 if flip else -1)
+            rows.append(r)
+            ims.append(img)
+    augment_both(emu, ims, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, f"edges {out}")
+
+
+def test_empty_batch(emu):
+    got = emu.augment([], torch.zeros(0, A.NUM_ARGS, dtype=torch.int32), 5, 6)
+    assert_same(got, torch.empty(0, 3, 5, 6, dtype=torch.uint8), "B=0")
+
+
+# -- mix and normalize -------------------------------------------------------------------
+
+def _ab():
+    g = torch.Generator().manual_seed(9)
+    a = torch.randint(0, 256, (6, 3, 13, 17), dtype=torch.uint8, generator=g)
+    b = torch.randint(0, 256, (6, 3, 13, 17), dtype=torch.uint8, generator=g)
+    return a, b
+
+
+def test_mix(emu):
+    a, b = _ab()
+    margs = torch.tensor([[0, 255, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 100, 0, 0, 0, 0], [2, 10, 2, 3, 5, 7],
+                          [2, 0, 0, 0, 13, 17], [2, 200, 12, 16, 1, 1]], dtype=torch.int32)
+    assert_same(emu.mix(a, b, margs), R.mix(a, b, margs), "mix")
+    assert_same(emu.mix(a.contiguous(memory_format=torch.channels_last), b, margs), R.mix(a, b, margs),
+                "mix channels_last")
+    assert_same(emu.mix(a[:0], b[:0], margs[:0]), R.mix(a[:0], b[:0], margs[:0]), "mix empty")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_normalize(emu, dtype, channels_last):
+    a, _ = _ab()
+    lut = A.normalize_lut(Policy.preset("rrc"), dtype)
+    got = emu.normalize(a, lut, channels_last)
+    exp = R.normalize(a, lut, channels_last)
+    assert_same(got, exp, f"normalize {dtype} channels_last={channels_last}")
+    assert got.stride() == exp.stride()
