@@ -28,7 +28,8 @@ teacher specs (--teacher, repeat for an ensemble):
   NAME                    a timm model with its pretrained weights (timm's cache or hub)
   NAME=CHECKPOINT         a timm architecture with weights from a local file
   CHECKPOINT              a checkpoint that names its architecture ('arch'; teachers.save_checkpoint)
-  module:callable[=CKPT]  a factory returning an nn.Module (e.g. an AdaptiveEnsembleHead)
+  HEAD.pth                an AdaptiveEnsembleHead file written by head.save()
+  module:callable[=CKPT]  a factory returning an nn.Module
   '{"model": ..., "checkpoint": ..., "input_size": 224, "mean": [...], "std": [...]}'
 
 examples:

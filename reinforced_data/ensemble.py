@@ -535,11 +535,20 @@ class AdaptiveEnsembleHead(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AdaptiveEnsembleHead:
         """Rebuild a head written by :meth:`save` (timm architectures, no download)."""
+        path = os.fspath(path)
+        return cls.from_checkpoint(torch.load(path, map_location=map_location, weights_only=True), path)
+
+    @staticmethod
+    def is_checkpoint(obj: Any) -> bool:
+        """Whether a loaded checkpoint object was written by :meth:`save`."""
+        return isinstance(obj, dict) and obj.get("format") == HEAD_CHECKPOINT_FORMAT
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Any, path: str = "<checkpoint>") -> AdaptiveEnsembleHead:
+        """Rebuild a head from the loaded contents of a :meth:`save` file (``path`` names it in errors)."""
         import timm
 
-        path = os.fspath(path)
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != HEAD_CHECKPOINT_FORMAT:
+        if not cls.is_checkpoint(ckpt):
             raise ValueError(f"{path!r} is not an AdaptiveEnsembleHead checkpoint (written by head.save())")
         if int(ckpt.get("version", 0)) > _HEAD_CHECKPOINT_VERSION:
             raise ValueError(f"{path!r} has head format version {ckpt['version']}, newer than this reinforced_data "

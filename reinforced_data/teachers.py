@@ -11,6 +11,8 @@ input size and normalisation, and maps a batch of uint8 views ``[B, 3, H, W]`` (
   dict, bare or under ``state_dict`` / ``state_dict_ema`` / ``model``, loaded with
   ``weights_only=True``), or a checkpoint alone when it names its architecture
   (``arch``), as :func:`save_checkpoint` writes;
+* a file written by ``AdaptiveEnsembleHead.save`` (``"head.pth"``): the head, its timm
+  backbones rebuilt from the architectures it names;
 * ``"package.module:callable"`` (optionally ``=checkpoint``), a factory returning a module;
 * any ``nn.Module`` (e.g. ``reinforced_data.ensemble.AdaptiveEnsembleHead``) that maps
   normalised images to logits.
@@ -197,6 +199,16 @@ def _infer_num_classes(arch: str, sd: dict) -> int | None:
 def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
     """(model, data config) for a spec; data config keys: input_size, mean, std."""
     ckpt = _load_raw_checkpoint(spec.checkpoint) if spec.checkpoint else None
+    from .ensemble import AdaptiveEnsembleHead
+
+    if AdaptiveEnsembleHead.is_checkpoint(ckpt):
+        if spec.model is not None:
+            raise ValueError(f"{spec.checkpoint} is an AdaptiveEnsembleHead file (head.save()), which names its own "
+                             f"backbones; give it without a model name, not as {spec.model}={spec.checkpoint}")
+        head = AdaptiveEnsembleHead.from_checkpoint(ckpt, spec.checkpoint)
+        data_cfg = {"input_size": spec.input_size, "mean": spec.mean, "std": spec.std}
+        name = "AdaptiveEnsembleHead(" + " + ".join(ckpt["archs"]) + ")"
+        return head, {"name": name, "checkpoint": spec.checkpoint, **{k: v for k, v in data_cfg.items() if v}}
     arch = spec.model or (ckpt.get("arch") if ckpt else None)
     if arch is None:
         raise ValueError(f"teacher checkpoint {spec.checkpoint} does not name its architecture ('arch'); "

@@ -191,6 +191,35 @@ def test_head_as_teacher_ensemble_member():
     assert mixed(views).shape == (4, 5)
 
 
+def test_saved_head_file_is_a_teacher_spec(tmp_path, capsys):
+    """head.save() output works as `--teacher head.pth` and in TeacherEnsemble(["head.pth"])."""
+    from reinforced_data import teachers
+    from reinforced_data.cli import main
+    from reinforced_data.store import ReinforcementFile
+
+    torch.manual_seed(0)
+    head = AdaptiveEnsembleHead([_resnet(), _resnet()], num_classes=8, input_size=SIZE, mean=(0.5, 0.4, 0.3),
+                                std=(0.2, 0.25, 0.3))
+    path = str(tmp_path / "head.pth")
+    head.save(path)
+    from_file = teachers.TeacherEnsemble([path])
+    member = from_file.members[0]
+    assert member.name == "AdaptiveEnsembleHead(resnet10t + resnet10t)" and member.checkpoint == path
+    assert member.input_size == (SIZE, SIZE) and member.mean == pytest.approx((0.5, 0.4, 0.3))
+    views = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
+    assert torch.allclose(from_file(views), teachers.TeacherEnsemble([head])(views), atol=1e-5)
+    with pytest.raises(ValueError, match="names its own backbones"):
+        teachers.TeacherEnsemble([f"resnet10t={path}"])
+
+    out = tmp_path / "pets.h5"
+    data = "synthetic:num_images=6,num_classes=8,min_size=24,max_size=40,seed=1"
+    assert main(["reinforce", "--data", data, "--teacher", path, "--output-size", "32", "-K", "2", "-k", "3",
+                 "-o", str(out), "--no-progress"]) == 0
+    with ReinforcementFile(out) as f:
+        assert f.num_images == 6 and f.num_classes == 8
+        assert f.teachers[0]["name"] == "AdaptiveEnsembleHead(resnet10t + resnet10t)"
+
+
 # --------------------------------------------------------------------------- bagging
 
 
