@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     if args.out:
         head.save(args.out)
-        print(f"saved the head to {args.out}; load it with AdaptiveEnsembleHead.load({args.out!r})")
+        print(f"saved the head to {args.out}: AdaptiveEnsembleHead.load({args.out!r}), or as a teacher: "
+              f"reinforced-data reinforce --teacher {args.out} ...")
     return results
 
 
