@@ -39,21 +39,21 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import write_table  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # replay's compiled-op notice: not used here
     from reinforced_data.ensemble import (  # noqa: E402
         AdaptiveEnsembleHead,
-        _seeded_linear,
         adabelief,
         bagging_split,
         create_backbone,
         extract_features,
         fit_combiner,
         fit_weak_learner,
+        stratified_split,
         weighted_f1,
     )
     from reinforced_data.synthetic import SyntheticImages  # noqa: E402
@@ -80,18 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT)
     return p.parse_args(argv)
-
-
-def stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val, n_test = (max(1, round(f * len(idx))) for f in fractions)
-        parts[1].append(idx[:n_val])
-        parts[2].append(idx[n_val:n_val + n_test])
-        parts[0].append(idx[n_val + n_test:])
-    return tuple(np.sort(np.concatenate(p)) for p in parts)
 
 
 def load_images(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +179,8 @@ def main(argv: list[str] | None = None) -> str:
     cache_s = time.perf_counter() - t0
 
     # Phase-2 epoch cost, cached vs uncached, alternating.
-    layer = _seeded_linear(head.num_features, k, args.seed)
+    torch.manual_seed(args.seed)
+    layer = torch.nn.Linear(head.num_features, k)
     opt = adabelief(layer.parameters())
     g = torch.Generator().manual_seed(args.seed)
     times: dict[bool, list[float]] = {True: [], False: []}
@@ -293,9 +282,7 @@ def main(argv: list[str] | None = None) -> str:
     ]
     text = "\n".join(lines)
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        fh.write(text)
+    write_table(text, args.out)
     print(f"wrote {args.out}")
     return text
 

@@ -41,6 +41,7 @@ for _p in (HERE, ROOT):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import write_table  # noqa: E402
 
 with warnings.catch_warnings():
     # replay warns at import when the compiled op is missing; main() reports that itself.
@@ -317,9 +318,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print()
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
+    write_table(text, args.out)
     print(f"wrote {args.out}")
     return 1 if ck is not None and ck.failed else 0
 

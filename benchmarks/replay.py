@@ -57,6 +57,7 @@ for _p in (HERE, ROOT):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import write_table  # noqa: E402
 
 torch.set_num_threads(1)
 try:
@@ -511,9 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w") as f:
-        f.write(text)
+    write_table(text, out_path)
     log(f"wrote {out_path} ({time.perf_counter() - t_start:.1f} s in all)")
 
     if not compiled_ok and os.environ.get("REINFORCED_DATA_REQUIRE_COMPILED") == "1":

@@ -51,6 +51,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import write_table  # noqa: E402
 
 from reinforced_data import store  # noqa: E402
 from reinforced_data._args import _magnitudes  # noqa: E402
@@ -292,9 +293,7 @@ def main(argv=None) -> int:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
+    write_table(text, out)
     print(f"wrote {out}")
     return 0
 

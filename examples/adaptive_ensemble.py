@@ -85,19 +85,6 @@ def resolve_pretrained(choice: str) -> bool:
     return True
 
 
-def stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, ...]:
-    """(train, val, test) index arrays, each class split in the same proportions."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val, n_test = (max(1, round(f * len(idx))) for f in fractions)
-        parts[1].append(idx[:n_val])
-        parts[2].append(idx[n_val:n_val + n_test])
-        parts[0].append(idx[n_val + n_test:])
-    return tuple(np.sort(np.concatenate(p)) for p in parts)
-
-
 class Transformed(torch.utils.data.Dataset):
     """``dataset[indices[i]]`` with ``transform`` applied to the image."""
 
@@ -147,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # replay's compiled-op notice: not used here
         from reinforced_data.ensemble import (AdaptiveEnsembleHead, adabelief, bagging_split, create_backbone,
-                                              extract_features, fit_combiner, fit_weak_learner)
+                                              extract_features, fit_combiner, fit_weak_learner,
+                                              stratified_split)
     log = logging.getLogger("adaptive_ensemble")
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()

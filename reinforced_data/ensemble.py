@@ -52,6 +52,7 @@ __all__ = [
     "fit_weak_learner",
     "predict_logits",
     "save_backbone",
+    "stratified_split",
     "weighted_f1",
 ]
 
@@ -201,6 +202,32 @@ def bagging_split(labels: Sequence[int] | np.ndarray | Tensor, n: int | None, se
     dealt = np.concatenate(order)
     bag_of = np.arange(dealt.size) % n
     return [np.sort(dealt[bag_of == b]).astype(np.int64) for b in range(n)]
+
+
+def stratified_split(labels: Sequence[int] | np.ndarray | Tensor, fractions: tuple[float, float] = (0.15, 0.15),
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) sorted index arrays; each class is split in the same proportions.
+
+    ``fractions`` are the validation and test shares; every class gives at least one sample
+    to each, and the rest to training (which must keep at least one).
+    """
+    y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
+    if len(fractions) != 2 or min(fractions) < 0 or sum(fractions) >= 1:
+        raise ValueError(f"fractions must be (val, test) shares >= 0 summing to less than 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val, n_test = (max(1, round(f * len(idx))) for f in fractions)
+        if n_val + n_test >= len(idx):
+            raise ValueError(f"class {c} has {len(idx)} samples: too few for a train, a val and a test share")
+        parts[1].append(idx[:n_val])
+        parts[2].append(idx[n_val:n_val + n_test])
+        parts[0].append(idx[n_val + n_test:])
+    train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    return train, val, test
 
 
 def _split_by_groups(y: np.ndarray, n: int | None,

@@ -26,6 +26,7 @@ from reinforced_data.ensemble import (
     fit_combiner,
     fit_weak_learner,
     save_backbone,
+    stratified_split,
     weighted_f1,
 )
 from reinforced_data.synthetic import SyntheticImages
@@ -250,6 +251,22 @@ def test_bagging_split_is_seeded():
     assert all(np.array_equal(u, v) for u, v in zip(a, b))
     assert not all(np.array_equal(u, v) for u, v in zip(a, c))
     assert all(np.array_equal(u, v) for u, v in zip(a, bagging_split(torch.tensor(y), 3, seed=7)))
+
+
+def test_stratified_split_partitions_each_class_in_proportion():
+    y = _unbalanced_labels()  # class sizes 10, 7, 5, 13
+    train, val, test = stratified_split(y, (0.2, 0.2), seed=4)
+    assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(y.size))  # disjoint, covering
+    for c, size in enumerate([10, 7, 5, 13]):
+        expect = max(1, round(0.2 * size))
+        assert (y[val] == c).sum() == expect and (y[test] == c).sum() == expect
+        assert (y[train] == c).sum() == size - 2 * expect
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), stratified_split(y, (0.2, 0.2), seed=4)))
+    assert not np.array_equal(val, stratified_split(y, (0.2, 0.2), seed=5)[1])
+    with pytest.raises(ValueError, match="class 1 has 2 samples"):
+        stratified_split(np.array([0, 0, 0, 0, 1, 1]), (0.2, 0.2))
+    with pytest.raises(ValueError, match="summing to less than 1"):
+        stratified_split(y, (0.5, 0.5))
 
 
 def test_bagging_split_by_user_grouping():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import torch
 
 import _reinforce_util as U
 from reinforced_data import store as S

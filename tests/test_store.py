@@ -12,7 +12,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-import torch
 
 import _reinforce_util as U
 from reinforced_data import store as S
