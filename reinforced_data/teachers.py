@@ -197,74 +197,80 @@ def _infer_num_classes(arch: str, sd: dict) -> int | None:
 
 
 def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
-    """(model, data config) for a spec; data config keys: input_size, mean, std."""
-    ckpt = _load_raw_checkpoint(spec.checkpoint) if spec.checkpoint else None
+    """(model, data config) for a spec; data config keys: name, checkpoint, input_size, mean, std."""
     from .ensemble import AdaptiveEnsembleHead
 
+    ckpt = _load_raw_checkpoint(spec.checkpoint) if spec.checkpoint else None
+    data_cfg: dict = {}
     if AdaptiveEnsembleHead.is_checkpoint(ckpt):
         if spec.model is not None:
             raise ValueError(f"{spec.checkpoint} is an AdaptiveEnsembleHead file (head.save()), which names its own "
                              f"backbones; give it without a model name, not as {spec.model}={spec.checkpoint}")
-        head = AdaptiveEnsembleHead.from_checkpoint(ckpt, spec.checkpoint)
-        data_cfg = {"input_size": spec.input_size, "mean": spec.mean, "std": spec.std}
+        model = AdaptiveEnsembleHead.from_checkpoint(ckpt, spec.checkpoint)
         name = "AdaptiveEnsembleHead(" + " + ".join(ckpt["archs"]) + ")"
-        return head, {"name": name, "checkpoint": spec.checkpoint, **{k: v for k, v in data_cfg.items() if v}}
-    arch = spec.model or (ckpt.get("arch") if ckpt else None)
-    if arch is None:
-        raise ValueError(f"teacher checkpoint {spec.checkpoint} does not name its architecture ('arch'); "
-                         "give it as NAME=CHECKPOINT")
-    data_cfg: dict = dict((ckpt or {}).get("data_config") or {})
-    sd = _state_dict_of(ckpt) if ckpt is not None else None
-    num_classes = spec.num_classes or (ckpt or {}).get("num_classes")
-    if ":" in arch and not arch.startswith("hf-hub:") and not arch.startswith("hf_hub:"):
-        mod_name, fn_name = arch.split(":", 1)
-        try:
-            factory = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"teacher factory {arch!r} cannot be imported ({e})") from None
-        try:  # a factory that takes num_classes gets the checkpoint's
-            model = factory(num_classes=num_classes) if num_classes else factory()
-        except TypeError:
-            if spec.num_classes:
-                raise
-            model = factory()
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"teacher factory {arch!r} returned a {type(model).__name__}, not an nn.Module")
-        if sd is not None:
-            try:
-                model.load_state_dict(sd)
-            except RuntimeError as e:
-                raise ValueError(f"checkpoint {spec.checkpoint} does not fit the module {arch!r} builds: "
-                                 f"{' '.join(str(e).split())}") from None
     else:
-        import timm
-
+        name = spec.model or (ckpt.get("arch") if ckpt else None)
+        if name is None:
+            raise ValueError(f"teacher checkpoint {spec.checkpoint} does not name its architecture ('arch'); "
+                             "give it as NAME=CHECKPOINT")
+        data_cfg.update((ckpt or {}).get("data_config") or {})
+        sd = _state_dict_of(ckpt) if ckpt is not None else None
+        num_classes = spec.num_classes or (ckpt or {}).get("num_classes")
+        if ":" in name and not name.startswith(("hf-hub:", "hf_hub:")):
+            model, what = _model_from_factory(name, num_classes, spec.num_classes is not None), "the module"
+        else:
+            model, what = _timm_model(name, sd, num_classes, spec.pretrained), "timm model"
         if sd is not None:
-            num_classes = num_classes or _infer_num_classes(arch, sd)
-            kwargs = {"num_classes": num_classes} if num_classes else {}
-            try:
-                model = timm.create_model(arch, pretrained=False, **kwargs)
-            except RuntimeError as e:
-                raise ValueError(f"timm cannot build teacher {arch!r} ({e})") from None
             try:
                 model.load_state_dict(sd)
             except RuntimeError as e:
-                raise ValueError(f"checkpoint {spec.checkpoint} does not fit timm model {arch!r}: "
-                                 f"{str(e).splitlines()[0]}") from None
-        else:
-            pretrained = True if spec.pretrained is None else spec.pretrained
-            kwargs = {"num_classes": num_classes} if num_classes else {}
-            try:
-                model = timm.create_model(arch, pretrained=pretrained, **kwargs)
-            except Exception as e:  # noqa: BLE001 - network, hub or name errors all end here
-                raise ValueError(
-                    f"timm cannot create teacher {arch!r} with pretrained weights ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else ''}); without network access pass a local "
-                    f"checkpoint as {arch}=PATH") from None
+                why = " ".join(str(e).split())
+                raise ValueError(f"checkpoint {spec.checkpoint} does not fit {what} {name!r}: "
+                                 f"{why[:400]}{'...' if len(why) > 400 else ''}") from None
     for key, val in (("input_size", spec.input_size), ("mean", spec.mean), ("std", spec.std)):
         if val is not None:
             data_cfg[key] = val
-    return model, {"name": arch, "checkpoint": spec.checkpoint, **{k: v for k, v in data_cfg.items() if v is not None}}
+    return model, {"name": name, "checkpoint": spec.checkpoint, **{k: v for k, v in data_cfg.items() if v is not None}}
+
+
+def _model_from_factory(ref: str, num_classes: int | None, insist: bool) -> nn.Module:
+    """``module:callable`` → the module it returns; ``num_classes`` is passed when the factory takes it
+    (``insist``: it was asked for explicitly, so a factory that refuses it is an error)."""
+    mod_name, fn_name = ref.split(":", 1)
+    try:
+        factory = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"teacher factory {ref!r} cannot be imported ({e})") from None
+    try:
+        model = factory(num_classes=num_classes) if num_classes else factory()
+    except TypeError:
+        if insist:
+            raise
+        model = factory()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"teacher factory {ref!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _timm_model(arch: str, sd: dict | None, num_classes: int | None, pretrained: bool | None) -> nn.Module:
+    """A timm model: empty when weights ``sd`` will be loaded into it, else with timm's pretrained weights."""
+    import timm
+
+    if sd is not None:
+        num_classes = num_classes or _infer_num_classes(arch, sd)
+        kwargs = {"num_classes": num_classes} if num_classes else {}
+        try:
+            return timm.create_model(arch, pretrained=False, **kwargs)
+        except RuntimeError as e:
+            raise ValueError(f"timm cannot build teacher {arch!r} ({e})") from None
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    try:
+        return timm.create_model(arch, pretrained=True if pretrained is None else pretrained, **kwargs)
+    except Exception as e:  # noqa: BLE001 - network, hub or name errors all end here
+        raise ValueError(
+            f"timm cannot create teacher {arch!r} with pretrained weights ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); without network access pass a local "
+            f"checkpoint as {arch}=PATH") from None
 
 
 def _timm_data_config(model: nn.Module) -> dict:
