@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checkpoint import load_checkpoint
+
 __all__ = [
     "AdaptiveEnsembleHead",
     "CombinerFit",
@@ -59,7 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HEAD_CHECKPOINT_FORMAT = "reinforced_data.AdaptiveEnsembleHead"
-_HEAD_CHECKPOINT_VERSION = 1
+_HEAD_CHECKPOINT_VERSION = 2  # 2: per-backbone timm_kwargs
 _BACKBONE_CHECKPOINT_FORMAT = "reinforced_data.backbone"
 
 # timm's ImageNet defaults, used when no backbone says what it expects.
@@ -270,16 +272,60 @@ def _arch_of(model: nn.Module) -> str | None:
     return cfg.get("architecture")
 
 
+_TIMM_KWARGS_ATTR = "_reinforced_data_timm_kwargs"  # set by create_backbone, recorded by the save functions
+
+
+def _rebuild_recipe(backbone: nn.Module, index: int, arch: str | None = None,
+                    input_size: Sequence[int] | None = None) -> tuple[str, dict]:
+    """(arch, timm kwargs) that rebuild ``backbone`` with ``timm.create_model(arch, num_classes=0, **kwargs)``.
+
+    Checked by rebuilding it and comparing features on a probe input, so that a backbone
+    built with settings nobody recorded (``timm.create_model(..., global_pool="max")``
+    called directly, say) is refused at save time instead of coming back different.
+    """
+    import timm
+
+    arch = arch or _arch_of(backbone)
+    if arch is None:
+        raise ValueError(f"backbone {index} ({type(backbone).__name__}) is not a timm model (it names no timm "
+                         "architecture), so a file could not rebuild it; torch.save its state_dict() instead")
+    kwargs = dict(getattr(backbone, _TIMM_KWARGS_ATTR, {}))
+    try:
+        rebuilt = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+        rebuilt.load_state_dict(backbone.state_dict())
+    except Exception as e:  # noqa: BLE001 - any failure means the recipe does not rebuild this backbone
+        raise ValueError(f"backbone {index} cannot be rebuilt as timm {arch!r} with {kwargs} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); create it with "
+                         "create_backbone(spec, **timm_kwargs) so that its settings are recorded") from None
+    p = next(backbone.parameters(), None)
+    c, h, w = input_size or _as_size(timm.data.resolve_model_data_config(backbone)["input_size"])
+    probe = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
+    if p is not None:
+        probe, rebuilt = probe.to(p.device, p.dtype), rebuilt.to(p.device, p.dtype)
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            want, got = backbone.eval()(probe), rebuilt.eval()(probe)
+    finally:
+        backbone.train(was_training)
+    if want.shape != got.shape or not torch.allclose(want.float(), got.float(), rtol=1e-4, atol=1e-5):
+        raise ValueError(f"backbone {index} was built with settings that were not recorded: rebuilt as timm "
+                         f"{arch!r} with {kwargs} it gives other features; create it with "
+                         "create_backbone(spec, **timm_kwargs) (or AdaptiveEnsembleHead.from_timm(..., **timm_kwargs)) "
+                         "so that save() records them")
+    return arch, kwargs
+
+
 def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: str | None = None) -> None:
     """Save a weak learner's backbone so ``create_backbone(path)`` can rebuild it.
 
-    Writes ``{"arch", "num_features", "state_dict"}`` (readable with ``weights_only=True``);
-    ``arch`` defaults to the timm architecture the backbone was created from.
+    Writes ``{"arch", "timm_kwargs", "num_features", "state_dict"}`` (readable with
+    ``weights_only=True``); ``arch`` defaults to the timm architecture the backbone was
+    created from, ``timm_kwargs`` are those :func:`create_backbone` was given. Refuses a
+    backbone that the recorded settings do not rebuild exactly.
     """
-    arch = arch or _arch_of(backbone)
-    if arch is None:
-        raise ValueError("the backbone does not say which timm architecture it is; pass arch=...")
-    torch.save({"format": _BACKBONE_CHECKPOINT_FORMAT, "arch": arch,
+    arch, kwargs = _rebuild_recipe(backbone, 0, arch)
+    torch.save({"format": _BACKBONE_CHECKPOINT_FORMAT, "arch": arch, "timm_kwargs": kwargs,
                 "num_features": getattr(backbone, "num_features", None),
                 "state_dict": backbone.state_dict()}, os.fspath(path))
 
@@ -314,11 +360,12 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
     meta: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # safetensors or a file with non-tensor objects: no metadata to read
+            raw = load_checkpoint(path)
+        except Exception:  # unreadable here: _load_backbone_weights reports it
             raw = None
         if isinstance(raw, dict):
-            meta = {k: raw[k] for k in ("arch", "num_features") if k in raw and not isinstance(raw[k], Tensor)}
+            meta = {k: raw[k] for k in ("arch", "num_features", "timm_kwargs")
+                    if k in raw and not isinstance(raw[k], Tensor)}
         if arch is None:
             arch = meta.get("arch")
             if not isinstance(arch, str):
@@ -327,6 +374,7 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
     if not timm.is_model(arch):
         raise ValueError(f"{arch!r} is not a timm model name; see timm.list_models()")
     use_hub = pretrained and path is None
+    timm_kwargs = {**(meta.get("timm_kwargs") or {}), **timm_kwargs}  # a save_backbone file's, unless overridden
     try:
         model = timm.create_model(arch, pretrained=use_hub, num_classes=0, **timm_kwargs)
     except Exception as e:
@@ -340,6 +388,7 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
         logger.info("backbone %s: weights from %s", arch, path)
     elif not use_hub:
         logger.info("backbone %s: random initialisation (pretrained=False)", arch)
+    setattr(model, _TIMM_KWARGS_ATTR, timm_kwargs)
     return model
 
 
@@ -393,9 +442,11 @@ def _pooled_dim(backbone: nn.Module, dummy: Tensor, index: int) -> int:
                          "vector [B, F]; create it with a global pool and no classifier "
                          "(timm: num_classes=0, global_pool='avg')")
     dim = int(out.shape[1])
-    declared = getattr(backbone, "num_features", None)
-    if isinstance(declared, int) and declared != dim:
-        raise ValueError(f"backbone {index} ({name}) returns {dim} values but its num_features is {declared}: "
+    # timm models with a pre-logits stage (MobileNetV3, GhostNet, ...) pool to head_hidden_size, not num_features
+    declared = [v for v in (getattr(backbone, "num_features", None), getattr(backbone, "head_hidden_size", None))
+                if isinstance(v, int)]
+    if declared and dim not in declared:
+        raise ValueError(f"backbone {index} ({name}) returns {dim} values but its num_features is {declared[0]}: "
                          "it still has a classifier; create it with num_classes=0 or call reset_classifier(0)")
     return dim
 
@@ -549,12 +600,11 @@ class AdaptiveEnsembleHead(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the head (backbones and combination layer) to one file; see :meth:`load`."""
-        archs = [_arch_of(b) for b in self.backbones]
-        if any(a is None for a in archs):
-            i = archs.index(None)
-            raise ValueError(f"backbone {i} ({type(self.backbones[i]).__name__}) is not a timm model, so save() "
-                             "cannot record how to rebuild it; torch.save(head.state_dict()) instead")
+        recipes = [_rebuild_recipe(b, i, input_size=self.pretrained_cfg["input_size"])
+                   for i, b in enumerate(self.backbones)]
+        archs = [a for a, _ in recipes]
         torch.save({"format": HEAD_CHECKPOINT_FORMAT, "version": _HEAD_CHECKPOINT_VERSION, "archs": archs,
+                    "timm_kwargs": [kw for _, kw in recipes],
                     "feature_dims": list(self.feature_dims), "num_classes": self.num_classes,
                     "freeze_backbones": self.backbones_frozen, "pretrained_cfg": dict(self.pretrained_cfg),
                     "state_dict": self.state_dict()}, os.fspath(path))
@@ -581,7 +631,10 @@ class AdaptiveEnsembleHead(nn.Module):
             raise ValueError(f"{path!r} has head format version {ckpt['version']}, newer than this reinforced_data "
                              f"reads ({_HEAD_CHECKPOINT_VERSION}); upgrade reinforced_data")
         cfg = ckpt["pretrained_cfg"]
-        backbones = [timm.create_model(a, pretrained=False, num_classes=0) for a in ckpt["archs"]]
+        kwargs = ckpt.get("timm_kwargs") or [{} for _ in ckpt["archs"]]  # version 1 files: none recorded
+        backbones = [timm.create_model(a, pretrained=False, num_classes=0, **kw) for a, kw in zip(ckpt["archs"], kwargs)]
+        for b, kw in zip(backbones, kwargs):
+            setattr(b, _TIMM_KWARGS_ATTR, dict(kw))
         head = cls(backbones, int(ckpt["num_classes"]), bool(ckpt.get("freeze_backbones", True)),
                    input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"])
         if head.feature_dims != list(ckpt["feature_dims"]):
@@ -592,9 +645,10 @@ class AdaptiveEnsembleHead(nn.Module):
             got = None if w is None else list(w.shape)
             raise ValueError(f"head checkpoint {path!r} has a combination layer of shape {got} but "
                              f"{[head.num_classes, head.num_features]} is needed; the file is inconsistent")
-        for k, v in ckpt["state_dict"].items():
-            own = head.state_dict().get(k)
-            if own is None or own.shape != v.shape:
+        own = head.state_dict()
+        for k in sorted(set(own) | set(ckpt["state_dict"])):
+            v = ckpt["state_dict"].get(k)
+            if k not in own or v is None or own[k].shape != v.shape:
                 raise ValueError(f"head checkpoint {path!r} does not fit its backbones at {k!r}; "
                                  "the file is inconsistent")
         head.load_state_dict(ckpt["state_dict"], strict=True)
@@ -754,7 +808,8 @@ def extract_features(head: AdaptiveEnsembleHead, loader: Batches, device: str | 
 
     start = time.perf_counter()
     head.to(device)
-    feats, labels = predict_logits(_Features(head), loader, device)
+    features = _Features(head).train(head.training)  # predict_logits restores this mode afterwards
+    feats, labels = predict_logits(features, loader, device)
     seconds = time.perf_counter() - start
     logger.info("feature cache: %d samples x %d features in %.1f s", feats.shape[0], feats.shape[1], seconds)
     return FeatureCache(feats.contiguous(), labels, seconds)
@@ -789,7 +844,7 @@ class CombinerFit:
 def _seeded_linear(in_features: int, out_features: int, seed: int) -> nn.Linear:
     """``nn.Linear``'s default initialisation, drawn from its own generator (global RNG untouched)."""
     g = torch.Generator().manual_seed(seed)
-    layer = nn.Linear(in_features, out_features)
+    layer = nn.Linear(in_features, out_features, device="meta").to_empty(device="cpu")  # no default init drawn
     with torch.no_grad():
         nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=g)
         bound = 1 / math.sqrt(in_features) if in_features > 0 else 0.0

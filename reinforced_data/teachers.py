@@ -18,7 +18,8 @@ input size and normalisation, and maps a batch of uint8 views ``[B, 3, H, W]`` (
   normalised images to logits.
 
 Members run in eval mode under ``torch.inference_mode``; on a GPU in channels-last
-memory format under bf16 autocast. Each member's view is resized (bilinear, antialiased)
+memory format under bf16 autocast. A module you pass is used in place: moved to the
+ensemble's device and put in eval mode; its parameters' ``requires_grad`` is left alone. Each member's view is resized (bilinear, antialiased)
 to its input size when that differs from the view's, then normalised with its mean and
 std. Non-finite outputs raise :class:`NonFiniteOutputError` naming the image.
 """
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checkpoint import load_checkpoint
 from .policy import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["TeacherSpec", "Teacher", "TeacherEnsemble", "NonFiniteOutputError", "save_checkpoint", "weights_sha256"]
@@ -107,11 +109,11 @@ class TeacherSpec:
             if unknown:
                 raise ValueError(f"teacher spec has unknown key(s) {unknown}; known: {sorted(known)}")
             return cls(**d)
+        if os.path.isfile(text):  # first: a path may contain '=' (/runs/lr=0.1/teacher.pth)
+            return cls(checkpoint=text)
         if "=" in text:
             model, ckpt = text.split("=", 1)
             return cls(model=model or None, checkpoint=ckpt)
-        if os.path.isfile(text):
-            return cls(checkpoint=text)
         return cls(model=text)
 
     def __post_init__(self) -> None:
@@ -161,11 +163,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str | None 
 
 def _load_raw_checkpoint(path: str) -> dict:
     try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(path)
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_checkpoint(path)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
         raise ValueError(f"cannot read teacher checkpoint {path} ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
@@ -368,8 +366,6 @@ class TeacherEnsemble(nn.Module):
         cuda = self.device.type == "cuda"
         self.amp = cuda if amp is None else amp
         self.channels_last = cuda if channels_last is None else channels_last
-        for p in self.parameters():
-            p.requires_grad_(False)
         self.to(self.device)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -401,6 +397,8 @@ class TeacherEnsemble(nn.Module):
         return self._num_classes
 
     def _run(self, member: Teacher, views: torch.Tensor) -> torch.Tensor:
+        if member.model.training:  # the caller's module, switched to train mode since: teachers run in eval mode
+            member.model.eval()
         x = member.preprocess(views)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

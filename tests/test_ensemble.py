@@ -558,6 +558,65 @@ def test_fit_weak_learner_rejects_bad_labels():
         fit_weak_learner(_TinyNet(), _batches(x, y + 5, 4), num_classes=2, max_epochs=1)
 
 
+def test_backbone_pooling_to_head_hidden_size():
+    """timm models with a pre-logits stage pool to head_hidden_size, not num_features."""
+    b = timm.create_model("mobilenetv3_small_050", num_classes=0)
+    assert b.head_hidden_size != b.num_features
+    head = AdaptiveEnsembleHead([b], num_classes=3, input_size=SIZE)
+    assert head.feature_dims == [b.head_hidden_size]
+    assert head(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 3)
+
+
+def test_extract_features_keeps_the_heads_mode():
+    head = AdaptiveEnsembleHead([_TinyNet()], num_classes=2, freeze_backbones=False, input_size=SIZE).eval()
+    x, y = torch.randn(8, 3, SIZE, SIZE), torch.randint(0, 2, (8,))
+    extract_features(head, [(x, y)])
+    assert not head.training and not head.backbones[0].training
+    head.train()
+    extract_features(head, [(x, y)])
+    assert head.training and head.backbones[0].training
+
+
+def test_fit_combiner_leaves_the_global_rng_alone():
+    head = AdaptiveEnsembleHead([_TinyNet()], num_classes=2, input_size=SIZE)
+    x, y = torch.randn(16, 3, SIZE, SIZE), torch.arange(16) % 2
+    state = torch.get_rng_state()
+    fit_combiner(head, [(x, y)], [(x, y)], seeds=(0, 1), max_epochs=2)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_save_records_timm_settings(tmp_path):
+    torch.manual_seed(0)
+    head = AdaptiveEnsembleHead.from_timm(["resnet10t"], 3, pretrained=False, input_size=64, global_pool="max")
+    head.save(tmp_path / "head.pth")
+    again = AdaptiveEnsembleHead.load(tmp_path / "head.pth")
+    assert again.backbones[0].global_pool.pool_type == "max"
+    x = torch.randn(2, 3, 64, 64)  # 2x2 before pooling: max and avg pooling differ
+    with torch.no_grad():
+        assert torch.allclose(head.eval()(x), again.eval()(x), atol=1e-5)
+    # the same for one backbone through save_backbone / create_backbone
+    save_backbone(head.backbones[0], tmp_path / "b.pth")
+    rebuilt = create_backbone(tmp_path / "b.pth")
+    assert rebuilt.global_pool.pool_type == "max"
+    # settings given to timm directly cannot be recorded: refused at save time, not lost silently
+    direct = AdaptiveEnsembleHead([timm.create_model("resnet10t", num_classes=0, global_pool="max")], 3,
+                                  input_size=64)
+    with pytest.raises(ValueError, match="settings that were not recorded"):
+        direct.save(tmp_path / "direct.pth")
+    with pytest.raises(ValueError, match="settings that were not recorded"):
+        save_backbone(direct.backbones[0], tmp_path / "direct_b.pth")
+
+
+def test_head_file_missing_tensors_is_a_clear_error(tmp_path):
+    head = AdaptiveEnsembleHead([_resnet()], num_classes=3, input_size=SIZE)
+    head.save(tmp_path / "head.pth")
+    ckpt = torch.load(tmp_path / "head.pth", weights_only=True)
+    del ckpt["state_dict"]["backbones.0.conv1.0.weight"]
+    torch.save(ckpt, tmp_path / "cut.pth")
+    with pytest.raises(ValueError, match="does not fit its backbones at 'backbones.0.conv1.0.weight'"):
+        AdaptiveEnsembleHead.load(tmp_path / "cut.pth")
+
+
 def test_save_needs_timm_backbones(tmp_path):
     head = AdaptiveEnsembleHead([_TinyNet()], num_classes=2, input_size=SIZE)
     with pytest.raises(ValueError, match="not a timm model"):

@@ -57,9 +57,13 @@ def test_eval_mode_no_grad_and_identity():
     m.train()
     ens = T.TeacherEnsemble(m)
     ens.train()  # stays in eval mode
-    assert not m.training and all(not p.requires_grad for p in ens.parameters())
+    assert not m.training
     v = views()
-    assert torch.equal(ens(v), ens(v))  # dropout off
+    out = ens(v)
+    assert torch.equal(out, ens(v)) and not out.requires_grad  # dropout off, no autograd
+    m.train()  # the caller's module switched back to training: the teacher still runs it in eval mode
+    assert torch.equal(ens(v), out) and not m.training
+    assert all(p.requires_grad for p in m.parameters())  # the caller's module stays trainable
     d = ens.describe()[0]
     assert d["name"] == "Sequential" and d["input_size"] is None and len(d["weights_sha256"]) == 64
     with torch.no_grad():
@@ -117,6 +121,18 @@ def test_timm_checkpoint_teacher(tmp_path):
     assert ens.members[0].input_size == tuple(cfg.input_size[1:])
     with pytest.raises(ValueError, match="does not fit timm model 'resnet10t'"):
         T.TeacherEnsemble(f"resnet10t={sd_path}")
+    # timm's train.py checkpoints carry the run's argparse.Namespace; a path may contain '='
+    import argparse
+
+    run_dir = tmp_path / "lr=0.1"
+    run_dir.mkdir()
+    train_ckpt = str(run_dir / "model_best.pth.tar")
+    torch.save({"arch": "test_resnet", "state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1),
+                "epoch": 3}, train_ckpt)
+    for spec in (train_ckpt, f"test_resnet={train_ckpt}"):
+        ens = T.TeacherEnsemble(T.TeacherSpec.parse(spec))
+        assert ens.members[0].name == "test_resnet"
+        assert ens.describe()[0]["weights_sha256"] == T.weights_sha256(model)
 
 
 def test_timm_pretrained_name_goes_through_timm(monkeypatch):
