@@ -133,16 +133,26 @@ def _cmd_reinforce(args) -> int:
         if dist is not None:
             summaries = [None] * world
             dist.all_gather_object(summaries, summary.to_dict())
+            failed: Exception | None = None
             if rank == 0:
                 imgs = sum(s["images"] for s in summaries)
                 wall = max(s["seconds"]["total"] for s in summaries)
                 print(f"all {world} ranks done: {imgs} images in {wall:.1f} s", file=sys.stderr)
                 if args.merge:
-                    out = store.merge(args.output, [s["output"] for s in summaries], overwrite=args.overwrite)
-                    print(f"merged {world} shards into {out}", file=sys.stderr)
+                    try:  # a resumed run merges again: the merged file is made from the (complete) shards
+                        out = store.merge(args.output, [s["output"] for s in summaries],
+                                          overwrite=args.overwrite or args.resume)
+                        print(f"merged {world} shards into {out}", file=sys.stderr)
+                    except Exception as e:  # noqa: BLE001 - reported by main(); the other ranks must not hang
+                        failed = e
                 else:
                     print(f"join the shards with: reinforced-data merge {args.output}", file=sys.stderr)
-            dist.barrier()
+            merge_failed = [failed is not None]
+            dist.broadcast_object_list(merge_failed, src=0)  # instead of a barrier the others would wait at forever
+            if failed is not None:
+                raise failed
+            if merge_failed[0]:
+                return 2  # rank 0 reports why
         else:
             print(f"wrote {summary.output}", file=sys.stderr)
     finally:

@@ -343,7 +343,7 @@ def reinforce(
         dev = ensemble.device
         want = torch.device(device) if device is not None else dev
         if want.type != dev.type or want.index not in (None, dev.index):
-            raise ValueError(f"the teacher ensemble lives on {ensemble.device}, but device={dev} was asked for")
+            raise ValueError(f"the teacher ensemble lives on {ensemble.device}, but device={want} was asked for")
     else:
         if device is None:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
@@ -359,6 +359,9 @@ def reinforce(
     labels_arr = store.dataset_labels(dataset) if labels is None else np.asarray(labels, dtype=np.int64)
     if labels_arr.shape != (n_images,):
         raise ValueError(f"labels hold {labels_arr.shape[0]} entries for {n_images} images")
+    if n_images and labels_arr.min() < 0:
+        raise ValueError(f"labels must be class indices >= 0; image {int(labels_arr.argmin())} has "
+                         f"{int(labels_arr.min())}")
     if labels_arr.max() >= num_classes:
         raise store.DatasetMismatchError(
             f"the dataset's labels reach {int(labels_arr.max())} but the teachers predict {num_classes} classes")

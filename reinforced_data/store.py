@@ -513,12 +513,17 @@ def _open_h5(path: str, swmr_fallback: bool = True) -> h5py.File:
 
 
 def _check_format(f: h5py.File, path: str) -> None:
-    fmt = f.attrs.get("format")
+    """Format name and version, and the three datasets (opened, the small ones read): damaged
+    metadata shows here as a clear error rather than later as a traceback."""
+    try:
+        fmt = f.attrs.get("format")
+        version = int(f.attrs.get("format_version", -1))
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:
+        _raise_damaged(path, e)
     if fmt is None or _attr_str(fmt) != FORMAT_NAME:
         what = "has no 'format' attribute" if fmt is None else f"has format {_attr_str(fmt)!r}"
         raise NotReinforcementFileError(
             f"{path} is an HDF5 file but not a reinforcement file ({what}, expected {FORMAT_NAME!r})")
-    version = int(f.attrs.get("format_version", -1))
     if version > FORMAT_VERSION:
         from . import __version__
 
@@ -527,9 +532,20 @@ def _check_format(f: h5py.File, path: str) -> None:
             f"{__version__} reads; upgrade reinforced_data")
     if version < 1:
         raise CorruptFileError(f"{path} has an invalid format version {version}")
-    for name in ("records", "labels", "written"):
-        if name not in f:
-            raise CorruptFileError(f"{path} lacks its '{name}' dataset; it is damaged, regenerate it")
+    try:
+        for name in ("records", "labels", "written"):
+            if name not in f:
+                raise CorruptFileError(f"{path} lacks its '{name}' dataset; it is damaged, regenerate it")
+        f["records"].shape
+        f["labels"][:1]
+        f["written"][:]
+    except (KeyError, OSError, RuntimeError, ValueError) as e:
+        _raise_damaged(path, e)
+
+
+def _raise_damaged(path: str, e: Exception) -> None:
+    msg = " ".join(str(e).split()).strip("'\"") or type(e).__name__
+    raise CorruptFileError(f"{path} is damaged ({msg}); regenerate it") from None
 
 
 # ---------------------------------------------------------------------- reader
@@ -706,16 +722,25 @@ class _Lock:
 
     def __init__(self, path: str) -> None:
         self.path = path + ".lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(self.fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ReinforcementFileError(
+                        f"{path} is being written by another process (it holds {self.path}); wait for it or stop it"
+                    ) from None
+                raise
+            # release() unlinks the lock file: a lock taken on a file that was unlinked meanwhile
+            # excludes nobody, so take it again on the file the path names now
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(self.fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ReinforcementFileError(
-                    f"{path} is being written by another process (it holds {self.path}); wait for it or stop it"
-                ) from None
-            raise
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
 
@@ -758,12 +783,17 @@ class ReinforcementWriter:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (header.num_images,):
             raise ValueError(f"labels hold {labels.shape[0]} entries for {header.num_images} images")
-        exists = os.path.lexists(path)
-        if exists and mode == "create":
+        if os.path.isdir(path):
+            raise OutputExistsError(f"{path} is a directory; name a file for the output")
+        if os.path.lexists(path) and mode == "create":
             raise OutputExistsError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         lock = _Lock(path)
         try:
+            exists = os.path.lexists(path)  # again, under the lock: another writer may have made it meanwhile
+            if exists and mode == "create":
+                raise OutputExistsError(
+                    f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
             if exists and mode == "resume":
                 f = cls._reopen(path, header, labels)
             else:
@@ -831,10 +861,17 @@ class ReinforcementWriter:
             src.close()
         if not clean:
             cls._recover(path)
-        f = h5py.File(path, "r+", libver="latest")
+        # Read-write and SWMR-writing in one call: opening "r+" and then switching swmr_mode on
+        # would leave, if killed in between, a file marked open for writing but not for SWMR,
+        # which HDF5 then refuses to open at all.
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+        try:
+            f = h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl))
+        except OSError as e:
+            _raise_open_error(path, e)
         if int(f.attrs.get("complete", 0)):
             log.info("%s is already complete", path)
-        f.swmr_mode = True
         return f
 
     @staticmethod

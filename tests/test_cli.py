@@ -168,6 +168,11 @@ def test_torchrun_two_gloo_ranks_merge_to_the_single_process_file(tmp_path):
     assert chunks(out) == chunks(tmp_path / "single.h5")
     with S.ReinforcementFile(out) as f:
         assert f.header.extra == {"merged_from": 2}
+    # run again with --resume: nothing left to compute, the merge is redone, no rank hangs
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=U.subprocess_env(), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "merged 2 shards into" in r.stderr
+    assert chunks(out) == chunks(tmp_path / "single.h5")
 
 
 def test_merge_command(tmp_path, capsys):

@@ -279,6 +279,89 @@ def test_kill_9_keeps_committed_rows_and_resumes(tmp_path):
             assert (img.params == params[0]).all() and (img.indices == idx[0]).all()
 
 
+_RESUME_AND_DIE = """
+import os, sys, numpy as np
+sys.path[:0] = {paths!r}
+import test_store as T
+from reinforced_data import store as S
+h = T.make_header()
+w = S.ReinforcementWriter.open({path!r}, h, np.arange(T.N) % T.C, mode="resume")
+w.write([5], *T.make_rows(h, [5])[:3])
+w.commit()
+os._exit(0)  # like kill -9: no close, no flush beyond the commit
+"""
+
+
+def test_a_writer_killed_after_resuming_loses_nothing(tmp_path):
+    """A resume reopens the file read-write and SWMR at once, so a kill right after still leaves it readable."""
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    write_file(path, h, indices=[0, 1, 2], finish=False)
+    script = _RESUME_AND_DIE.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)
+    subprocess.run([sys.executable, "-c", script], check=True, env=U.subprocess_env(), timeout=120)
+    with S.ReinforcementFile(path, accept_incomplete=True) as r:
+        assert np.flatnonzero(r.written).tolist() == [0, 1, 2, 5]
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="resume")
+    assert np.flatnonzero(w.written).tolist() == [0, 1, 2, 5]
+    w.close()
+
+
+def test_output_made_while_waiting_for_the_lock_is_not_replaced(tmp_path, monkeypatch):
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    real_lock = S._Lock
+    raced = []
+
+    def lock_after_another_writer_finished(p):
+        if not raced:  # another process finishes the file just before we get the lock
+            raced.append(True)
+            write_file(path, h, indices=range(N))
+        return real_lock(p)
+
+    monkeypatch.setattr(S, "_Lock", lock_after_another_writer_finished)
+    with pytest.raises(S.OutputExistsError, match="already exists"):
+        S.ReinforcementWriter.open(path, h, np.arange(N) % C)
+    with S.ReinforcementFile(path) as r:
+        assert r.complete and r.written.all()
+
+
+def test_lock_on_a_lock_file_unlinked_meanwhile_is_not_a_lock(tmp_path, monkeypatch):
+    """B opens the lock file; A releases (unlinks) it; C creates and locks a new one; B locks the old one.
+    B must notice that its file is no longer the one the path names, and meet C's lock."""
+    import fcntl
+
+    path = str(tmp_path / "r.h5")
+    a = S._Lock(path)
+    real_flock = fcntl.flock
+    held = []
+
+    def flock_after_a_released_and_c_locked(fd, op):
+        if not held:
+            held.append("racing")
+            a.release()
+            monkeypatch.setattr(S.fcntl, "flock", real_flock)
+            held.append(S._Lock(path))  # C
+            monkeypatch.setattr(S.fcntl, "flock", flock_after_a_released_and_c_locked)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(S.fcntl, "flock", flock_after_a_released_and_c_locked)
+    try:
+        with pytest.raises(S.ReinforcementFileError, match="being written by another process"):
+            S._Lock(path)  # B
+    finally:
+        monkeypatch.setattr(S.fcntl, "flock", real_flock)
+        for lock in held[1:]:
+            lock.release()
+
+
+def test_output_that_is_a_directory(tmp_path):
+    d = tmp_path / "x.h5"
+    d.mkdir()
+    for mode in ("create", "overwrite", "resume"):
+        with pytest.raises(S.OutputExistsError, match="is a directory"):
+            S.ReinforcementWriter.open(str(d), make_header(), np.arange(N) % C, mode=mode)
+
+
 # ---------------------------------------------------------------------- bad files
 def test_not_hdf5(tmp_path):
     p = tmp_path / "x.h5"
@@ -322,6 +405,21 @@ def test_truncated_file(tmp_path):
         r = S.ReinforcementFile(p)
         for i in range(N):  # if the header survived, reading must fail cleanly
             r.read_image(i)
+
+
+@pytest.mark.parametrize("offset", [512, 1536])
+def test_damaged_metadata_is_a_clear_error(tmp_path, offset):
+    """64 zeroed bytes inside the file's object headers: a CorruptFileError, for reading and for resuming."""
+    p = str(tmp_path / "r.h5")
+    h = make_header()
+    write_file(p, h, indices=range(6), finish=False)
+    with open(p, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes(64))
+    with pytest.raises(S.CorruptFileError, match="is damaged"):
+        S.ReinforcementFile(p, accept_incomplete=True)
+    with pytest.raises(S.CorruptFileError, match="is damaged"):
+        S.ReinforcementWriter.open(p, h, np.arange(N) % C, mode="resume")
 
 
 def test_damaged_record_is_an_error_not_a_wrong_label(tmp_path):
