@@ -356,12 +356,7 @@ def reinforce(
     num_classes = ensemble.num_classes(policy.output_size)
 
     # dataset identity
-    labels_arr = store.dataset_labels(dataset) if labels is None else np.asarray(labels, dtype=np.int64)
-    if labels_arr.shape != (n_images,):
-        raise ValueError(f"labels hold {labels_arr.shape[0]} entries for {n_images} images")
-    if n_images and labels_arr.min() < 0:
-        raise ValueError(f"labels must be class indices >= 0; image {int(labels_arr.argmin())} has "
-                         f"{int(labels_arr.min())}")
+    labels_arr = store.dataset_labels(dataset) if labels is None else store.as_labels(labels, n_images)
     if labels_arr.max() >= num_classes:
         raise store.DatasetMismatchError(
             f"the dataset's labels reach {int(labels_arr.max())} but the teachers predict {num_classes} classes")

@@ -144,11 +144,17 @@ def dataset_labels(dataset: Any) -> np.ndarray:
     if targets is None:
         log.warning("dataset has no .targets: reading all %d items once to collect their labels", n)
         targets = [int(dataset[i][1]) for i in range(n)]
-    labels = np.asarray(targets, dtype=np.int64).reshape(-1)
+    return as_labels(targets, n)
+
+
+def as_labels(values: Any, n: int) -> np.ndarray:
+    """``values`` as int64 class indices [n]; a clear error for another length or a negative label."""
+    labels = np.asarray(values, dtype=np.int64).reshape(-1)
     if labels.shape[0] != n:
-        raise ValueError(f"the dataset holds {n} items but {labels.shape[0]} targets")
+        raise ValueError(f"the dataset holds {n} items but {labels.shape[0]} labels")
     if n and labels.min() < 0:
-        raise ValueError(f"the dataset's labels must be >= 0; found {int(labels.min())}")
+        i = int(labels.argmin())
+        raise ValueError(f"labels must be class indices >= 0; image {i} has {int(labels[i])}")
     return labels
 
 

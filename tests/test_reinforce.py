@@ -200,6 +200,11 @@ def test_bad_inputs(ds, tmp_path):
         run(floats, tmp_path / "c.h5")
     with pytest.raises(FileNotFoundError, match="neither an ImageFolder directory nor synthetic"):
         run(str(tmp_path / "nothing"), tmp_path / "d.h5")
+    labels = [int(ds[i][1]) for i in range(len(ds))]
+    with pytest.raises(ValueError, match="image 2 has -1"):
+        run(ds, tmp_path / "e.h5", labels=labels[:2] + [-1] + labels[3:])
+    with pytest.raises(ValueError, match=f"holds {len(ds)} items but {len(ds) - 1} labels"):
+        run(ds, tmp_path / "f.h5", labels=labels[:-1])
 
 
 def test_image_folder_input_and_float16(ds, tmp_path):
