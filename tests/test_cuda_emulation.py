@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import _util
+from conftest import unavailable
 from reinforced_data import _args as A
 from reinforced_data import _reference as R
 from reinforced_data.policy import RA_OPS, SIGNED_OPS, Policy
@@ -34,7 +35,6 @@ pytestmark = pytest.mark.cuda_emulation
 HERE = Path(__file__).resolve().parent
 EMU_DIR = HERE / "cuda_emulation"
 CSRC = HERE.parent / "csrc"
-REQUIRE_COMPILED_ENV = "REINFORCED_DATA_REQUIRE_COMPILED"
 
 
 def build_emulation(build_dir: Path, name: str = "rd_cuda_emulation", defines: tuple[str, ...] = ()):
@@ -55,23 +55,16 @@ def build_emulation(build_dir: Path, name: str = "rd_cuda_emulation", defines: t
     )
 
 
-def _unavailable(why: str):
-    if os.environ.get(REQUIRE_COMPILED_ENV) == "1":
-        pytest.fail(f"CUDA emulation extension unavailable: {why} (and {REQUIRE_COMPILED_ENV}=1 is set)",
-                    pytrace=False)
-    pytest.skip(f"CUDA emulation extension unavailable: {why}")
-
-
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
-        _unavailable("no C++ compiler found")
+        unavailable("CUDA emulation extension unavailable: no C++ compiler found")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return build_emulation(tmp_path_factory.mktemp("cuda_emulation_build"))
     except Exception as e:  # noqa: BLE001  (build or import failure of any kind)
-        _unavailable(f"{type(e).__name__}: {str(e)[-2000:]}")
+        unavailable(f"CUDA emulation extension unavailable: {type(e).__name__}: {str(e)[-2000:]}")
 
 
 @pytest.fixture(autouse=True)
