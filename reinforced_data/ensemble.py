@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checkpoint import load_checkpoint
+from ._checkpoint import load_checkpoint, state_dict_of
 
 __all__ = [
     "AdaptiveEnsembleHead",
@@ -358,14 +358,16 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
 
     arch, path = _parse_spec(spec)
     meta: dict[str, Any] = {}
+    raw: dict = {}
     if path is not None:
         try:
             raw = load_checkpoint(path)
-        except Exception:  # unreadable here: _load_backbone_weights reports it
-            raw = None
-        if isinstance(raw, dict):
-            meta = {k: raw[k] for k in ("arch", "num_features", "timm_kwargs")
-                    if k in raw and not isinstance(raw[k], Tensor)}
+        except Exception as e:
+            raise ValueError(f"cannot read {path!r} as a weights checkpoint ({type(e).__name__}: {e})") from e
+        if not isinstance(raw, dict):
+            raise ValueError(f"checkpoint {path!r} holds a {type(raw).__name__}, not a state dict")
+        meta = {k: raw[k] for k in ("arch", "num_features", "timm_kwargs")
+                if k in raw and not isinstance(raw[k], Tensor)}
         if arch is None:
             arch = meta.get("arch")
             if not isinstance(arch, str):
@@ -384,7 +386,7 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
                            f"pass pretrained=False to start from random weights, or a local checkpoint "
                            f"'{arch}=PATH'") from e
     if path is not None:
-        _load_backbone_weights(model, path, arch, meta)
+        _load_backbone_weights(model, state_dict_of(raw), path, arch, meta)
         logger.info("backbone %s: weights from %s", arch, path)
     elif not use_hub:
         logger.info("backbone %s: random initialisation (pretrained=False)", arch)
@@ -392,17 +394,11 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
     return model
 
 
-def _load_backbone_weights(model: nn.Module, path: str, arch: str, meta: Mapping[str, Any]) -> None:
-    from timm.models import load_state_dict
-
+def _load_backbone_weights(model: nn.Module, state: dict, path: str, arch: str, meta: Mapping[str, Any]) -> None:
     nf_file, nf_model = meta.get("num_features"), getattr(model, "num_features", None)
     if nf_file is not None and nf_model is not None and int(nf_file) != int(nf_model):
         raise ValueError(f"checkpoint {path!r} holds a backbone with {nf_file} features but {arch} has "
                          f"{nf_model}; check that {arch!r} is the architecture it was saved from")
-    try:
-        state = load_state_dict(path, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read {path!r} as a weights checkpoint ({type(e).__name__}: {e})") from e
     own = model.state_dict()
     heads = _classifier_prefixes(model)
     state = {k: v for k, v in state.items()

@@ -8,7 +8,7 @@ input size and normalisation, and maps a batch of uint8 views ``[B, 3, H, W]`` (
 * a timm model name (``"convnext_base.fb_in22k_ft_in1k"``): pretrained weights through
   timm (its cache or hub) and timm's pretrained config for input size and normalisation;
 * a timm model name and a local checkpoint (``"resnet50=/ckpt/teacher.pth"``: a state
-  dict, bare or under ``state_dict`` / ``state_dict_ema`` / ``model``, loaded with
+  dict, bare or under ``state_dict_ema`` / ``model_ema`` / ``state_dict`` / ``model``, loaded with
   ``weights_only=True``), or a checkpoint alone when it names its architecture
   (``arch``), as :func:`save_checkpoint` writes;
 * a file written by ``AdaptiveEnsembleHead.save`` (``"head.pth"``): the head, its timm
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checkpoint import load_checkpoint
+from ._checkpoint import load_checkpoint, state_dict_of
 from .policy import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["TeacherSpec", "Teacher", "TeacherEnsemble", "NonFiniteOutputError", "save_checkpoint", "weights_sha256"]
@@ -171,16 +171,6 @@ def _load_raw_checkpoint(path: str) -> dict:
     return obj
 
 
-def _state_dict_of(ckpt: dict) -> dict:
-    for key in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(ckpt.get(key), dict):
-            sd = ckpt[key]
-            break
-    else:
-        sd = ckpt
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-
-
 def _infer_num_classes(arch: str, sd: dict) -> int | None:
     import timm
 
@@ -212,7 +202,7 @@ def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
             raise ValueError(f"teacher checkpoint {spec.checkpoint} does not name its architecture ('arch'); "
                              "give it as NAME=CHECKPOINT")
         data_cfg.update((ckpt or {}).get("data_config") or {})
-        sd = _state_dict_of(ckpt) if ckpt is not None else None
+        sd = state_dict_of(ckpt) if ckpt is not None else None
         num_classes = spec.num_classes or (ckpt or {}).get("num_classes")
         if ":" in name and not name.startswith(("hf-hub:", "hf_hub:")):
             model, what = _model_from_factory(name, num_classes, spec.num_classes is not None), "the module"
