@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from . import store
+from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, resolve_dataset, to_uint8_image
 from .policy import PRESETS, Policy
 from .replay import compiled_available, replay
 from .teachers import TeacherEnsemble, TeacherSpec
@@ -76,77 +77,19 @@ def parse_policy(policy: Policy | str | dict) -> Policy:
     return Policy.preset(preset, **d) if preset else Policy.from_dict(d)
 
 
-def resolve_dataset(data: Any) -> Any:
-    """An ImageFolder directory, ``"synthetic:N"`` / ``"synthetic:num_images=N,num_classes=C,..."``
-    (the built-in :class:`~reinforced_data.synthetic.SyntheticImages`), or a map-style dataset."""
-    if not isinstance(data, (str, os.PathLike)):
-        if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-            raise TypeError(f"the dataset must be map-style (__getitem__ and __len__); got {type(data).__name__}")
-        return data
-    text = os.fspath(data)
-    if text.startswith("synthetic:"):
-        from .synthetic import SyntheticImages
-
-        kwargs: dict[str, int] = {}
-        for i, part in enumerate(p for p in text[len("synthetic:"):].split(",") if p):
-            key, _, val = part.rpartition("=")
-            key = key or ("num_images" if i == 0 else "")
-            if key not in ("num_images", "num_classes", "min_size", "max_size", "seed"):
-                raise ValueError(f"{text!r}: use synthetic:num_images=N,num_classes=C,min_size=S,max_size=S,seed=S")
-            kwargs[key] = int(val)
-        return SyntheticImages(**kwargs)
-    if os.path.isdir(text):
-        from torchvision.datasets import ImageFolder
-
-        return ImageFolder(text)
-    raise FileNotFoundError(f"dataset {text!r} is neither an ImageFolder directory nor synthetic:N")
-
-
-def to_uint8_image(img: Any, index: int) -> torch.Tensor:
-    """A dataset item's image as a contiguous uint8 [3, H, W] tensor (PIL, numpy HWC, tensor CHW)."""
-    if not isinstance(img, torch.Tensor):
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover
-            Image = None
-        if Image is not None and isinstance(img, Image.Image):
-            img = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
-        elif isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] in (1, 3, 4):
-            img = torch.from_numpy(img).permute(2, 0, 1)
-        elif isinstance(img, np.ndarray):
-            img = torch.from_numpy(img)
-        else:
-            raise TypeError(f"image {index}: the dataset returned a {type(img).__name__}; "
-                            "expected a uint8 tensor or PIL image")
-    if img.dtype != torch.uint8:
-        raise TypeError(f"image {index} is {img.dtype}; reinforcement needs the undecorated uint8 image: "
-                        "remove the dataset's transform")
-    if img.dim() == 2:
-        img = img.unsqueeze(0)
-    if img.dim() != 3 or img.shape[0] not in (1, 3, 4):
-        raise ValueError(f"image {index} has shape {tuple(img.shape)}; expected [3, H, W]")
-    if img.shape[0] == 1:
-        img = img.expand(3, -1, -1)
-    elif img.shape[0] == 4:
-        img = img[:3]
-    return img.contiguous()
-
-
 class _Decoded(torch.utils.data.Dataset):
-    """Items as (index, uint8 image, label, seconds spent decoding)."""
+    """Items as (index, uint8 image, label, seconds spent decoding), through the shared decode path."""
 
     def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
+        self.raw = RawImages(dataset)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.raw)
 
     def __getitem__(self, index: int):
         t = time.perf_counter()
-        item = self.dataset[index]
-        img, label = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, -1)
-        img = to_uint8_image(img, index)
-        return index, img, int(label), time.perf_counter() - t
+        img, label = self.raw[index]
+        return index, img, label, time.perf_counter() - t
 
 
 # ---------------------------------------------------------------------- order, seeds
@@ -356,11 +299,11 @@ def reinforce(
     num_classes = ensemble.num_classes(policy.output_size)
 
     # dataset identity
-    labels_arr = store.dataset_labels(dataset) if labels is None else store.as_labels(labels, n_images)
+    labels_arr = dataset_labels(dataset) if labels is None else as_labels(labels, n_images)
     if labels_arr.max() >= num_classes:
         raise store.DatasetMismatchError(
             f"the dataset's labels reach {int(labels_arr.max())} but the teachers predict {num_classes} classes")
-    fingerprint = store.Fingerprint.of(labels_arr, store.dataset_files(dataset), store.dataset_num_classes(dataset))
+    fingerprint = dataset_fingerprint(dataset, labels_arr)
     if fingerprint.num_classes is not None and fingerprint.num_classes != num_classes:
         raise store.DatasetMismatchError(
             f"the dataset has {fingerprint.num_classes} classes but the teachers predict {num_classes}")

@@ -43,6 +43,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .errors import (CorruptFileError, DatasetMismatchError, IncompleteFileError, NotReinforcementFileError,
+                     OutputExistsError, ReinforcementFileError, SettingsMismatchError, UnsupportedVersionError)
 from .policy import Policy
 
 __all__ = [
@@ -64,39 +66,6 @@ DEFLATE_LEVEL = 6
 TARGET_RECORDS_PER_CHUNK = 32  # ~32 views a chunk: inflating one takes ~12 us; ~1.2 B/record more than 64
 WRITTEN_CHUNK = 16384
 _LOG_LUT = np.exp(np.arange(256) * (-LOG_RANGE / 255.0)).astype(np.float32)  # log_uint8 code -> probability
-
-
-# ---------------------------------------------------------------------- errors
-class ReinforcementFileError(ValueError):
-    """A reinforcement file cannot be used as asked; the message says why and what to do."""
-
-
-class NotReinforcementFileError(ReinforcementFileError):
-    """Not an HDF5 file, or an HDF5 file of another format."""
-
-
-class UnsupportedVersionError(ReinforcementFileError):
-    """Written by a newer format version than this library reads."""
-
-
-class IncompleteFileError(ReinforcementFileError):
-    """Generation has not finished (or was interrupted)."""
-
-
-class CorruptFileError(ReinforcementFileError):
-    """Truncated, damaged, or holding values out of range."""
-
-
-class DatasetMismatchError(ReinforcementFileError):
-    """The file was made for another dataset (length, labels, files or class count)."""
-
-
-class SettingsMismatchError(ReinforcementFileError):
-    """A resumed or merged file was written with other settings."""
-
-
-class OutputExistsError(ReinforcementFileError, FileExistsError):
-    """The output path exists and neither resume nor overwrite was asked for."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -131,48 +100,16 @@ def _packed_le(dt: np.dtype) -> np.dtype:
     return _dtype_from_json(_dtype_to_json(dt))
 
 
-def dataset_labels(dataset: Any) -> np.ndarray:
-    """Ground-truth labels of a map-style dataset, as int64 [N].
-
-    Uses ``dataset.targets`` (torchvision datasets, ImageFolder, SyntheticImages) when
-    present, else reads every item (slow: decodes every image once).
-    """
-    n = len(dataset)
-    targets = getattr(dataset, "targets", None)
-    if targets is None and hasattr(dataset, "samples"):
-        targets = [s[1] for s in dataset.samples]
-    if targets is None:
-        log.warning("dataset has no .targets: reading all %d items once to collect their labels", n)
-        targets = [int(dataset[i][1]) for i in range(n)]
-    return as_labels(targets, n)
+_MOVED_TO_DATASETS = ("dataset_labels", "as_labels", "dataset_files", "dataset_num_classes")
 
 
-def as_labels(values: Any, n: int) -> np.ndarray:
-    """``values`` as int64 class indices [n]; a clear error for another length or a negative label."""
-    labels = np.asarray(values, dtype=np.int64).reshape(-1)
-    if labels.shape[0] != n:
-        raise ValueError(f"the dataset holds {n} items but {labels.shape[0]} labels")
-    if n and labels.min() < 0:
-        i = int(labels.argmin())
-        raise ValueError(f"labels must be class indices >= 0; image {i} has {int(labels[i])}")
-    return labels
+def __getattr__(name: str) -> Any:
+    """Old import paths: what describes a dataset now lives in :mod:`reinforced_data._datasets`."""
+    if name in _MOVED_TO_DATASETS:
+        from . import _datasets
 
-
-def dataset_files(dataset: Any) -> list[str] | None:
-    """The dataset's file list (relative to its root) when it has one (ImageFolder's ``samples``)."""
-    samples = getattr(dataset, "samples", None) or getattr(dataset, "imgs", None)
-    if not samples:
-        return None
-    root = getattr(dataset, "root", None)
-    paths = [str(s[0]) if isinstance(s, (tuple, list)) else str(s) for s in samples]
-    if root:
-        paths = [os.path.relpath(p, root) for p in paths]
-    return [p.replace(os.sep, "/") for p in paths]
-
-
-def dataset_num_classes(dataset: Any) -> int | None:
-    classes = getattr(dataset, "classes", None)
-    return len(classes) if classes is not None else None
+        return getattr(_datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------- fingerprint
@@ -194,8 +131,10 @@ class Fingerprint:
 
     @classmethod
     def of_dataset(cls, dataset: Any, labels: np.ndarray | None = None) -> "Fingerprint":
-        labels = dataset_labels(dataset) if labels is None else labels
-        return cls.of(labels, dataset_files(dataset), dataset_num_classes(dataset))
+        """The fingerprint of a dataset (see :func:`reinforced_data._datasets.dataset_fingerprint`)."""
+        from ._datasets import dataset_fingerprint
+
+        return dataset_fingerprint(dataset, labels)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -41,15 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checkpoint import load_checkpoint, state_dict_of
+from .errors import NonFiniteOutputError
 from .policy import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["TeacherSpec", "Teacher", "TeacherEnsemble", "NonFiniteOutputError", "save_checkpoint", "weights_sha256"]
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteOutputError(RuntimeError):
-    """A teacher produced NaN or inf."""
 
 
 def _pair(v: Any) -> tuple[int, int] | None:

@@ -1,0 +1,223 @@
+"""Datasets as generation and training see them: the one decode path, labels, identity.
+
+The teacher labelled the pixels that :class:`RawImages` returned during generation, and a
+:class:`~reinforced_data.dataset.ReinforcedDataset` replays its stored views on the pixels
+that :class:`RawImages` returns during training: both go through :func:`to_uint8_image`
+here, so the replayed view is the view the teacher saw.
+
+* File-backed folders (torchvision ``DatasetFolder`` / ``ImageFolder``: ``samples`` and
+  ``loader``) are read with their own ``loader`` on the file path: the user's
+  ``transform`` never runs (fast path).
+* Any other map-style dataset returning ``(image, label)`` is read through a shallow
+  copy with ``transform`` (and torchvision's ``transforms``) removed when ``strip=True``;
+  the caller's object is never mutated. With ``strip=False`` (generation), a dataset
+  with a transform is refused: training bypasses it, so the teacher must not see it.
+
+Images come back as uint8 ``[3, H, W]``: grayscale is expanded, an alpha channel
+dropped, PIL images converted to RGB. A decoded HWC array becomes a channels-last
+*view* (strides ``(1, 3W, 3)``), not a copy: the kernels read it in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "resolve_dataset", "to_uint8_image", "RawImages", "dataset_labels", "as_labels", "dataset_files",
+    "dataset_num_classes", "dataset_fingerprint", "class_names",
+]
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------- naming a dataset
+def resolve_dataset(data: Any) -> Any:
+    """An ImageFolder directory, ``"synthetic:N"`` / ``"synthetic:num_images=N,num_classes=C,..."``
+    (the built-in :class:`~reinforced_data.synthetic.SyntheticImages`), or a map-style dataset."""
+    if not isinstance(data, (str, os.PathLike)):
+        if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+            raise TypeError(f"the dataset must be map-style (__getitem__ and __len__); got {type(data).__name__}")
+        return data
+    text = os.fspath(data)
+    if text.startswith("synthetic:"):
+        from .synthetic import SyntheticImages
+
+        kwargs: dict[str, int] = {}
+        for i, part in enumerate(p for p in text[len("synthetic:"):].split(",") if p):
+            key, _, val = part.rpartition("=")
+            key = key or ("num_images" if i == 0 else "")
+            if key not in ("num_images", "num_classes", "min_size", "max_size", "seed"):
+                raise ValueError(f"{text!r}: use synthetic:num_images=N,num_classes=C,min_size=S,max_size=S,seed=S")
+            kwargs[key] = int(val)
+        return SyntheticImages(**kwargs)
+    if os.path.isdir(text):
+        from torchvision.datasets import ImageFolder
+
+        return ImageFolder(text)
+    raise FileNotFoundError(f"dataset {text!r} is neither an ImageFolder directory nor synthetic:N")
+
+
+# ---------------------------------------------------------------------- decoding
+def to_uint8_image(img: Any, index: int) -> torch.Tensor:
+    """A dataset item's image as uint8 [3, H, W] (from PIL, numpy HWC or a CHW tensor).
+
+    A PIL image or HWC array becomes a channels-last view of the decoded pixels; a
+    grayscale image is expanded to three channels and an alpha channel dropped.
+    """
+    if not isinstance(img, torch.Tensor):
+        from PIL import Image
+
+        if isinstance(img, Image.Image):
+            img = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
+        elif isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] in (1, 3, 4):
+            img = torch.from_numpy(img).permute(2, 0, 1)
+        elif isinstance(img, np.ndarray):
+            img = torch.from_numpy(img)
+        else:
+            raise TypeError(f"image {index}: the dataset returned a {type(img).__name__}; "
+                            "expected a uint8 tensor or PIL image")
+    if img.dtype != torch.uint8:
+        raise TypeError(f"image {index} is {img.dtype}; reinforcement needs the undecorated uint8 image: "
+                        "remove the dataset's transform")
+    if img.dim() == 2:
+        img = img.unsqueeze(0)
+    if img.dim() != 3 or img.shape[0] not in (1, 3, 4):
+        raise ValueError(f"image {index} has shape {tuple(img.shape)}; expected [3, H, W]")
+    if img.shape[0] == 1:
+        return img.expand(3, -1, -1).contiguous()
+    if img.shape[0] == 4:
+        img = img[:3]
+    if img.stride(0) != 1 and not img.is_contiguous():  # neither CHW nor a channels-last view
+        img = img.contiguous()
+    return img
+
+
+def _file_backed(dataset: Any) -> bool:
+    """torchvision DatasetFolder / ImageFolder: a list of (path, label) and a loader."""
+    samples = getattr(dataset, "samples", None)
+    return (callable(getattr(dataset, "loader", None)) and isinstance(samples, (list, tuple))
+            and len(samples) == len(dataset))
+
+
+def _without_transform(dataset: Any) -> Any:
+    """A shallow copy of ``dataset`` whose items skip its image transform (never the caller's object)."""
+    if getattr(dataset, "transform", None) is None and getattr(dataset, "transforms", None) is None:
+        return dataset
+    clone = copy.copy(dataset)
+    if hasattr(clone, "transform"):
+        clone.transform = None
+    if getattr(clone, "transforms", None) is not None:
+        target_transform = getattr(clone, "target_transform", None)
+        try:
+            from torchvision.datasets.vision import StandardTransform
+
+            clone.transforms = StandardTransform(None, target_transform) if target_transform is not None else None
+        except ImportError:  # pragma: no cover - torchvision is installed with the package's extras
+            clone.transforms = None
+    return clone
+
+
+class RawImages(torch.utils.data.Dataset):
+    """Items of ``dataset`` as ``(uint8 image [3, H, W], label)``, through the one decode path.
+
+    ``strip=True`` bypasses the dataset's own image transform (training: the user's
+    dataset as they built it); ``strip=False`` reads items as they are and refuses
+    transformed images (generation). Errors name the index and, for files, the path.
+    """
+
+    def __init__(self, dataset: Any, strip: bool = False) -> None:
+        self.dataset = dataset
+        transformed = getattr(dataset, "transform", None) is not None
+        self._refuse_transform = transformed and not strip
+        self.files = _file_backed(dataset) and not self._refuse_transform
+        self._items = dataset if (self.files or not strip) else _without_transform(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def path(self, index: int) -> str | None:
+        """The file image ``index`` is read from, for file-backed datasets."""
+        return str(self.dataset.samples[index][0]) if self.files else None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.files:
+            path, label = self.dataset.samples[index]
+            try:
+                img = self.dataset.loader(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"image {index}: {path} does not exist") from None
+            except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated or not an image
+                raise ValueError(f"image {index}: {path} cannot be decoded ({e})") from e
+            return to_uint8_image(img, index), int(label)
+        item = self._items[index]
+        img, label = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, -1)
+        img = to_uint8_image(img, index)
+        if self._refuse_transform:  # training bypasses it, so the teacher must not see its output either
+            raise TypeError(f"image {index}: the dataset applies its own transform; reinforcement reads the raw "
+                            "images: remove the dataset's transform")
+        return img, int(label)
+
+
+# ---------------------------------------------------------------------- labels and identity
+def as_labels(values: Any, n: int) -> np.ndarray:
+    """``values`` as int64 class indices [n]; a clear error for another length or a negative label."""
+    labels = np.asarray(values, dtype=np.int64).reshape(-1)
+    if labels.shape[0] != n:
+        raise ValueError(f"the dataset holds {n} items but {labels.shape[0]} labels")
+    if n and labels.min() < 0:
+        i = int(labels.argmin())
+        raise ValueError(f"labels must be class indices >= 0; image {i} has {int(labels[i])}")
+    return labels
+
+
+def dataset_labels(dataset: Any) -> np.ndarray:
+    """Ground-truth labels of a map-style dataset, as int64 [N].
+
+    Uses ``dataset.targets`` (torchvision datasets, ImageFolder, SyntheticImages) when
+    present, else reads every item (slow: decodes every image once).
+    """
+    n = len(dataset)
+    targets = getattr(dataset, "targets", None)
+    if targets is None and hasattr(dataset, "samples"):
+        targets = [s[1] for s in dataset.samples]
+    if targets is None:
+        log.warning("dataset has no .targets: reading all %d items once to collect their labels", n)
+        targets = [int(dataset[i][1]) for i in range(n)]
+    return as_labels(targets, n)
+
+
+def dataset_files(dataset: Any) -> list[str] | None:
+    """The dataset's file list (relative to its root) when it has one (ImageFolder's ``samples``)."""
+    samples = getattr(dataset, "samples", None) or getattr(dataset, "imgs", None)
+    if not samples:
+        return None
+    root = getattr(dataset, "root", None)
+    paths = [str(s[0]) if isinstance(s, (tuple, list)) else str(s) for s in samples]
+    if root:
+        paths = [os.path.relpath(p, root) for p in paths]
+    return [p.replace(os.sep, "/") for p in paths]
+
+
+def dataset_num_classes(dataset: Any) -> int | None:
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if classes is not None else None
+
+
+def class_names(dataset: Any) -> list[str] | None:
+    """The dataset's class names (``dataset.classes``) when it has them."""
+    classes = getattr(dataset, "classes", None)
+    return [str(c) for c in classes] if classes is not None else None
+
+
+def dataset_fingerprint(dataset: Any, labels: np.ndarray | None = None):
+    """The :class:`~reinforced_data.store.Fingerprint` that identifies ``dataset``."""
+    from .store import Fingerprint
+
+    labels = dataset_labels(dataset) if labels is None else labels
+    return Fingerprint.of(labels, dataset_files(dataset), dataset_num_classes(dataset))

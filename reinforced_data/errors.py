@@ -1,0 +1,63 @@
+"""The package's one error family.
+
+Every error a user can fix is a :class:`ReinforcedDataError` whose message is one
+sentence saying what is wrong and what to do; the ``reinforced-data`` command prints
+exactly these (and missing / existing files) as one line. Any other exception is a bug
+and keeps its traceback. Classes also derive from the builtin a caller would expect
+(``ValueError``, ``FileExistsError``, ``RuntimeError``), so ``except ValueError`` keeps
+working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ReinforcedDataError", "ConfigError", "ReinforcementFileError", "NotReinforcementFileError",
+    "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
+    "SettingsMismatchError", "OutputExistsError", "NonFiniteOutputError",
+]
+
+
+class ReinforcedDataError(Exception):
+    """Base of every error this package raises for a cause the user can fix."""
+
+
+class ConfigError(ReinforcedDataError, ValueError):
+    """An argument, policy or setting is invalid; the message names it."""
+
+
+# ---------------------------------------------------------------------- reinforcement files
+class ReinforcementFileError(ReinforcedDataError, ValueError):
+    """A reinforcement file cannot be used as asked; the message says why and what to do."""
+
+
+class NotReinforcementFileError(ReinforcementFileError):
+    """Not an HDF5 file, or an HDF5 file of another format."""
+
+
+class UnsupportedVersionError(ReinforcementFileError):
+    """Written by a newer format version than this library reads."""
+
+
+class IncompleteFileError(ReinforcementFileError):
+    """Generation has not finished (or was interrupted)."""
+
+
+class CorruptFileError(ReinforcementFileError):
+    """Truncated, damaged, or holding values out of range."""
+
+
+class DatasetMismatchError(ReinforcementFileError):
+    """The file was made for another dataset (length, labels, files or class count)."""
+
+
+class SettingsMismatchError(ReinforcementFileError):
+    """A resumed or merged file was written with other settings."""
+
+
+class OutputExistsError(ReinforcementFileError, FileExistsError):
+    """The output path exists and neither resume nor overwrite was asked for."""
+
+
+# ---------------------------------------------------------------------- teachers
+class NonFiniteOutputError(ReinforcedDataError, RuntimeError):
+    """A teacher produced NaN or inf for a view; the message names the image and view."""
