@@ -12,23 +12,29 @@ deterministic).
     photos[0].tensor                        # uint8 [3, H, W], contiguous
     photos[0].pil                           # PIL.Image, mode "RGB"
     write_image_folder(photos, "benchmarks/.data/photos")   # <root>/<source>/<i>.JPEG
+    root = image_folder("benchmarks/.data/photos_1024", 1024)  # written once, then reused
 
-Run ``python benchmarks/_photos.py --out DIR [-n N] [--seed S]`` to write the JPEG
+``iter_photos`` yields the same photos one at a time (a large folder never sits in
+memory whole). Run ``python benchmarks/_photos.py --out DIR [-n N] [--seed S]`` to write the JPEG
 ImageFolder from the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Photo", "SOURCES", "SIZES", "load_sources", "make_photos", "write_image_folder"]
+__all__ = ["Photo", "SOURCES", "SIZES", "load_sources", "iter_photos", "make_photos", "write_image_folder",
+           "image_folder"]
 
 #: RGB photos that scikit-image ships inside its wheel (no pooch / network needed).
 #: ``chelsea`` and ``cat`` are the same picture, so only one is used; the synthetic
@@ -98,6 +104,12 @@ def make_photos(n: int = 64, seed: int = 0, sources: dict[str, np.ndarray] | Non
     ``min_crop``..1 share of the largest such crop in the source, at a random place, a
     mirror with probability 1/2, and an antialiased bicubic rescale to the drawn size.
     """
+    return list(iter_photos(n, seed, sources, min_crop))
+
+
+def iter_photos(n: int = 64, seed: int = 0, sources: dict[str, np.ndarray] | None = None,
+                min_crop: float = 0.45) -> Iterator[Photo]:
+    """The photos of :func:`make_photos` (same pixels), made one at a time."""
     if n < 1:
         raise ValueError(f"n={n} must be >= 1")
     sources = load_sources() if sources is None else sources
@@ -105,7 +117,6 @@ def make_photos(n: int = 64, seed: int = 0, sources: dict[str, np.ndarray] | Non
     rng = np.random.default_rng(seed)
     weights = np.array([s[2] for s in SIZES])
     weights = weights / weights.sum()
-    photos = []
     for i in range(n):
         name = names[i % len(names)]
         src = sources[name]
@@ -124,11 +135,10 @@ def make_photos(n: int = 64, seed: int = 0, sources: dict[str, np.ndarray] | Non
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         img = crop.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=None)
         t = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
-        photos.append(Photo(source=name, index=i, tensor=t, pil=img))
-    return photos
+        yield Photo(source=name, index=i, tensor=t, pil=img)
 
 
-def write_image_folder(photos: list[Photo], root: str, quality: int = 90) -> list[str]:
+def write_image_folder(photos: Iterable[Photo], root: str, quality: int = 90) -> list[str]:
     """Write ``photos`` as a torchvision ImageFolder of JPEGs: ``root/<source>/<index>.JPEG``.
 
     Returns the written paths. Existing files of the same name are overwritten.
@@ -143,21 +153,37 @@ def write_image_folder(photos: list[Photo], root: str, quality: int = 90) -> lis
     return paths
 
 
-def _main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="ImageFolder root to write")
-    ap.add_argument("-n", type=int, default=64, help="number of photos (default 64)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
-    a = ap.parse_args()
-    photos = make_photos(a.n, a.seed)
-    paths = write_image_folder(photos, a.out, a.quality)
-    sizes = {}
-    for p in photos:
-        sizes[p.size] = sizes.get(p.size, 0) + 1
-    print(f"wrote {len(paths)} JPEGs under {a.out} from {len({p.source for p in photos})} sources; "
-          f"sizes (HxW: count): " + ", ".join(f"{h}x{w}: {c}" for (h, w), c in sorted(sizes.items())))
+_STAMP = ".photos.json"
 
 
-if __name__ == "__main__":
-    _main()
+def image_folder(root: str, n: int, seed: int = 0, quality: int = 90) -> str:
+    """``root`` as the JPEG ImageFolder of ``n`` photos (``seed``, ``quality``); written on first use.
+
+    A stamp file in ``root`` records what was written: a folder whose stamp matches is
+    reused as it is; one with another stamp is replaced; an existing folder without a
+    stamp is refused (it is not one of ours). The photos are made and written one at a
+    time into ``root + ".tmp"``, renamed to ``root`` when complete. Returns ``root``.
+    """
+    want = {"n": int(n), "seed": int(seed), "quality": int(quality), "sources": list(SOURCES),
+            "sizes": [list(s) for s in SIZES], "version": 1}
+    stamp = os.path.join(root, _STAMP)
+    if os.path.exists(root):
+        try:
+            with open(stamp) as f:
+                if json.load(f) == want:
+                    return root
+        except FileNotFoundError:
+            raise FileExistsError(f"{root} exists but was not written by image_folder(); "
+                                  "remove it or pick another folder") from None
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(root)
+    tmp = root.rstrip(os.sep) + ".tmp"
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    write_image_folder(iter_photos(n, seed), tmp, quality)
+    with open(os.path.join(tmp, _STAMP), "w") as f:
+        json.dump(want, f)
+    os.rename(tmp, root)
+    return root
