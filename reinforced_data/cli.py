@@ -170,54 +170,13 @@ def _cmd_merge(args) -> int:
     return 0
 
 
-def _fmt_inspect(info: dict) -> str:
-    lines = [f"file:             {info['file']}"]
-    done = "yes" if info["complete"] else f"NO ({info['images_written']} of {info['num_images']} images written)"
-    shard = info["shard"]
-    lines += [
-        f"complete:         {done}",
-        f"images (N):       {info['num_images']}",
-        f"views (K):        {info['num_views']}",
-        f"top-k (k):        {info['topk']}",
-        f"classes:          {info['num_classes']}",
-        f"probabilities:    {info['prob_encoding']}",
-        f"policy:           {json.dumps(info['policy'], sort_keys=True)}",
-    ]
-    for t in info["teachers"]:
-        size = "x".join(map(str, t["input_size"])) if t.get("input_size") else "view size"
-        src = f" from {t['checkpoint']}" if t.get("checkpoint") else ""
-        lines.append(f"teacher:          {t['name']}{src} (input {size}, mean {t['mean']}, std {t['std']})")
-    lines += [
-        f"seed:             {info['seed']} (mixing block size {info['mix_block_size']})",
-        "shard:            " + (f"rank {shard['rank']} of {shard['world_size']}" if shard["world_size"] > 1 else
-                                f"merged from {shard['merged_from']} ranks" if shard.get("merged_from") else "single"),
-        f"written by:       reinforced_data {info['library_version']} at {info['created']}",
-        f"size:             {info['file_bytes']} bytes, {info['bytes_per_record']:.1f} bytes/record "
-        f"({info['record_bytes_uncompressed']} uncompressed)",
-    ]
-    if info["teacher_top1_agreement"] is not None:
-        lines += [
-            f"teacher top-1 = label: {100 * info['teacher_top1_agreement']:.1f}% of views "
-            f"(over {info['stats_images']} images)",
-            f"mean entropy:     {info['mean_entropy_nats']:.3f} nats (top-k renormalised)",
-        ]
-    gen = info.get("generation") or {}
-    if gen.get("seconds"):
-        lines.append(f"generation:       {gen.get('images', 0)} images in {gen['seconds']['total']:.1f} s on "
-                     f"{gen.get('device')}")
-    if "dataset_matches" in info:
-        lines.append("dataset:          matches" if info["dataset_matches"] else
-                     f"dataset:          DOES NOT MATCH: {info['dataset_mismatch']}")
-    return "\n".join(lines)
-
-
 def _cmd_inspect(args) -> int:
     from . import store
     from .reinforce import resolve_dataset
 
     data = store.Fingerprint.of_dataset(resolve_dataset(args.data)) if args.data else None
     info = store.inspect_file(args.file, data=data, max_images=args.max_images)
-    print(json.dumps(info, indent=2, sort_keys=True) if args.json else _fmt_inspect(info))
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else store.format_inspect(info))
     return 1 if info.get("dataset_matches") is False else 0
 
 

@@ -16,6 +16,7 @@ import pytest
 import _reinforce_util as U
 from reinforced_data import store as S
 from reinforced_data.policy import Policy
+from reinforced_data.store import writer as store_writer
 
 
 # Tiny models: one intra-op thread is fastest, and immune to a busy shared machine.
@@ -318,7 +319,7 @@ def test_output_made_while_waiting_for_the_lock_is_not_replaced(tmp_path, monkey
             write_file(path, h, indices=range(N))
         return real_lock(p)
 
-    monkeypatch.setattr(S, "_Lock", lock_after_another_writer_finished)
+    monkeypatch.setattr(store_writer, "_Lock", lock_after_another_writer_finished)
     with pytest.raises(S.OutputExistsError, match="already exists"):
         S.ReinforcementWriter.open(path, h, np.arange(N) % C)
     with S.ReinforcementFile(path) as r:
@@ -339,17 +340,17 @@ def test_lock_on_a_lock_file_unlinked_meanwhile_is_not_a_lock(tmp_path, monkeypa
         if not held:
             held.append("racing")
             a.release()
-            monkeypatch.setattr(S.fcntl, "flock", real_flock)
+            monkeypatch.setattr(fcntl, "flock", real_flock)
             held.append(S._Lock(path))  # C
-            monkeypatch.setattr(S.fcntl, "flock", flock_after_a_released_and_c_locked)
+            monkeypatch.setattr(fcntl, "flock", flock_after_a_released_and_c_locked)
         return real_flock(fd, op)
 
-    monkeypatch.setattr(S.fcntl, "flock", flock_after_a_released_and_c_locked)
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_released_and_c_locked)
     try:
         with pytest.raises(S.ReinforcementFileError, match="being written by another process"):
             S._Lock(path)  # B
     finally:
-        monkeypatch.setattr(S.fcntl, "flock", real_flock)
+        monkeypatch.setattr(fcntl, "flock", real_flock)
         for lock in held[1:]:
             lock.release()
 

@@ -1,0 +1,393 @@
+"""The reinforcement file format, without HDF5: constants, header, records and their bytes.
+
+docs/format.md describes every attribute, dataset and byte of a reinforcement file; this
+module holds the part of it that needs no HDF5 (and imports no h5py, so it is testable
+and usable on its own):
+
+* :class:`Fingerprint`: what identifies the dataset a file was made for;
+* :class:`Header`: everything a file says about itself (its HDF5 attributes), and the
+  settings that must agree between a file and a resumed run, or between shards;
+* :class:`RecordCodec`: records of one image ↔ the bytes of its HDF5 chunks. A chunk holds
+  ``records_per_chunk`` consecutive views of one image, stored *byte-plane major* (the
+  [n, R] byte matrix of the packed records, transposed to [R, n]) and deflated, with the
+  sorted probabilities quantised to 8 bits in log space and delta-coded;
+* :class:`Record` / :class:`ImageRecords`: one decoded view / all views of one image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, CorruptFileError
+from ..policy import Policy
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
+    "WRITTEN_CHUNK", "Fingerprint", "Header", "RecordCodec", "Record", "ImageRecords", "smallest_uint",
+]
+
+FORMAT_NAME = "reinforced_data.reinforcement"
+FORMAT_VERSION = 1
+#: ``log_uint8``: 8-bit codes of -ln(p) (delta-coded, see docs/format.md); ``float16``: raw halves.
+PROB_ENCODINGS = ("log_uint8", "float16")
+LOG_RANGE = 16.0  # log_uint8 code c means p = exp(-c * LOG_RANGE / 255); c = 255 means p <= e^-16
+DEFLATE_LEVEL = 6
+TARGET_RECORDS_PER_CHUNK = 32  # ~32 views a chunk: inflating one takes ~12 us; ~1.2 B/record more than 64
+WRITTEN_CHUNK = 16384
+_LOG_LUT = np.exp(np.arange(256) * (-LOG_RANGE / 255.0)).astype(np.float32)  # log_uint8 code -> probability
+
+
+# ---------------------------------------------------------------------- helpers
+def smallest_uint(max_value: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds ``max_value``."""
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    raise ConfigError(f"{max_value} does not fit in 64 bits")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dtype_to_json(dt: np.dtype) -> list:
+    """A packed structured dtype as [[name, base dtype string, shape], ...] (little-endian)."""
+    out = []
+    for name in dt.names:
+        sub = dt.fields[name][0]
+        base, shape = (sub.subdtype if sub.subdtype is not None else (sub, ()))
+        out.append([name, base.newbyteorder("<").str, list(shape)])
+    return out
+
+
+def _dtype_from_json(fields: list) -> np.dtype:
+    return np.dtype([(str(n), np.dtype(s), tuple(shape)) if shape else (str(n), np.dtype(s)) for n, s, shape in fields])
+
+
+def _packed_le(dt: np.dtype) -> np.dtype:
+    """The same fields, packed (no padding) and little-endian."""
+    return _dtype_from_json(_dtype_to_json(dt))
+
+
+# ---------------------------------------------------------------------- fingerprint
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies a dataset: its length, a hash of its labels and of its file list."""
+
+    num_images: int
+    labels_sha256: str
+    files_sha256: str | None = None
+    num_classes: int | None = None  # len(dataset.classes) when the dataset says
+
+    @classmethod
+    def of(cls, labels: np.ndarray, files: Sequence[str] | None = None,
+           num_classes: int | None = None) -> "Fingerprint":
+        labels = np.asarray(labels, dtype="<i8").reshape(-1)
+        files_hash = None if files is None else _sha256("\n".join(files).encode())
+        return cls(int(labels.shape[0]), _sha256(labels.tobytes()), files_hash, num_classes)
+
+    @classmethod
+    def of_dataset(cls, dataset: Any, labels: np.ndarray | None = None) -> "Fingerprint":
+        """The fingerprint of a dataset (see :func:`reinforced_data._datasets.dataset_fingerprint`)."""
+        from .._datasets import dataset_fingerprint
+
+        return dataset_fingerprint(dataset, labels)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Fingerprint":
+        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+
+    def differences(self, other: "Fingerprint") -> list[str]:
+        """What differs between the file's fingerprint (self) and a dataset's (other)."""
+        out = []
+        if self.num_images != other.num_images:
+            out.append(f"the file holds {self.num_images} images, the dataset {other.num_images}")
+        elif self.labels_sha256 != other.labels_sha256:
+            out.append("the labels differ")
+        if self.files_sha256 and other.files_sha256 and self.files_sha256 != other.files_sha256:
+            out.append("the file lists differ")
+        if self.num_classes and other.num_classes and self.num_classes != other.num_classes:
+            out.append(f"the file's dataset has {self.num_classes} classes, this one {other.num_classes}")
+        return out
+
+
+# ---------------------------------------------------------------------- header
+@dataclass
+class Header:
+    """Everything a reinforcement file says about itself (its HDF5 attributes)."""
+
+    num_images: int
+    num_views: int
+    topk: int
+    num_classes: int
+    policy: Policy
+    teachers: list[dict]
+    fingerprint: Fingerprint
+    seed: int = 0
+    mix_block_size: int = 64
+    prob_encoding: str = "log_uint8"
+    records_per_chunk: int = 0  # 0: chosen from num_views
+    shard_rank: int = 0
+    shard_world_size: int = 1
+    library_version: str = ""
+    created: str = ""
+    extra: dict = field(default_factory=dict)  # e.g. merged_from
+
+    def __post_init__(self) -> None:
+        for name in ("num_images", "num_views", "topk", "num_classes"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.topk > self.num_classes:
+            raise ConfigError(f"topk={self.topk} exceeds the {self.num_classes} classes the teachers predict")
+        if self.prob_encoding not in PROB_ENCODINGS:
+            raise ConfigError(f"prob_encoding={self.prob_encoding!r}; choose one of {PROB_ENCODINGS}")
+        if self.num_views > 65535:
+            raise ConfigError(f"num_views={self.num_views} exceeds 65535")
+        if self.records_per_chunk <= 0:
+            groups = math.ceil(self.num_views / TARGET_RECORDS_PER_CHUNK)
+            self.records_per_chunk = math.ceil(self.num_views / groups)
+        if not self.library_version:
+            from .. import __version__
+
+            self.library_version = __version__
+        if not self.created:
+            self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    def codec(self) -> "RecordCodec":
+        return RecordCodec(self.policy.param_dtype(), self.topk, self.num_classes, self.num_images,
+                           self.num_views, self.policy.mixing, self.prob_encoding, self.records_per_chunk)
+
+    # the settings that must agree between a file and a resumed run, or between shards
+    def settings(self) -> dict:
+        return {
+            "num_images": self.num_images, "num_views": self.num_views, "topk": self.topk,
+            "num_classes": self.num_classes, "policy": json.loads(self.policy.to_json()),
+            # a teacher is identified by its weights, not by where its checkpoint lies
+            "teachers": [{k: v for k, v in t.items() if k != "checkpoint"} for t in self.teachers],
+            "fingerprint": self.fingerprint.to_dict(), "seed": self.seed,
+            "mix_block_size": self.mix_block_size, "prob_encoding": self.prob_encoding,
+            "records_per_chunk": self.records_per_chunk,
+        }
+
+    def mismatches(self, other: "Header") -> list[str]:
+        a, b = self.settings(), other.settings()
+        return [k for k in a if a[k] != b[k]]
+
+    def to_attrs(self) -> dict[str, Any]:
+        codec = self.codec()
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "num_images": self.num_images,
+            "num_views": self.num_views,
+            "topk": self.topk,
+            "num_classes": self.num_classes,
+            "policy": self.policy.to_json(),
+            "teachers": json.dumps(self.teachers, sort_keys=True),
+            "fingerprint": json.dumps(self.fingerprint.to_dict(), sort_keys=True),
+            "seed": self.seed,
+            "mix_block_size": self.mix_block_size,
+            "prob_encoding": self.prob_encoding,
+            "prob_log_range": LOG_RANGE,
+            "records_per_chunk": self.records_per_chunk,
+            "record_dtype": json.dumps(_dtype_to_json(codec.record_dtype)),
+            "shard": json.dumps({"rank": self.shard_rank, "world_size": self.shard_world_size, **self.extra},
+                                sort_keys=True),
+            "library_version": self.library_version,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Any, path: str = "") -> "Header":
+        try:
+            shard = json.loads(_attr_str(attrs["shard"]))
+            header = cls(
+                num_images=int(attrs["num_images"]), num_views=int(attrs["num_views"]), topk=int(attrs["topk"]),
+                num_classes=int(attrs["num_classes"]), policy=Policy.from_json(_attr_str(attrs["policy"])),
+                teachers=json.loads(_attr_str(attrs["teachers"])),
+                fingerprint=Fingerprint.from_dict(json.loads(_attr_str(attrs["fingerprint"]))),
+                seed=int(attrs["seed"]), mix_block_size=int(attrs["mix_block_size"]),
+                prob_encoding=_attr_str(attrs["prob_encoding"]), records_per_chunk=int(attrs["records_per_chunk"]),
+                shard_rank=int(shard.pop("rank")), shard_world_size=int(shard.pop("world_size")),
+                library_version=_attr_str(attrs["library_version"]), created=_attr_str(attrs["created"]), extra=shard,
+            )
+            stored = _dtype_from_json(json.loads(_attr_str(attrs["record_dtype"])))
+            lr = float(attrs["prob_log_range"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise CorruptFileError(f"{path}: its header is damaged or incomplete ({type(e).__name__}: {e})") from None
+        if stored != header.codec().record_dtype or lr != LOG_RANGE:
+            raise CorruptFileError(f"{path}: its record layout does not match its policy and settings")
+        return header
+
+
+def _attr_str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# ---------------------------------------------------------------------- records
+@dataclass
+class Record:
+    """One stored view: its parameters, its partner (mixing policies) and its soft label."""
+
+    params: np.ndarray  # structured scalar of Policy.param_dtype()
+    indices: np.ndarray  # [k] int64 class indices, most probable first
+    probs: np.ndarray  # [k] float32, as stored (not renormalised)
+    partner: tuple[int, int] | None  # (image index, view index) of the mixing partner
+
+
+@dataclass
+class ImageRecords:
+    """All K stored views of one image."""
+
+    params: np.ndarray  # [K] Policy.param_dtype()
+    indices: np.ndarray  # [K, k] int64
+    probs: np.ndarray  # [K, k] float32
+    partner_index: np.ndarray | None  # [K] int64, mixing policies only
+    partner_view: np.ndarray | None  # [K] int64
+
+    def record(self, view: int) -> Record:
+        partner = None
+        if self.partner_index is not None:
+            partner = (int(self.partner_index[view]), int(self.partner_view[view]))
+        return Record(self.params[view], self.indices[view], self.probs[view], partner)
+
+
+class RecordCodec:
+    """Records of one image ↔ the bytes of its chunks.
+
+    A record is the packed little-endian struct ``record_dtype``: the policy's parameter
+    fields, then (mixing policies) ``partner_index`` and ``partner_view``, then
+    ``topk_indices`` [k] and ``topk_probs`` [k]. A chunk holds ``records_per_chunk`` (n)
+    consecutive views of one image, zero-padded at the end of the row, as the [n, R]
+    byte matrix transposed to [R, n] ("byte planes"), then deflated.
+    """
+
+    def __init__(self, param_dtype: np.dtype, topk: int, num_classes: int, num_images: int, num_views: int,
+                 mixing: bool, prob_encoding: str = "log_uint8", records_per_chunk: int = 32) -> None:
+        self.param_dtype = _packed_le(param_dtype)
+        self.topk, self.num_classes, self.num_views = topk, num_classes, num_views
+        self.mixing, self.prob_encoding = mixing, prob_encoding
+        self.index_dtype = smallest_uint(max(num_classes - 1, 0))
+        fields = _dtype_to_json(self.param_dtype)
+        if mixing:
+            fields += [["partner_index", smallest_uint(num_images - 1).str, []],
+                       ["partner_view", smallest_uint(num_views - 1).str, []]]
+        prob = "u1" if prob_encoding == "log_uint8" else "<f2"
+        fields += [["topk_indices", self.index_dtype.newbyteorder("<").str, [topk]], ["topk_probs", prob, [topk]]]
+        self.record_dtype = _dtype_from_json(fields)
+        self.record_size = self.record_dtype.itemsize
+        self._off = {name: self.record_dtype.fields[name][1] for name in self.record_dtype.names}
+        base = {name: self.record_dtype.fields[name][0].base for name in self.record_dtype.names}
+        self._idx_le, self._prob_le = base["topk_indices"], base["topk_probs"]
+        self._pi_le, self._pv_le = base.get("partner_index"), base.get("partner_view")
+        assert all(self._off[n] == self.param_dtype.fields[n][1] for n in self.param_dtype.names)
+        # the parameter fields seen in place inside a record (for one-copy extraction)
+        self._params_in_record = np.dtype({
+            "names": list(self.param_dtype.names),
+            "formats": [self.record_dtype.fields[n][0] for n in self.param_dtype.names],
+            "offsets": [self.record_dtype.fields[n][1] for n in self.param_dtype.names],
+            "itemsize": self.record_size})
+        self.per_chunk = records_per_chunk
+        self.chunks_per_image = math.ceil(num_views / records_per_chunk)
+        self.chunk_bytes = records_per_chunk * self.record_size
+
+    # -- probabilities
+    def encode_probs(self, probs: np.ndarray) -> np.ndarray:
+        """[..., k] probabilities sorted in decreasing order → stored values."""
+        p = np.asarray(probs, dtype=np.float64)
+        if self.prob_encoding == "float16":
+            return p.astype("<f2")
+        with np.errstate(divide="ignore"):
+            code = np.clip(np.round(-np.log(np.maximum(p, 0.0)) * (255.0 / LOG_RANGE)), 0, 255).astype(np.int16)
+        code[..., 1:] = np.diff(code, axis=-1)  # non-negative: probabilities are sorted
+        return code.astype(np.uint8)
+
+    def decode_probs(self, stored: np.ndarray) -> np.ndarray:
+        if self.prob_encoding == "float16":
+            return stored.astype(np.float32)
+        try:
+            return _LOG_LUT[np.cumsum(stored, axis=-1, dtype=np.int32)]
+        except IndexError:
+            raise ValueError("topk_probs codes exceed 255") from None
+
+    # -- records
+    def pack(self, params: np.ndarray, indices: np.ndarray, probs: np.ndarray,
+             partner_index: np.ndarray | None = None, partner_view: np.ndarray | None = None) -> np.ndarray:
+        """Records [n, K] from parameters [n, K], top-k [n, K, k] and partners [n, K]."""
+        n = params.shape[0]
+        rec = np.zeros((n, self.num_views), dtype=self.record_dtype)
+        for name in self.param_dtype.names:
+            rec[name] = params[name]
+        if self.mixing:
+            if partner_index is None or partner_view is None:
+                raise ConfigError("a mixing policy needs partner_index and partner_view for every view")
+            rec["partner_index"] = partner_index
+            rec["partner_view"] = partner_view
+        idx = np.asarray(indices)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_classes):
+            raise ConfigError(f"top-k class indices must lie in [0, {self.num_classes})")
+        p = np.asarray(probs, dtype=np.float64)
+        if not np.isfinite(p).all():
+            raise ConfigError("top-k probabilities must be finite")
+        if p.shape[-1] > 1 and (np.diff(p, axis=-1) > 0).any():  # sort by decreasing probability
+            order = np.argsort(-p, axis=-1, kind="stable")
+            p = np.take_along_axis(p, order, -1)
+            idx = np.take_along_axis(idx, order, -1)
+        rec["topk_indices"] = idx
+        rec["topk_probs"] = self.encode_probs(p)
+        return rec
+
+    def chunks(self, records: np.ndarray) -> list[bytes]:
+        """The deflated chunks of one image's K records."""
+        per = self.per_chunk
+        out = []
+        for g in range(self.chunks_per_image):
+            part = records[g * per:(g + 1) * per]
+            buf = np.zeros((per, self.record_size), dtype=np.uint8)
+            buf[:part.shape[0]] = part.view(np.uint8).reshape(part.shape[0], self.record_size)
+            out.append(zlib.compress(np.ascontiguousarray(buf.T).tobytes(), DEFLATE_LEVEL))
+        return out
+
+    def from_planes(self, planes: np.ndarray) -> np.ndarray:
+        """[R * n] (or [R, n]) byte planes of one chunk → its n records."""
+        planes = np.asarray(planes, dtype=np.uint8).reshape(self.record_size, self.per_chunk)
+        return np.ascontiguousarray(planes.T).view(self.record_dtype).reshape(self.per_chunk)
+
+    def unpack_one(self, buf: bytes) -> tuple[np.void, np.ndarray, np.ndarray, tuple[int, int] | None]:
+        """(params, indices, probs, partner) of one record's ``record_size`` bytes, in few numpy calls."""
+        k = self.topk
+        params = np.frombuffer(buf, self.param_dtype, count=1)[0]  # the parameters lead the record
+        indices = np.frombuffer(buf, self._idx_le, count=k, offset=self._off["topk_indices"]).astype(np.int64)
+        if int(indices.max()) >= self.num_classes:
+            raise ValueError(f"a top-k class index is {int(indices.max())}, beyond the {self.num_classes} classes")
+        probs = self.decode_probs(np.frombuffer(buf, self._prob_le, count=k, offset=self._off["topk_probs"]))
+        partner = None
+        if self.mixing:
+            partner = (int(np.frombuffer(buf, self._pi_le, count=1, offset=self._off["partner_index"])[0]),
+                       int(np.frombuffer(buf, self._pv_le, count=1, offset=self._off["partner_view"])[0]))
+        return params, indices, probs, partner
+
+    def unpack(self, records: np.ndarray) -> ImageRecords:
+        params = records.view(self._params_in_record).astype(self.param_dtype)
+        indices = records["topk_indices"].astype(np.int64)
+        if indices.size and indices.max() >= self.num_classes:
+            raise ValueError(f"a top-k class index is {int(indices.max())}, beyond the {self.num_classes} classes")
+        probs = self.decode_probs(records["topk_probs"])
+        pi = pv = None
+        if self.mixing:
+            pi = records["partner_index"].astype(np.int64)
+            pv = records["partner_view"].astype(np.int64)
+        return ImageRecords(params, indices, probs, pi, pv)

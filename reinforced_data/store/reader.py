@@ -1,0 +1,256 @@
+"""Reading a reinforcement file: opening, format checks, :class:`ReinforcementFile`.
+
+This is what every DataLoader worker imports, and nothing more: writing, merging and
+inspecting live in :mod:`.writer`, :mod:`.shards` and :mod:`.inspect`. A file is refused
+(incomplete, foreign, newer-format or corrupt) with one clear sentence, and every record
+read is checked to be in range before it is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import (CorruptFileError, DatasetMismatchError, IncompleteFileError, NotReinforcementFileError,
+                      UnsupportedVersionError)
+from .format import FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str
+
+__all__ = ["ReinforcementFile", "read_header"]
+
+# ---------------------------------------------------------------------- opening files
+def _raise_open_error(path: str, e: OSError) -> None:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "truncated" in msg:
+        raise CorruptFileError(f"{path} is truncated ({msg}); regenerate it (reinforce --overwrite)") from None
+    raise CorruptFileError(f"{path} cannot be opened as HDF5 ({msg}); it is damaged, regenerate it") from None
+
+
+def _open_h5(path: str, swmr_fallback: bool = True) -> h5py.File:
+    """Open read-only, falling back to SWMR reading for a file a writer holds or left open."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    if os.path.isdir(path):
+        raise NotReinforcementFileError(f"{path} is a directory, not a reinforcement file")
+    if not h5py.is_hdf5(path):
+        raise NotReinforcementFileError(
+            f"{path} is not an HDF5 file (no HDF5 signature); expected a reinforcement file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        if swmr_fallback and "already open for write" in str(e):
+            try:
+                return h5py.File(path, "r", swmr=True)
+            except OSError as e2:
+                _raise_open_error(path, e2)
+        _raise_open_error(path, e)
+    raise AssertionError("unreachable")
+
+
+def _check_format(f: h5py.File, path: str) -> None:
+    """Format name and version, and the three datasets (opened, the small ones read): damaged
+    metadata shows here as a clear error rather than later as a traceback."""
+    try:
+        fmt = f.attrs.get("format")
+        version = int(f.attrs.get("format_version", -1))
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:
+        _raise_damaged(path, e)
+    if fmt is None or _attr_str(fmt) != FORMAT_NAME:
+        what = "has no 'format' attribute" if fmt is None else f"has format {_attr_str(fmt)!r}"
+        raise NotReinforcementFileError(
+            f"{path} is an HDF5 file but not a reinforcement file ({what}, expected {FORMAT_NAME!r})")
+    if version > FORMAT_VERSION:
+        from .. import __version__
+
+        raise UnsupportedVersionError(
+            f"{path} has format version {version}, newer than the version {FORMAT_VERSION} that reinforced_data "
+            f"{__version__} reads; upgrade reinforced_data")
+    if version < 1:
+        raise CorruptFileError(f"{path} has an invalid format version {version}")
+    try:
+        for name in ("records", "labels", "written"):
+            if name not in f:
+                raise CorruptFileError(f"{path} lacks its '{name}' dataset; it is damaged, regenerate it")
+        f["records"].shape
+        f["labels"][:1]
+        f["written"][:]
+    except (KeyError, OSError, RuntimeError, ValueError) as e:
+        _raise_damaged(path, e)
+
+
+def _raise_damaged(path: str, e: Exception) -> None:
+    msg = " ".join(str(e).split()).strip("'\"") or type(e).__name__
+    raise CorruptFileError(f"{path} is damaged ({msg}); regenerate it") from None
+
+
+# ---------------------------------------------------------------------- reader
+class ReinforcementFile:
+    """Read a reinforcement file.
+
+    ``accept_incomplete=True`` opens a file whose generation has not finished (reading a
+    row that was not written is still an error). The HDF5 handle is opened lazily in each
+    process, so an instance can be handed to DataLoader workers.
+    """
+
+    def __init__(self, path: str | os.PathLike, accept_incomplete: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.accept_incomplete = accept_incomplete
+        self._f: h5py.File | None = None
+        self._pid = None
+        f = self._file()
+        self.header = Header.from_attrs(f.attrs, self.path)
+        self.codec = self.header.codec()
+        h = self.header
+        expected = (h.num_images, self.codec.chunks_per_image, self.codec.chunk_bytes)
+        if f["records"].shape != expected or f["records"].dtype != np.uint8:
+            raise CorruptFileError(
+                f"{self.path}: its records dataset has shape {f['records'].shape}, expected {expected}")
+        if f["labels"].shape != (h.num_images,) or f["written"].shape != (h.num_images,):
+            raise CorruptFileError(f"{self.path}: its labels or written dataset does not hold {h.num_images} rows")
+        self.complete = bool(int(f.attrs.get("complete", 0)))
+        self.written = f["written"][:].astype(bool)
+        self.labels = f["labels"][:].astype(np.int64)
+        stats = f.attrs.get("generation")
+        self.generation = json.loads(_attr_str(stats)) if stats is not None else None
+        if not self.complete and not accept_incomplete:
+            n = int(self.written.sum())
+            self.close()
+            raise IncompleteFileError(
+                f"{self.path} is incomplete ({n} of {h.num_images} images written: generation was interrupted or "
+                f"is still running); resume it with `reinforced-data reinforce ... --resume`, or pass "
+                f"accept_incomplete=True to read what it holds")
+
+    # -- properties
+    num_images = property(lambda self: self.header.num_images)
+    num_views = property(lambda self: self.header.num_views)
+    topk = property(lambda self: self.header.topk)
+    num_classes = property(lambda self: self.header.num_classes)
+    policy = property(lambda self: self.header.policy)
+    teachers = property(lambda self: self.header.teachers)
+    fingerprint = property(lambda self: self.header.fingerprint)
+
+    def __len__(self) -> int:
+        return self.header.num_images
+
+    @property
+    def file_size(self) -> int:
+        return os.path.getsize(self.path)
+
+    @property
+    def bytes_per_record(self) -> float:
+        rows = int(self.written.sum())
+        return self.file_size / max(rows * self.num_views, 1)
+
+    # -- handle management (fork-safe)
+    def _file(self) -> h5py.File:
+        if self._f is None or self._pid != os.getpid():
+            self._f = _open_h5(self.path)
+            self._pid = os.getpid()
+            _check_format(self._f, self.path)
+            self._records = self._f["records"]
+            r = self._records
+            # chunks that are plain deflate (as written) are read and inflated without HDF5's
+            # filter pipeline, which costs more than the inflation; anything else goes through h5py
+            self._direct = (r.compression == "gzip" and not r.shuffle and not r.fletcher32
+                            and r.scaleoffset is None and r.id.get_create_plist().get_nfilters() == 1)
+        return self._f
+
+    def close(self) -> None:
+        if self._f is not None and self._pid == os.getpid():
+            self._f.close()
+        self._f = None
+
+    def __enter__(self) -> "ReinforcementFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_f"] = None
+        state.pop("_records", None)
+        return state
+
+    # -- reading
+    def _check_row(self, index: int) -> int:
+        index = int(index)
+        if not 0 <= index < self.num_images:
+            raise IndexError(f"image index {index} out of range for {self.num_images} images in {self.path}")
+        if not self.written[index]:
+            raise IncompleteFileError(f"image {index} of {self.path} has not been written yet (the file is incomplete)")
+        return index
+
+    def _planes(self, index: int, group: int) -> np.ndarray:
+        """The byte planes of one chunk, flat: byte b of its record j is at ``b * n + j``."""
+        if self._f is None or self._pid != os.getpid():
+            self._file()
+        try:
+            if self._direct:
+                mask, data = self._records.id.read_direct_chunk((index, group, 0))
+                if mask == 0:
+                    planes = np.frombuffer(zlib.decompress(data), dtype=np.uint8)
+                    if planes.size != self.codec.chunk_bytes:
+                        raise OSError(f"chunk holds {planes.size} bytes, expected {self.codec.chunk_bytes}")
+                    return planes
+            return self._records[index, group]
+        except (OSError, zlib.error) as e:
+            raise CorruptFileError(
+                f"records of image {index} in {self.path} cannot be read ({str(e).splitlines()[0]}); "
+                "the file is truncated or damaged") from None
+
+    def read_image(self, index: int) -> ImageRecords:
+        """All K stored views of image ``index``."""
+        index = self._check_row(index)
+        c = self.codec
+        recs = np.concatenate([c.from_planes(self._planes(index, g)) for g in range(c.chunks_per_image)])
+        recs = recs[:self.num_views]
+        return self._unpack(recs, index)
+
+    def read(self, index: int, view: int) -> Record:
+        """Stored view ``view`` of image ``index``."""
+        index = self._check_row(index)
+        view = int(view)
+        if not 0 <= view < self.num_views:
+            raise IndexError(f"view {view} out of range for {self.num_views} views per image")
+        c = self.codec
+        g, j = divmod(view, c.per_chunk)
+        buf = self._planes(index, g)[j::c.per_chunk].tobytes()
+        try:
+            params, indices, probs, partner = c.unpack_one(buf)
+        except ValueError as e:
+            raise CorruptFileError(f"record ({index}, {view}) in {self.path} is out of range ({e})") from None
+        if partner is not None and (partner[0] >= self.num_images or partner[1] >= self.num_views):
+            raise CorruptFileError(f"record ({index}, {view}) in {self.path} names a partner out of range")
+        return Record(params, indices, probs, partner)
+
+    def _unpack(self, recs: np.ndarray, index: int) -> ImageRecords:
+        try:
+            out = self.codec.unpack(recs)
+        except ValueError as e:
+            raise CorruptFileError(f"records of image {index} in {self.path} are out of range ({e})") from None
+        if out.partner_index is not None and (out.partner_index.max() >= self.num_images
+                                              or out.partner_view.max() >= self.num_views):
+            raise CorruptFileError(f"records of image {index} in {self.path} name a partner out of range")
+        return out
+
+    # -- checks
+    def check_dataset(self, dataset: Any = None, *, fingerprint: Fingerprint | None = None) -> None:
+        """Raise :class:`DatasetMismatchError` unless ``dataset`` is the one this file was made for."""
+        fp = fingerprint if fingerprint is not None else Fingerprint.of_dataset(dataset)
+        diffs = self.fingerprint.differences(fp)
+        if fp.num_classes and fp.num_classes != self.num_classes:
+            diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has {fp.num_classes}")
+        if diffs:
+            raise DatasetMismatchError(f"{self.path} was made for another dataset: {'; '.join(diffs)}")
+
+
+def read_header(path: str | os.PathLike) -> tuple[Header, bool, np.ndarray]:
+    """(header, complete, written mask) of any reinforcement file, complete or not."""
+    with ReinforcementFile(path, accept_incomplete=True) as f:
+        return f.header, f.complete, f.written

@@ -1,0 +1,292 @@
+"""Writing a reinforcement file: the writer's lock, :class:`ReinforcementWriter`, crash recovery.
+
+The writer creates or resumes a file and appends whole image rows. It writes in HDF5's
+single-writer/multiple-reader (SWMR) mode, whose ordered metadata writes keep the file
+readable after the writer dies, even by ``kill -9``; a resumed writer copies such a file
+into a clean one first. Rows are committed by a ``written`` flag set only after their data
+is flushed; ``complete`` is set last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from ..errors import (ConfigError, DatasetMismatchError, OutputExistsError, ReinforcementFileError,
+                      SettingsMismatchError)
+from .format import DEFLATE_LEVEL, WRITTEN_CHUNK, Header, smallest_uint
+from .reader import _check_format, _open_h5, _raise_open_error
+
+__all__ = ["ReinforcementWriter", "copy_rows"]
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------- writer
+class _Lock:
+    """An exclusive advisory lock on ``path + '.lock'``, released when the process dies."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path + ".lock"
+        while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(self.fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ReinforcementFileError(
+                        f"{path} is being written by another process (it holds {self.path}); wait for it or stop it"
+                    ) from None
+                raise
+            # release() unlinks the lock file: a lock taken on a file that was unlinked meanwhile
+            # excludes nobody, so take it again on the file the path names now
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
+class ReinforcementWriter:
+    """Create or resume a reinforcement file and append image rows to it.
+
+    Use :meth:`open`, then :meth:`write` rows and :meth:`commit` them (a row counts as
+    stored once committed), then :meth:`finish`. Rows may come in any order. The file is
+    written in SWMR mode: after a crash (``kill -9`` included) every committed row is
+    still there, and :meth:`open` with ``mode="resume"`` continues from them.
+    """
+
+    def __init__(self, path: str, header: Header, f: h5py.File, lock: _Lock) -> None:
+        self.path, self.header, self._f, self._lock = path, header, f, lock
+        self.codec = header.codec()
+        self._records = f["records"]
+        self._written_ds = f["written"]
+        self.written = self._written_ds[:].astype(bool)
+        self.was_complete = bool(int(f.attrs.get("complete", 0)))  # resumed a finished file
+        self._pending: list[int] = []
+        self._wrote = False
+
+    # -- opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, header: Header, labels: np.ndarray,
+             mode: str = "create") -> "ReinforcementWriter":
+        """``mode``: "create" (refuse an existing path), "overwrite", or "resume" (continue an existing
+        file written with the same settings; create it when absent)."""
+        path = os.fspath(path)
+        if mode not in ("create", "overwrite", "resume"):
+            raise ConfigError(f"mode={mode!r}; choose create, overwrite or resume")
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != (header.num_images,):
+            raise ConfigError(f"labels hold {labels.shape[0]} entries for {header.num_images} images")
+        if os.path.isdir(path):
+            raise OutputExistsError(f"{path} is a directory; name a file for the output")
+        if os.path.lexists(path) and mode == "create":
+            raise OutputExistsError(f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        lock = _Lock(path)
+        try:
+            exists = os.path.lexists(path)  # again, under the lock: another writer may have made it meanwhile
+            if exists and mode == "create":
+                raise OutputExistsError(
+                    f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
+            if exists and mode == "resume":
+                f = cls._reopen(path, header, labels)
+            else:
+                if exists:
+                    os.remove(path)
+                f = cls._create(path, header, labels)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(path, header, f, lock)
+
+    @staticmethod
+    def _create(path: str, header: Header, labels: np.ndarray) -> h5py.File:
+        tmp = path + ".creating"
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        c = header.codec()
+        f = h5py.File(tmp, "w", libver="latest")
+        try:
+            for k, v in header.to_attrs().items():
+                f.attrs[k] = v
+            f.attrs["complete"] = np.uint8(0)
+            f.create_dataset(
+                "records", shape=(header.num_images, c.chunks_per_image, c.chunk_bytes), dtype=np.uint8,
+                chunks=(1, 1, c.chunk_bytes), compression="gzip", compression_opts=DEFLATE_LEVEL)
+            n = header.num_images
+            f.create_dataset("labels", data=labels.astype(smallest_uint(max(int(labels.max(initial=0)), 1))),
+                             chunks=(min(n, 65536),), compression="gzip")
+            f.create_dataset("written", shape=(n,), dtype=np.uint8, chunks=(min(n, WRITTEN_CHUNK),),
+                             compression="gzip")
+            f.flush()
+            f.swmr_mode = True
+            f.flush()
+            os.replace(tmp, path)
+        except BaseException:
+            f.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        return f
+
+    @classmethod
+    def _reopen(cls, path: str, header: Header, labels: np.ndarray) -> h5py.File:
+        src = _open_h5(path)  # may be a SWMR reader of a file a killed writer left open
+        try:
+            _check_format(src, path)
+            old = Header.from_attrs(src.attrs, path)
+            diffs = old.fingerprint.differences(header.fingerprint)
+            if diffs:
+                raise DatasetMismatchError(f"cannot resume {path}: it was made for another dataset: {'; '.join(diffs)}")
+            bad = old.mismatches(header)
+            if bad:
+                raise SettingsMismatchError(
+                    f"cannot resume {path}: it was written with other settings ({', '.join(bad)}); "
+                    "use the same settings, or --overwrite to start afresh")
+            if (old.shard_rank, old.shard_world_size) != (header.shard_rank, header.shard_world_size):
+                raise SettingsMismatchError(
+                    f"cannot resume {path}: it is shard {old.shard_rank} of {old.shard_world_size}, "
+                    f"not {header.shard_rank} of {header.shard_world_size}")
+            if old.library_version != header.library_version:
+                log.warning("%s was started by reinforced_data %s; resuming with %s", path,
+                            old.library_version, header.library_version)
+            clean = not src.swmr_mode
+        finally:
+            src.close()
+        if not clean:
+            cls._recover(path)
+        # Read-write and SWMR-writing in one call: opening "r+" and then switching swmr_mode on
+        # would leave, if killed in between, a file marked open for writing but not for SWMR,
+        # which HDF5 then refuses to open at all.
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+        try:
+            f = h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl))
+        except OSError as e:
+            _raise_open_error(path, e)
+        if int(f.attrs.get("complete", 0)):
+            log.info("%s is already complete", path)
+        return f
+
+    @staticmethod
+    def _recover(path: str) -> None:
+        """Copy a file whose writer died (still marked open for SWMR writing) into a clean one."""
+        log.warning("%s was left open by a writer that stopped; recovering its committed rows", path)
+        tmp = path + ".recovering"
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        src = h5py.File(path, "r", swmr=True)
+        try:
+            written = src["written"][:]
+            with h5py.File(tmp, "w", libver="latest") as dst:
+                _copy_layout(src, dst)
+                dst["labels"][:] = src["labels"][:]
+                copy_rows(src["records"], dst["records"], np.flatnonzero(written))
+                dst["written"][:] = written
+        finally:
+            src.close()
+        os.replace(tmp, path)
+
+    # -- writing
+    def write(self, indices: Sequence[int], params: np.ndarray, topk_indices: np.ndarray, topk_probs: np.ndarray,
+              partner_index: np.ndarray | None = None, partner_view: np.ndarray | None = None) -> None:
+        """Write the K records of each image in ``indices`` (not yet committed).
+
+        ``params`` [n, K] (the policy's param dtype), ``topk_indices`` / ``topk_probs``
+        [n, K, k], ``partner_index`` / ``partner_view`` [n, K] for mixing policies.
+        """
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n, K, k = len(indices), self.header.num_views, self.header.topk
+        if params.shape != (n, K) or np.shape(topk_indices) != (n, K, k) or np.shape(topk_probs) != (n, K, k):
+            raise ConfigError(f"write() needs params [{n}, {K}] and top-k [{n}, {K}, {k}]; got {params.shape}, "
+                             f"{np.shape(topk_indices)}, {np.shape(topk_probs)}")
+        if n and (indices.min() < 0 or indices.max() >= self.header.num_images):
+            raise IndexError(f"image indices must lie in [0, {self.header.num_images})")
+        recs = self.codec.pack(params, topk_indices, topk_probs, partner_index, partner_view)
+        for row, i in enumerate(indices.tolist()):
+            for g, data in enumerate(self.codec.chunks(recs[row])):
+                self._records.id.write_direct_chunk((i, g, 0), data)
+            self._pending.append(i)
+            self._wrote = True
+
+    def commit(self) -> None:
+        """Make the rows written since the last commit durable and mark them stored."""
+        if not self._pending:
+            return
+        self._f.flush()  # the data first ...
+        rows = np.asarray(self._pending)
+        self.written[rows] = True
+        step = self._written_ds.chunks[0]
+        for c in np.unique(rows // step).tolist():  # only the flag chunks these rows touch
+            lo, hi = c * step, min((c + 1) * step, self.header.num_images)
+            self._written_ds[lo:hi] = self.written[lo:hi].astype(np.uint8)
+        self._f.flush()  # ... then the flags that say it is there
+        self._pending.clear()
+
+    def finish(self, expected: np.ndarray | None = None, generation: dict | None = None) -> None:
+        """Commit, check that every row in ``expected`` (default: all) is stored, mark complete, close."""
+        self.commit()
+        rows = np.arange(self.header.num_images) if expected is None else np.asarray(expected, dtype=np.int64)
+        missing = rows[~self.written[rows]]
+        if missing.size:
+            raise ReinforcementFileError(f"{self.path}: {missing.size} images were not written (first: {missing[0]})")
+        if generation is not None and not (self.was_complete and not self._wrote):  # keep the first run's
+            self._f.attrs["generation"] = json.dumps(generation, sort_keys=True)
+            self._f.flush()
+        self._f.attrs["complete"] = np.uint8(1)
+        self._f.flush()
+        self.close()
+
+    def close(self) -> None:
+        if self._f is not None:
+            with contextlib.suppress(Exception):
+                self.commit()
+            self._f.close()
+            self._f = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "ReinforcementWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _copy_layout(src: h5py.File, dst: h5py.File, attrs: dict | None = None) -> None:
+    """Create in ``dst`` the datasets of ``src`` (same shapes, chunks, filters), and its attributes."""
+    for k, v in (attrs if attrs is not None else dict(src.attrs)).items():
+        dst.attrs[k] = v
+    for name in ("records", "labels", "written"):
+        s = src[name]
+        dst.create_dataset(name, shape=s.shape, dtype=s.dtype, chunks=s.chunks, compression=s.compression,
+                           compression_opts=s.compression_opts)
+
+
+def copy_rows(src: h5py.Dataset, dst: h5py.Dataset, rows: Iterable[int]) -> None:
+    """Copy the chunks of image rows ``rows`` from one records dataset to another of the same
+    layout, as stored: no inflating, no re-deflating (recovery and merge)."""
+    for i in rows:
+        for g in range(src.shape[1]):
+            mask, data = src.id.read_direct_chunk((int(i), g, 0))
+            dst.id.write_direct_chunk((int(i), g, 0), data, mask)
