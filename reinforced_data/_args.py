@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .errors import ConfigError
 from .policy import MAX_RA_OPS, RA_OPS, Policy
 
 # --- augment() row layout (int32) -------------------------------------------------
@@ -160,26 +161,26 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
     b = params.shape[0]
     names = params.dtype.names or ()
     if "crop" not in names or "flip" not in names:
-        raise ValueError(f"params need fields 'crop' and 'flip'; got fields {names}")
+        raise ConfigError(f"params need fields 'crop' and 'flip'; got fields {names}")
     oh, ow = policy.output_size
     rows = np.zeros((b, NUM_ARGS), dtype=np.int64)
     crop = params["crop"].astype(np.int64)
     rows[:, CROP_TOP:CROP_W + 1] = crop
     if (crop[:, 2] < 1).any() or (crop[:, 3] < 1).any():
         v = int(np.flatnonzero((crop[:, 2] < 1) | (crop[:, 3] < 1))[0])
-        raise ValueError(f"params['crop'] of view {v} is {crop[v].tolist()}: height and width must be >= 1")
+        raise ConfigError(f"params['crop'] of view {v} is {crop[v].tolist()}: height and width must be >= 1")
     if source_sizes is not None:
         sizes = np.asarray(source_sizes, dtype=np.int64).reshape(b, 2)
         bad = (crop[:, 0] + crop[:, 2] > sizes[:, 0]) | (crop[:, 1] + crop[:, 3] > sizes[:, 1])
         if bad.any():
             v = int(np.flatnonzero(bad)[0])
-            raise ValueError(
+            raise ConfigError(
                 f"params['crop'] of view {v} (top, left, height, width = {crop[v].tolist()}) "
                 f"lies outside its {sizes[v, 0]}x{sizes[v, 1]} source image"
             )
     flip = params["flip"].astype(np.int64)
     if ((flip != 0) & (flip != 1)).any():
-        raise ValueError("params['flip'] must be 0 or 1")
+        raise ConfigError("params['flip'] must be 0 or 1")
     rows[:, FLIP] = flip
     rows[:, FILL:FILL + 3] = policy.fill
     if "erase" in names:
@@ -188,7 +189,7 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
         bad = has & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
         if bad.any():
             v = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"params['erase'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
+            raise ConfigError(f"params['erase'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
         rows[:, ERASE_TOP:ERASE_W + 1] = np.where(has[:, None], box, 0)
         if policy.erase_value == "random":
             rows[:, ERASE_VALUE:ERASE_VALUE + 3] = -1
@@ -200,12 +201,14 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
         mags = params["ra_mag"].astype(np.int64).reshape(b, -1)
         n = ops.shape[1]
         if n > MAX_RA_OPS:
-            raise ValueError(f"params['ra_op'] holds {n} ops per view; at most {MAX_RA_OPS} are supported")
-        if (ops >= len(RA_OPS)).any() or (ops < 0).any():
-            raise ValueError(f"params['ra_op'] holds op id {int(ops.max())}; ids must lie in [0, {len(RA_OPS) - 1}]")
+            raise ConfigError(f"params['ra_op'] holds {n} ops per view; at most {MAX_RA_OPS} are supported")
+        bad = (ops >= len(RA_OPS)) | (ops < 0)
+        if bad.any():  # name the offending value itself (a negative id too)
+            raise ConfigError(f"params['ra_op'] holds op id {int(ops[bad][0])}; ids must lie in [0, {len(RA_OPS) - 1}]")
         nb = policy.ra_num_magnitude_bins
-        if (np.abs(mags) >= nb).any():
-            raise ValueError(f"params['ra_mag'] holds {int(np.abs(mags).max())}; magnitudes must lie in (-{nb}, {nb})")
+        bad = np.abs(mags) >= nb
+        if bad.any():  # the signed value: -128 is reported as -128, not as its absolute value
+            raise ConfigError(f"params['ra_mag'] holds {int(mags[bad][0])}; magnitudes must lie in (-{nb}, {nb})")
         table = _op_table(nb, oh, ow)
         rows[:, NUM_OPS] = n
         for s in range(n):
@@ -219,17 +222,17 @@ def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:
     """Check mixing parameters and turn them into ``mix`` kernel rows ([B, NUM_MIX_ARGS] int32)."""
     params = np.atleast_1d(params)
     if "mix_mode" not in (params.dtype.names or ()):
-        raise ValueError("params have no mixing fields; the policy has no MixUp or CutMix")
+        raise ConfigError("params have no mixing fields; the policy has no MixUp or CutMix")
     oh, ow = policy.output_size
     rows = np.zeros((params.shape[0], NUM_MIX_ARGS), dtype=np.int64)
     mode = params["mix_mode"].astype(np.int64)
     if (mode > 2).any():
-        raise ValueError(f"params['mix_mode'] holds {int(mode.max())}; modes are 0 (none), 1 (MixUp), 2 (CutMix)")
+        raise ConfigError(f"params['mix_mode'] holds {int(mode.max())}; modes are 0 (none), 1 (MixUp), 2 (CutMix)")
     box = params["mix_box"].astype(np.int64)
     bad = (mode == 2) & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
     if bad.any():
         v = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"params['mix_box'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
+        raise ConfigError(f"params['mix_box'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
     rows[:, MIX_MODE] = mode
     rows[:, MIX_LAM] = params["mix_lam"]
     rows[:, MIX_BOX:MIX_BOX + 4] = box

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ConfigError
+
 __all__ = ["Policy", "RA_OPS", "SIGNED_OPS", "PRESETS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 #: RandAugment ops in torchvision's order; a stored op id indexes this tuple.
@@ -81,42 +83,42 @@ class Policy:
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (lists, ints for floats) to the declared types, so a
-        # policy read back from a file compares equal; anything else is a ValueError.
+        # policy read back from a file compares equal; anything else is a ConfigError (a ValueError).
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _FIELD_KINDS[f.name]))
         self.validate()
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field that is out of range."""
+        """Raise :class:`~reinforced_data.errors.ConfigError` (a ``ValueError``) naming the first field that is out of range."""
         h, w = self.output_size
         if not (1 <= h <= MAX_OUTPUT_SIZE and 1 <= w <= MAX_OUTPUT_SIZE):
-            raise ValueError(f"output_size {self.output_size} must be between 1 and {MAX_OUTPUT_SIZE}")
+            raise ConfigError(f"output_size {self.output_size} must be between 1 and {MAX_OUTPUT_SIZE}")
         _check_range("crop_scale", self.crop_scale, 0.0, 1.0, open_low=True)
         _check_range("crop_ratio", self.crop_ratio, 0.0, math.inf, open_low=True)
         _check_range("erase_scale", self.erase_scale, 0.0, 1.0, open_low=True)
         _check_range("erase_ratio", self.erase_ratio, 0.0, math.inf, open_low=True)
         for name in ("flip_prob", "erase_prob", "mix_prob", "switch_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+                raise ConfigError(f"{name}={getattr(self, name)} must lie in [0, 1]")
         if not 0 <= self.ra_num_ops <= MAX_RA_OPS:
-            raise ValueError(f"ra_num_ops={self.ra_num_ops} must lie in [0, {MAX_RA_OPS}]")
+            raise ConfigError(f"ra_num_ops={self.ra_num_ops} must lie in [0, {MAX_RA_OPS}]")
         if not 2 <= self.ra_num_magnitude_bins <= 128:
-            raise ValueError(f"ra_num_magnitude_bins={self.ra_num_magnitude_bins} must lie in [2, 128]")
+            raise ConfigError(f"ra_num_magnitude_bins={self.ra_num_magnitude_bins} must lie in [2, 128]")
         if not 0 <= self.ra_magnitude < self.ra_num_magnitude_bins:
-            raise ValueError(
+            raise ConfigError(
                 f"ra_magnitude={self.ra_magnitude} must lie in [0, ra_num_magnitude_bins)"
             )
         _check_uint8_triple("fill", self.fill)
         if isinstance(self.erase_value, str):
             if self.erase_value != "random":
-                raise ValueError(f"erase_value={self.erase_value!r}: use 'random' or three uint8 values")
+                raise ConfigError(f"erase_value={self.erase_value!r}: use 'random' or three uint8 values")
         else:
             _check_uint8_triple("erase_value", self.erase_value)
         if min(self.std) <= 0:
-            raise ValueError(f"std={self.std} must be positive")
+            raise ConfigError(f"std={self.std} must be positive")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0")
+            raise ConfigError("mixup_alpha and cutmix_alpha must be >= 0")
 
     @property
     def mixing(self) -> bool:
@@ -134,7 +136,7 @@ class Policy:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown policy field(s) {unknown}; known fields: {sorted(known)}")
+            raise ConfigError(f"unknown policy field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**d)
 
     @classmethod
@@ -145,7 +147,7 @@ class Policy:
     def preset(cls, name: str, **overrides: Any) -> "Policy":
         """A named configuration from :data:`PRESETS`, with optional field overrides."""
         if name not in PRESETS:
-            raise ValueError(f"unknown policy preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ConfigError(f"unknown policy preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
     # ------------------------------------------------------------ parameters
@@ -170,9 +172,9 @@ class Policy:
         generator state gives the same parameters on every machine.
         """
         if not (1 <= height <= MAX_SOURCE_SIZE and 1 <= width <= MAX_SOURCE_SIZE):
-            raise ValueError(f"image size {height}x{width} must be between 1 and {MAX_SOURCE_SIZE} per side")
+            raise ConfigError(f"image size {height}x{width} must be between 1 and {MAX_SOURCE_SIZE} per side")
         if k < 1:
-            raise ValueError(f"k={k} must be >= 1")
+            raise ConfigError(f"k={k} must be >= 1")
         out = np.zeros(k, dtype=self.param_dtype())
         out["crop"] = _sample_resized_crop(rng, k, height, width, self.crop_scale, self.crop_ratio)
         out["flip"] = rng.random(k) < self.flip_prob
@@ -309,23 +311,23 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
     if isinstance(kind, tuple):
         base, n = kind
         if not isinstance(value, (tuple, list)) or len(value) != n:
-            raise ValueError(f"{name}={value!r} must be a sequence of {n} {base}s")
+            raise ConfigError(f"{name}={value!r} must be a sequence of {n} {base}s")
         return tuple(_coerce(name, v, base) for v in value)
     numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if kind == "int" and numeric and float(value).is_integer():
         return int(value)
     if kind == "float" and numeric:
         return float(value)
-    raise ValueError(f"{name}={value!r} must be {'an integer' if kind == 'int' else 'a number'}")
+    raise ConfigError(f"{name}={value!r} must be {'an integer' if kind == 'int' else 'a number'}")
 
 
 def _check_range(name, pair, low, high, open_low=False):
     if len(pair) != 2 or not (pair[0] <= pair[1]):
-        raise ValueError(f"{name}={pair} must be an ordered pair (low, high)")
+        raise ConfigError(f"{name}={pair} must be an ordered pair (low, high)")
     if (pair[0] <= low if open_low else pair[0] < low) or pair[1] > high:
-        raise ValueError(f"{name}={pair} must lie in {'(' if open_low else '['}{low}, {high}]")
+        raise ConfigError(f"{name}={pair} must lie in {'(' if open_low else '['}{low}, {high}]")
 
 
 def _check_uint8_triple(name, values):
     if any(not 0 <= v <= 255 for v in values):
-        raise ValueError(f"{name}={values} must be three integers in [0, 255]")
+        raise ConfigError(f"{name}={values} must be three integers in [0, 255]")
