@@ -36,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checkpoint import load_checkpoint, state_dict_of
+from ._checkpoint import classifier_names, read_checkpoint, split_spec, state_dict_of
+from .errors import ConfigError
+from .policy import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "AdaptiveEnsembleHead",
@@ -64,9 +66,6 @@ HEAD_CHECKPOINT_FORMAT = "reinforced_data.AdaptiveEnsembleHead"
 _HEAD_CHECKPOINT_VERSION = 2  # 2: per-backbone timm_kwargs
 _BACKBONE_CHECKPOINT_FORMAT = "reinforced_data.backbone"
 
-# timm's ImageNet defaults, used when no backbone says what it expects.
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _CFG_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "fixed_input_size")
 
 Batches = Iterable[tuple[Tensor, Tensor]]
@@ -104,18 +103,18 @@ def weighted_f1(preds: Tensor | np.ndarray | Sequence[int], targets: Tensor | np
     t = torch.as_tensor(np.asarray(targets) if not isinstance(targets, Tensor) else targets).detach().cpu()
     if p.ndim == 2:
         if p.shape[1] != num_classes:
-            raise ValueError(f"preds has scores for {p.shape[1]} classes but num_classes={num_classes}")
+            raise ConfigError(f"preds has scores for {p.shape[1]} classes but num_classes={num_classes}")
         p = p.argmax(dim=1)
     if p.ndim != 1 or t.ndim != 1 or p.shape[0] != t.shape[0]:
-        raise ValueError(f"preds {tuple(p.shape)} and targets {tuple(t.shape)} must be two [N] vectors "
+        raise ConfigError(f"preds {tuple(p.shape)} and targets {tuple(t.shape)} must be two [N] vectors "
                          "(or preds [N, num_classes]) of the same length")
     if t.numel() == 0:
-        raise ValueError("weighted_f1 needs at least one sample")
+        raise ConfigError("weighted_f1 needs at least one sample")
     p, t = p.long(), t.long()
     for name, v in (("preds", p), ("targets", t)):
         bad = v[(v < 0) | (v >= num_classes)]
         if bad.numel():
-            raise ValueError(f"{name} holds class {int(bad[0])}, outside [0, {num_classes})")
+            raise ConfigError(f"{name} holds class {int(bad[0])}, outside [0, {num_classes})")
     cm = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).view(num_classes, num_classes)
     cm = cm.double()
     tp = cm.diag()
@@ -136,11 +135,11 @@ class EarlyStopping:
 
     def __init__(self, patience: int = 10, mode: str = "max", min_delta: float = 0.0) -> None:
         if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience}")
+            raise ConfigError(f"patience must be >= 1, got {patience}")
         if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+            raise ConfigError(f"mode must be 'max' or 'min', got {mode!r}")
         if min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
+            raise ConfigError(f"min_delta must be >= 0, got {min_delta}")
         self.patience, self.mode, self.min_delta = patience, mode, min_delta
         self.best: float | None = None
         self.best_epoch = -1
@@ -151,7 +150,7 @@ class EarlyStopping:
         """Record one epoch's metric; True when it is a new best."""
         value = float(value)
         if math.isnan(value):
-            raise ValueError(f"EarlyStopping got NaN at epoch {self.epochs}; the monitored metric must be a number")
+            raise ConfigError(f"EarlyStopping got NaN at epoch {self.epochs}; the monitored metric must be a number")
         epoch = self.epochs
         self.epochs += 1
         if self.best is None or (value > self.best + self.min_delta if self.mode == "max"
@@ -186,15 +185,15 @@ def bagging_split(labels: Sequence[int] | np.ndarray | Tensor, n: int | None, se
     """
     y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
     if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
+        raise ConfigError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
     if groups is not None:
         return _split_by_groups(y, n, groups)
     if n is None or n < 1:
-        raise ValueError(f"n must be a positive number of bags, got {n}")
+        raise ConfigError(f"n must be a positive number of bags, got {n}")
     classes, counts = np.unique(y, return_counts=True)
     smallest = int(counts.argmin())
     if n > counts[smallest]:
-        raise ValueError(f"n={n} bags but class {classes[smallest]} has only {counts[smallest]} samples; "
+        raise ConfigError(f"n={n} bags but class {classes[smallest]} has only {counts[smallest]} samples; "
                          f"every bag needs each class, so use n <= {counts[smallest]}")
     rng = np.random.default_rng(seed)
     order = []
@@ -215,16 +214,16 @@ def stratified_split(labels: Sequence[int] | np.ndarray | Tensor, fractions: tup
     """
     y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
     if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
+        raise ConfigError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
     if len(fractions) != 2 or min(fractions) < 0 or sum(fractions) >= 1:
-        raise ValueError(f"fractions must be (val, test) shares >= 0 summing to less than 1, got {fractions}")
+        raise ConfigError(f"fractions must be (val, test) shares >= 0 summing to less than 1, got {fractions}")
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         n_val, n_test = (max(1, round(f * len(idx))) for f in fractions)
         if n_val + n_test >= len(idx):
-            raise ValueError(f"class {c} has {len(idx)} samples: too few for a train, a val and a test share")
+            raise ConfigError(f"class {c} has {len(idx)} samples: too few for a train, a val and a test share")
         parts[1].append(idx[:n_val])
         parts[2].append(idx[n_val:n_val + n_test])
         parts[0].append(idx[n_val + n_test:])
@@ -237,18 +236,18 @@ def _split_by_groups(y: np.ndarray, n: int | None,
     if isinstance(groups, Mapping):
         missing = sorted(set(y.tolist()) - set(groups))
         if missing:
-            raise ValueError(f"groups maps classes to groups but has no group for class {missing[0]}")
+            raise ConfigError(f"groups maps classes to groups but has no group for class {missing[0]}")
         g = [groups[int(c)] for c in y]
     else:
         g = list(groups)
         if len(g) != y.size:
-            raise ValueError(f"groups has {len(g)} entries but there are {y.size} labels; give one group per sample")
+            raise ConfigError(f"groups has {len(g)} entries but there are {y.size} labels; give one group per sample")
     try:
         names = sorted(set(g))
     except TypeError:
-        raise ValueError("group ids must be sortable (e.g. all str or all int)") from None
+        raise ConfigError("group ids must be sortable (e.g. all str or all int)") from None
     if n is not None and n != len(names):
-        raise ValueError(f"n={n} but groups holds {len(names)} groups {names[:5]}; pass n=None or n={len(names)}")
+        raise ConfigError(f"n={n} but groups holds {len(names)} groups {names[:5]}; pass n=None or n={len(names)}")
     if len(names) < 2:
         logger.warning("bagging_split: groups holds a single group, so there is one bag")
     pos = {v: i for i, v in enumerate(names)}
@@ -257,14 +256,6 @@ def _split_by_groups(y: np.ndarray, n: int | None,
 
 
 # --------------------------------------------------------------------------- backbones
-
-
-def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    c = cfg.get("classifier")
-    if c is None:
-        return ()
-    return (c,) if isinstance(c, str) else tuple(c)
 
 
 def _arch_of(model: nn.Module) -> str | None:
@@ -287,14 +278,14 @@ def _rebuild_recipe(backbone: nn.Module, index: int, arch: str | None = None,
 
     arch = arch or _arch_of(backbone)
     if arch is None:
-        raise ValueError(f"backbone {index} ({type(backbone).__name__}) is not a timm model (it names no timm "
+        raise ConfigError(f"backbone {index} ({type(backbone).__name__}) is not a timm model (it names no timm "
                          "architecture), so a file could not rebuild it; torch.save its state_dict() instead")
     kwargs = dict(getattr(backbone, _TIMM_KWARGS_ATTR, {}))
     try:
         rebuilt = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
         rebuilt.load_state_dict(backbone.state_dict())
     except Exception as e:  # noqa: BLE001 - any failure means the recipe does not rebuild this backbone
-        raise ValueError(f"backbone {index} cannot be rebuilt as timm {arch!r} with {kwargs} "
+        raise ConfigError(f"backbone {index} cannot be rebuilt as timm {arch!r} with {kwargs} "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); create it with "
                          "create_backbone(spec, **timm_kwargs) so that its settings are recorded") from None
     p = next(backbone.parameters(), None)
@@ -309,7 +300,7 @@ def _rebuild_recipe(backbone: nn.Module, index: int, arch: str | None = None,
     finally:
         backbone.train(was_training)
     if want.shape != got.shape or not torch.allclose(want.float(), got.float(), rtol=1e-4, atol=1e-5):
-        raise ValueError(f"backbone {index} was built with settings that were not recorded: rebuilt as timm "
+        raise ConfigError(f"backbone {index} was built with settings that were not recorded: rebuilt as timm "
                          f"{arch!r} with {kwargs} it gives other features; create it with "
                          "create_backbone(spec, **timm_kwargs) (or AdaptiveEnsembleHead.from_timm(..., **timm_kwargs)) "
                          "so that save() records them")
@@ -330,21 +321,6 @@ def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: str | None
                 "state_dict": backbone.state_dict()}, os.fspath(path))
 
 
-def _parse_spec(spec: str | os.PathLike) -> tuple[str | None, str | None]:
-    """``"arch"`` -> (arch, None); ``"arch=path"`` -> (arch, path); ``"path"`` -> (None, path)."""
-    s = os.fspath(spec)
-    if os.path.isfile(s):
-        return None, s
-    if "=" in s:
-        arch, path = s.split("=", 1)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint file {path!r} (from backbone spec {s!r}) does not exist")
-        return arch, path
-    if os.sep in s or s.endswith((".pth", ".pt", ".bin", ".safetensors")):
-        raise FileNotFoundError(f"checkpoint file {s!r} does not exist")
-    return s, None
-
-
 def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwargs: Any) -> nn.Module:
     """A timm backbone with no classifier (``num_classes=0``): pooled features ``[B, F]``.
 
@@ -356,25 +332,21 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
     """
     import timm
 
-    arch, path = _parse_spec(spec)
+    arch, path = split_spec(spec)
     meta: dict[str, Any] = {}
     raw: dict = {}
     if path is not None:
-        try:
-            raw = load_checkpoint(path)
-        except Exception as e:
-            raise ValueError(f"cannot read {path!r} as a weights checkpoint ({type(e).__name__}: {e})") from e
-        if not isinstance(raw, dict):
-            raise ValueError(f"checkpoint {path!r} holds a {type(raw).__name__}, not a state dict")
+        raw = read_checkpoint(path, "backbone checkpoint")
         meta = {k: raw[k] for k in ("arch", "num_features", "timm_kwargs")
                 if k in raw and not isinstance(raw[k], Tensor)}
         if arch is None:
             arch = meta.get("arch")
             if not isinstance(arch, str):
-                raise ValueError(f"checkpoint {path!r} does not name its architecture; write the spec as 'ARCH={path}'")
+                raise ConfigError(f"checkpoint {path!r} does not name its architecture; write the spec as 'ARCH={path}'")
     assert arch is not None
     if not timm.is_model(arch):
-        raise ValueError(f"{arch!r} is not a timm model name; see timm.list_models()")
+        hint = "it is not a file either; " if os.sep in arch else ""
+        raise ConfigError(f"{arch!r} is not a timm model name; {hint}see timm.list_models()")
     use_hub = pretrained and path is None
     timm_kwargs = {**(meta.get("timm_kwargs") or {}), **timm_kwargs}  # a save_backbone file's, unless overridden
     try:
@@ -397,22 +369,22 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
 def _load_backbone_weights(model: nn.Module, state: dict, path: str, arch: str, meta: Mapping[str, Any]) -> None:
     nf_file, nf_model = meta.get("num_features"), getattr(model, "num_features", None)
     if nf_file is not None and nf_model is not None and int(nf_file) != int(nf_model):
-        raise ValueError(f"checkpoint {path!r} holds a backbone with {nf_file} features but {arch} has "
+        raise ConfigError(f"checkpoint {path!r} holds a backbone with {nf_file} features but {arch} has "
                          f"{nf_model}; check that {arch!r} is the architecture it was saved from")
     own = model.state_dict()
-    heads = _classifier_prefixes(model)
+    heads = classifier_names(model)
     state = {k: v for k, v in state.items()
              if k in own or not any(k == h or k.startswith(h + ".") for h in heads)}
     unexpected = [k for k in state if k not in own]
     missing = [k for k in own if k not in state]
     if unexpected or missing:
         example = unexpected[0] if unexpected else missing[0]
-        raise ValueError(f"checkpoint {path!r} does not fit {arch}: {len(unexpected)} tensors in the file are "
+        raise ConfigError(f"checkpoint {path!r} does not fit {arch}: {len(unexpected)} tensors in the file are "
                          f"not in the model and {len(missing)} model tensors are missing from the file "
                          f"(e.g. {example!r}); check that {arch!r} is the architecture it was saved from")
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"checkpoint {path!r} does not fit {arch}: {k!r} is {list(v.shape)} in the file "
+            raise ConfigError(f"checkpoint {path!r} does not fit {arch}: {k!r} is {list(v.shape)} in the file "
                              f"but {list(own[k].shape)} in the model; check the architecture name")
     model.load_state_dict(state, strict=True)
 
@@ -426,15 +398,15 @@ def _pooled_dim(backbone: nn.Module, dummy: Tensor, index: int) -> int:
         with torch.no_grad():
             out = backbone(dummy)
     except Exception as e:
-        raise ValueError(f"backbone {index} ({name}) failed on a {list(dummy.shape)} input "
+        raise ConfigError(f"backbone {index} ({name}) failed on a {list(dummy.shape)} input "
                          f"({type(e).__name__}: {e}); check input_size") from e
     finally:
         backbone.train(was_training)
     if not isinstance(out, Tensor):
-        raise ValueError(f"backbone {index} ({name}) returns {type(out).__name__}, not a [B, F] tensor of "
+        raise ConfigError(f"backbone {index} ({name}) returns {type(out).__name__}, not a [B, F] tensor of "
                          "pooled features; wrap it so that forward returns one tensor")
     if out.ndim != 2 or out.shape[0] != dummy.shape[0]:
-        raise ValueError(f"backbone {index} ({name}) returns a {list(out.shape)} tensor, not a pooled feature "
+        raise ConfigError(f"backbone {index} ({name}) returns a {list(out.shape)} tensor, not a pooled feature "
                          "vector [B, F]; create it with a global pool and no classifier "
                          "(timm: num_classes=0, global_pool='avg')")
     dim = int(out.shape[1])
@@ -442,7 +414,7 @@ def _pooled_dim(backbone: nn.Module, dummy: Tensor, index: int) -> int:
     declared = [v for v in (getattr(backbone, "num_features", None), getattr(backbone, "head_hidden_size", None))
                 if isinstance(v, int)]
     if declared and dim not in declared:
-        raise ValueError(f"backbone {index} ({name}) returns {dim} values but its num_features is {declared[0]}: "
+        raise ConfigError(f"backbone {index} ({name}) returns {dim} values but its num_features is {declared[0]}: "
                          "it still has a classifier; create it with num_classes=0 or call reset_classifier(0)")
     return dim
 
@@ -454,7 +426,7 @@ def _as_size(input_size: int | Sequence[int]) -> tuple[int, int, int]:
     if len(s) == 2:
         return (3, *s)
     if len(s) != 3:
-        raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size}")
+        raise ConfigError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size}")
     return s  # type: ignore[return-value]
 
 
@@ -483,9 +455,9 @@ class AdaptiveEnsembleHead(nn.Module):
         super().__init__()
         backbones = list(backbones)
         if not backbones:
-            raise ValueError("AdaptiveEnsembleHead needs at least one backbone")
+            raise ConfigError("AdaptiveEnsembleHead needs at least one backbone")
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         for i, b in enumerate(backbones):
             if not isinstance(b, nn.Module):
                 raise TypeError(f"backbone {i} is a {type(b).__name__}, not an nn.Module")
@@ -521,7 +493,7 @@ class AdaptiveEnsembleHead(nn.Module):
                 for key in ("mean", "std"):
                     a, b = base.get(key), c.get(key)
                     if a is not None and b is not None and not np.allclose(a, b):
-                        raise ValueError(f"backbone {i} expects {key}={tuple(b)} but backbone {cfgs[0][0]} "
+                        raise ConfigError(f"backbone {i} expects {key}={tuple(b)} but backbone {cfgs[0][0]} "
                                          f"expects {tuple(a)}; all backbones see one batch, so pass mean= and "
                                          "std= explicitly or use backbones with the same normalisation")
         cfg = {k: base[k] for k in _CFG_KEYS if k in base}
@@ -529,8 +501,8 @@ class AdaptiveEnsembleHead(nn.Module):
             cfg["input_size"] = _as_size(input_size)
         cfg.setdefault("input_size", (3, 224, 224))
         cfg["input_size"] = tuple(cfg["input_size"])
-        cfg["mean"] = tuple(float(v) for v in (mean if mean is not None else cfg.get("mean", _IMAGENET_MEAN)))
-        cfg["std"] = tuple(float(v) for v in (std if std is not None else cfg.get("std", _IMAGENET_STD)))
+        cfg["mean"] = tuple(float(v) for v in (mean if mean is not None else cfg.get("mean", IMAGENET_MEAN)))
+        cfg["std"] = tuple(float(v) for v in (std if std is not None else cfg.get("std", IMAGENET_STD)))
         cfg.setdefault("interpolation", "bicubic")
         cfg.setdefault("crop_pct", 0.875)
         archs = [_arch_of(b) or type(b).__name__ for b in backbones]
@@ -622,9 +594,9 @@ class AdaptiveEnsembleHead(nn.Module):
         import timm
 
         if not cls.is_checkpoint(ckpt):
-            raise ValueError(f"{path!r} is not an AdaptiveEnsembleHead checkpoint (written by head.save())")
+            raise ConfigError(f"{path!r} is not an AdaptiveEnsembleHead checkpoint (written by head.save())")
         if int(ckpt.get("version", 0)) > _HEAD_CHECKPOINT_VERSION:
-            raise ValueError(f"{path!r} has head format version {ckpt['version']}, newer than this reinforced_data "
+            raise ConfigError(f"{path!r} has head format version {ckpt['version']}, newer than this reinforced_data "
                              f"reads ({_HEAD_CHECKPOINT_VERSION}); upgrade reinforced_data")
         cfg = ckpt["pretrained_cfg"]
         kwargs = ckpt.get("timm_kwargs") or [{} for _ in ckpt["archs"]]  # version 1 files: none recorded
@@ -634,18 +606,18 @@ class AdaptiveEnsembleHead(nn.Module):
         head = cls(backbones, int(ckpt["num_classes"]), bool(ckpt.get("freeze_backbones", True)),
                    input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"])
         if head.feature_dims != list(ckpt["feature_dims"]):
-            raise ValueError(f"head checkpoint {path!r} was trained on feature sizes {list(ckpt['feature_dims'])} "
+            raise ConfigError(f"head checkpoint {path!r} was trained on feature sizes {list(ckpt['feature_dims'])} "
                              f"but its backbones {ckpt['archs']} give {head.feature_dims}; the file is inconsistent")
         w = ckpt["state_dict"].get("combiner.weight")
         if w is None or tuple(w.shape) != (head.num_classes, head.num_features):
             got = None if w is None else list(w.shape)
-            raise ValueError(f"head checkpoint {path!r} has a combination layer of shape {got} but "
+            raise ConfigError(f"head checkpoint {path!r} has a combination layer of shape {got} but "
                              f"{[head.num_classes, head.num_features]} is needed; the file is inconsistent")
         own = head.state_dict()
         for k in sorted(set(own) | set(ckpt["state_dict"])):
             v = ckpt["state_dict"].get(k)
             if k not in own or v is None or own[k].shape != v.shape:
-                raise ValueError(f"head checkpoint {path!r} does not fit its backbones at {k!r}; "
+                raise ConfigError(f"head checkpoint {path!r} does not fit its backbones at {k!r}; "
                                  "the file is inconsistent")
         head.load_state_dict(ckpt["state_dict"], strict=True)
         for k in ("interpolation", "crop_pct", "crop_mode", "fixed_input_size"):
@@ -694,9 +666,9 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
     passed at the end of an epoch. The backbone is left in eval mode.
     """
     if not 0 < target_accuracy <= 1:
-        raise ValueError(f"target_accuracy must be in (0, 1], got {target_accuracy}")
+        raise ConfigError(f"target_accuracy must be in (0, 1], got {target_accuracy}")
     if max_epochs < 1:
-        raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+        raise ConfigError(f"max_epochs must be >= 1, got {max_epochs}")
     device = torch.device(device)
     backbone.to(device)
     classifier: nn.Linear | None = None
@@ -723,7 +695,7 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
                 continue
             bad = y[(y < 0) | (y >= num_classes)]
             if bad.numel():
-                raise ValueError(f"labels hold class {int(bad[0])}, outside [0, {num_classes})")
+                raise ConfigError(f"labels hold class {int(bad[0])}, outside [0, {num_classes})")
             assert opt is not None and classifier is not None
             logits = classifier(backbone(x))
             loss = F.cross_entropy(logits, y)
@@ -737,7 +709,7 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
             seen += y.shape[0]
             loss_sum += float(loss.detach()) * y.shape[0]
         if fit is None or seen == 0:
-            raise ValueError("the weak learner's loader yielded no trainable batch (empty bag?)")
+            raise ConfigError("the weak learner's loader yielded no trainable batch (empty bag?)")
         acc = correct / seen
         fit.train_accuracy.append(acc)
         fit.train_loss.append(loss_sum / seen)
@@ -787,7 +759,7 @@ def predict_logits(model: nn.Module, loader: Batches, device: str | torch.device
     finally:
         model.train(was_training)
     if not outs:
-        raise ValueError("the loader yielded no batches")
+        raise ConfigError("the loader yielded no batches")
     return torch.cat(outs), torch.cat(labels)
 
 
@@ -861,20 +833,20 @@ def fit_combiner(head: AdaptiveEnsembleHead, train: Batches | FeatureCache, val:
     weights of the best seed are copied into ``head.combiner``.
     """
     if not seeds:
-        raise ValueError("fit_combiner needs at least one seed")
+        raise ConfigError("fit_combiner needs at least one seed")
     if batch_size < 1 or max_epochs < 1:
-        raise ValueError(f"batch_size ({batch_size}) and max_epochs ({max_epochs}) must be >= 1")
+        raise ConfigError(f"batch_size ({batch_size}) and max_epochs ({max_epochs}) must be >= 1")
     device = torch.device(device)
     train_cache = train if isinstance(train, FeatureCache) else extract_features(head, train, device)
     val_cache = val if isinstance(val, FeatureCache) else extract_features(head, val, device)
     for name, cache in (("train", train_cache), ("val", val_cache)):
         if cache.features.ndim != 2 or cache.features.shape[1] != head.num_features:
-            raise ValueError(f"the {name} cache has features of shape {list(cache.features.shape)} but the head "
+            raise ConfigError(f"the {name} cache has features of shape {list(cache.features.shape)} but the head "
                              f"combines {head.num_features}; extract it with this head")
         if len(cache) == 0:
-            raise ValueError(f"the {name} set is empty")
+            raise ConfigError(f"the {name} set is empty")
         if int(cache.labels.min()) < 0 or int(cache.labels.max()) >= head.num_classes:
-            raise ValueError(f"the {name} labels hold classes outside [0, {head.num_classes})")
+            raise ConfigError(f"the {name} labels hold classes outside [0, {head.num_classes})")
     xs, ys = train_cache.features.to(device), train_cache.labels.to(device)
     xv, yv = val_cache.features.to(device), val_cache.labels
     runs: list[CombinerRun] = []

@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checkpoint import load_checkpoint, state_dict_of
-from .errors import NonFiniteOutputError
+from ._checkpoint import classifier_names, read_checkpoint, split_spec, state_dict_of
+from .errors import ConfigError, NonFiniteOutputError
 from .policy import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["TeacherSpec", "Teacher", "TeacherEnsemble", "NonFiniteOutputError", "save_checkpoint", "weights_sha256"]
@@ -58,7 +58,7 @@ def _pair(v: Any) -> tuple[int, int] | None:
     if len(v) == 3:  # timm's (C, H, W)
         v = v[1:]
     if len(v) != 2 or min(v) < 1:
-        raise ValueError(f"input_size {v} must be one size or (height, width)")
+        raise ConfigError(f"input_size {v} must be one size or (height, width)")
     return v
 
 
@@ -69,7 +69,7 @@ def _triple(name: str, v: Any) -> tuple[float, float, float] | None:
     if len(v) == 1:
         v = v * 3
     if len(v) != 3:
-        raise ValueError(f"{name} needs 3 values (one per channel), got {v}")
+        raise ConfigError(f"{name} needs 3 values (one per channel), got {v}")
     return v
 
 
@@ -100,25 +100,21 @@ class TeacherSpec:
             try:
                 d = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"teacher spec {text!r} is not valid JSON ({e})") from None
+                raise ConfigError(f"teacher spec {text!r} is not valid JSON ({e})") from None
             known = {f.name for f in dataclasses.fields(cls)}
             unknown = sorted(set(d) - known)
             if unknown:
-                raise ValueError(f"teacher spec has unknown key(s) {unknown}; known: {sorted(known)}")
+                raise ConfigError(f"teacher spec has unknown key(s) {unknown}; known: {sorted(known)}")
             return cls(**d)
-        if os.path.isfile(text):  # first: a path may contain '=' (/runs/lr=0.1/teacher.pth)
-            return cls(checkpoint=text)
-        if "=" in text:
-            model, ckpt = text.split("=", 1)
-            return cls(model=model or None, checkpoint=ckpt)
-        return cls(model=text)
+        model, ckpt = split_spec(text)
+        return cls(model=model, checkpoint=ckpt)
 
     def __post_init__(self) -> None:
         self.input_size = _pair(self.input_size)
         self.mean = _triple("mean", self.mean)
         self.std = _triple("std", self.std)
         if self.model is None and self.checkpoint is None:
-            raise ValueError("a teacher needs a model name, a checkpoint, or both")
+            raise ConfigError("a teacher needs a model name, a checkpoint, or both")
         if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
             raise FileNotFoundError(f"teacher checkpoint {self.checkpoint} does not exist")
 
@@ -145,7 +141,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str | None 
         cfg = getattr(model, "pretrained_cfg", None) or {}
         arch = cfg.get("architecture")
     if arch is None:
-        raise ValueError("pass arch= (a timm model name or 'module:callable') to save this model")
+        raise ConfigError("pass arch= (a timm model name or 'module:callable') to save this model")
     data = {
         "arch": arch,
         "state_dict": model.state_dict(),
@@ -158,23 +154,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str | None 
     return os.fspath(path)
 
 
-def _load_raw_checkpoint(path: str) -> dict:
-    try:
-        obj = load_checkpoint(path)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise ValueError(f"cannot read teacher checkpoint {path} ({type(e).__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"teacher checkpoint {path} holds a {type(obj).__name__}, expected a state dict")
-    return obj
-
-
 def _infer_num_classes(arch: str, sd: dict) -> int | None:
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(arch)
-    names = [cfg.classifier] if cfg is not None and cfg.classifier else []
-    names = [n for c in names for n in ([c] if isinstance(c, str) else list(c))]
-    for name in names + ["fc", "head.fc", "classifier", "head"]:
+    for name in [*classifier_names(arch), "fc", "head.fc", "classifier", "head"]:
         w = sd.get(f"{name}.weight")
         if w is not None and w.dim() == 2:
             return int(w.shape[0])
@@ -185,18 +166,18 @@ def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
     """(model, data config) for a spec; data config keys: name, checkpoint, input_size, mean, std."""
     from .ensemble import AdaptiveEnsembleHead
 
-    ckpt = _load_raw_checkpoint(spec.checkpoint) if spec.checkpoint else None
+    ckpt = read_checkpoint(spec.checkpoint, "teacher checkpoint") if spec.checkpoint else None
     data_cfg: dict = {}
     if AdaptiveEnsembleHead.is_checkpoint(ckpt):
         if spec.model is not None:
-            raise ValueError(f"{spec.checkpoint} is an AdaptiveEnsembleHead file (head.save()), which names its own "
+            raise ConfigError(f"{spec.checkpoint} is an AdaptiveEnsembleHead file (head.save()), which names its own "
                              f"backbones; give it without a model name, not as {spec.model}={spec.checkpoint}")
         model = AdaptiveEnsembleHead.from_checkpoint(ckpt, spec.checkpoint)
         name = "AdaptiveEnsembleHead(" + " + ".join(ckpt["archs"]) + ")"
     else:
         name = spec.model or (ckpt.get("arch") if ckpt else None)
         if name is None:
-            raise ValueError(f"teacher checkpoint {spec.checkpoint} does not name its architecture ('arch'); "
+            raise ConfigError(f"teacher checkpoint {spec.checkpoint} does not name its architecture ('arch'); "
                              "give it as NAME=CHECKPOINT")
         data_cfg.update((ckpt or {}).get("data_config") or {})
         sd = state_dict_of(ckpt) if ckpt is not None else None
@@ -210,7 +191,7 @@ def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
                 model.load_state_dict(sd)
             except RuntimeError as e:
                 why = " ".join(str(e).split())
-                raise ValueError(f"checkpoint {spec.checkpoint} does not fit {what} {name!r}: "
+                raise ConfigError(f"checkpoint {spec.checkpoint} does not fit {what} {name!r}: "
                                  f"{why[:400]}{'...' if len(why) > 400 else ''}") from None
     for key, val in (("input_size", spec.input_size), ("mean", spec.mean), ("std", spec.std)):
         if val is not None:
@@ -225,7 +206,7 @@ def _model_from_factory(ref: str, num_classes: int | None, insist: bool) -> nn.M
     try:
         factory = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"teacher factory {ref!r} cannot be imported ({e})") from None
+        raise ConfigError(f"teacher factory {ref!r} cannot be imported ({e})") from None
     try:
         model = factory(num_classes=num_classes) if num_classes else factory()
     except TypeError:
@@ -233,7 +214,7 @@ def _model_from_factory(ref: str, num_classes: int | None, insist: bool) -> nn.M
             raise
         model = factory()
     if not isinstance(model, nn.Module):
-        raise ValueError(f"teacher factory {ref!r} returned a {type(model).__name__}, not an nn.Module")
+        raise ConfigError(f"teacher factory {ref!r} returned a {type(model).__name__}, not an nn.Module")
     return model
 
 
@@ -247,12 +228,12 @@ def _timm_model(arch: str, sd: dict | None, num_classes: int | None, pretrained:
         try:
             return timm.create_model(arch, pretrained=False, **kwargs)
         except RuntimeError as e:
-            raise ValueError(f"timm cannot build teacher {arch!r} ({e})") from None
+            raise ConfigError(f"timm cannot build teacher {arch!r} ({e})") from None
     kwargs = {"num_classes": num_classes} if num_classes else {}
     try:
         return timm.create_model(arch, pretrained=True if pretrained is None else pretrained, **kwargs)
     except Exception as e:  # noqa: BLE001 - network, hub or name errors all end here
-        raise ValueError(
+        raise ConfigError(
             f"timm cannot create teacher {arch!r} with pretrained weights ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}); without network access pass a local "
             f"checkpoint as {arch}=PATH") from None
@@ -292,7 +273,7 @@ class Teacher(nn.Module):
         self.mean = _triple("mean", mean if mean is not None else timm_cfg.get("mean", IMAGENET_MEAN))
         self.std = _triple("std", std if std is not None else timm_cfg.get("std", IMAGENET_STD))
         if min(self.std) <= 0:
-            raise ValueError(f"teacher {self.name}: std must be positive")
+            raise ConfigError(f"teacher {self.name}: std must be positive")
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_scale", 1.0 / (255.0 * torch.tensor(self.std).view(1, 3, 1, 1)), persistent=False)
         self.weights_sha256 = weights_sha256(model)
@@ -332,7 +313,7 @@ class TeacherEnsemble(nn.Module):
         if isinstance(members, TeacherEnsemble):
             members = list(members.members)
         if not members:
-            raise ValueError("a teacher ensemble needs at least one teacher")
+            raise ConfigError("a teacher ensemble needs at least one teacher")
         built = []
         for m in members:
             if isinstance(m, Teacher):
@@ -374,12 +355,12 @@ class TeacherEnsemble(nn.Module):
                 for m in self.members:
                     out = self._run(m, x)
                     if out.dim() != 2:
-                        raise ValueError(
+                        raise ConfigError(
                             f"teacher {m.name} returns shape {tuple(out.shape)}; expected [batch, classes]")
                     counts.append(int(out.shape[1]))
             if len(set(counts)) != 1:
                 names = ", ".join(f"{m.name}: {c}" for m, c in zip(self.members, counts))
-                raise ValueError(f"the teachers predict different numbers of classes ({names})")
+                raise ConfigError(f"the teachers predict different numbers of classes ({names})")
             self._num_classes = counts[0]
         return self._num_classes
 
@@ -396,7 +377,7 @@ class TeacherEnsemble(nn.Module):
     def predict(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities [B, C] float32, non-finite mask [members, B] bool), without synchronising."""
         if views.dtype != torch.uint8 or views.dim() != 4 or views.shape[1] != 3:
-            raise ValueError(f"teachers take uint8 views [B, 3, H, W]; got {views.dtype} {tuple(views.shape)}")
+            raise ConfigError(f"teachers take uint8 views [B, 3, H, W]; got {views.dtype} {tuple(views.shape)}")
         views = views.to(self.device, non_blocking=True)
         probs = None
         bad = []

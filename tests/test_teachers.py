@@ -180,3 +180,27 @@ def test_cuda_bf16_channels_last():
     out = ens(views().cuda())
     assert out.is_cuda and out.dtype == torch.float32
     assert torch.allclose(out.cpu(), T.TeacherEnsemble(U.TinyTeacher(4))(views()), atol=0.05)
+
+
+def test_one_spec_parser_for_teachers_and_backbones(tmp_path):
+    from reinforced_data._checkpoint import split_spec
+    from reinforced_data.ensemble import create_backbone
+    from reinforced_data.errors import ConfigError
+
+    run = tmp_path / "lr=0.1"
+    run.mkdir()
+    ckpt = run / "t.pth"
+    ckpt.write_bytes(b"x")
+    assert split_spec("hf-hub:timm/resnet10t.a1_in1k") == ("hf-hub:timm/resnet10t.a1_in1k", None)
+    assert split_spec(f"resnet10t={ckpt}") == ("resnet10t", str(ckpt))
+    assert split_spec(str(ckpt)) == (None, str(ckpt))  # a path containing '='
+    for missing in ("runs/missing.pth", "resnet10t=/no/such/file.pth"):  # both users get the same error
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            T.TeacherSpec.parse(missing)
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            create_backbone(missing)
+    # a file that is not a checkpoint: one ConfigError (a ValueError), as the CLI reports it
+    with pytest.raises(ConfigError, match="cannot read teacher checkpoint"):
+        T.TeacherEnsemble(f"resnet10t={ckpt}")
+    with pytest.raises(ConfigError, match="cannot read backbone checkpoint"):
+        create_backbone(f"resnet10t={ckpt}")
