@@ -102,9 +102,9 @@ def test_autocast_bf16_computes_in_float32(sparse):
 
 
 def test_gradcheck_float64():
-    s = logits(dtype=torch.float64).requires_grad_()
-    p = soft(dtype=torch.float64)
-    idx, probs = sparse_of(p)
+    s = logits(b=3, c=5, dtype=torch.float64).requires_grad_()
+    p = soft(b=3, c=5, dtype=torch.float64)
+    idx, probs = sparse_of(p, 2)
     y = p.argmax(1)
     assert torch.autograd.gradcheck(lambda z: KDLoss(temperature=2.0)(z, p), (s,))
     assert torch.autograd.gradcheck(lambda z: KDLoss(temperature=2.0, alpha=0.4)(z, (idx, probs)), (s,))

@@ -1,0 +1,442 @@
+"""The training side: :class:`ReinforcedDataset`, the one-line swap around a user's dataset.
+
+``ReinforcedDataset(ImageFolder(traindir, train_transform), "train_plus.h5")`` returns, for
+image ``i``, one stored view of it replayed from its parameters and the teachers' soft
+label for exactly that view. Reinforced samples read the raw image through
+:class:`reinforced_data._datasets.RawImages` (``strip=True``: the user's transform is
+bypassed, the caller's dataset is never mutated), the decode path generation used, so the
+replayed pixels are the pixels the teacher labelled. With probability ``1 - p`` a sample
+is the *original* item instead: the user's dataset (and transform) with a one-hot,
+optionally label-smoothed, target.
+
+Which view (and whether a sample is original) is a hash of ``(seed, epoch, index)`` after
+:meth:`ReinforcedDataset.set_epoch`, the same for any number of workers or ranks. Without
+``set_epoch`` it is a hash of ``(seed, a draw from torch's default generator, index)``:
+DataLoader reseeds its workers from the main process's generator every epoch (and a
+persistent worker's generator moves on), so every epoch still gets new views and
+``torch.manual_seed`` keeps a run reproducible.
+
+Batch replay (``batch_replay=True`` or :meth:`ReinforcedDataset.loader`): workers return
+the decoded uint8 sources and their records; replay runs once per batch on ``device``
+(e.g. the GPU), giving the same bytes as the per-sample path.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._datasets import RawImages, dataset_fingerprint
+from .errors import ConfigError, DatasetMismatchError, IncompleteFileError
+from .policy import Policy
+from .replay import BACKENDS, replay
+from .store import ReinforcementFile
+
+__all__ = ["ReinforcedDataset", "ReinforcedLoader", "TARGETS", "RESIDUALS"]
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("dense", "sparse")
+RESIDUALS = ("uniform", "renormalize")
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit hash of a 64-bit integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+class ReinforcedDataset(torch.utils.data.Dataset):
+    """A user's map-style dataset with a reinforcement file: replayed views and soft targets.
+
+    Args:
+        dataset: the dataset as the training script builds it (e.g.
+            ``ImageFolder(traindir, train_transform)``); items are ``(image, label)``.
+        file: the reinforcement file made for it (a path or a
+            :class:`~reinforced_data.store.ReinforcementFile`); it must be complete.
+        p: probability that a sample is reinforced; otherwise it is the dataset's own item
+            with a one-hot target.
+        target: ``"dense"`` (float32 ``[num_classes]``) or ``"sparse"`` (``(indices int64
+            [k], probs float32 [k])``; the mass ``1 - probs.sum()`` belongs spread
+            uniformly over the classes not listed).
+        residual: ``"uniform"`` (the stored top-k plus the residual mass spread uniformly
+            over the other classes) or ``"renormalize"`` (the top-k rescaled to sum to 1).
+        label_smoothing: smoothing of the one-hot targets of original samples.
+        out_dtype: ``torch.uint8`` (raw pixels) or a floating dtype (normalised with the
+            policy's mean and std).
+        channels_last: replayed views in channels-last memory format.
+        views: use only some stored views: an int n (the first n) or a sequence of indices.
+        seed: seed of the view choice and of the ``p`` coin.
+        backend: replay backend ("auto", "compiled", "reference").
+        batch_replay: ``__getitem__`` returns sources and records for
+            :meth:`loader`, which replays a whole batch at once.
+    """
+
+    def __init__(self, dataset: Any, file: str | os.PathLike | ReinforcementFile, *, p: float = 1.0,
+                 target: str = "dense", residual: str = "uniform", label_smoothing: float = 0.0,
+                 out_dtype: torch.dtype = torch.float32, channels_last: bool = False,
+                 views: int | Sequence[int] | None = None, seed: int = 0, backend: str = "auto",
+                 batch_replay: bool = False) -> None:
+        if not 0.0 <= float(p) <= 1.0:
+            raise ConfigError(f"p={p} must lie in [0, 1] (the probability of a reinforced sample)")
+        if target not in TARGETS:
+            raise ConfigError(f"target={target!r}; choose one of {TARGETS}")
+        if residual not in RESIDUALS:
+            raise ConfigError(f"residual={residual!r}; choose one of {RESIDUALS}")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ConfigError(f"label_smoothing={label_smoothing} must lie in [0, 1)")
+        if not isinstance(out_dtype, torch.dtype) or not (out_dtype == torch.uint8 or out_dtype.is_floating_point):
+            raise ConfigError(f"out_dtype={out_dtype} must be torch.uint8 or a floating dtype")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend={backend!r}; choose one of {BACKENDS}")
+        if int(seed) < 0:
+            raise ConfigError(f"seed={seed} must be >= 0")
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ConfigError(f"the dataset must be map-style (__getitem__ and __len__); got {type(dataset).__name__}")
+
+        if isinstance(file, ReinforcementFile):
+            f = file
+            if not f.complete:
+                raise IncompleteFileError(
+                    f"{f.path} is incomplete ({int(f.written.sum())} of {f.num_images} images written); "
+                    "finish it with `reinforced-data reinforce ... --resume` before training on it")
+        else:
+            f = ReinforcementFile(file)  # refuses missing, foreign, newer-format, damaged and incomplete files
+        self.dataset = dataset
+        self._raw = RawImages(dataset, strip=True)
+        self._path = f.path
+        self._file: ReinforcementFile | None = f
+        self.policy: Policy = f.policy
+        self.num_classes: int = f.num_classes
+        self.num_views: int = f.num_views
+        self.topk: int = f.topk
+        self._check_dataset(f)
+
+        if views is None:
+            chosen = np.arange(f.num_views)
+        elif isinstance(views, (int, np.integer)) and not isinstance(views, bool):
+            if not 1 <= int(views) <= f.num_views:
+                raise ConfigError(f"views={views} must lie in [1, {f.num_views}] (the file stores {f.num_views} "
+                                  "views per image)")
+            chosen = np.arange(int(views))
+        else:
+            chosen = np.asarray(list(views), dtype=np.int64).reshape(-1)
+            if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= f.num_views:
+                raise ConfigError(f"views={list(views)} must be a non-empty list of view indices in "
+                                  f"[0, {f.num_views})")
+            if np.unique(chosen).size != chosen.size:
+                raise ConfigError(f"views={chosen.tolist()} names a view more than once")
+        self.views: list[int] = [int(v) for v in chosen]
+        self.p, self.target, self.residual = float(p), target, residual
+        self.label_smoothing = float(label_smoothing)
+        self.out_dtype, self.channels_last = out_dtype, bool(channels_last)
+        self.seed, self.backend, self.batch_replay = int(seed), backend, bool(batch_replay)
+        # shared memory: set_epoch reaches DataLoader workers, persistent ones included
+        self._epoch = torch.full((1,), -1, dtype=torch.int64).share_memory_()
+
+    # ------------------------------------------------------------------ setup
+    def _check_dataset(self, f: ReinforcementFile) -> None:
+        n = len(self.dataset)
+        if n != f.num_images:
+            raise DatasetMismatchError(
+                f"{f.path} was made for another dataset: the file holds {f.num_images} images, the dataset {n}; "
+                "pass the dataset the file was generated from")
+        fp = dataset_fingerprint(self.dataset)
+        f.check_dataset(fingerprint=fp)  # labels, file list, class count: one error naming the mismatch
+        top = int(f.labels.max(initial=0))
+        if top >= f.num_classes:  # pragma: no cover - generation refuses such files
+            raise DatasetMismatchError(f"{f.path}: a label is {top} but the teachers predict {f.num_classes} classes")
+
+    @property
+    def file(self) -> ReinforcementFile:
+        """The reinforcement file (reopened lazily in each process)."""
+        if self._file is None:
+            self._file = ReinforcementFile(self._path)
+        return self._file
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None  # reopened by path in the worker: no per-worker copy of the file's arrays
+        return state
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the view choice a function of ``(seed, epoch, index)`` (reaches running workers)."""
+        if int(epoch) < 0:
+            raise ConfigError(f"epoch={epoch} must be >= 0")
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int | None:
+        e = int(self._epoch.item())
+        return None if e < 0 else e
+
+    def __repr__(self) -> str:
+        return (f"ReinforcedDataset({type(self.dataset).__name__}, {self._path!r}, p={self.p}, target={self.target!r}, "
+                f"residual={self.residual!r}, views={len(self.views)}/{self.num_views}, seed={self.seed})")
+
+    # ------------------------------------------------------------------ choices
+    def choice(self, index: int) -> int:
+        """The stored view sample ``index`` gets now, or -1 for an original sample.
+
+        After :meth:`set_epoch`, a function of ``(seed, epoch, index)``; otherwise it uses
+        one draw from torch's default generator (so each call differs).
+        """
+        e = int(self._epoch.item())
+        if e < 0:
+            e = (1 << 63) | int(torch.randint(0, 1 << 62, ()).item())
+        key = _mix64(_mix64(_mix64(self.seed) ^ e) ^ index)
+        if self.p < 1.0 and ((_mix64(key ^ 1) >> 11) * (1.0 / (1 << 53))) >= self.p:
+            return -1
+        n = len(self.views)
+        return self.views[((_mix64(key ^ 2) >> 32) * n) >> 32] if n > 1 else self.views[0]
+
+    def _index(self, index: Any) -> int:
+        try:
+            i = int(index)
+        except (TypeError, ValueError):
+            raise TypeError(f"index must be an integer, got {type(index).__name__}") from None
+        n = len(self.dataset)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for the {n} images of {self._path}")
+        return i
+
+    # ------------------------------------------------------------------ targets
+    def _soft_target(self, indices: np.ndarray, probs: np.ndarray) -> Any:
+        """The target of a stored view (see the class docstring for the convention)."""
+        k, c = probs.shape[0], self.num_classes
+        s = float(probs.sum(dtype=np.float64))
+        if self.residual == "renormalize" or s >= 1.0 or k == c:  # quantised probs may sum just above 1
+            probs = probs / np.float32(s) if s > 0 else np.full(k, 1.0 / k, np.float32)
+            rest = 0.0
+        else:
+            rest = (1.0 - s) / (c - k)
+        if self.target == "sparse":
+            return torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)), \
+                torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))
+        t = np.full(c, rest, dtype=np.float32)
+        t[indices] = probs
+        return torch.from_numpy(t)
+
+    def _one_hot(self, label: int) -> Any:
+        c, eps = self.num_classes, self.label_smoothing
+        off = eps / c
+        if self.target == "sparse":
+            k = self.topk
+            others = np.arange(k, dtype=np.int64)
+            others = np.delete(others, label) if label < k else others[:k - 1]
+            idx = np.concatenate([np.array([label], dtype=np.int64), others])
+            probs = np.full(k, off, dtype=np.float32)
+            probs[0] = 1.0 - eps + off
+            return torch.from_numpy(idx), torch.from_numpy(probs)
+        t = np.full(c, off, dtype=np.float32)
+        t[label] = 1.0 - eps + off
+        return torch.from_numpy(t)
+
+    # ------------------------------------------------------------------ items
+    def _source(self, index: int) -> torch.Tensor:
+        return self._raw[index][0]
+
+    def _records(self, index: int, view: int):
+        """(record, partner record or None) of one stored view."""
+        f = self.file
+        rec = f.read(index, view)
+        partner = None
+        if rec.partner is not None and int(rec.params["mix_mode"]) != 0:
+            partner = f.read(*rec.partner)
+        return rec, partner
+
+    def _replay_error(self, index: int, view: int, e: Exception) -> DatasetMismatchError:
+        where = self._raw.path(index)
+        what = f"image {index}" + (f" ({where})" if where else "")
+        return DatasetMismatchError(
+            f"{what} does not fit stored view {view} of {self._path} ({e}); the image changed since the "
+            "file was generated: regenerate the file")
+
+    def __getitem__(self, index: int):
+        i = self._index(index)
+        view = self.choice(i)
+        if view < 0:
+            img = self.dataset[i][0]
+            return img, self._one_hot(int(self.file.labels[i]))
+        rec, prec = self._records(i, view)
+        target = self._soft_target(rec.indices, rec.probs)
+        src = self._source(i)
+        psrc = self._source(rec.partner[0]) if prec is not None else None
+        if self.batch_replay:
+            return src, rec.params, psrc, (prec.params if prec is not None else None), target
+        kwargs = {} if prec is None else {"partners": [psrc], "partner_params": prec.params}
+        try:
+            out = replay([src], rec.params, self.policy, out_dtype=self.out_dtype,
+                         channels_last=self.channels_last, backend=self.backend, **kwargs)
+        except ValueError as e:
+            raise self._replay_error(i, view, e) from e
+        return out[0], target
+
+    # ------------------------------------------------------------------ batch replay
+    def loader(self, batch_size: int = 1, shuffle: bool = False, num_workers: int = 0,
+               device: str | torch.device = "cpu", **dataloader_kwargs: Any) -> "ReinforcedLoader":
+        """A DataLoader whose workers decode and read records and whose batches are replayed
+        at once on ``device``; yields ``(images, targets)`` on ``device``.
+
+        ``dataloader_kwargs`` go to :class:`torch.utils.data.DataLoader` (``sampler``,
+        ``drop_last``, ``persistent_workers``, ``pin_memory`` (default: True for CUDA), ...).
+        """
+        return ReinforcedLoader(self, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                device=device, **dataloader_kwargs)
+
+    def replay_batch(self, batch: dict, device: str | torch.device = "cpu") -> tuple[torch.Tensor, Any]:
+        """Replay a batch made by :func:`collate_sources` on ``device``: ``(images, targets)``."""
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        targets = batch["targets"]
+        targets = (tuple(t.to(device, non_blocking=cuda) for t in targets) if isinstance(targets, (list, tuple))
+                   else targets.to(device, non_blocking=cuda))
+        rpos, opos = batch["reinforced"], batch["original"]
+        views = None
+        if len(rpos):
+            flat = batch["flat"].to(device, non_blocking=cuda)
+            srcs = []
+            for off, h, w, hwc in batch["layout"].tolist():
+                v = flat[off:off + 3 * h * w]
+                srcs.append(v.view(h, w, 3).permute(2, 0, 1) if hwc else v.view(3, h, w))
+            n = len(rpos)
+            kwargs = {}
+            if batch["partner_params"] is not None:
+                kwargs = {"partners": [srcs[j] for j in batch["partner_ref"].tolist()],
+                          "partner_params": batch["partner_params"]}
+            try:
+                views = replay(srcs[:n], batch["params"], self.policy, out_dtype=self.out_dtype,
+                               channels_last=self.channels_last, backend=self.backend, **kwargs)
+            except ValueError as e:
+                raise DatasetMismatchError(f"a batch of images does not fit its stored views in {self._path} "
+                                           f"({e}); the images changed since the file was generated") from e
+        if not len(opos):
+            return views, targets
+        orig = batch["originals"].to(device, non_blocking=cuda)
+        h, w = self.policy.output_size
+        if tuple(orig.shape[1:]) != (3, h, w):
+            raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform with shape "
+                              f"{tuple(orig.shape[1:])}, but replayed views are (3, {h}, {w}); make the transform "
+                              "give the policy's output size")
+        if (self.out_dtype == torch.uint8) != (orig.dtype == torch.uint8):
+            raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as {orig.dtype}, "
+                              f"but replayed views are {self.out_dtype}; make the transform return the same kind")
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        out = torch.empty((len(rpos) + len(opos), 3, h, w), dtype=self.out_dtype, device=device,
+                          memory_format=fmt)
+        out[torch.as_tensor(opos, device=device)] = orig.to(self.out_dtype)
+        if views is not None:
+            out[torch.as_tensor(rpos, device=device)] = views
+        return out, targets
+
+
+def _shared_uint8(numel: int) -> torch.Tensor:
+    """A uint8 buffer, in shared memory inside a DataLoader worker (as default_collate does)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(numel, dtype=torch.uint8)
+    elem = torch.empty(0, dtype=torch.uint8)
+    storage = elem._typed_storage()._new_shared(numel, device=elem.device)
+    return elem.new(storage).resize_(numel)
+
+
+def collate_sources(items: list[tuple]) -> dict:
+    """Collate batch-replay items: sources packed into one flat uint8 buffer (each in its own
+    memory order: channels-last views stay channels-last), records stacked, targets collated."""
+    from torch.utils.data import default_collate
+
+    rpos, opos, srcs, params, pparams, prefs, originals = [], [], [], [], [], [], []
+    partner_srcs: list[torch.Tensor] = []
+    for j, item in enumerate(items):
+        if len(item) == 2:  # an original sample: (image through the user's transform, target)
+            opos.append(j)
+            originals.append(item[0])
+            continue
+        src, prm, psrc, pprm, _ = item
+        rpos.append(j)
+        srcs.append(src)
+        params.append(prm)
+        pparams.append(pprm)
+        partner_srcs.append(psrc)
+    mixed = any(p is not None for p in pparams)
+    if mixed:  # an unmixed view's partner is itself (mix_mode 0 leaves it as it is)
+        for r, (psrc, pprm) in enumerate(zip(partner_srcs, pparams)):
+            if pprm is None:
+                prefs.append(r)
+                pparams[r] = params[r]
+            else:
+                prefs.append(len(srcs))
+                srcs.append(psrc)
+    layout, total = [], 0
+    for s in srcs:
+        h, w = int(s.shape[1]), int(s.shape[2])
+        hwc = s.stride(0) == 1 and s.permute(1, 2, 0).is_contiguous()
+        layout.append((total, h, w, int(hwc)))
+        total += 3 * h * w
+    flat = _shared_uint8(total)
+    for (off, h, w, hwc), s in zip(layout, srcs):
+        dst = flat[off:off + 3 * h * w]
+        if hwc:
+            dst.view(h, w, 3).copy_(s.permute(1, 2, 0))
+        else:
+            dst.view(3, h, w).copy_(s)
+    return {
+        "flat": flat,
+        "layout": torch.tensor(layout, dtype=torch.int64).reshape(-1, 4),
+        "params": np.array(params, dtype=params[0].dtype) if params else None,
+        "partner_params": np.array(pparams, dtype=pparams[0].dtype) if mixed else None,
+        "partner_ref": torch.tensor(prefs, dtype=torch.int64) if mixed else None,
+        "reinforced": rpos,
+        "original": opos,
+        "originals": default_collate(originals) if originals else None,
+        "targets": default_collate([item[-1] for item in items]),
+    }
+
+
+class ReinforcedLoader:
+    """A :class:`torch.utils.data.DataLoader` over a batch-replay :class:`ReinforcedDataset`
+    that replays each batch at once on ``device``; iterating yields ``(images, targets)``."""
+
+    def __init__(self, dataset: ReinforcedDataset, batch_size: int = 1, shuffle: bool = False,
+                 num_workers: int = 0, device: str | torch.device = "cpu", **dataloader_kwargs: Any) -> None:
+        if "collate_fn" in dataloader_kwargs:
+            raise ConfigError("ReinforcedLoader collates sources itself; do not pass collate_fn")
+        self.device = torch.device(device)
+        if not dataset.batch_replay:  # a batch-replay view of the same dataset (shares its epoch)
+            dataset = copy.copy(dataset)
+            dataset.batch_replay = True
+        self.dataset = dataset
+        dataloader_kwargs.setdefault("pin_memory", self.device.type == "cuda")
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                                  num_workers=num_workers, collate_fn=collate_sources,
+                                                  **dataloader_kwargs)
+
+    sampler = property(lambda self: self.loader.sampler)
+    batch_size = property(lambda self: self.loader.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """``set_epoch`` of the sampler (when it has one, e.g. DistributedSampler) and of the dataset."""
+        if hasattr(self.loader.sampler, "set_epoch"):
+            self.loader.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, Any]]:
+        for batch in self.loader:
+            yield self.dataset.replay_batch(batch, self.device)

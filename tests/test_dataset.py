@@ -1,0 +1,445 @@
+"""ReinforcedDataset: stored views and soft targets, view choice, workers, ranks, batch replay, errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import zlib
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import _reinforce_util as U
+from reinforced_data._datasets import RawImages
+from reinforced_data.dataset import ReinforcedDataset
+from reinforced_data.errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
+from reinforced_data.losses import KDLoss, hard_labels
+from reinforced_data.policy import Policy
+from reinforced_data.reinforce import reinforce
+from reinforced_data.replay import replay
+from reinforced_data.store import ReinforcementFile
+from reinforced_data.synthetic import SyntheticImages
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+N, CLASSES, K, TOPK, SIZE = 24, 5, 4, 3, 16
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def base(**kw) -> SyntheticImages:
+    return SyntheticImages(N, CLASSES, 20, 40, seed=1, **kw)
+
+
+def user_transform():
+    """A typical user's train transform, giving what the replayed float views look like."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.Resize((SIZE, SIZE)), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rd")
+    out = {}
+    for name in ("rrc_ra_re", "rrc_ra_re_mix"):
+        out[name] = str(d / f"{name}.h5")
+        reinforce(base(), U.TinyTeacher(CLASSES), out[name], policy=Policy.preset(name, output_size=(SIZE, SIZE)),
+                  num_views=K, topk=TOPK, seed=5, progress=False, block_size=8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain(files):
+    return files["rrc_ra_re"]
+
+
+@pytest.fixture(scope="module")
+def mixed(files):
+    return files["rrc_ra_re_mix"]
+
+
+def expected_view(path, index, view, out_dtype=torch.float32):
+    """The stored view replayed straight from the file and the shared decode path."""
+    raw = RawImages(base())
+    with ReinforcementFile(path) as f:
+        rec = f.read(index, view)
+        kw = {}
+        if rec.partner is not None and int(rec.params["mix_mode"]):
+            kw = {"partners": [raw[rec.partner[0]][0]], "partner_params": f.read(*rec.partner).params}
+        return replay([raw[index][0]], rec.params, f.policy, out_dtype=out_dtype, **kw)[0], rec
+
+
+def dense_of(target, c=CLASSES):
+    idx, probs = target
+    rest = max(1.0 - float(probs.sum()), 0.0) / (c - len(idx)) if len(idx) < c else 0.0
+    t = torch.full((c,), rest)
+    t[idx] = probs
+    return t
+
+
+def collect(loader):
+    imgs, tgts = [], []
+    for x, y in loader:
+        imgs.append(x)
+        tgts.append(y)
+    return torch.cat(imgs), torch.cat(tgts)
+
+
+# ---------------------------------------------------------------------- items
+@pytest.mark.parametrize("which", ["rrc_ra_re", "rrc_ra_re_mix"])
+def test_item_is_the_stored_view_and_its_soft_label(files, which):
+    path = files[which]
+    ds = ReinforcedDataset(base(), path)
+    ds.set_epoch(0)
+    mixed_seen = 0
+    for i in range(N):
+        v = ds.choice(i)
+        img, target = ds[i]
+        want, rec = expected_view(path, i, v)
+        assert img.dtype == torch.float32 and img.shape == (3, SIZE, SIZE)
+        assert torch.equal(img, want)
+        assert target.dtype == torch.float32 and target.shape == (CLASSES,)
+        total = float(rec.probs.sum(dtype=np.float64))  # 8-bit log codes: may round to just above 1
+        probs = rec.probs / np.float32(total) if total >= 1 else rec.probs
+        torch.testing.assert_close(target[torch.from_numpy(rec.indices)], torch.from_numpy(probs))
+        rest = max(1 - total, 0.0) / (CLASSES - TOPK)
+        others = np.setdiff1d(np.arange(CLASSES), rec.indices)
+        torch.testing.assert_close(target[torch.from_numpy(others)], torch.full((len(others),), float(rest)))
+        assert abs(float(target.sum()) - 1) < 1e-5
+        mixed_seen += rec.partner is not None and int(rec.params["mix_mode"]) != 0 and rec.partner[0] != i
+    if which == "rrc_ra_re_mix":
+        assert mixed_seen > N // 2  # the partner's own stored view was replayed and mixed in
+
+
+def test_uint8_and_channels_last(plain):
+    ds = ReinforcedDataset(base(), plain, out_dtype=torch.uint8, channels_last=True)
+    ds.set_epoch(1)
+    img, _ = ds[3]
+    want, _ = expected_view(plain, 3, ds.choice(3), torch.uint8)
+    assert img.dtype == torch.uint8 and torch.equal(img, want)
+    assert img.stride() == (1, 3 * SIZE, 3)
+
+
+@pytest.mark.parametrize("residual", ["uniform", "renormalize"])
+def test_dense_and_sparse_targets_agree(plain, residual):
+    dense = ReinforcedDataset(base(), plain, residual=residual, p=0.6, label_smoothing=0.1)
+    sparse = ReinforcedDataset(base(), plain, residual=residual, p=0.6, label_smoothing=0.1, target="sparse")
+    originals = 0
+    for e in range(3):
+        dense.set_epoch(e)
+        sparse.set_epoch(e)
+        for i in range(N):
+            (_, d), (_, (idx, probs)) = dense[i], sparse[i]
+            assert idx.dtype == torch.int64 and probs.dtype == torch.float32 and idx.shape == (TOPK,)
+            assert torch.all(probs[:-1] >= probs[1:])  # most probable first
+            torch.testing.assert_close(dense_of((idx, probs)), d)
+            assert abs(float(d.sum()) - 1) < 1e-5
+            if residual == "renormalize" and dense.choice(i) >= 0:
+                assert abs(float(probs.sum()) - 1) < 1e-5
+            originals += dense.choice(i) < 0
+    assert originals > 0
+
+
+def test_p_mixes_original_samples_at_the_right_rate(plain):
+    ds = ReinforcedDataset(base(transform=user_transform()), plain, p=0.7, label_smoothing=0.2)
+    draws = []
+    for e in range(20):
+        ds.set_epoch(e)
+        draws += [ds.choice(i) for i in range(N)]
+    rate = np.mean(np.asarray(draws) < 0)
+    assert abs(rate - 0.3) < 0.09, rate  # 480 draws: 4 standard deviations
+    assert ReinforcedDataset(base(), plain, p=1.0).choice(0) >= 0
+    ds0 = ReinforcedDataset(base(), plain, p=0.0)
+    assert all(ds0.choice(i) == -1 for i in range(N))
+    # an original sample is the user's item through their transform, with a smoothed one-hot target
+    ds.set_epoch(0)
+    i = next(i for i in range(N) if ds.choice(i) < 0)
+    img, target = ds[i]
+    raw_img, label = base()[i]
+    assert torch.equal(img, user_transform()(raw_img))
+    want = torch.full((CLASSES,), 0.2 / CLASSES)
+    want[label] = 1 - 0.2 + 0.2 / CLASSES
+    torch.testing.assert_close(target, want)
+
+
+def test_callers_dataset_is_not_mutated(plain):
+    t = user_transform()
+    b = base(transform=t)
+    ds = ReinforcedDataset(b, plain, p=0.5)
+    ds.set_epoch(0)
+    for i in range(N):
+        ds[i]
+    assert b.transform is t and ds.dataset is b
+    assert torch.equal(b[0][0], t(base()[0][0]))
+
+
+def test_views_subset(plain):
+    ds = ReinforcedDataset(base(), plain, views=2)
+    assert {ds.choice(i) for i in range(N) for _ in range(3)} <= {0, 1}
+    ds = ReinforcedDataset(base(), plain, views=[3])
+    assert {ds.choice(i) for i in range(N)} == {3}
+    ds = ReinforcedDataset(base(), plain, views=[1, 2])
+    ds.set_epoch(0)
+    assert {ds.choice(i) for i in range(N)} == {1, 2}
+    for bad in (0, K + 1, [K], [], [1, 1]):
+        with pytest.raises(ConfigError, match="views"):
+            ReinforcedDataset(base(), plain, views=bad)
+
+
+# ---------------------------------------------------------------------- view choice
+def test_set_epoch_is_deterministic_and_changes_the_views(plain):
+    a = ReinforcedDataset(base(), plain, seed=3)
+    b = ReinforcedDataset(base(), plain, seed=3)
+    c = ReinforcedDataset(base(), plain, seed=4)
+    a.set_epoch(0), b.set_epoch(0), c.set_epoch(0)
+    e0 = [a.choice(i) for i in range(N)]
+    assert e0 == [b.choice(i) for i in range(N)] == [a.choice(i) for i in range(N)]
+    assert e0 != [c.choice(i) for i in range(N)]
+    a.set_epoch(1)
+    e1 = [a.choice(i) for i in range(N)]
+    assert sum(x != y for x, y in zip(e0, e1)) >= N // 3
+    assert a.epoch == 1
+    assert sorted(set(e0 + e1)) == list(range(K))
+
+
+def test_without_set_epoch_every_call_draws_from_torch(plain):
+    ds = ReinforcedDataset(base(), plain)
+    torch.manual_seed(0)
+    first = [ds.choice(i) for i in range(N)]
+    second = [ds.choice(i) for i in range(N)]
+    torch.manual_seed(0)
+    assert [ds.choice(i) for i in range(N)] == first
+    assert first != second and ds.epoch is None
+
+
+@pytest.mark.parametrize("num_workers,persistent", [(0, False), (2, False), (2, True)])
+def test_two_epochs_of_a_plain_dataloader_give_new_views(plain, num_workers, persistent):
+    ds = ReinforcedDataset(base(), plain, out_dtype=torch.uint8)
+
+    def epochs(n):
+        torch.manual_seed(0)
+        loader = DataLoader(ds, batch_size=6, num_workers=num_workers, persistent_workers=persistent)
+        return [collect(loader)[0] for _ in range(n)]
+
+    a, b = epochs(2)
+    differ = sum(not torch.equal(x, y) for x, y in zip(a, b))
+    assert differ >= N // 3, differ  # one in K repeats by chance
+    a2, b2 = epochs(2)
+    assert torch.equal(a, a2) and torch.equal(b, b2)  # torch.manual_seed makes it reproducible
+
+
+def test_same_batches_for_any_worker_count_and_start_method(mixed):
+    """With set_epoch: 0 workers, 2 forked workers, a spawned persistent (pinned) one give the same views;
+    set_epoch reaches persistent workers between epochs. (One spawned worker: each costs a torch import.)"""
+    ds = ReinforcedDataset(base(), mixed, out_dtype=torch.uint8, target="sparse")
+    want = {}
+    for e in (2, 5):
+        ds.set_epoch(e)
+        want[e] = (torch.stack([ds[i][0] for i in range(N)]), torch.stack([ds[i][1][1] for i in range(N)]))
+    assert not torch.equal(want[2][0], want[5][0])
+    ds.set_epoch(2)
+    fork = DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context="fork")
+    spawn = DataLoader(ds, batch_size=5, num_workers=1, multiprocessing_context="spawn", persistent_workers=True,
+                       pin_memory=torch.cuda.is_available())
+    for loader in (fork, spawn):
+        for e in (2, 5):
+            ds.set_epoch(e)
+            batches = list(loader)
+            imgs, probs = torch.cat([x for x, _ in batches]), torch.cat([y[1] for _, y in batches])
+            assert torch.equal(imgs, want[e][0]), (loader.multiprocessing_context, e)
+            assert torch.equal(probs, want[e][1])
+
+
+def _ddp_rank(rank, world, init, path, out):
+    import torch.distributed as dist
+    from torch.utils.data.distributed import DistributedSampler
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    ds = ReinforcedDataset(base(), path, out_dtype=torch.uint8)
+    sampler = DistributedSampler(ds, shuffle=True, seed=0)
+    loader = DataLoader(ds, batch_size=4, sampler=sampler)
+    seen = {}
+    for e in (0, 1):
+        sampler.set_epoch(e)
+        ds.set_epoch(e)
+        seen[e] = (list(sampler), torch.cat([x for x, _ in loader]))
+    gathered = [None] * world
+    dist.all_gather_object(gathered, seen)
+    if rank == 0:
+        torch.save(gathered, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_distributed_sampler_two_ranks_see_every_image_once_per_epoch(plain, tmp_path):
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "seen.pt")
+    mp.spawn(_ddp_rank, args=(2, f"file://{tmp_path / 'pg'}", plain, out), nprocs=2, join=True)
+    gathered = torch.load(out, weights_only=False)
+    ds = ReinforcedDataset(base(), plain, out_dtype=torch.uint8)
+    for e in (0, 1):
+        indices = [i for g in gathered for i in g[e][0]]
+        assert sorted(indices) == list(range(N))
+        ds.set_epoch(e)
+        for g in gathered:
+            idx, imgs = g[e]
+            assert torch.equal(imgs, torch.stack([ds[i][0] for i in idx]))
+    assert gathered[0][0][0] != gathered[0][1][0]  # the sampler reshuffled
+
+
+def test_pickles_small_and_reopens_the_file(plain):
+    b = base()
+    ds = ReinforcedDataset(b, plain)
+    ds.set_epoch(4)
+    blob = pickle.dumps(ds)
+    assert len(blob) - len(pickle.dumps(b)) < 3000, len(blob)
+    copy = pickle.loads(blob)
+    assert copy._file is None and copy.epoch == 4
+    assert torch.equal(copy[7][0], ds[7][0])
+    assert copy.file.path == ds.file.path
+
+
+# ---------------------------------------------------------------------- training
+def test_one_line_swap_trains_and_the_loss_decreases(plain):
+    torch.manual_seed(0)
+    train_set = ReinforcedDataset(base(transform=user_transform()), plain, p=0.9)  # was: base(transform=...)
+    loader = DataLoader(train_set, batch_size=8, shuffle=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(64, CLASSES))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    criterion = KDLoss()
+    losses = []
+    for _ in range(8):
+        total = 0.0
+        for images, target in loader:
+            loss = criterion(model(images), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            acc = (model(images).argmax(1) == hard_labels(target)).float().mean()
+            assert 0.0 <= acc.item() <= 1.0
+        losses.append(total / len(loader))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ---------------------------------------------------------------------- batch replay
+@pytest.mark.parametrize("which,num_workers,target", [("rrc_ra_re", 0, "dense"), ("rrc_ra_re_mix", 2, "sparse")])
+def test_batch_replay_gives_the_per_sample_bytes(files, which, num_workers, target):
+    path = files[which]
+    for out_dtype in (torch.uint8, torch.float32):
+        per = ReinforcedDataset(base(), path, out_dtype=out_dtype, target=target)
+        per.set_epoch(1)
+        want = [per[i] for i in range(N)]
+        ds = ReinforcedDataset(base(), path, out_dtype=out_dtype, target=target, batch_replay=True)
+        loader = ds.loader(batch_size=7, num_workers=num_workers)
+        loader.set_epoch(1)
+        got = list(loader)
+        assert len(got) == len(loader) == 4
+        imgs = torch.cat([x for x, _ in got])
+        assert imgs.dtype == out_dtype and torch.equal(imgs, torch.stack([w[0] for w in want]))
+        if target == "dense":
+            assert torch.equal(torch.cat([y for _, y in got]), torch.stack([w[1] for w in want]))
+        else:
+            for j in (0, 1):
+                assert torch.equal(torch.cat([y[j] for _, y in got]), torch.stack([w[1][j] for w in want]))
+
+
+def test_batch_replay_with_original_samples_and_a_sampler(plain):
+    b = base(transform=user_transform())
+    per = ReinforcedDataset(b, plain, p=0.5, channels_last=True)
+    ds = ReinforcedDataset(b, plain, p=0.5, channels_last=True)  # batch_replay=False: loader() still batches
+    sampler = torch.utils.data.SubsetRandomSampler(list(range(N)), generator=torch.Generator().manual_seed(0))
+    loader = ds.loader(batch_size=5, sampler=sampler)
+    assert loader.sampler is sampler and loader.batch_size == 5
+    ds.set_epoch(2)
+    per.set_epoch(2)
+    order = list(sampler)
+    sampler.generator.manual_seed(0)
+    imgs, targets = collect(loader)
+    assert imgs.is_contiguous(memory_format=torch.channels_last)
+    assert any(per.choice(i) < 0 for i in order) and any(per.choice(i) >= 0 for i in order)
+    assert torch.equal(imgs, torch.stack([per[i][0] for i in order]))
+    assert torch.equal(targets, torch.stack([per[i][1] for i in order]))
+    # originals whose transform does not give the replayed kind are refused clearly
+    bad = ReinforcedDataset(b, plain, p=0.5, out_dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="original samples"):
+        collect(bad.loader(batch_size=N))
+
+
+@pytest.mark.cuda
+def test_batch_replay_on_cuda_gives_the_cpu_bytes(mixed):
+    ds = ReinforcedDataset(base(), mixed, out_dtype=torch.uint8, target="sparse")
+    ds.set_epoch(0)
+    cpu = collect(ds.loader(batch_size=8, device="cpu"))
+    gpu_imgs, gpu_targets = [], []
+    for x, (idx, probs) in ds.loader(batch_size=8, num_workers=2, device="cuda"):
+        assert x.is_cuda and idx.is_cuda and probs.is_cuda
+        gpu_imgs.append(x.cpu())
+    assert torch.equal(torch.cat(gpu_imgs), cpu[0])
+    f32 = ReinforcedDataset(base(), mixed)
+    f32.set_epoch(0)
+    assert torch.equal(collect(f32.loader(batch_size=8, device="cuda"))[0].cpu(),
+                       torch.stack([f32[i][0] for i in range(N)]))
+
+
+# ---------------------------------------------------------------------- errors
+def test_mismatched_datasets_are_refused(plain):
+    with pytest.raises(DatasetMismatchError, match=r"24 images, the dataset 23"):
+        ReinforcedDataset(SyntheticImages(N - 1, CLASSES, 20, 40, seed=1), plain)
+    with pytest.raises(DatasetMismatchError, match="labels differ"):
+        ReinforcedDataset(SyntheticImages(N, CLASSES, 20, 40, seed=2), plain)
+    other = base()
+    other.classes = other.classes + ["extra"]
+    with pytest.raises(DatasetMismatchError, match="classes"):
+        ReinforcedDataset(other, plain)
+
+
+def test_incomplete_damaged_and_foreign_files_are_refused(plain, tmp_path):
+    inc = str(tmp_path / "incomplete.h5")
+    shutil.copy(plain, inc)
+    with h5py.File(inc, "r+") as f:
+        f.attrs["complete"] = np.uint8(0)
+    with pytest.raises(IncompleteFileError, match="incomplete"):
+        ReinforcedDataset(base(), inc)
+    with pytest.raises(IncompleteFileError, match="incomplete"):
+        ReinforcedDataset(base(), ReinforcementFile(inc, accept_incomplete=True))
+    with pytest.raises(FileNotFoundError):
+        ReinforcedDataset(base(), str(tmp_path / "missing.h5"))
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = 1
+    with pytest.raises(ValueError, match="not a reinforcement file"):
+        ReinforcedDataset(base(), str(other))
+    # a record that fails its checks: the error names the image and the file
+    bad = str(tmp_path / "bad.h5")
+    shutil.copy(plain, bad)
+    with h5py.File(bad, "r+") as f:
+        d = f["records"]
+        d.id.write_direct_chunk((5, 0, 0), zlib.compress(b"\xff" * d.shape[2]))
+    ds = ReinforcedDataset(base(), bad)
+    ds.set_epoch(0)
+    ds[4]
+    with pytest.raises(CorruptFileError, match=rf"\(5, \d\) in {bad}"):
+        ds[5]
+
+
+def test_index_and_arguments_errors(plain):
+    ds = ReinforcedDataset(base(), plain)
+    with pytest.raises(IndexError, match=rf"index {N} out of range .*{os.path.basename(plain)}"):
+        ds[N]
+    assert ds[-1][0].shape == (3, SIZE, SIZE)
+    for kw in ({"p": 1.5}, {"target": "soft"}, {"residual": "none"}, {"label_smoothing": 1.0},
+               {"out_dtype": torch.int32}, {"backend": "gpu"}, {"seed": -1}):
+        with pytest.raises(ConfigError):
+            ReinforcedDataset(base(), plain, **kw)
+    with pytest.raises(ConfigError):
+        ds.set_epoch(-1)
+    with pytest.raises(ConfigError, match="collate_fn"):
+        ds.loader(batch_size=2, collate_fn=list)
