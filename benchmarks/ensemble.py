@@ -32,7 +32,6 @@ import shlex
 import statistics
 import sys
 import time
-import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -43,20 +42,18 @@ import torch  # noqa: E402
 from _results import write_table  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # replay's compiled-op notice: not used here
-    from reinforced_data.ensemble import (  # noqa: E402
-        AdaptiveEnsembleHead,
-        adabelief,
-        bagging_split,
-        create_backbone,
-        extract_features,
-        fit_combiner,
-        fit_weak_learner,
-        stratified_split,
-        weighted_f1,
-    )
-    from reinforced_data.synthetic import SyntheticImages  # noqa: E402
+from reinforced_data.ensemble import (  # noqa: E402
+    AdaptiveEnsembleHead,
+    adabelief,
+    bagging_split,
+    create_backbone,
+    extract_features,
+    fit_combiner,
+    fit_weak_learner,
+    stratified_split,
+    weighted_f1,
+)
+from reinforced_data.synthetic import SyntheticImages  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "results", "ensemble.md")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

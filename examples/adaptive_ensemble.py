@@ -25,7 +25,6 @@ import os
 import socket
 import sys
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -131,11 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     want_pretrained = resolve_pretrained(args.pretrained)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # replay's compiled-op notice: not used here
-        from reinforced_data.ensemble import (AdaptiveEnsembleHead, adabelief, bagging_split, create_backbone,
-                                              extract_features, fit_combiner, fit_weak_learner,
-                                              stratified_split)
+    from reinforced_data.ensemble import (AdaptiveEnsembleHead, adabelief, bagging_split, create_backbone,
+                                          extract_features, fit_combiner, fit_weak_learner, stratified_split)
     log = logging.getLogger("adaptive_ensemble")
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()

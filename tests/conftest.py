@@ -1,7 +1,7 @@
 """Markers and fixtures shared by the suite.
 
 * ``@pytest.mark.compiled``: the test needs the compiled op ``torch.ops.reinforced_data``.
-  Skipped when ``reinforced_data.replay.compiled_available()`` is False, unless
+  Skipped when ``reinforced_data._ops.compiled_available()`` is False, unless
   ``REINFORCED_DATA_REQUIRE_COMPILED=1`` is set (as in CI): then such a test FAILS, so a
   broken build cannot pass as a green run full of skips.
 * ``@pytest.mark.cuda``: the test needs a CUDA device; skipped without one.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import warnings
 
 import pytest
 import torch
@@ -22,12 +21,8 @@ import torch
 REQUIRE_COMPILED_ENV = "REINFORCED_DATA_REQUIRE_COMPILED"
 
 
-def _replay_module():
-    with warnings.catch_warnings():
-        # The fallback warning is tested on its own in test_import_fallback.py.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        # the module, not the package's re-exported ``replay`` function
-        return importlib.import_module("reinforced_data.replay")
+def _ops_module():
+    return importlib.import_module("reinforced_data._ops")
 
 
 def compiled_required() -> bool:
@@ -42,9 +37,9 @@ def unavailable(why: str) -> None:
 
 
 def _require_compiled() -> None:
-    replay = _replay_module()
-    if not replay.compiled_available():
-        unavailable(f"compiled op unavailable ({replay._COMPILED_ERROR})")
+    ops = _ops_module()
+    if not ops.compiled_available():
+        unavailable(f"compiled op unavailable ({ops.unavailable_reason()})")
 
 
 def pytest_configure(config):
