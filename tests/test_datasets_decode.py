@@ -1,0 +1,238 @@
+"""The one decode path (_datasets): generation and training see the same pixels, on every kind of file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+import _reinforce_util as U
+from reinforced_data import _datasets as D
+from reinforced_data.dataset import ReinforcedDataset
+from reinforced_data.policy import Policy
+from reinforced_data.reinforce import _Decoded, reinforce
+from reinforced_data.replay import replay
+from reinforced_data.store import ReinforcementFile
+from reinforced_data.synthetic import SyntheticImages
+from reinforced_data.teachers import TeacherEnsemble
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SIZE = 16
+# (class, file name, PIL mode, format): JPEG and PNG, RGB, grayscale, RGBA and palette
+KINDS = [
+    ("a", "rgb.jpg", "RGB", "JPEG"), ("a", "gray.jpg", "L", "JPEG"), ("a", "rgb2.jpg", "RGB", "JPEG"),
+    ("b", "rgb.png", "RGB", "PNG"), ("b", "gray.png", "L", "PNG"), ("b", "rgba.png", "RGBA", "PNG"),
+    ("c", "palette.png", "P", "PNG"), ("c", "cmyk.jpg", "CMYK", "JPEG"), ("c", "la.png", "LA", "PNG"),
+]
+
+
+def train_transform():
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.Resize((SIZE, SIZE)), v2.ToDtype(torch.float32, scale=True)])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    src = SyntheticImages(len(KINDS), 3, 20, 40, seed=9)
+    rng = np.random.default_rng(0)
+    for j, (cls, name, mode, fmt) in enumerate(KINDS):
+        os.makedirs(root / cls, exist_ok=True)
+        rgb = Image.fromarray(src[j][0].permute(1, 2, 0).numpy())
+        if mode == "RGBA" or mode == "LA":
+            img = rgb.convert(mode)
+            alpha = Image.fromarray(rng.integers(0, 256, size=(rgb.height, rgb.width), dtype=np.uint8))
+            img.putalpha(alpha)
+        elif mode == "P":
+            img = rgb.convert("P", palette=Image.ADAPTIVE, colors=32)
+        else:
+            img = rgb.convert(mode)
+        img.save(root / cls / name, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def reinforced(folder, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("rf") / "folder.h5")
+    reinforce(ImageFolder(folder), U.TinyTeacher(3), path, policy=Policy.preset("rrc_ra_re", output_size=(SIZE, SIZE)),
+              num_views=3, topk=2, seed=1, progress=False)
+    return path
+
+
+def pil_pixels(path: str) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+
+
+def test_generation_and_training_decode_the_same_pixels(folder):
+    plain = ImageFolder(folder)
+    user = ImageFolder(folder, transform=train_transform())
+    gen = _Decoded(plain)
+    train = D.RawImages(user, strip=True)
+    assert train.files and len(train) == len(KINDS)
+    modes = set()
+    for i, (path, label) in enumerate(plain.samples):
+        _, g, glabel, _ = gen[i]
+        t, tlabel = train[i]
+        assert g.dtype == t.dtype == torch.uint8 and g.shape[0] == 3
+        assert torch.equal(g, t) and glabel == tlabel == label
+        assert torch.equal(t, pil_pixels(path))
+        assert t.stride() == (1, 3 * t.shape[2], 3)  # a channels-last view of the decoded array, no copy
+        modes.add(Image.open(path).mode)
+    assert {"RGB", "L", "RGBA", "P", "CMYK", "LA"} <= modes
+    assert user.transform is not None  # never mutated
+
+
+def test_replayed_views_are_the_views_the_teacher_labelled(folder, reinforced):
+    ds = ReinforcedDataset(ImageFolder(folder, transform=train_transform()), reinforced, out_dtype=torch.uint8)
+    raw = D.RawImages(ImageFolder(folder))
+    ens = TeacherEnsemble(U.TinyTeacher(3))
+    f = ReinforcementFile(reinforced)
+    for e in (0, 1):
+        ds.set_epoch(e)
+        for i in range(len(ds)):
+            v = ds.choice(i)
+            img, target = ds[i]
+            rec = f.read(i, v)
+            assert torch.equal(img, replay([raw[i][0]], rec.params, f.policy)[0])
+            probs = ens(img[None])[0]
+            top_p, top_i = probs.topk(2)
+            assert (top_i.numpy() == rec.indices).all()
+            assert np.allclose(top_p.numpy(), rec.probs, rtol=0.035, atol=1e-6)
+            assert int(target.argmax()) == int(rec.indices[0])
+
+
+def test_missing_and_broken_image_files_name_the_index_and_path(folder, reinforced, tmp_path):
+    import shutil
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(folder, copy)
+    ds = ReinforcedDataset(ImageFolder(copy), reinforced)
+    path, _ = ds.dataset.samples[4]
+    os.remove(path)
+    with pytest.raises(FileNotFoundError, match=rf"image 4: {path} does not exist"):
+        ds[4]
+    path2, _ = ds.dataset.samples[2]
+    with open(path2, "wb") as fh:
+        fh.write(b"not an image")
+    with pytest.raises(ValueError, match=rf"image 2: {path2} cannot be decoded"):
+        ds[2]
+    ds[0]  # the others still read
+
+
+# ---------------------------------------------------------------------- to_uint8_image
+def test_to_uint8_image_accepts_every_layout():
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    chw = torch.from_numpy(hwc).permute(2, 0, 1)
+    out = D.to_uint8_image(Image.fromarray(hwc), 0)
+    assert torch.equal(out, chw) and out.stride() == (1, 21, 3)
+    out = D.to_uint8_image(hwc, 0)
+    assert torch.equal(out, chw) and out.data_ptr() == torch.from_numpy(hwc).data_ptr()  # a view, no copy
+    assert torch.equal(D.to_uint8_image(chw.contiguous(), 0), chw)
+    gray = hwc[..., 0]
+    assert torch.equal(D.to_uint8_image(gray, 0), torch.from_numpy(gray).expand(3, -1, -1))
+    assert torch.equal(D.to_uint8_image(torch.from_numpy(gray)[None], 0), torch.from_numpy(gray).expand(3, -1, -1))
+    assert torch.equal(D.to_uint8_image(hwc[..., :1], 0), torch.from_numpy(gray).expand(3, -1, -1))
+    rgba = np.concatenate([hwc, hwc[..., :1]], axis=2)
+    assert torch.equal(D.to_uint8_image(rgba, 0), chw)
+    assert torch.equal(D.to_uint8_image(Image.fromarray(rgba, "RGBA"), 0), chw)
+    assert torch.equal(D.to_uint8_image(Image.fromarray(gray, "L"), 0), torch.from_numpy(gray).expand(3, -1, -1))
+    odd = torch.from_numpy(hwc).permute(2, 1, 0).transpose(1, 2)  # strided neither CHW nor channels-last
+    assert torch.equal(D.to_uint8_image(odd, 0), chw)
+
+
+def test_to_uint8_image_refuses_what_it_cannot_replay():
+    with pytest.raises(TypeError, match="image 3 is torch.float32"):
+        D.to_uint8_image(torch.zeros(3, 4, 4), 3)
+    with pytest.raises(TypeError, match="image 5"):
+        D.to_uint8_image("a string", 5)
+    with pytest.raises(ValueError, match=r"image 2 has shape \(2, 4, 4\)"):
+        D.to_uint8_image(torch.zeros(2, 4, 4, dtype=torch.uint8), 2)
+
+
+# ---------------------------------------------------------------------- RawImages
+class _Items(torch.utils.data.Dataset):
+    """A map-style dataset with a transform and a target_transform, not file-backed."""
+
+    def __init__(self, transform=None, target_transform=None):
+        self.src = SyntheticImages(4, 2, 10, 12, seed=0)
+        self.transform, self.target_transform = transform, target_transform
+
+    def __len__(self):
+        return len(self.src)
+
+    def __getitem__(self, i):
+        img, label = self.src[i]
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, (self.target_transform(label) if self.target_transform else label)
+
+
+def test_raw_images_bypass_the_users_transform_without_mutating_it():
+    t = lambda x: x.float()  # noqa: E731
+    items = _Items(transform=t)
+    raw = D.RawImages(items, strip=True)
+    assert not raw.files and raw.path(0) is None
+    img, label = raw[1]
+    want, wlabel = items.src[1]
+    assert torch.equal(img, want) and label == wlabel
+    assert items.transform is t and items[1][0].dtype == torch.float32
+    # generation refuses a transformed dataset: training would bypass what the teacher saw
+    with pytest.raises(TypeError, match="image 0 is torch.float32; .*remove the dataset's transform"):
+        D.RawImages(items)[0]
+    with pytest.raises(TypeError, match="image 0: the dataset applies its own transform"):
+        D.RawImages(_Items(transform=lambda x: x.flip(2)))[0]  # uint8 out, but not the raw image
+    assert torch.equal(D.RawImages(_Items())[2][0], items.src[2][0])
+
+
+def test_raw_images_keep_a_torchvision_target_transform(folder):
+    from torchvision.datasets import DatasetFolder
+
+    ds = ImageFolder(folder, transform=train_transform(), target_transform=lambda y: y + 10)
+    assert D.RawImages(ds, strip=True)[0][1] == ds.samples[0][1]  # file-backed: labels from samples
+    clone = D._without_transform(ds)
+    assert clone is not ds and clone.transform is None and ds.transform is not None
+    assert clone.transforms.target_transform is ds.target_transform
+    assert isinstance(ds, DatasetFolder)
+
+
+# ---------------------------------------------------------------------- labels and identity
+def test_labels_files_classes_and_fingerprint(folder, tmp_path):
+    import shutil
+
+    ds = ImageFolder(folder)
+    labels = D.dataset_labels(ds)
+    assert labels.dtype == np.int64 and labels.tolist() == [s[1] for s in ds.samples]
+    files = D.dataset_files(ds)
+    assert files[0] == "a/gray.jpg" and all("/" in p and not os.path.isabs(p) for p in files)
+    assert D.class_names(ds) == ["a", "b", "c"] and D.dataset_num_classes(ds) == 3
+    moved = str(tmp_path / "moved")
+    shutil.copytree(folder, moved)
+    assert D.dataset_fingerprint(ImageFolder(moved)) == D.dataset_fingerprint(ds)  # the root does not matter
+    assert D.dataset_labels(_Items()).tolist() == _Items().src.targets  # read item by item without .targets
+    assert D.dataset_files(_Items()) is None and D.class_names(_Items()) is None
+    with pytest.raises(ValueError, match="4 items but 3 labels"):
+        D.as_labels([0, 1, 1], 4)
+    with pytest.raises(ValueError, match="image 1 has -2"):
+        D.as_labels([0, -2, 1], 3)
+
+
+def test_resolve_dataset(folder):
+    assert isinstance(D.resolve_dataset(folder), ImageFolder)
+    s = D.resolve_dataset("synthetic:num_images=6,num_classes=3,min_size=10,max_size=12")
+    assert isinstance(s, SyntheticImages) and len(s) == 6 and s.num_classes == 3
+    assert len(D.resolve_dataset("synthetic:5")) == 5
+    items = _Items()
+    assert D.resolve_dataset(items) is items
+    with pytest.raises(ValueError, match="synthetic:num_images"):
+        D.resolve_dataset("synthetic:bogus=3")
+    with pytest.raises(FileNotFoundError):
+        D.resolve_dataset(os.path.join(folder, "nope"))
+    with pytest.raises(TypeError, match="map-style"):
+        D.resolve_dataset(3)
