@@ -623,3 +623,13 @@ def test_save_needs_timm_backbones(tmp_path):
         head.save(tmp_path / "h.pth")
     assert not os.path.exists(tmp_path / "h.pth")
     assert math.isfinite(float(head(torch.randn(2, 3, SIZE, SIZE)).detach().sum()))
+
+
+def test_public_names_of_the_ensemble_module():
+    """The package's modules re-export every public name under reinforced_data.ensemble (old import path)."""
+    import reinforced_data.ensemble as pkg
+
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None
+    assert {"create_backbone", "save_backbone", "AdaptiveEnsembleHead", "fit_weak_learner"} <= set(pkg.__all__)
+    assert pkg.create_backbone is create_backbone and pkg.AdaptiveEnsembleHead is AdaptiveEnsembleHead
