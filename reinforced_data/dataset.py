@@ -347,7 +347,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
 
 def _shared_uint8(numel: int) -> torch.Tensor:
     """A uint8 buffer, in shared memory inside a DataLoader worker (as default_collate does)."""
-    if torch.utils.data.get_worker_info() is None:
+    if numel == 0 or torch.utils.data.get_worker_info() is None:
         return torch.empty(numel, dtype=torch.uint8)
     elem = torch.empty(0, dtype=torch.uint8)
     storage = elem._typed_storage()._new_shared(numel, device=elem.device)

@@ -367,6 +367,10 @@ def test_batch_replay_with_original_samples_and_a_sampler(plain):
     assert any(per.choice(i) < 0 for i in order) and any(per.choice(i) >= 0 for i in order)
     assert torch.equal(imgs, torch.stack([per[i][0] for i in order]))
     assert torch.equal(targets, torch.stack([per[i][1] for i in order]))
+    only = ReinforcedDataset(b, plain, p=0.0)  # no reinforced sample in a batch: nothing to replay
+    imgs, targets = collect(only.loader(batch_size=5))
+    assert torch.equal(imgs, torch.stack([only[i][0] for i in range(N)]))
+    assert torch.equal(targets.argmax(1), torch.tensor(b.targets))
     # originals whose transform does not give the replayed kind are refused clearly
     bad = ReinforcedDataset(b, plain, p=0.5, out_dtype=torch.uint8)
     with pytest.raises(ConfigError, match="original samples"):
