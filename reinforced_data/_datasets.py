@@ -106,7 +106,17 @@ def _file_backed(dataset: Any) -> bool:
 
 
 def _without_transform(dataset: Any) -> Any:
-    """A shallow copy of ``dataset`` whose items skip its image transform (never the caller's object)."""
+    """A shallow copy of ``dataset`` whose items skip its image transform (never the caller's object).
+
+    A :class:`torch.utils.data.Subset` is copied with its inner dataset stripped.
+    """
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = _without_transform(dataset.dataset)
+        if inner is dataset.dataset:
+            return dataset
+        clone = copy.copy(dataset)
+        clone.dataset = inner
+        return clone
     if getattr(dataset, "transform", None) is None and getattr(dataset, "transforms", None) is None:
         return dataset
     clone = copy.copy(dataset)
@@ -180,9 +190,13 @@ def dataset_labels(dataset: Any) -> np.ndarray:
     """Ground-truth labels of a map-style dataset, as int64 [N].
 
     Uses ``dataset.targets`` (torchvision datasets, ImageFolder, SyntheticImages) when
-    present, else reads every item (slow: decodes every image once).
+    present (a :class:`torch.utils.data.Subset`: its dataset's, at its indices), else reads
+    every item (slow: decodes every image once).
     """
     n = len(dataset)
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = dataset_labels(dataset.dataset)
+        return as_labels(inner[np.asarray(dataset.indices, dtype=np.int64)], n)
     targets = getattr(dataset, "targets", None)
     if targets is None and hasattr(dataset, "samples"):
         targets = [s[1] for s in dataset.samples]

@@ -236,3 +236,16 @@ def test_resolve_dataset(folder):
         D.resolve_dataset(os.path.join(folder, "nope"))
     with pytest.raises(TypeError, match="map-style"):
         D.resolve_dataset(3)
+
+
+def test_a_subset_of_a_transformed_dataset_reads_its_raw_images():
+    from torch.utils.data import Subset
+
+    items = _Items(transform=lambda x: x.float())
+    sub = Subset(items, [3, 1])
+    raw = D.RawImages(sub, strip=True)
+    assert torch.equal(raw[0][0], items.src[3][0]) and raw[1][1] == items.src.targets[1]
+    assert sub.dataset is items and items.transform is not None  # the caller's objects are untouched
+    assert D.dataset_labels(sub).tolist() == [items.src.targets[3], items.src.targets[1]]
+    plain = Subset(_Items(), [0])
+    assert D._without_transform(plain) is plain
