@@ -633,3 +633,25 @@ def test_public_names_of_the_ensemble_module():
         assert getattr(pkg, name) is not None
     assert {"create_backbone", "save_backbone", "AdaptiveEnsembleHead", "fit_weak_learner"} <= set(pkg.__all__)
     assert pkg.create_backbone is create_backbone and pkg.AdaptiveEnsembleHead is AdaptiveEnsembleHead
+
+
+def test_load_honours_map_location(tmp_path):
+    head = AdaptiveEnsembleHead([_resnet()], num_classes=3, input_size=SIZE)
+    head.save(tmp_path / "head.pth")
+    assert all(t.device.type == "cpu" for t in AdaptiveEnsembleHead.load(tmp_path / "head.pth").state_dict().values())
+    meta = AdaptiveEnsembleHead.load(tmp_path / "head.pth", map_location="meta")  # a device every machine has
+    assert all(t.device.type == "meta" for t in meta.state_dict().values())
+    with pytest.raises(ValueError, match="map_location must name a device"):
+        AdaptiveEnsembleHead.load(tmp_path / "head.pth", map_location={"cuda:0": "cpu"})
+
+
+@pytest.mark.cuda
+def test_load_onto_the_gpu(tmp_path):
+    torch.manual_seed(0)
+    head = AdaptiveEnsembleHead([_resnet()], num_classes=3, input_size=SIZE).eval()
+    head.save(tmp_path / "head.pth")
+    gpu = AdaptiveEnsembleHead.load(tmp_path / "head.pth", map_location="cuda").eval()
+    assert all(t.is_cuda for t in gpu.state_dict().values())
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(gpu(x.cuda()).cpu(), head(x), atol=1e-4)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checkpoint import read_checkpoint
 from ..errors import ConfigError
 from ..policy import IMAGENET_MEAN, IMAGENET_STD
 from .backbones import _TIMM_KWARGS_ATTR, _arch_of, _as_size, _pooled_dim, _rebuild_recipe, create_backbone
@@ -171,9 +172,14 @@ class AdaptiveEnsembleHead(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AdaptiveEnsembleHead:
-        """Rebuild a head written by :meth:`save` (timm architectures, no download)."""
+        """Rebuild a head written by :meth:`save` (timm architectures, no download), on the device
+        ``map_location``."""
+        try:
+            device = torch.device(map_location)
+        except (TypeError, RuntimeError):
+            raise ConfigError(f"map_location must name a device (e.g. 'cpu', 'cuda:0'), got {map_location!r}") from None
         path = os.fspath(path)
-        return cls.from_checkpoint(torch.load(path, map_location=map_location, weights_only=True), path)
+        return cls.from_checkpoint(read_checkpoint(path, "AdaptiveEnsembleHead file"), path).to(device)
 
     @staticmethod
     def is_checkpoint(obj: Any) -> bool:
