@@ -399,6 +399,14 @@ def test_mismatched_datasets_are_refused(plain):
         ReinforcedDataset(SyntheticImages(N - 1, CLASSES, 20, 40, seed=1), plain)
     with pytest.raises(DatasetMismatchError, match="labels differ"):
         ReinforcedDataset(SyntheticImages(N, CLASSES, 20, 40, seed=2), plain)
+    # same length and labels, but the images changed (smaller): the stored crops no longer fit
+    small = SyntheticImages(N, CLASSES, 8, 10, seed=1)
+    ds = ReinforcedDataset(small, plain)
+    ds.set_epoch(0)
+    with pytest.raises(DatasetMismatchError, match=rf"image \d+ does not fit stored view \d of {plain}"):
+        [ds[i] for i in range(N)]
+    with pytest.raises(DatasetMismatchError, match="does not fit its stored views"):
+        collect(ds.loader(batch_size=N))
     other = base()
     other.classes = other.classes + ["extra"]
     with pytest.raises(DatasetMismatchError, match="classes"):
