@@ -1,0 +1,111 @@
+"""benchmarks/loader.py --quick runs end to end, and benchmarks/_photos.image_folder caches its folder.
+
+The smoke run checks that every row was measured (or says why not), that the chart is
+a PNG and that the recorded results are not touched; it does not judge the numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "benchmarks")
+SCRIPT = os.path.join(BENCH, "loader.py")
+
+ROWS = ["(a) ReinforcedDataset", "(a) ReinforcedDataset, uint8", "(b) timm create_transform",
+        "(c) torchvision v2 on uint8 tensors", "(d) decode + resize only", "(d) decode + resize + normalise"]
+
+
+def _photos():
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    import _photos
+
+    return _photos
+
+
+def _has_dataset() -> bool:
+    try:
+        return importlib.util.find_spec("reinforced_data.dataset") is not None
+    except ImportError:
+        return False
+
+
+def test_image_folder_is_written_once_and_reused(tmp_path):
+    pytest.importorskip("skimage")
+    photos = _photos()
+    root = str(tmp_path / "photos")
+    assert photos.image_folder(root, 12, seed=3) == root
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".JPEG"))
+    assert len(files) == 12
+    mtimes = [os.path.getmtime(f) for f in files]
+    photos.image_folder(root, 12, seed=3)  # same request: nothing rewritten
+    assert [os.path.getmtime(f) for f in files] == mtimes
+    photos.image_folder(root, 5, seed=3)  # another request: the folder is replaced
+    assert sum(f.endswith(".JPEG") for _, _, fs in os.walk(root) for f in fs) == 5
+    assert json.load(open(os.path.join(root, ".photos.json")))["n"] == 5
+    assert not os.path.exists(root + ".tmp")
+
+
+def test_image_folder_refuses_a_folder_it_did_not_write(tmp_path):
+    pytest.importorskip("skimage")
+    photos = _photos()
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "keep.txt").write_text("not a photo folder")
+    with pytest.raises(FileExistsError, match="not written by image_folder"):
+        photos.image_folder(str(root), 4)
+    assert (root / "keep.txt").read_text() == "not a photo folder"
+
+
+def test_iter_photos_gives_make_photos_pixels():
+    pytest.importorskip("skimage")
+    photos = _photos()
+    a = photos.make_photos(4, seed=1)
+    b = list(photos.iter_photos(4, seed=1))
+    assert [p.source for p in a] == [p.source for p in b]
+    assert all(x.tensor.equal(y.tensor) for x, y in zip(a, b))
+
+
+def test_quick_run_measures_every_row(tmp_path):
+    pytest.importorskip("skimage")
+    pytest.importorskip("timm")
+    pytest.importorskip("matplotlib")
+    results = os.path.join(BENCH, "results", "loader.md")
+    before = os.path.getmtime(results) if os.path.exists(results) else None
+    out = tmp_path / "loader.md"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--data", str(tmp_path / "data"), "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text == proc.stdout.rstrip("\n") + "\n"
+    assert "Command: `python benchmarks/loader.py --quick" in text
+
+    # one row per pipeline and worker count; (b)-(d) always measured, (a) when the dataset module exists
+    measured = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0] in ROWS:
+            measured[(cells[0], int(cells[2]))] = cells[3]
+    assert set(measured) == {(r, w) for r in ROWS for w in (0, 1, 2)}
+    for (row, w), ips in measured.items():
+        if row.startswith("(a)") and not _has_dataset():
+            assert ips == "unavailable"
+            continue
+        assert re.fullmatch(r"[\d,]+", ips) and int(ips.replace(",", "")) > 0, (row, w, ips)
+    assert re.search(r"`ReinforcementFile.read\(i, view\)`, \d+ random records on a warm handle: median [\d.]+ µs", text)
+    assert text.count("num_workers=") >= 3  # a verdict line per worker count
+
+    png = tmp_path / "loader.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![images/s](loader.png)" in text
+    # the recorded results are never overwritten by a smoke run
+    assert (os.path.getmtime(results) if os.path.exists(results) else None) == before
