@@ -38,7 +38,7 @@ from .policy import Policy
 from .replay import BACKENDS, replay
 from .store import ReinforcementFile
 
-__all__ = ["ReinforcedDataset", "ReinforcedLoader", "TARGETS", "RESIDUALS"]
+__all__ = ["ReinforcedDataset", "ReinforcedLoader", "collate_sources", "TARGETS", "RESIDUALS"]
 
 log = logging.getLogger(__name__)
 

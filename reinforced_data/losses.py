@@ -49,8 +49,7 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 
 def _sparse_kl(x: torch.Tensor, indices: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Sum over the batch of KL(q || softmax(x)), q = listed probs + uniform residual; no [B, C] target."""
-    b, c = x.shape
-    k = indices.shape[1]
+    c, k = x.shape[1], indices.shape[1]
     lse = torch.logsumexp(x, dim=1)  # [B]
     logs_listed = x.gather(1, indices) - lse[:, None]  # [B, k]
     if k < c:
