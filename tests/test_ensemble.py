@@ -655,3 +655,37 @@ def test_load_onto_the_gpu(tmp_path):
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.allclose(gpu(x.cuda()).cpu(), head(x), atol=1e-4)
+
+
+def test_class_valued_timm_settings_are_stored_by_name(tmp_path):
+    """act_layer=nn.SiLU used to save fine and then never load (weights_only refuses a pickled class)."""
+    from reinforced_data.errors import ConfigError
+    from reinforced_data.teachers import TeacherEnsemble
+
+    torch.manual_seed(0)
+    head = AdaptiveEnsembleHead.from_timm(["resnet10t"], 3, pretrained=False, input_size=SIZE, act_layer=nn.SiLU)
+    head.save(tmp_path / "head.pth")
+    again = AdaptiveEnsembleHead.load(tmp_path / "head.pth")
+    assert isinstance(again.backbones[0].act1, nn.SiLU)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(head.eval()(x), again.eval()(x), atol=1e-5)
+    again.save(tmp_path / "again.pth")  # a loaded head saves again
+    views = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
+    assert torch.allclose(TeacherEnsemble([str(tmp_path / "head.pth")])(views), TeacherEnsemble([head])(views),
+                          atol=1e-5)  # also as a --teacher file
+    save_backbone(head.backbones[0], tmp_path / "b.pth")
+    assert isinstance(create_backbone(tmp_path / "b.pth").act1, nn.SiLU)
+    # a setting no file can name: refused at save time, nothing written
+    odd = AdaptiveEnsembleHead.from_timm(["resnet10t"], 3, pretrained=False, input_size=SIZE,
+                                         act_layer=functools.partial(nn.SiLU))
+    with pytest.raises(ConfigError, match="act_layer=.* cannot be stored in a file"):
+        odd.save(tmp_path / "odd.pth")
+    assert not os.path.exists(tmp_path / "odd.pth")
+    # a file naming something outside torch / timm is not imported
+    ckpt = torch.load(tmp_path / "head.pth", weights_only=True)
+    assert ckpt["version"] == 3 and ckpt["timm_kwargs"][0]["act_layer"] == {"__callable__": "torch.nn.modules.activation:SiLU"}
+    ckpt["timm_kwargs"][0]["act_layer"] = {"__callable__": "os:system"}
+    torch.save(ckpt, tmp_path / "evil.pth")
+    with pytest.raises(ConfigError, match="only torch and timm classes"):
+        AdaptiveEnsembleHead.load(tmp_path / "evil.pth")

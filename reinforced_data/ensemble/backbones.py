@@ -4,6 +4,7 @@ name or a local checkpoint (:func:`create_backbone`), written so that they can b
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -29,12 +30,92 @@ def _arch_of(model: nn.Module) -> str | None:
 
 _TIMM_KWARGS_ATTR = "_reinforced_data_timm_kwargs"  # set by create_backbone, recorded by the save functions
 
+# A class or function among the timm settings is stored by name, {_REF_KEY: "module:qualname"}, and
+# imported again on load only from these packages (a file never makes us import arbitrary code).
+_REF_KEY = "__callable__"
+_REF_PACKAGES = ("torch", "timm")
+
+
+def _resolve_ref(ref: str, where: str) -> Any:
+    module, _, qualname = ref.partition(":")
+    if module.split(".")[0] not in _REF_PACKAGES or not qualname:
+        raise ConfigError(f"{where} names {ref!r} as a timm setting; only torch and timm classes and functions "
+                          "are imported from a file")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{where} names {ref!r} as a timm setting, which this torch / timm does not have "
+                          f"({e}); install the versions it was saved with") from None
+    return obj
+
+
+def _ref_of(obj: Any) -> str | None:
+    """``"module:qualname"`` when ``obj`` is a torch / timm class or function importable by that name."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
+        return None
+    if module.split(".")[0] not in _REF_PACKAGES:
+        return None
+    ref = f"{module}:{qualname}"
+    try:
+        return ref if _resolve_ref(ref, "") is obj else None
+    except ConfigError:
+        return None
+
+
+def _encode_setting(name: str, value: Any, index: int) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_encode_setting(name, v, index) for v in value)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value) and _REF_KEY not in value:
+        return {k: _encode_setting(name, v, index) for k, v in value.items()}
+    ref = _ref_of(value)
+    if ref is not None:
+        return {_REF_KEY: ref}
+    raise ConfigError(f"backbone {index}: the timm setting {name}={value!r} cannot be stored in a file (only "
+                      "numbers, strings, lists, dicts, and torch / timm classes or functions can); give it by name "
+                      "(e.g. act_layer='silu') or as a torch.nn / timm class")
+
+
+def encode_settings(kwargs: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    """timm settings as a file stores them (``weights_only``-loadable): classes and functions of
+    torch / timm by name; anything else that is not plain data is refused with a ConfigError."""
+    return {k: _encode_setting(k, v, index) for k, v in kwargs.items()}
+
+
+def _decode_setting(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_REF_KEY} and isinstance(value[_REF_KEY], str):
+            return _resolve_ref(value[_REF_KEY], where)
+        return {k: _decode_setting(v, where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_decode_setting(v, where) for v in value)
+    return value
+
+
+def decode_settings(kwargs: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """The inverse of :func:`encode_settings`; ``where`` names the file in errors."""
+    return {k: _decode_setting(v, where) for k, v in (kwargs or {}).items()}
+
+
+def stores_refs(kwargs: dict[str, Any]) -> bool:
+    """Whether stored settings name a class or function (files that need format version 3 to read)."""
+    def has(v: Any) -> bool:
+        if isinstance(v, dict):
+            return set(v) == {_REF_KEY} or any(has(x) for x in v.values())
+        return isinstance(v, (list, tuple)) and any(has(x) for x in v)
+    return has(kwargs)
+
 
 def _rebuild_recipe(backbone: nn.Module, index: int, arch: str | None = None,
                     input_size: Sequence[int] | None = None) -> tuple[str, dict]:
-    """(arch, timm kwargs) that rebuild ``backbone`` with ``timm.create_model(arch, num_classes=0, **kwargs)``.
+    """(arch, timm kwargs as stored) that rebuild ``backbone`` with
+    ``timm.create_model(arch, num_classes=0, **decode_settings(kwargs))``.
 
-    Checked by rebuilding it and comparing features on a probe input, so that a backbone
+    Settings a file cannot hold are refused first (:func:`encode_settings`). Checked by rebuilding it and comparing features on a probe input, so that a backbone
     built with settings nobody recorded (``timm.create_model(..., global_pool="max")``
     called directly, say) is refused at save time instead of coming back different.
     """
@@ -44,7 +125,8 @@ def _rebuild_recipe(backbone: nn.Module, index: int, arch: str | None = None,
     if arch is None:
         raise ConfigError(f"backbone {index} ({type(backbone).__name__}) is not a timm model (it names no timm "
                          "architecture), so a file could not rebuild it; torch.save its state_dict() instead")
-    kwargs = dict(getattr(backbone, _TIMM_KWARGS_ATTR, {}))
+    stored = encode_settings(dict(getattr(backbone, _TIMM_KWARGS_ATTR, {})), index)
+    kwargs = decode_settings(stored, "the file")  # rebuild from what the file will hold
     try:
         rebuilt = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
         rebuilt.load_state_dict(backbone.state_dict())
@@ -68,7 +150,7 @@ def _rebuild_recipe(backbone: nn.Module, index: int, arch: str | None = None,
                          f"{arch!r} with {kwargs} it gives other features; create it with "
                          "create_backbone(spec, **timm_kwargs) (or AdaptiveEnsembleHead.from_timm(..., **timm_kwargs)) "
                          "so that save() records them")
-    return arch, kwargs
+    return arch, stored
 
 
 def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: str | None = None) -> None:
@@ -112,7 +194,7 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
         hint = "it is not a file either; " if os.sep in arch else ""
         raise ConfigError(f"{arch!r} is not a timm model name; {hint}see timm.list_models()")
     use_hub = pretrained and path is None
-    timm_kwargs = {**(meta.get("timm_kwargs") or {}), **timm_kwargs}  # a save_backbone file's, unless overridden
+    timm_kwargs = {**decode_settings(meta.get("timm_kwargs"), f"checkpoint {path!r}"), **timm_kwargs}  # a save_backbone file's, unless overridden
     try:
         model = timm.create_model(arch, pretrained=use_hub, num_classes=0, **timm_kwargs)
     except Exception as e:

@@ -15,14 +15,15 @@ from torch import Tensor, nn
 from .._checkpoint import read_checkpoint
 from ..errors import ConfigError
 from ..policy import IMAGENET_MEAN, IMAGENET_STD
-from .backbones import _TIMM_KWARGS_ATTR, _arch_of, _as_size, _pooled_dim, _rebuild_recipe, create_backbone
+from .backbones import (_TIMM_KWARGS_ATTR, _arch_of, _as_size, _pooled_dim, _rebuild_recipe, create_backbone,
+                        decode_settings, stores_refs)
 
 __all__ = ["AdaptiveEnsembleHead", "HEAD_CHECKPOINT_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
 HEAD_CHECKPOINT_FORMAT = "reinforced_data.AdaptiveEnsembleHead"
-_HEAD_CHECKPOINT_VERSION = 2  # 2: per-backbone timm_kwargs
+_HEAD_CHECKPOINT_VERSION = 3  # 2: per-backbone timm_kwargs; 3: classes among them, by name (written only then)
 _CFG_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "fixed_input_size")
 
 
@@ -164,7 +165,8 @@ class AdaptiveEnsembleHead(nn.Module):
         recipes = [_rebuild_recipe(b, i, input_size=self.pretrained_cfg["input_size"])
                    for i, b in enumerate(self.backbones)]
         archs = [a for a, _ in recipes]
-        torch.save({"format": HEAD_CHECKPOINT_FORMAT, "version": _HEAD_CHECKPOINT_VERSION, "archs": archs,
+        version = 3 if any(stores_refs(kw) for _, kw in recipes) else 2  # older readers refuse what they cannot read
+        torch.save({"format": HEAD_CHECKPOINT_FORMAT, "version": version, "archs": archs,
                     "timm_kwargs": [kw for _, kw in recipes],
                     "feature_dims": list(self.feature_dims), "num_classes": self.num_classes,
                     "freeze_backbones": self.backbones_frozen, "pretrained_cfg": dict(self.pretrained_cfg),
@@ -197,7 +199,8 @@ class AdaptiveEnsembleHead(nn.Module):
             raise ConfigError(f"{path!r} has head format version {ckpt['version']}, newer than this reinforced_data "
                              f"reads ({_HEAD_CHECKPOINT_VERSION}); upgrade reinforced_data")
         cfg = ckpt["pretrained_cfg"]
-        kwargs = ckpt.get("timm_kwargs") or [{} for _ in ckpt["archs"]]  # version 1 files: none recorded
+        stored = ckpt.get("timm_kwargs") or [{} for _ in ckpt["archs"]]  # version 1 files: none recorded
+        kwargs = [decode_settings(kw, f"head checkpoint {path!r}") for kw in stored]
         backbones = [timm.create_model(a, pretrained=False, num_classes=0, **kw) for a, kw in zip(ckpt["archs"], kwargs)]
         for b, kw in zip(backbones, kwargs):
             setattr(b, _TIMM_KWARGS_ATTR, dict(kw))
