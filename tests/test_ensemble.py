@@ -689,3 +689,83 @@ def test_class_valued_timm_settings_are_stored_by_name(tmp_path):
     torch.save(ckpt, tmp_path / "evil.pth")
     with pytest.raises(ConfigError, match="only torch and timm classes"):
         AdaptiveEnsembleHead.load(tmp_path / "evil.pth")
+
+
+def test_head_records_the_input_size_it_was_trained_at(tmp_path, caplog):
+    """Without input_size= the head used to record the backbone's timm default (176 px for resnet10t) although the
+    learners were trained at 32 px, so a teacher built on it silently resized every view."""
+    torch.manual_seed(0)
+    x, y = _images(16, 2)
+    fit = fit_weak_learner(timm.create_model("test_resnet", num_classes=0), _batches(x, y, 8, shuffle_seed=0), num_classes=2, max_epochs=1)
+    head = AdaptiveEnsembleHead([fit.backbone], num_classes=2)
+    assert head.pretrained_cfg["input_size"] == (3, SIZE, SIZE)
+    save_backbone(fit.backbone, tmp_path / "b.pth")  # the size travels with a backbone file too
+    assert AdaptiveEnsembleHead.from_timm([tmp_path / "b.pth"], 2).pretrained_cfg["input_size"] == (3, SIZE, SIZE)
+    # backbones not trained here: fit_combiner records the size of the images it fits the head on
+    head = AdaptiveEnsembleHead([timm.create_model("test_resnet", num_classes=0)], num_classes=2)
+    assert head.pretrained_cfg["input_size"] == (3, 160, 160)  # timm's default until then
+    fit_combiner(head, _batches(x, y, 8), _batches(x, y, 8), seeds=(0,), max_epochs=1)
+    assert head.pretrained_cfg["input_size"] == (3, SIZE, SIZE)
+    from reinforced_data.teachers import TeacherEnsemble
+
+    assert TeacherEnsemble([head]).members[0].input_size == (SIZE, SIZE)
+    # a size the user chose is kept, with a warning when the data says otherwise
+    head = AdaptiveEnsembleHead([timm.create_model("test_resnet", num_classes=0)], num_classes=2, input_size=48)
+    with caplog.at_level("WARNING", logger="reinforced_data.ensemble"):
+        fit_combiner(head, _batches(x, y, 8), _batches(x, y, 8), seeds=(0,), max_epochs=1)
+    assert head.pretrained_cfg["input_size"] == (3, 48, 48)
+    assert "fitted on (3, 32, 32) images, but the head records input_size (3, 48, 48)" in caplog.text
+
+
+def test_fit_weak_learner_needs_a_re_iterable_loader():
+    from reinforced_data.errors import ConfigError
+
+    x, y = _images(16, 2)
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in (0, 8)]
+    with pytest.raises(ConfigError, match="one-shot generator; pass a re-iterable loader"):
+        fit_weak_learner(_TinyNet(), (b for b in batches), num_classes=2, max_epochs=3)
+    assert fit_weak_learner(_TinyNet(), (b for b in batches), num_classes=2, max_epochs=1).epochs == 1
+
+    class OneShot:  # re-iterable in form, but empty after the first pass
+        def __init__(self):
+            self.it = iter(batches)
+
+        def __iter__(self):
+            return (b for b in self.it)
+
+    with pytest.raises(ConfigError, match="no batch in epoch 2 after yielding some in epoch 1: it must be re-iterable"):
+        fit_weak_learner(_TinyNet(), OneShot(), num_classes=2, max_epochs=3, target_accuracy=1.0)
+
+
+def test_fitting_helpers_take_lr():
+    from reinforced_data.errors import ConfigError
+
+    seen = []
+
+    def factory(params, lr=5e-4):
+        seen.append(lr)
+        return adabelief(params, lr=lr)
+
+    x, y = _images(16, 2)
+    fit_weak_learner(_TinyNet(), _batches(x, y, 8, shuffle_seed=0), num_classes=2, max_epochs=1, optimizer=factory,
+                     lr=2e-3)
+    head = AdaptiveEnsembleHead([_TinyNet()], num_classes=2, input_size=SIZE)
+    cache = _clustered_cache(16, 2, 16, seed=0)
+    fit_combiner(head, cache, cache, seeds=(0, 1), max_epochs=1, optimizer=factory, lr=1e-2)
+    fit_combiner(head, cache, cache, seeds=(0,), max_epochs=1, optimizer=factory)  # the factory's own default
+    assert seen == [2e-3, 1e-2, 1e-2, 5e-4]
+    fit_weak_learner(_TinyNet(), _batches(x, y, 8, shuffle_seed=0), 2, max_epochs=1, lr=1e-2)  # default AdaBelief
+    fit_combiner(head, cache, cache, seeds=(0,), max_epochs=1, optimizer=torch.optim.SGD, lr=0.1)
+    with pytest.raises(ConfigError, match="takes no lr argument"):
+        fit_combiner(head, cache, cache, seeds=(0,), max_epochs=1, optimizer=lambda p: adabelief(p), lr=0.1)
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        fit_weak_learner(_TinyNet(), _batches(x, y, 8), 2, lr=0.0)
+
+
+def test_stratified_split_fractions_by_name():
+    y = _unbalanced_labels()
+    by_position = stratified_split(y, (0.2, 0.1), seed=4)
+    by_name = stratified_split(y, val=0.2, test=0.1, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(by_position, by_name))
+    train, val, test = stratified_split(y, val=0.3)  # test keeps its default share, 0.15
+    assert (y[val] == 0).sum() == 3 and (y[test] == 0).sum() == 2

@@ -29,6 +29,7 @@ def _arch_of(model: nn.Module) -> str | None:
 
 
 _TIMM_KWARGS_ATTR = "_reinforced_data_timm_kwargs"  # set by create_backbone, recorded by the save functions
+_TRAINED_SIZE_ATTR = "_reinforced_data_trained_input_size"  # (C, H, W), set by fit_weak_learner and create_backbone
 
 # A class or function among the timm settings is stored by name, {_REF_KEY: "module:qualname"}, and
 # imported again on load only from these packages (a file never makes us import arbitrary code).
@@ -157,14 +158,18 @@ def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: str | None
     """Save a weak learner's backbone so ``create_backbone(path)`` can rebuild it.
 
     Writes ``{"arch", "timm_kwargs", "num_features", "state_dict"}`` (readable with
-    ``weights_only=True``); ``arch`` defaults to the timm architecture the backbone was
-    created from, ``timm_kwargs`` are those :func:`create_backbone` was given. Refuses a
-    backbone that the recorded settings do not rebuild exactly.
+    ``weights_only=True``), and ``input_size`` when :func:`fit_weak_learner` trained it at
+    one size; ``arch`` defaults to the timm architecture the backbone was created from,
+    ``timm_kwargs`` are those :func:`create_backbone` was given. Refuses a backbone that the
+    recorded settings do not rebuild exactly.
     """
     arch, kwargs = _rebuild_recipe(backbone, 0, arch)
-    torch.save({"format": _BACKBONE_CHECKPOINT_FORMAT, "arch": arch, "timm_kwargs": kwargs,
-                "num_features": getattr(backbone, "num_features", None),
-                "state_dict": backbone.state_dict()}, os.fspath(path))
+    data = {"format": _BACKBONE_CHECKPOINT_FORMAT, "arch": arch, "timm_kwargs": kwargs,
+            "num_features": getattr(backbone, "num_features", None), "state_dict": backbone.state_dict()}
+    trained = getattr(backbone, _TRAINED_SIZE_ATTR, None)
+    if trained is not None:
+        data["input_size"] = list(trained)
+    torch.save(data, os.fspath(path))
 
 
 def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwargs: Any) -> nn.Module:
@@ -183,7 +188,7 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
     raw: dict = {}
     if path is not None:
         raw = read_checkpoint(path, "backbone checkpoint")
-        meta = {k: raw[k] for k in ("arch", "num_features", "timm_kwargs")
+        meta = {k: raw[k] for k in ("arch", "num_features", "timm_kwargs", "input_size")
                 if k in raw and not isinstance(raw[k], Tensor)}
         if arch is None:
             arch = meta.get("arch")
@@ -209,6 +214,8 @@ def create_backbone(spec: str | os.PathLike, pretrained: bool = True, **timm_kwa
     elif not use_hub:
         logger.info("backbone %s: random initialisation (pretrained=False)", arch)
     setattr(model, _TIMM_KWARGS_ATTR, timm_kwargs)
+    if meta.get("input_size") is not None:
+        setattr(model, _TRAINED_SIZE_ATTR, _as_size(meta["input_size"]))
     return model
 
 

@@ -5,10 +5,11 @@ frozen features cached once, :func:`extract_features`; the combination layer tra
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .backbones import _pooled_dim
+from .backbones import _TRAINED_SIZE_ATTR, _pooled_dim
 from .head import AdaptiveEnsembleHead
 from .recipe import EarlyStopping, adabelief, weighted_f1
 
@@ -53,6 +54,22 @@ class WeakLearnerFit:
         return nn.Sequential(self.backbone, self.classifier)
 
 
+def _make_optimizer(factory: OptimizerFactory, params: Any, lr: float | None, who: str) -> torch.optim.Optimizer:
+    """``factory(params)``, or ``factory(params, lr=lr)`` when a learning rate is given."""
+    if lr is None:
+        return factory(params)
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to read (a builtin): let the call decide
+        sig = None
+    if sig is not None and "lr" not in sig.parameters and not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        name = getattr(factory, "__qualname__", type(factory).__name__)
+        raise ConfigError(f"{who} got lr={lr} but its optimizer {name} takes no lr argument; set the rate in the "
+                          "optimizer factory or drop lr=")
+    return factory(params, lr=lr)
+
+
 def _to_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
     x, y = batch[0], batch[1]
     return x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True).long()
@@ -60,19 +77,31 @@ def _to_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
 
 def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, max_epochs: int = 100,
                      target_accuracy: float = 0.99, max_seconds: float | None = None,
-                     optimizer: OptimizerFactory = adabelief, device: str | torch.device = "cpu") -> WeakLearnerFit:
+                     optimizer: OptimizerFactory = adabelief, lr: float | None = None,
+                     device: str | torch.device = "cpu") -> WeakLearnerFit:
     """Phase 1: train ``backbone`` + a temporary linear output layer end to end on one bag.
 
     ``loader`` yields ``(images, labels)`` batches of the bag (normalised float images;
-    ``drop_last=True`` avoids a final batch of one, which BatchNorm cannot train on).
-    Training stops once an epoch's training accuracy reaches ``target_accuracy`` (the
-    learner has overfit its bag), after ``max_epochs``, or when ``max_seconds`` have
-    passed at the end of an epoch. The backbone is left in eval mode.
+    ``drop_last=True`` avoids a final batch of one, which BatchNorm cannot train on). It is
+    iterated once per epoch, so it must be re-iterable (a DataLoader or a list of batches, not
+    a generator). Training stops once an epoch's training accuracy reaches ``target_accuracy``
+    (the learner has overfit its bag), after ``max_epochs``, or when ``max_seconds`` have
+    passed at the end of an epoch. ``optimizer(params)`` builds the optimiser (the paper's
+    AdaBelief); ``lr`` is passed to it as ``lr=`` (default: the factory's own, 5e-4, which
+    suits pretrained backbones; from scratch a higher one such as 2e-3 trains faster). The
+    backbone is left in eval mode, and remembers the image size it was trained at, which an
+    :class:`AdaptiveEnsembleHead` built on it records as its input size.
     """
     if not 0 < target_accuracy <= 1:
         raise ConfigError(f"target_accuracy must be in (0, 1], got {target_accuracy}")
     if max_epochs < 1:
         raise ConfigError(f"max_epochs must be >= 1, got {max_epochs}")
+    if lr is not None and not lr > 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    if max_epochs > 1 and isinstance(loader, Iterator):
+        raise ConfigError(f"fit_weak_learner iterates its loader once per epoch, but got a one-shot "
+                          f"{type(loader).__name__}; pass a re-iterable loader (a DataLoader or a list of batches) "
+                          "or max_epochs=1")
     device = torch.device(device)
     backbone.to(device)
     classifier: nn.Linear | None = None
@@ -80,6 +109,7 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
     fit = None
     start = time.perf_counter()
     skipped_single = False
+    sizes: set[tuple[int, ...]] = set()
     for epoch in range(max_epochs):
         backbone.train()
         correct = seen = 0
@@ -89,8 +119,11 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
             if classifier is None:  # first batch: size the output layer from the pooled features
                 dim = _pooled_dim(backbone, x[:1], 0)
                 classifier = nn.Linear(dim, num_classes).to(device)
-                opt = optimizer(list(backbone.parameters()) + list(classifier.parameters()))
+                opt = _make_optimizer(optimizer, list(backbone.parameters()) + list(classifier.parameters()), lr,
+                                      "fit_weak_learner")
                 fit = WeakLearnerFit(backbone, classifier)
+            if epoch == 0:
+                sizes.add(tuple(x.shape[1:]))
             if x.shape[0] < 2:
                 if not skipped_single:
                     logger.warning("fit_weak_learner: skipping a batch of one sample (BatchNorm cannot train "
@@ -112,6 +145,9 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
             correct += int((logits.argmax(1) == y).sum())
             seen += y.shape[0]
             loss_sum += float(loss.detach()) * y.shape[0]
+        if fit is not None and seen == 0 and epoch > 0:
+            raise ConfigError(f"the weak learner's loader yielded no batch in epoch {epoch + 1} after yielding some in "
+                              "epoch 1: it must be re-iterable (a DataLoader or a list of batches, not a generator)")
         if fit is None or seen == 0:
             raise ConfigError("the weak learner's loader yielded no trainable batch (empty bag?)")
         acc = correct / seen
@@ -127,13 +163,12 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
     assert fit is not None
     fit.seconds = time.perf_counter() - start
     backbone.eval()
+    if len(sizes) == 1:  # one image size throughout: what a head on this backbone should expect
+        setattr(backbone, _TRAINED_SIZE_ATTR, next(iter(sizes)))
     if not fit.overfit:
         logger.warning("weak learner stopped at training accuracy %.3f, below the target %.3f (budget ended)",
                        fit.train_accuracy[-1], target_accuracy)
     return fit
-
-
-# --------------------------------------------------------------------------- phase 2
 
 
 # --------------------------------------------------------------------------- phase 2
@@ -146,6 +181,7 @@ class FeatureCache:
     features: Tensor  # [N, D] float32, CPU
     labels: Tensor  # [N] int64, CPU
     seconds: float = 0.0
+    input_size: tuple[int, ...] | None = None  # (C, H, W) of the images, when they all had one size
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -171,7 +207,9 @@ def predict_logits(model: nn.Module, loader: Batches, device: str | torch.device
 
 
 def extract_features(head: AdaptiveEnsembleHead, loader: Batches, device: str | torch.device = "cpu") -> FeatureCache:
-    """Phase 2's cache: the head's concatenated backbone features for every sample of ``loader``."""
+    """Phase 2's cache: the head's concatenated backbone features for every sample of ``loader``
+    (and the image size they were computed at, when it was one)."""
+    sizes: set[tuple[int, ...]] = set()
 
     class _Features(nn.Module):
         def __init__(self, h: AdaptiveEnsembleHead) -> None:
@@ -179,6 +217,7 @@ def extract_features(head: AdaptiveEnsembleHead, loader: Batches, device: str | 
             self.h = h
 
         def forward(self, x: Tensor) -> Tensor:
+            sizes.add(tuple(x.shape[1:]))
             return self.h.forward_features(x)
 
     start = time.perf_counter()
@@ -187,7 +226,7 @@ def extract_features(head: AdaptiveEnsembleHead, loader: Batches, device: str | 
     feats, labels = predict_logits(features, loader, device)
     seconds = time.perf_counter() - start
     logger.info("feature cache: %d samples x %d features in %.1f s", feats.shape[0], feats.shape[1], seconds)
-    return FeatureCache(feats.contiguous(), labels, seconds)
+    return FeatureCache(feats.contiguous(), labels, seconds, next(iter(sizes)) if len(sizes) == 1 else None)
 
 
 @dataclass
@@ -229,16 +268,21 @@ def _seeded_linear(in_features: int, out_features: int, seed: int) -> nn.Linear:
 
 def fit_combiner(head: AdaptiveEnsembleHead, train: Batches | FeatureCache, val: Batches | FeatureCache, *,
                  seeds: Sequence[int] = (0, 1, 2, 3, 4), max_epochs: int = 200, patience: int = 10,
-                 batch_size: int = 64, optimizer: OptimizerFactory = adabelief,
+                 batch_size: int = 64, optimizer: OptimizerFactory = adabelief, lr: float | None = None,
                  device: str | torch.device = "cpu") -> CombinerFit:
     """Phase 2: train only the combination layer on cached features, best of several seeds.
 
     ``train`` and ``val`` are loaders of ``(images, labels)`` (their features are extracted
     once, :func:`extract_features`) or ready :class:`FeatureCache` objects. Per seed, the
-    layer is re-initialised and trained with ``optimizer`` on shuffled mini-batches of the
-    cache, with early stopping (``patience``) on validation weighted F1; the best epoch's
-    weights of the best seed are copied into ``head.combiner``.
+    layer is re-initialised and trained with ``optimizer`` (``lr``, when given, is passed to it
+    as ``lr=``; default the paper's 5e-4) on shuffled mini-batches of the cache, with early
+    stopping (``patience``) on validation weighted F1; the best epoch's weights of the best
+    seed are copied into ``head.combiner``. The size of the training images becomes the
+    head's recorded input size when the head had only a default one (else a warning when
+    they differ), so a teacher built on the head resizes views to the size it was fitted at.
     """
+    if lr is not None and not lr > 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
     if not seeds:
         raise ConfigError("fit_combiner needs at least one seed")
     if batch_size < 1 or max_epochs < 1:
@@ -254,6 +298,7 @@ def fit_combiner(head: AdaptiveEnsembleHead, train: Batches | FeatureCache, val:
             raise ConfigError(f"the {name} set is empty")
         if int(cache.labels.min()) < 0 or int(cache.labels.max()) >= head.num_classes:
             raise ConfigError(f"the {name} labels hold classes outside [0, {head.num_classes})")
+    head._fitted_at(train_cache.input_size, "fit_combiner")
     xs, ys = train_cache.features.to(device), train_cache.labels.to(device)
     xv, yv = val_cache.features.to(device), val_cache.labels
     runs: list[CombinerRun] = []
@@ -262,7 +307,7 @@ def fit_combiner(head: AdaptiveEnsembleHead, train: Batches | FeatureCache, val:
     for seed in seeds:
         start = time.perf_counter()
         layer = _seeded_linear(head.num_features, head.num_classes, seed).to(device)
-        opt = optimizer(layer.parameters())
+        opt = _make_optimizer(optimizer, layer.parameters(), lr, "fit_combiner")
         stopper = EarlyStopping(patience=patience, mode="max")
         g = torch.Generator().manual_seed(seed)
         state = copy.deepcopy(layer.state_dict())

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .._checkpoint import read_checkpoint
 from ..errors import ConfigError
 from ..policy import IMAGENET_MEAN, IMAGENET_STD
-from .backbones import (_TIMM_KWARGS_ATTR, _arch_of, _as_size, _pooled_dim, _rebuild_recipe, create_backbone,
+from .backbones import (_TIMM_KWARGS_ATTR, _TRAINED_SIZE_ATTR, _arch_of, _as_size, _pooled_dim, _rebuild_recipe, create_backbone,
                         decode_settings, stores_refs)
 
 __all__ = ["AdaptiveEnsembleHead", "HEAD_CHECKPOINT_FORMAT"]
@@ -40,7 +40,10 @@ class AdaptiveEnsembleHead(nn.Module):
     Feature sizes are found with one eval-mode forward of a dummy ``input_size`` batch.
     ``pretrained_cfg`` (alias ``default_cfg``) records the input size, mean and std the
     backbones expect, from the first backbone's timm config unless given here; all
-    backbones see the same batch, so their mean and std must agree.
+    backbones see the same batch, so their mean and std must agree. Without ``input_size``
+    the size is the one the backbones were trained at by :func:`fit_weak_learner`, else the
+    timm default until :func:`fit_combiner` fits the head on images of another size (it then
+    records theirs).
     """
 
     def __init__(self, backbones: Sequence[nn.Module], num_classes: int, freeze_backbones: bool = True, *,
@@ -56,6 +59,18 @@ class AdaptiveEnsembleHead(nn.Module):
             if not isinstance(b, nn.Module):
                 raise TypeError(f"backbone {i} is a {type(b).__name__}, not an nn.Module")
         self.backbones = nn.ModuleList(backbones)
+        self._input_size_from = "the input_size argument"
+        if input_size is None:
+            trained = [(i, s) for i, b in enumerate(backbones)
+                       if (s := getattr(b, _TRAINED_SIZE_ATTR, None)) is not None]
+            if trained:
+                input_size, self._input_size_from = trained[0][1], "the backbones' training data"
+                if len({tuple(s) for _, s in trained}) > 1:
+                    logger.warning("AdaptiveEnsembleHead: the backbones were trained at different image sizes %s; "
+                                   "recording backbone %d's, %s (pass input_size= to choose)",
+                                   [tuple(s) for _, s in trained], trained[0][0], tuple(input_size))
+            else:
+                self._input_size_from = "default"
         self.pretrained_cfg: dict[str, Any] = self._resolve_cfg(backbones, input_size, mean, std)
         ref = next((p for p in self.backbones.parameters()), None)
         dummy = torch.zeros(1, *self.pretrained_cfg["input_size"],
@@ -102,6 +117,24 @@ class AdaptiveEnsembleHead(nn.Module):
         archs = [_arch_of(b) or type(b).__name__ for b in backbones]
         cfg["architecture"] = "adaptive_ensemble[" + ",".join(archs) + "]"
         return cfg
+
+    def _fitted_at(self, size: Sequence[int] | None, who: str) -> None:
+        """Record the image size ``(C, H, W)`` the head was fitted on, unless the size was chosen (then warn
+        when they differ): a teacher resizes every view to ``pretrained_cfg["input_size"]``."""
+        if size is None:
+            return
+        size, have = tuple(int(v) for v in size), tuple(self.pretrained_cfg["input_size"])
+        if size == have:
+            return
+        if self._input_size_from == "default":
+            logger.info("%s: fitted on %s images; the head records that input size (it had the default %s)",
+                        who, size, have)
+            self.pretrained_cfg["input_size"] = size
+            self._input_size_from = "training data"
+        else:
+            logger.warning("%s: fitted on %s images, but the head records input_size %s (from %s), so a teacher "
+                           "will resize every view to %s; build the head with input_size=%s if the data's size "
+                           "is meant", who, size, have, self._input_size_from, have, size[1:])
 
     @property
     def default_cfg(self) -> dict[str, Any]:
@@ -221,6 +254,7 @@ class AdaptiveEnsembleHead(nn.Module):
                 raise ConfigError(f"head checkpoint {path!r} does not fit its backbones at {k!r}; "
                                  "the file is inconsistent")
         head.load_state_dict(ckpt["state_dict"], strict=True)
+        head._input_size_from = f"the file {path}"
         for k in ("interpolation", "crop_pct", "crop_mode", "fixed_input_size"):
             if k in cfg:
                 head.pretrained_cfg[k] = cfg[k]

@@ -53,15 +53,21 @@ def bagging_split(labels: Sequence[int] | np.ndarray | Tensor, n: int | None, se
 
 
 def stratified_split(labels: Sequence[int] | np.ndarray | Tensor, fractions: tuple[float, float] = (0.15, 0.15),
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     seed: int = 0, *, val: float | None = None,
+                     test: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, val, test) sorted index arrays; each class is split in the same proportions.
 
-    ``fractions`` are the validation and test shares; every class gives at least one sample
-    to each, and the rest to training (which must keep at least one).
+    ``fractions`` is ``(val, test)``: the shares held out for validation and for test (the
+    keywords ``val=`` / ``test=`` say the same by name and override it:
+    ``stratified_split(y, val=0.1, test=0.2)``). Every class gives at least one sample to
+    each, and the rest to training (which must keep at least one).
     """
     y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
     if y.ndim != 1 or y.size == 0:
         raise ConfigError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
+    fractions = tuple(fractions)
+    if len(fractions) == 2:
+        fractions = (fractions[0] if val is None else val, fractions[1] if test is None else test)
     if len(fractions) != 2 or min(fractions) < 0 or sum(fractions) >= 1:
         raise ConfigError(f"fractions must be (val, test) shares >= 0 summing to less than 1, got {fractions}")
     rng = np.random.default_rng(seed)
