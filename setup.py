@@ -1,4 +1,4 @@
-"""Build reinforced_data and its compiled replay op, reinforced_data._C.
+"""Build the compiled replay op of reinforced_data, reinforced_data._C (the metadata is in pyproject.toml).
 
 The C++ CPU kernels are always built. The CUDA kernels are built as well whenever the
 installed torch is a CUDA build and a CUDA toolkit is found (no GPU is needed to compile).
@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 
 def _find_cuda_home():
@@ -64,20 +64,13 @@ ext = Extension(
     name="reinforced_data._C",
     sources=sources,
     include_dirs=[os.path.join(here, "csrc")],
+    depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)),
     extra_compile_args=extra,
     extra_link_args=["-fopenmp"],
     define_macros=[("WITH_CUDA", None)] if build_cuda else [],
 )
 
 setup(
-    name="reinforced_data",
-    version="0.1.0",
-    description="Dataset Reinforcement for PyTorch: store augmentations and teacher labels once, replay them bit-exactly",
-    packages=find_packages(include=["reinforced_data", "reinforced_data.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch", "numpy", "h5py", "timm", "tqdm"],
-    extras_require={"test": ["pytest", "torchvision", "scikit-image"]},
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    entry_points={"console_scripts": ["reinforced-data = reinforced_data.cli:main"]},
 )
