@@ -258,7 +258,8 @@ def ours_stages(root: str, rfile: str, n: int, seed: int) -> dict[str, float]:
     pol = f.policy
     rs = T.Compose([T.Resize((224, 224), antialias=True), T.PILToTensor()])
     idx = np.random.default_rng(seed).permutation(len(base))[:n].tolist()
-    srcs = {i: raw[i][0] for i in idx}
+    srcs = {i: raw[i][0] for i in idx}  # as a loader has them: channels-last views of the decoded pixels
+    cont = {i: s.contiguous() for i, s in srcs.items()}
     pils = {i: base.loader(base.samples[i][0]) for i in idx}
     recs = {i: np.stack([f.read(i, 0).params]) for i in idx}
     steps = {
@@ -267,12 +268,26 @@ def ours_stages(root: str, rfile: str, n: int, seed: int) -> dict[str, float]:
         "ReinforcementFile.read": lambda i: f.read(i, 0),
         "replay, 1 image, float32": lambda i: replay([srcs[i]], recs[i], pol, out_dtype=torch.float32),
         "replay, 1 image, uint8": lambda i: replay([srcs[i]], recs[i], pol, out_dtype=torch.uint8),
+        "replay, 1 image, float32, from a contiguous copy of the source (copy not timed)":
+            lambda i: replay([cont[i]], recs[i], pol, out_dtype=torch.float32),
+        f"replay, one call for {min(64, len(idx))} images, float32, per image": None,
         "ReinforcedDataset[i], float32": lambda i: ds32[i],
         "ReinforcedDataset[i], uint8": lambda i: ds8[i],
         "(d) Resize((224, 224)) + PILToTensor on a decoded image": lambda i: rs(pils[i]),
     }
     out = {}
+    batch_srcs = [srcs[i] for i in idx[:64]]
+    batch_recs = np.concatenate([recs[i] for i in idx[:64]])
     for name, fn in steps.items():
+        if fn is None:  # the batched call, for the per-call overhead of the single-image one
+            replay(batch_srcs, batch_recs, pol, out_dtype=torch.float32)
+            ts = []
+            for _ in range(3):
+                t = time.thread_time_ns()
+                replay(batch_srcs, batch_recs, pol, out_dtype=torch.float32)
+                ts.append((time.thread_time_ns() - t) / len(batch_srcs))
+            out[name] = statistics.median(ts) / 1e3
+            continue
         for i in idx[:8]:  # warm
             fn(i)
         ts = []
@@ -457,6 +472,29 @@ def versions() -> str:
             f"Python {platform.python_version()}")
 
 
+def code_state() -> str:
+    """HEAD commit, uncommitted changes under reinforced_data/ and csrc/, and when the compiled op was built."""
+    import glob
+    import subprocess
+
+    parts = []
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "reinforced_data", "csrc"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if head:
+            parts.append(f"commit {head}" + (f", with uncommitted changes in {len(dirty.splitlines())} file(s) "
+                                             "under reinforced_data/ or csrc/" if dirty else ""))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    so = glob.glob(os.path.join(ROOT, "reinforced_data", "_C*.so"))
+    if so:
+        built = datetime.datetime.fromtimestamp(os.path.getmtime(so[0]), datetime.timezone.utc)
+        parts.append(f"compiled op built {built:%Y-%m-%d %H:%M} UTC")
+    return "; ".join(parts) or "unknown"
+
+
 def _loadavg() -> str:
     try:
         return "/".join(f"{v:.2f}" for v in os.getloadavg())
@@ -571,9 +609,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(default 1024; --quick: 16)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 64; --quick: 8)")
     ap.add_argument("--workers", default="0,1,2", help="num_workers values, comma-separated (default 0,1,2)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed epochs per configuration (default 3; --quick: 1)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed epochs per configuration (default 2; --quick: 1)")
     ap.add_argument("--warmup", type=int, default=None,
-                    help="untimed batches per configuration before its timed epochs (default 4; --quick: 2)")
+                    help="untimed batches per configuration before its timed epochs (default 2)")
     ap.add_argument("--views", type=int, default=None, help="K, stored views per image (default 8; --quick: 2)")
     ap.add_argument("--topk", type=int, default=5, help="classes kept per view (default 5)")
     ap.add_argument("--reads", type=int, default=None, help="random reads for the latency figure (default 4000)")
@@ -588,9 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     q = args.quick
     args.images = args.images or (16 if q else 1024)
     args.batch = args.batch or (8 if q else 64)
-    args.repeats = args.repeats or (1 if q else 3)
+    args.repeats = args.repeats or (1 if q else 2)
     args.views = args.views or (2 if q else 8)
-    args.warmup = args.warmup or (2 if q else 4)
+    args.warmup = args.warmup or 2
     args.reads = args.reads or (100 if q else 4000)
     try:
         workers = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -635,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     stages, stages_error = {}, ""
     if not pipes[0].error:
         try:
-            stages = ours_stages(root, rfile, min(args.images, 8 if q else 256), args.seed)
+            stages = ours_stages(root, rfile, min(args.images, 8 if q else 128), args.seed)
         except Exception as e:
             stages_error = f"{type(e).__name__}: {e}"
     configs = [Config(p, w, error=p.error) for w in workers for p in pipes]
@@ -698,14 +736,15 @@ def main(argv: list[str] | None = None) -> int:
         "mean over workers; VmRSS counts the pages shared with the parent after fork (torch's libraries, "
         "about half of it), RssAnon is closer to what each worker adds.",
         "",
-        f"Compiled replay op: {'available' if compiled else 'UNAVAILABLE (ReinforcedDataset falls back to the pure-PyTorch reference)'}.",
+        f"Compiled replay op: {'available' if compiled else 'UNAVAILABLE (ReinforcedDataset falls back to the pure-PyTorch reference)'}. "
+        f"Code: {code_state()}.",
         "",
         table(configs),
         "",
         lat_line,
         "",
         *(["Where one (a) sample's time goes (median thread CPU µs per image, in the main process, one pass "
-           f"over {min(args.images, 8 if q else 256)} images): "
+           f"over {min(args.images, 8 if q else 128)} images): "
            + "; ".join(f"{k} {v:,.0f}" for k, v in stages.items()) + "."] if stages else
           [f"Stage breakdown of (a): not measured ({stages_error or pipes[0].error})."]),
         "",
