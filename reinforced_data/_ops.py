@@ -4,7 +4,9 @@ Importing this module tries to load ``reinforced_data._C`` (whose static initial
 register ``torch.ops.reinforced_data.{augment, mix, normalize}``) and says nothing
 either way; :func:`compiled_available` and :func:`unavailable_reason` report the outcome.
 Only when a call with ``backend="auto"`` actually falls back to the pure-PyTorch
-reference does the package warn, once per process, naming the reason and how to build.
+reference does the package warn, once per process tree (DataLoader workers started after
+the warning stay quiet), naming the reason and how to build. ``_C`` links against torch's
+libraries: load it through this module (which imports torch first), not on its own.
 Set ``REINFORCED_DATA_DISABLE_COMPILED=1`` to use the reference even where ``_C`` exists.
 
 The fake (meta) kernels registered here let ``torch.compile`` and FakeTensor tracing run
@@ -29,7 +31,7 @@ from ._args import NUM_ARGS, NUM_MIX_ARGS
 from .errors import ConfigError, ReinforcedDataError
 from .policy import MAX_OUTPUT_SIZE  # the same bound as csrc/replay_checks.h
 
-__all__ = ["BACKENDS", "DISABLE_ENV", "CompiledUnavailableError", "compiled_available", "unavailable_reason",
+__all__ = ["BACKENDS", "DISABLE_ENV", "CompiledUnavailableError", "compiled_available", "unavailable_reason", "use_compiled",
            "augment", "mix", "normalize"]
 
 BACKENDS = ("auto", "compiled", "reference")
@@ -55,6 +57,7 @@ def _load() -> str | None:
 # Why the compiled op is unavailable, or None when it is loaded.
 _COMPILED_ERROR: str | None = _load()
 _warned = False
+_WARNED_ENV = "_REINFORCED_DATA_FALLBACK_WARNED"
 _warn_lock = threading.Lock()
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -80,9 +83,12 @@ def _caller_stacklevel() -> int:
 def _warn_fallback() -> None:
     global _warned
     with _warn_lock:
-        if _warned:
+        if _warned or os.environ.get(_WARNED_ENV) == "1":
             return
         _warned = True
+        # DataLoader workers (forked or spawned) and other child processes inherit this, so a
+        # process tree warns once, not once per worker.
+        os.environ[_WARNED_ENV] = "1"
     warnings.warn(
         f"reinforced_data: the compiled replay kernels are unavailable ({_COMPILED_ERROR}), so "
         "backend='auto' uses the pure-PyTorch reference, which gives the same bytes but is much "

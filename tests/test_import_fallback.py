@@ -55,6 +55,20 @@ def compiled():
         return [type(e).__name__, str(e), isinstance(e, reinforced_data.ReinforcedDataError)]
 compiled_error = phase("compiled", compiled)
 
+# A child process started after the warning (a spawned DataLoader worker, say) stays quiet.
+CHILD = '''
+import json, warnings, numpy as np, torch
+from reinforced_data import Policy, replay
+policy = Policy.preset("timm", output_size=(24, 32))
+with warnings.catch_warnings(record=True) as ws:
+    warnings.simplefilter("always")
+    replay([torch.zeros(3, 30, 30, dtype=torch.uint8)], policy.sample(np.random.default_rng(0), 1, 30, 30), policy)
+print(json.dumps([str(w.message) for w in ws if "reinforced_data" in str(w.message)]))
+'''
+import subprocess, sys
+child = subprocess.run([sys.executable, "-c", PRELUDE + CHILD], capture_output=True, text=True, check=True)
+child_warnings = json.loads(child.stdout.strip().splitlines()[-1])
+
 def ours(ws):
     return [{"category": w.category.__name__, "message": str(w.message), "filename": w.filename}
             for w in ws if "reinforced_data" in str(w.message)]
@@ -67,6 +81,7 @@ print(json.dumps({
     "same_as_reference": bool(torch.equal(out, ref)),
     "uint8_shape": list(out2.shape),
     "compiled_error": compiled_error,
+    "child_warnings": child_warnings,
 }))
 """
 
@@ -82,10 +97,11 @@ sys.meta_path.insert(0, HideCompiled())
 
 
 def _run(env_extra: dict[str, str], prelude: str = "") -> dict:
-    env = {k: v for k, v in os.environ.items() if k != _ops.DISABLE_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (_ops.DISABLE_ENV, _ops._WARNED_ENV)}
     env.update(env_extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
-    res = subprocess.run([sys.executable, "-c", prelude + SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+    script = f"PRELUDE = {prelude!r}\n" + prelude + SCRIPT
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, f"subprocess failed:\n{res.stderr[-4000:]}"
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -113,6 +129,7 @@ def _check_fallback(r: dict, reason: str) -> None:
     name, text, ours = r["compiled_error"]
     assert name == "CompiledUnavailableError" and ours
     assert "unavailable" in text and reason in text and "pip install --no-build-isolation" in text
+    assert r["child_warnings"] == []  # a child process started after the warning stays quiet
 
 
 def test_disabled_compiled_is_silent_at_import_and_warns_once_on_fallback():
@@ -132,6 +149,7 @@ def test_compiled_import_is_silent():
     assert all(ws == [] for ws in r["warnings"].values()), r["warnings"]
     assert r["same_as_reference"]
     assert r["compiled_error"] is None
+    assert r["child_warnings"] == []
 
 
 # ------------------------------------------------------------------------- fake kernels
