@@ -539,6 +539,15 @@ def table(configs: list[Config]) -> str:
     return "\n".join(out)
 
 
+def unavailable(configs: list[Config]) -> str:
+    """Why rows are unavailable, one sentence per distinct reason."""
+    why: dict[str, list[str]] = {}
+    for c in configs:
+        if c.error:
+            why.setdefault(c.error, []).append(f"{c.pipe.name} (num_workers={c.workers})")
+    return "Unavailable rows: " + "; ".join(f"{', '.join(rows)}: {e}" for e, rows in why.items()) + "."
+
+
 def verdicts(configs: list[Config], workers: list[int]) -> str:
     """A markdown table: each target's ratio (wall / CPU) and whether it is met, per worker count."""
     rows = (("(a) float32 ≥ 3× (b) timm", "(a) ours f32", "(b) timm", TARGET_X_TIMM),
@@ -741,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table(configs),
         "",
+        *([unavailable(configs), ""] if any(c.error for c in configs) else []),
         lat_line,
         "",
         *(["Where one (a) sample's time goes (median thread CPU µs per image, in the main process, one pass "
