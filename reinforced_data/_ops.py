@@ -31,8 +31,8 @@ from ._args import NUM_ARGS, NUM_MIX_ARGS
 from .errors import ConfigError, ReinforcedDataError
 from .policy import MAX_OUTPUT_SIZE  # the same bound as csrc/replay_checks.h
 
-__all__ = ["BACKENDS", "DISABLE_ENV", "CompiledUnavailableError", "compiled_available", "unavailable_reason", "use_compiled",
-           "augment", "mix", "normalize"]
+__all__ = ["BACKENDS", "DISABLE_ENV", "CompiledUnavailableError", "compiled_available", "unavailable_reason",
+           "use_compiled", "augment", "mix", "normalize"]
 
 BACKENDS = ("auto", "compiled", "reference")
 DISABLE_ENV = "REINFORCED_DATA_DISABLE_COMPILED"
@@ -141,10 +141,12 @@ def normalize(x: torch.Tensor, lut: torch.Tensor, channels_last: bool = False, b
 # The same checks, in the same words, as check_augment / check_mix / check_normalize in
 # csrc/replay_checks.h, for everything that does not depend on tensor values.
 def _augment_fake(images: list[torch.Tensor], args: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    def bad_size() -> str:
+        return f"augment: out_h and out_w must lie in [1, {MAX_OUTPUT_SIZE}], got {out_h}x{out_w}"
+
     for size in (out_h, out_w):
-        torch._check(size >= 1, lambda: f"augment: out_h and out_w must lie in [1, {MAX_OUTPUT_SIZE}], got {out_h}x{out_w}")
-        torch._check(size <= MAX_OUTPUT_SIZE,
-                     lambda: f"augment: out_h and out_w must lie in [1, {MAX_OUTPUT_SIZE}], got {out_h}x{out_w}")
+        torch._check(size >= 1, bad_size)
+        torch._check(size <= MAX_OUTPUT_SIZE, bad_size)
     torch._check(args.dtype == torch.int32, lambda: f"augment: args must be int32, got {args.dtype}")
     torch._check(args.dim() == 2 and args.size(1) == NUM_ARGS,
                  lambda: f"augment: args must have shape [B, {NUM_ARGS}], got {list(args.shape)}")
