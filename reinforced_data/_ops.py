@@ -173,7 +173,9 @@ def _mix_fake(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor) -> torch.Ten
                  and args.size(1) == NUM_MIX_ARGS,
                  lambda: f"mix: args must be int32 of shape [{a.size(0)}, {NUM_MIX_ARGS}], got {args.dtype} "
                          f"{list(args.shape)}")
-    return torch.empty_like(a)
+    if a.device.type == "cpu":  # the C++ kernel writes a contiguous batch
+        return torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    return torch.empty_like(a)  # the CUDA kernel keeps a's memory format
 
 
 def _normalize_fake(x: torch.Tensor, lut: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -260,3 +260,25 @@ def test_registered_fake_kernels_trace_good_inputs():
         out = torch.ops.reinforced_data.normalize(mode.from_tensor(x), mode.from_tensor(lut), True)
         assert out.shape == x.shape and out.dtype == torch.float32
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fake_kernels_match_the_cpu_kernels_under_opcheck(layout):
+    """Shapes, dtypes and strides of the fake kernels agree with the C++ ones, for the layouts
+    loaders produce (channels-last sources and views included)."""
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 20, 30), generator=g, dtype=torch.uint8).contiguous(memory_format=layout)
+              if layout == torch.contiguous_format else
+              torch.randint(0, 256, (20, 30, 3), generator=g, dtype=torch.uint8).permute(2, 0, 1) for _ in range(2)]
+    _, args = _augment_inputs("cpu")
+    a = torch.randint(0, 256, (2, 3, 8, 9), generator=g, dtype=torch.uint8).contiguous(memory_format=layout)
+    b = torch.randint(0, 256, (2, 3, 8, 9), generator=g, dtype=torch.uint8)
+    margs = torch.zeros(2, _args.NUM_MIX_ARGS, dtype=torch.int32)
+    margs[:, _args.MIX_MODE], margs[:, _args.MIX_LAM] = 1, 100
+    x, lut = _normalize_inputs("cpu")
+    x = x.contiguous(memory_format=layout)
+    ops = torch.ops.reinforced_data
+    for op, call in [(ops.augment.default, (images, args, 7, 9)), (ops.mix.default, (a, b, margs)),
+                     (ops.normalize.default, (x, lut, False)), (ops.normalize.default, (x, lut, True))]:
+        torch.library.opcheck(op, call, test_utils=("test_schema", "test_faketensor"))
