@@ -312,13 +312,26 @@ def proc_cpu(pid: int) -> float:
 
 
 def proc_mem(pid: int) -> dict[str, float]:
-    """VmRSS and RssAnon of process ``pid`` in MiB."""
-    out = {}
+    """Memory of process ``pid`` in MiB: VmRSS, and USS (its private pages: what it adds to the
+    machine's memory, pages it shares with the parent after fork not counted) and PSS when
+    /proc/<pid>/smaps_rollup is readable."""
+    out: dict[str, float] = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "RssAnon"):
+            if key == "VmRSS":
                 out[key] = int(rest.split()[0]) / 1024
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            kb = {}
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty"):
+                    kb[key] = int(rest.split()[0])
+        out["USS"] = (kb["Private_Clean"] + kb["Private_Dirty"]) / 1024
+        out["PSS"] = kb["Pss"] / 1024
+    except (OSError, KeyError, ValueError):
+        pass
     return out
 
 
@@ -521,7 +534,7 @@ _SAME_OUTPUT = {"(a) ours f32": "(d) resize f32", "(a) ours u8": "(d) resize u8"
 
 def table(configs: list[Config]) -> str:
     out = ["| pipeline | output | workers | images/s (median) | min–max | CPU ms/image | cores busy "
-           "| × (b) timm (wall / CPU) | × (d), same output (wall / CPU) | worker RSS / anon MiB |",
+           "| × (b) timm (wall / CPU) | × (d), same output (wall / CPU) | worker RSS / USS, MiB |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in sorted(configs, key=lambda c: (c.workers, configs.index(c))):
         if c.error:
@@ -531,8 +544,9 @@ def table(configs: list[Config]) -> str:
         busy = statistics.median(cp / w for cp, w in zip(c.cpu, c.wall))
         timm = _ratio(c, _find(configs, "(b) timm", c.workers)) if c.pipe.key != "(b) timm" else None
         d = _ratio(c, _find(configs, _SAME_OUTPUT[c.pipe.key], c.workers)) if c.pipe.key in _SAME_OUTPUT else None
-        mem = ("—" if not c.mem else
-               f"{statistics.mean(m['VmRSS'] for m in c.mem):.0f} / {statistics.mean(m['RssAnon'] for m in c.mem):.0f}")
+        mem = "—" if not c.mem else " / ".join(
+            f"{statistics.mean(m[k] for m in c.mem):.0f}" if all(k in m for m in c.mem) else "n/a"
+            for k in ("VmRSS", "USS"))
         out.append(f"| {c.pipe.name} | {c.pipe.output} | {c.workers} | {c.ips:,.0f} | {min(ips):,.0f}–{max(ips):,.0f} "
                    f"| {c.cpu_ms:.2f} | {busy:.2f} | {f'{timm[0]:.2f}× / {timm[1]:.2f}×' if timm else ''} "
                    f"| {f'{d[0]:.2f}× / {d[1]:.2f}×' if d else ''} | {mem} |")
@@ -740,10 +754,11 @@ def main(argv: list[str] | None = None) -> int:
         "CPU ms/image: CPU time of the main process plus its workers (/proc/<pid>/stat) per image, median over "
         "epochs; 1000 / it is the per-core throughput. cores busy: that CPU time over the wall time. "
         f"This machine has {os.cpu_count()} cores: with num_workers=2 the main process competes with the two "
-        "workers for them (and other users' jobs compete with all three). Worker RSS: VmRSS / RssAnon "
-        "(private anonymous memory) of each worker process from /proc/<pid>/status after its first timed epoch, "
-        "mean over workers; VmRSS counts the pages shared with the parent after fork (torch's libraries, "
-        "about half of it), RssAnon is closer to what each worker adds.",
+        "workers for them (and other users' jobs compete with all three). Worker RSS / USS: VmRSS "
+        "(/proc/<pid>/status) and USS, the worker's private pages (Private_Clean + Private_Dirty of "
+        "/proc/<pid>/smaps_rollup), after its first timed epoch, mean over the workers. VmRSS also counts the "
+        "pages a forked worker still shares with the main process (torch's libraries, the parent's heap); USS "
+        "is what each worker adds to the machine's memory.",
         "",
         f"Compiled replay op: {'available' if compiled else 'UNAVAILABLE (ReinforcedDataset falls back to the pure-PyTorch reference)'}. "
         f"Code: {code_state()}.",
