@@ -12,7 +12,6 @@ exit status 2; ``inspect --data`` exits 1 when the file belongs to another datas
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -49,6 +48,31 @@ def _size(text: str) -> list[int]:
     return parts
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give a count >= 0 (0: all)")
+    return value
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes options between and after positionals (``merge OUT --overwrite S1 S2``)."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -56,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "teacher labels once, replay them bit-exactly.")
     p.add_argument("--version", action="version", version=f"reinforced_data {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_IntermixedParser)
 
     r = sub.add_parser("reinforce", help="write a reinforcement file for a dataset",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
@@ -75,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--batch-size", type=int, help="images per teacher batch, each with K views (default: ~256 views)")
     r.add_argument("--device", help="cpu, cuda, cuda:N (default: the rank's GPU when there is one)")
-    r.add_argument("--workers", type=int, help="decode processes (default: 0 on CPU, min(8, cores-1) on GPU)")
+    r.add_argument("--workers", type=_non_negative, help="decode processes (default: 0 on CPU, min(8, cores-1) on "
+                   "GPU)")
     r.add_argument("--block-size", type=int, default=64, help="images per mixing block (default 64)")
     r.add_argument("--prob-encoding", choices=("log_uint8", "float16"), default="log_uint8",
                    help="how probabilities are stored (default log_uint8, see docs/format.md)")
@@ -94,70 +119,36 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="summarise a reinforcement file")
     i.add_argument("file")
     i.add_argument("--data", help="check that the file belongs to this dataset (ImageFolder or synthetic:N)")
-    i.add_argument("--max-images", type=int, default=2000, help="images to compute statistics over (0: all)")
+    i.add_argument("--max-images", type=_non_negative, default=2000, help="images to compute statistics over (0: all)")
     i.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
 # ---------------------------------------------------------------------- commands
 def _cmd_reinforce(args) -> int:
-    import torch
-
-    from . import store
     from .reinforce import parse_policy, reinforce
 
     policy = parse_policy(args.policy)
     if args.output_size:
         policy = type(policy).from_dict({**policy.to_dict(), "output_size": args.output_size})
     world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    dist = None
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-    device = args.device
-    if device is None:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    workers = args.workers
-    if workers is None:
-        workers = min(8, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
-    try:
-        summary = reinforce(
-            args.data, args.teacher, args.output, policy=policy, num_views=args.views, topk=args.topk,
-            seed=args.seed, batch_size=args.batch_size, device=device, num_workers=workers, resume=args.resume,
-            overwrite=args.overwrite, block_size=args.block_size, prob_encoding=args.prob_encoding, rank=rank,
-            world_size=world, progress=not args.no_progress, backend=args.backend)
-        print(summary.table(), file=sys.stderr)
-        if dist is not None:
-            summaries = [None] * world
-            dist.all_gather_object(summaries, summary.to_dict())
-            failed: Exception | None = None
-            if rank == 0:
-                imgs = sum(s["images"] for s in summaries)
-                wall = max(s["seconds"]["total"] for s in summaries)
-                print(f"all {world} ranks done: {imgs} images in {wall:.1f} s", file=sys.stderr)
-                if args.merge:
-                    try:  # a resumed run merges again: the merged file is made from the (complete) shards
-                        out = store.merge(args.output, [s["output"] for s in summaries],
-                                          overwrite=args.overwrite or args.resume)
-                        print(f"merged {world} shards into {out}", file=sys.stderr)
-                    except Exception as e:  # noqa: BLE001 - reported by main(); the other ranks must not hang
-                        failed = e
-                else:
-                    print(f"join the shards with: reinforced-data merge {args.output}", file=sys.stderr)
-            merge_failed = [failed is not None]
-            dist.broadcast_object_list(merge_failed, src=0)  # instead of a barrier the others would wait at forever
-            if failed is not None:
-                raise failed
-            if merge_failed[0]:
-                return 2  # rank 0 reports why
+    # with several ranks (torchrun), reinforce() meets the others, waits for all, and rank 0 merges
+    summary = reinforce(
+        args.data, args.teacher, args.output, policy=policy, num_views=args.views, topk=args.topk, seed=args.seed,
+        batch_size=args.batch_size, device=args.device, num_workers=args.workers, resume=args.resume,
+        overwrite=args.overwrite, block_size=args.block_size, prob_encoding=args.prob_encoding,
+        progress=not args.no_progress, backend=args.backend, merge=args.merge, synchronize=world > 1)
+    print(summary.table(), file=sys.stderr)
+    if summary.ranks is None:
+        print(f"wrote {summary.output}", file=sys.stderr)
+    elif summary.rank == 0:
+        imgs = sum(s["images"] for s in summary.ranks)
+        wall = max(s["seconds"]["total"] for s in summary.ranks)
+        print(f"all {len(summary.ranks)} ranks done: {imgs} images in {wall:.1f} s", file=sys.stderr)
+        if summary.merged:
+            print(f"merged {len(summary.ranks)} shards into {summary.merged}", file=sys.stderr)
         else:
-            print(f"wrote {summary.output}", file=sys.stderr)
-    finally:
-        if dist is not None and dist.is_initialized():
-            dist.destroy_process_group()
+            print(f"join the shards with: reinforced-data merge {args.output}", file=sys.stderr)
     return 0
 
 
@@ -181,25 +172,41 @@ def _cmd_inspect(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``reinforced-data`` (and ``python -m reinforced_data``)."""
+    """Entry point of ``reinforced-data`` (and ``python -m reinforced_data``).
+
+    Errors a user can fix (:class:`~reinforced_data.errors.ReinforcedDataError`, a missing
+    or existing file, and the system errors of :func:`_system_error`: no space, file-size
+    limit, read-only, permission) print one line and exit 2; anything else is a bug and
+    keeps its traceback. (Library errors are raised ``from None`` with the cause's text in
+    their message, so the one line says everything.)
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="reinforced-data: %(levelname)s: %(message)s")
-    from .store import ReinforcementFileError
-    from .teachers import NonFiniteOutputError
+    from .errors import ReinforcedDataError
 
     try:
         return {"reinforce": _cmd_reinforce, "merge": _cmd_merge, "inspect": _cmd_inspect}[args.command](args)
-    except (ReinforcementFileError, NonFiniteOutputError, ValueError, TypeError, FileNotFoundError,
-            FileExistsError) as e:
-        if args.verbose:
+    except (ReinforcedDataError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as e:
+        msg = _user_message(e, args)
+        if msg is None or args.verbose:
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
         print(f"reinforced-data: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reinforced-data: interrupted; committed rows are kept, continue with --resume", file=sys.stderr)
         return 130
+
+
+def _user_message(e: BaseException, args) -> str | None:
+    """The one line for an error a user can fix, or None for a bug (which keeps its traceback)."""
+    from .errors import ReinforcedDataError
+
+    if isinstance(e, (ReinforcedDataError, FileNotFoundError, FileExistsError)):
+        return " ".join(str(e).split()) or type(e).__name__
+    from .reinforce import system_error_message
+
+    return system_error_message(e, getattr(args, "output", None))
 
 
 if __name__ == "__main__":  # pragma: no cover
