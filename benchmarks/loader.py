@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """DataLoader throughput over a JPEG ImageFolder: ReinforcedDataset beside timm, torchvision and decode+resize.
 
-Every pipeline reads the same ImageNet-like JPEG folder (benchmarks/_photos.py: crops of
-scikit-image's sample photos, mostly 500x375, quality 90, one class per source photo)
-through a ``torch.utils.data.DataLoader`` (batch 64, shuffled, ``drop_last``) and yields
-224x224 training batches:
+Every pipeline reads the same ImageNet-like JPEG folder (benchmarks/_photos.py: 1,024
+crops of scikit-image's sample photos, mostly 500x375, quality 90, one class per source
+photo) through a ``torch.utils.data.DataLoader`` (batch 64, shuffled, ``drop_last``) and
+yields 224x224 training batches:
 
   (a) ours      ReinforcedDataset(ImageFolder(root), file) over a reinforcement file of
                 Policy.preset("rrc_ra_re") records (RandomResizedCrop, flip, RandAugment
@@ -25,10 +25,11 @@ meaningless, and a label's quality does not change what reading and replaying co
 Each configuration gets its own DataLoader with persistent workers. ``--warmup`` untimed
 batches warm it up (worker start, first-touch allocations). Then ``--repeats`` timed
 epochs, every repeat running every configuration once in a rotating order; the workers'
-memory is read after the first. An epoch is ``--images`` / ``--batch`` batches, timed from ``iter()`` to
-its last batch. Beside the wall clock, the CPU time of the main process and its workers
-(/proc/<pid>/stat) per image: on a busy shared machine the wall clock also counts time
-spent waiting for a core, and CPU time is the fairer per-core figure.
+memory is read after the first. A timed epoch is ``--batches`` batches drawn from a new
+permutation of the folder, timed from ``iter()`` to its last batch. Beside the wall
+clock, the CPU time of the main process and its workers (/proc/<pid>/stat) per image: on
+a busy shared machine the wall clock also counts time spent waiting for a core, and CPU
+time is the fairer per-core figure.
 
     python benchmarks/loader.py                 # full run, writes benchmarks/results/loader.md + .png
     python benchmarks/loader.py --quick         # smoke test (< 30 s), writes benchmarks/.data/loader_quick.md
@@ -406,7 +407,7 @@ def warm_up(cfg: Config, args) -> None:
     sampler = cfg.loader.sampler
     sampler.limit = args.warmup * args.batch
     run_epoch(cfg)
-    sampler.limit = None
+    sampler.limit = args.batches * args.batch
     cfg.pids = sorted(_children() - before)
     if len(cfg.pids) != cfg.workers:
         raise RuntimeError(f"found {len(cfg.pids)} worker processes, expected {cfg.workers}")
@@ -632,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(default 1024; --quick: 16)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 64; --quick: 8)")
     ap.add_argument("--workers", default="0,1,2", help="num_workers values, comma-separated (default 0,1,2)")
+    ap.add_argument("--batches", type=int, default=None,
+                    help="batches per timed epoch, drawn from a new permutation of the folder each time "
+                         "(default 12; --quick: 2)")
     ap.add_argument("--repeats", type=int, default=None, help="timed epochs per configuration (default 2; --quick: 1)")
     ap.add_argument("--warmup", type=int, default=None,
                     help="untimed batches per configuration before its timed epochs (default 2)")
@@ -650,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     args.images = args.images or (16 if q else 1024)
     args.batch = args.batch or (8 if q else 64)
     args.repeats = args.repeats or (1 if q else 2)
+    args.batches = args.batches or (2 if q else 12)
     args.views = args.views or (2 if q else 8)
     args.warmup = args.warmup or 2
     args.reads = args.reads or (100 if q else 4000)
@@ -659,11 +664,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--workers {args.workers!r}: give integers separated by commas, e.g. 0,1,2")
     if not workers or min(workers) < 0:
         ap.error("--workers: give one or more integers >= 0")
-    for name in ("images", "batch", "repeats", "warmup", "views", "topk", "reads"):
+    for name in ("images", "batch", "batches", "repeats", "warmup", "views", "topk", "reads"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1")
-    if args.images < args.batch:
-        ap.error(f"--images ({args.images}) must hold at least one batch ({args.batch})")
+    if args.images < max(args.batches, args.warmup) * args.batch:
+        ap.error(f"--images ({args.images}) must hold --batches ({args.batches}) and --warmup ({args.warmup}) "
+                 f"batches of {args.batch}")
     out_path = args.out or (QUICK_OUT if q else DEFAULT_OUT)
     png_path = os.path.splitext(out_path)[0] + ".png"
     command = "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/loader.py",
@@ -743,8 +749,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Workload: an ImageFolder of {n_files} JPEGs (quality 90; {len(os.listdir(root)) - 1} classes, one per "
         f"scikit-image source photo; most common sizes {common}), made by `benchmarks/_photos.py`; 224x224 "
-        f"output, batch {args.batch}, shuffled (a new random permutation every epoch), `drop_last`; one epoch = "
-        f"{args.images // args.batch} batches, timed from `iter(loader)` to its last batch, after {args.warmup} "
+        f"output, batch {args.batch}; a timed epoch = {args.batches} batches ({args.batches * args.batch} images) "
+        "drawn from a new random permutation of the folder, timed from `iter(loader)` to its last batch, after {args.warmup} "
         f"untimed warm-up batches (which start the workers); {args.repeats} timed epochs per row, every repeat running every row once in a rotating "
         "order. images/s is the median over the timed epochs, min–max over them. DataLoader workers: "
         f"`persistent_workers=True`, start method `{start_method}`, `worker_init_fn` sets "
