@@ -750,9 +750,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Workload: an ImageFolder of {n_files} JPEGs (quality 90; {len(os.listdir(root)) - 1} classes, one per "
         f"scikit-image source photo; most common sizes {common}), made by `benchmarks/_photos.py`; 224x224 "
         f"output, batch {args.batch}; a timed epoch = {args.batches} batches ({args.batches * args.batch} images) "
-        "drawn from a new random permutation of the folder, timed from `iter(loader)` to its last batch, after {args.warmup} "
-        f"untimed warm-up batches (which start the workers); {args.repeats} timed epochs per row, every repeat running every row once in a rotating "
-        "order. images/s is the median over the timed epochs, min–max over them. DataLoader workers: "
+        "drawn from a new random permutation of the folder, timed from `iter(loader)` to its last batch, "
+        f"after {args.warmup} untimed warm-up batches (which start the workers); {args.repeats} timed epochs per "
+        "row, every repeat running every row once in a rotating order. images/s is the median over the timed epochs, min–max over them. DataLoader workers: "
         f"`persistent_workers=True`, start method `{start_method}`, `worker_init_fn` sets "
         "`torch.set_num_threads(1)` (and the main process runs with 1 thread, OMP/MKL too), so one worker is "
         "one core's work. The main process only receives batches (no training step).",

@@ -89,6 +89,7 @@ def test_quick_run_measures_every_row(tmp_path):
     text = out.read_text()
     assert text == proc.stdout.rstrip("\n") + "\n"
     assert "Command: `python benchmarks/loader.py --quick" in text
+    assert not re.search(r"\{[A-Za-z_.]+\}", text), "an unformatted placeholder leaked into the results"
 
     # one row per pipeline and worker count; (b)-(d) always measured, (a) when the dataset module exists
     measured = {}
