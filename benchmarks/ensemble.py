@@ -53,10 +53,10 @@ from reinforced_data.ensemble import (  # noqa: E402
     stratified_split,
     weighted_f1,
 )
+from reinforced_data.policy import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD  # noqa: E402
 from reinforced_data.synthetic import SyntheticImages  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "results", "ensemble.md")
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -139,6 +139,18 @@ def combiner_epoch(head: AdaptiveEnsembleHead, layer: torch.nn.Linear, opt, trai
     return weighted_f1(logits, yv, num_classes)
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo's "model name"), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -153,7 +165,7 @@ def main(argv: list[str] | None = None) -> str:
 
     x, y = load_images(args)
     k = args.num_classes
-    tr, va, te = stratified_split(y.numpy(), (0.15, 0.15), args.seed)
+    tr, va, te = stratified_split(y.numpy(), seed=args.seed, val=0.15, test=0.15)
     bags = [tr[b] for b in bagging_split(y[tr], args.n, seed=args.seed)]
     print(f"data: {len(y)} images {args.img_size} px, {k} classes; train {len(tr)} (bags {[len(b) for b in bags]}), "
           f"val {len(va)}, test {len(te)}", flush=True)
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> str:
     for i, bag in enumerate(bags):
         backbone = create_backbone(args.model, pretrained=False)
         fit = fit_weak_learner(backbone, FlipLoader(x[bag], y[bag], args.batch_size, seed=args.seed + i), k,
-                               max_epochs=args.epochs, optimizer=lambda p: adabelief(p, lr=args.lr))
+                               max_epochs=args.epochs, lr=args.lr)
         fits.append(fit)
         print(f"learner {i + 1}: {fit.epochs} epochs, {fit.seconds:.0f} s, train accuracy "
               f"{fit.train_accuracy[-1]:.3f}", flush=True)
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> str:
 
     cmd = "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]) if argv is None else \
         "python benchmarks/ensemble.py " + shlex.join(argv)
-    cpu = platform.processor() or platform.machine()
+    cpu = f"{cpu_model()} ({platform.machine()})"
     lines = [
         "# Adaptive ensembling: feature cache and accuracy (CPU)",
         "",

@@ -130,15 +130,16 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     want_pretrained = resolve_pretrained(args.pretrained)
-    from reinforced_data.ensemble import (AdaptiveEnsembleHead, adabelief, bagging_split, create_backbone,
+    from reinforced_data.ensemble import (AdaptiveEnsembleHead, bagging_split, create_backbone,
                                           extract_features, fit_combiner, fit_weak_learner, stratified_split)
+    from reinforced_data.policy import IMAGENET_MEAN, IMAGENET_STD
     log = logging.getLogger("adaptive_ensemble")
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
 
     dataset, labels, classes, data_name = load_data(args)
     k = len(classes)
-    train_idx, val_idx, test_idx = stratified_split(labels, tuple(args.split), args.seed)
+    train_idx, val_idx, test_idx = stratified_split(labels, seed=args.seed, val=args.split[0], test=args.split[1])
     bags = [train_idx[b] for b in bagging_split(labels[train_idx], args.n, seed=args.seed)]
     log.info("%s: %d classes; train %d (bags of %s), val %d, test %d", data_name, k, len(train_idx),
              [len(b) for b in bags], len(val_idx), len(test_idx))
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
         backbones.append(create_backbone(args.model, pretrained=False))
     lr = args.lr or (5e-4 if source == "ImageNet (timm)" else 2e-3)
     cfg = backbones[0].pretrained_cfg
-    mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
     train_tf = make_transform(args.img_size, mean, std, train=True)
     eval_tf = make_transform(args.img_size, mean, std, train=False)
 
@@ -174,8 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
         log.info("phase 1, learner %d/%d: %s (%s) on %d images, lr %g", i + 1, args.n, args.model, source,
                  len(bag), lr)
         fits.append(fit_weak_learner(backbone, loader(bag, train_tf, True), k, max_epochs=args.epochs,
-                                     target_accuracy=args.target_accuracy, device=args.device,
-                                     optimizer=lambda params: adabelief(params, lr=lr)))
+                                     target_accuracy=args.target_accuracy, lr=lr, device=args.device))
     t_phase1 = time.perf_counter() - t_start
 
     # Phase 2: frozen backbones, feature cache, the combination layer only.

@@ -769,3 +769,19 @@ def test_stratified_split_fractions_by_name():
     assert all(np.array_equal(a, b) for a, b in zip(by_position, by_name))
     train, val, test = stratified_split(y, val=0.3)  # test keeps its default share, 0.15
     assert (y[val] == 0).sum() == 3 and (y[test] == 0).sum() == 2
+
+
+def test_docs_quote_the_committed_benchmark_results():
+    """docs/adaptive_ensembling.md's measured figures are those of benchmarks/results/ensemble.md."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "adaptive_ensembling.md").read_text()
+    results = (root / "benchmarks" / "results" / "ensemble.md").read_text()
+    measured = doc[doc.index("Measured on"):doc.index("The cache trades away")]
+    figures = re.findall(r"\d+\.\d+|\d+(?=×)|\d+(?= epochs)|(?<=about )\d+(?= s)", measured)
+    assert len(figures) >= 8
+    missing = [f for f in figures if not re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", results)]
+    assert missing == [], f"figures in the docs that benchmarks/results/ensemble.md does not hold: {missing}"
+    assert "- machine: " in results
