@@ -227,6 +227,37 @@ def test_geometry_edges(emu, out):
     augment_both(emu, ims, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, f"edges {out}")
 
 
+def _layouts(img: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``img``'s pixels in the layouts loaders give (see test_replay.source_layouts)."""
+    _, h, w = img.shape
+    hwc = img.permute(1, 2, 0).contiguous()
+    big = torch.zeros(3, h + 3, w + 5, dtype=torch.uint8)
+    big[:, 1:1 + h, 2:2 + w] = img
+    return {
+        "channels_last": hwc.permute(2, 0, 1),
+        "channels_last_rgba_sliced": torch.cat([hwc, hwc[..., :1]], 2).permute(2, 0, 1)[:3],
+        "planar_view": big[:, 1:1 + h, 2:2 + w],
+        "column_strided": torch.stack([img, img], 3).reshape(3, h, 2 * w)[:, :, ::2],
+    }
+
+
+def test_strided_sources(emu):
+    """Sources in every layout give the bytes of their contiguous copies (crops at the
+    borders, 1-pixel images, RandAugment ops and erasing on top)."""
+    sizes = [(1, 1), (2, 1), (1, 9)] + SIZES[:4]
+    imgs = _util.image_batch(sizes, 21)
+    pol = Policy.preset("rrc_ra_re", output_size=(13, 21), ra_num_ops=3, erase_prob=0.7)
+    rows = _rows_for(imgs, pol, 22)
+    for k, (h, w) in enumerate(sizes):  # even views: a crop touching the bottom-right corner
+        if k % 2 == 0:
+            ch, cw = int(rows[k, A.CROP_H]), int(rows[k, A.CROP_W])
+            rows[k, A.CROP_TOP], rows[k, A.CROP_LEFT] = h - ch, w - cw
+    exp = R.augment(imgs, rows, 13, 21)
+    layouts = [_layouts(i) for i in imgs]
+    for name in layouts[0]:
+        assert_same(emu.augment([lay[name] for lay in layouts], rows, 13, 21), exp, f"{name} sources")
+
+
 def test_empty_batch(emu):
     got = emu.augment([], torch.zeros(0, A.NUM_ARGS, dtype=torch.int32), 5, 6)
     assert_same(got, torch.empty(0, 3, 5, 6, dtype=torch.uint8), "B=0")

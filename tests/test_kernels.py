@@ -247,6 +247,105 @@ def test_augment_noncontiguous_images():
     assert torch.equal(out2, out)
 
 
+# ------------------------------------------------------------------ source layouts
+def source_layouts(img: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same pixels as ``img`` (uint8 [3, H, W], contiguous) in the layouts loaders and
+    users hand to replay: each reads channel c, row y, column x as ``img[c, y, x]``."""
+    _, h, w = img.shape
+    hwc = img.permute(1, 2, 0).contiguous()
+    rgba = torch.cat([hwc, torch.full_like(hwc[..., :1], 7)], 2)
+    big = torch.full((3, h + 5, w + 9), 3, dtype=torch.uint8)
+    big[:, 2:2 + h, 4:4 + w] = img
+    gray = img[:1].expand(3, h, w)  # a gray plane seen as three channels: channel stride 0
+    return {
+        "channels_last": hwc.permute(2, 0, 1),  # decode_jpeg / PIL->numpy->permute: strides (1, 3W, 3)
+        "channels_last_rgba_sliced": rgba.permute(2, 0, 1)[:3],  # strides (1, 4W, 4)
+        "planar_view": big[:, 2:2 + h, 4:4 + w],  # row and channel strides of a bigger image
+        "gray_expanded": gray,
+        "column_strided": torch.stack([img, img], 3).reshape(3, h, 2 * w)[:, :, ::2],  # read from a copy
+    }
+
+
+def test_source_layouts_are_what_loaders_give():
+    """The channels-last layout above is the one decoders hand out."""
+    torchvision_io = pytest.importorskip("torchvision.io")
+    img = _util.smooth_image(7, 5, 1)
+    dec = torchvision_io.decode_jpeg(torchvision_io.encode_jpeg(img))
+    from PIL import Image
+
+    pil = torch.from_numpy(np.array(Image.fromarray(img.permute(1, 2, 0).numpy()))).permute(2, 0, 1)
+    layouts = source_layouts(img)
+    assert dec.stride() == pil.stride() == layouts["channels_last"].stride() == (1, 15, 3)
+    assert layouts["channels_last_rgba_sliced"].stride() == (1, 20, 4)
+    for name, v in layouts.items():
+        expected = img[:1].expand(3, 7, 5) if name == "gray_expanded" else img
+        assert torch.equal(v, expected), name
+
+
+def _border_rows(sizes, oh, ow, g):
+    """Rows whose crops touch the image's bottom-right corner (and others its top-left)."""
+    rows = []
+    for k, (h, w) in enumerate(sizes):
+        ch, cw = max(1, h - int(g.integers(0, h))), max(1, w - int(g.integers(0, w)))
+        crop = (h - ch, w - cw, ch, cw) if k % 2 == 0 else (0, 0, ch, cw)
+        rows.append(_row(crop, flip=k % 3 == 1, fill=(5, 6, 7), ops=[_random_op(g, oh, ow) for _ in range(k % 3)]))
+    return _rows(rows)
+
+
+@compiled
+@pytest.mark.parametrize("isa", ["best", "baseline"])
+def test_strided_sources_replay_to_the_same_bytes(isa, monkeypatch):
+    """Every source layout gives the bytes of its contiguous copy, for every preset, on odd
+    and 1-pixel images, crops at the borders, outputs below and above 32 columns (the AVX2
+    kernel reads rows directly from 32 output columns on), with both CPU builds."""
+    if isa == "baseline":
+        monkeypatch.setenv("REINFORCED_DATA_CPU_ISA", "baseline")
+    g = np.random.default_rng(8)
+    sizes = [(1, 1), (2, 1), (1, 7), (5, 300), (37, 53), (64, 48), (100, 37), (240, 319)]
+    images = _util.image_batch(sizes, seed=8)
+    gray = [i[:1].expand(3, -1, -1).contiguous() for i in images]
+    layouts = [source_layouts(i) for i in images]
+    for out_hw in [(40, 56), (17, 31)]:
+        batches = [_border_rows(sizes, *out_hw, g)]
+        for name in sorted(PRESETS):
+            policy = Policy.preset(name, output_size=out_hw)
+            batches.append(_args.encode(np.concatenate([policy.sample(g, 1, h, w) for h, w in sizes]), policy, sizes))
+        for rows in batches:
+            ref = _reference.augment(images, rows, *out_hw)
+            ref_gray = torch.ops.reinforced_data.augment(gray, rows, *out_hw)
+            for layout in layouts[0]:
+                srcs = [lay[layout] for lay in layouts]
+                out = torch.ops.reinforced_data.augment(srcs, rows, *out_hw)
+                _util.assert_equal_views(out, ref_gray if layout == "gray_expanded" else ref, rows,
+                                         f"{layout} sources {out_hw}")
+    # full-size views (the AVX2 row kernel on every row) against the contiguous sources
+    policy = Policy.preset("rrc_ra_re")
+    params = np.concatenate([policy.sample(g, 1, h, w) for h, w in sizes])
+    rows = _args.encode(params, policy, sizes)
+    want = torch.ops.reinforced_data.augment(images, rows, 224, 224)
+    for layout in ("channels_last", "channels_last_rgba_sliced", "planar_view"):
+        got = torch.ops.reinforced_data.augment([lay[layout] for lay in layouts], rows, 224, 224)
+        _util.assert_equal_views(got, want, rows, f"{layout} sources 224x224")
+
+
+@compiled
+def test_strided_sources_mix_path():
+    """MixUp/CutMix records replayed from channels-last images and partners."""
+    policy = Policy.preset("rrc_ra_re_mix", output_size=(36, 44))
+    sizes = [(60, 80), (33, 33), (1, 1), (7, 9), (90, 91)]
+    images = _util.image_batch(sizes, seed=12)
+    partners = _util.image_batch(sizes[::-1], seed=13)
+    g = np.random.default_rng(14)
+    params = np.concatenate([policy.sample(g, 1, h, w) for h, w in sizes])
+    pparams = np.concatenate([policy.sample(g, 1, h, w) for h, w in sizes[::-1]])
+    params["mix_mode"][:3] = [1, 2, 1]  # both kinds present whatever was drawn
+    cl = [source_layouts(i)["channels_last"] for i in images]
+    pcl = [source_layouts(i)["channels_last"] for i in partners]
+    want = replay(images, params, policy, partners=partners, partner_params=pparams, backend="reference")
+    got = replay(cl, params, policy, partners=pcl, partner_params=pparams, backend="compiled")
+    _util.assert_equal_views(got, want, what="mix path, channels-last sources")
+
+
 @compiled
 def test_augment_empty_batch():
     out = torch.ops.reinforced_data.augment([], torch.zeros(0, _args.NUM_ARGS, dtype=torch.int32), 8, 9)

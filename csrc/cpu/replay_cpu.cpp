@@ -72,6 +72,19 @@ struct Scratch {
   std::vector<uint8_t> rowpad;
 };
 
+// A source image as the kernels read it: channel c, row y, column x is the byte at
+// p[c * sc + y * sh + x * px]. px == 1: planar (rows of one channel are contiguous; any
+// channel and row strides, e.g. contiguous CHW, a crop view of it, or a gray plane expanded
+// to three channels). px == 3 or 4 with sc == 1: interleaved, the channels-last view that
+// decoders give (torchvision.io.decode_jpeg, or torch.from_numpy(HWC array).permute(2, 0, 1):
+// strides (1, 3W, 3); px == 4 when an alpha channel was sliced off). end is one past the last
+// byte the view spans: reads past a crop row (vector windows) never go beyond it.
+struct Source {
+  const uint8_t* p = nullptr;
+  int64_t H = 0, W = 0, sc = 0, sh = 0, px = 1;
+  const uint8_t* end = nullptr;
+};
+
 // floor(a / b) for b > 0
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -157,6 +170,23 @@ inline void apply_lut_scalar(uint8_t* x, int64_t n, const uint8_t* lut) {
     std::memcpy(x + i, &o, 8);
   }
   for (; i < n; ++i) x[i] = lut[x[i]];
+}
+
+// r[x], g[x], b[x] = in[px*x], in[px*x + 1], in[px*x + 2] for x < n (px = 3 or 4)
+inline void deinterleave(const uint8_t* in, int64_t n, int64_t px, uint8_t* r, uint8_t* g, uint8_t* b) {
+  if (px == 3) {
+    for (int64_t x = 0; x < n; ++x) {
+      r[x] = in[3 * x];
+      g[x] = in[3 * x + 1];
+      b[x] = in[3 * x + 2];
+    }
+  } else {
+    for (int64_t x = 0; x < n; ++x) {
+      r[x] = in[px * x];
+      g[x] = in[px * x + 1];
+      b[x] = in[px * x + 2];
+    }
+  }
 }
 
 namespace k_base {
@@ -262,8 +292,8 @@ struct V {
   // places the (pixel 2p, pixel 2p + 1) pairs of the 4 outputs as int16 pairs, pmaddwd applies
   // the weight pairs. Returns false (nothing done) when a window cannot hold 4 outputs' taps
   // (strong downscaling) or ow < 32; the caller then takes the transposing path.
-  static bool resample_cols(const uint8_t* src, int64_t H, int64_t W, int64_t top, int64_t left, int64_t ch,
-                            int64_t cw, const Taps& t, int64_t ow, uint8_t* tmp, Scratch& s) {
+  static bool resample_cols(const Source& src, int64_t top, int64_t left, int64_t ch, int64_t cw, const Taps& t,
+                            int64_t ow, uint8_t* tmp, Scratch& s) {
     if (ow < 32) return false;
     const int64_t K = t.K, P = (K + 1) / 2, nb = (ow + 31) / 32;
     s.hbase.resize(nb * 8);
@@ -293,27 +323,38 @@ struct V {
         }
       }
     }
-    const uint8_t* img_end = src + 3 * H * W;
-    s.rowpad.assign(cw + 16, 0);
-    for (int64_t c = 0; c < 3; ++c)
-      for (int64_t y = 0; y < ch; ++y) {
-        const uint8_t* row = src + (c * H + top + y) * W + left;
-        if (row + cw + 16 > img_end) {  // windows may read up to 15 bytes past the crop row
-          std::memcpy(s.rowpad.data(), row, cw);
-          row = s.rowpad.data();
-        }
-        uint8_t* out = tmp + (c * ch + y) * ow;
-        switch (P) {  // 2P <= 16 taps
-          case 1: hrow<1>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-          case 2: hrow<2>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-          case 3: hrow<3>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-          case 4: hrow<4>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-          case 5: hrow<5>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-          case 6: hrow<6>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-          case 7: hrow<7>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-          default: hrow<8>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
-        }
+    const auto run = [&](const uint8_t* row, uint8_t* out) {
+      switch (P) {  // 2P <= 16 taps
+        case 1: hrow<1>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
+        case 2: hrow<2>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
+        case 3: hrow<3>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
+        case 4: hrow<4>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
+        case 5: hrow<5>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
+        case 6: hrow<6>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
+        case 7: hrow<7>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
+        default: hrow<8>(row, out, ow, nb, s.hbase.data(), s.hctl.data(), s.hwt.data()); break;
       }
+    };
+    const int64_t pad = cw + 16;  // windows may read up to 15 bytes past the crop row
+    if (src.px == 1) {
+      s.rowpad.assign(pad, 0);
+      for (int64_t c = 0; c < 3; ++c)
+        for (int64_t y = 0; y < ch; ++y) {
+          const uint8_t* row = src.p + c * src.sc + (top + y) * src.sh + left;
+          if (row + pad > src.end) {  // past the view's last byte: read a zero-padded copy
+            std::memcpy(s.rowpad.data(), row, cw);
+            row = s.rowpad.data();
+          }
+          run(row, tmp + (c * ch + y) * ow);
+        }
+    } else {  // interleaved: each crop row split into three zero-padded channel rows first
+      s.rowpad.assign(3 * pad, 0);
+      uint8_t* r0 = s.rowpad.data();
+      for (int64_t y = 0; y < ch; ++y) {
+        deinterleave(src.p + (top + y) * src.sh + left * src.px, cw, src.px, r0, r0 + pad, r0 + 2 * pad);
+        for (int64_t c = 0; c < 3; ++c) run(r0 + c * pad, tmp + (c * ch + y) * ow);
+      }
+    }
     return true;
   }
 
@@ -374,8 +415,7 @@ struct V {
 
 // ------------------------------------------------------------------ dispatch
 
-using AugmentViewFn = void (*)(const uint8_t*, int64_t, int64_t, const int32_t*, int64_t, int64_t, uint8_t*,
-                               Scratch&);
+using AugmentViewFn = void (*)(const Source&, const int32_t*, int64_t, int64_t, uint8_t*, Scratch&);
 
 bool use_avx2() {
 #if RD_AVX2
@@ -396,12 +436,34 @@ AugmentViewFn augment_view_fn() {
 
 // ------------------------------------------------------------------ ops
 
-at::Tensor augment_cpu(at::TensorList images_in, const at::Tensor& args, int64_t out_h, int64_t out_w) {
+// How the kernels read images[b] (see Source): straight from its memory when it is planar
+// or channels-last interleaved; other layouts (e.g. a column-strided slice) are read from a
+// contiguous copy, kept alive in `copy`.
+Source describe_source(const at::Tensor& img, at::Tensor& copy) {
+  Source s;
+  s.H = img.size(1);
+  s.W = img.size(2);
+  int64_t sc = img.stride(0), sh = img.stride(1), sw = img.stride(2);
+  if (s.W == 1) sw = 1;  // only column 0 is read: any stride reads the same bytes
+  const bool planar = sw == 1;
+  const bool interleaved = sc == 1 && (sw == 3 || sw == 4);
+  const at::Tensor& t = planar || interleaved ? img : (copy = img.contiguous());
+  if (!(planar || interleaved)) sc = t.stride(0), sh = t.stride(1), sw = 1;
+  s.p = t.data_ptr<uint8_t>();
+  s.sc = sc;
+  s.sh = sh;
+  s.px = sw;
+  s.end = s.p + 2 * sc + (s.H - 1) * sh + (s.W - 1) * sw + 1;  // strides are >= 0
+  return s;
+}
+
+at::Tensor augment_cpu(at::TensorList images, const at::Tensor& args, int64_t out_h, int64_t out_w) {
   const at::Tensor rows = args.contiguous();
-  std::vector<at::Tensor> images(images_in.begin(), images_in.end());
-  check_augment(images, rows, out_h, out_w);
-  for (auto& t : images) t = t.contiguous();
+  check_augment(std::vector<at::Tensor>(images.begin(), images.end()), rows, out_h, out_w);
   const int64_t B = rows.size(0);
+  std::vector<at::Tensor> copies(B);
+  std::vector<Source> srcs(B);
+  for (int64_t b = 0; b < B; ++b) srcs[b] = describe_source(images[b], copies[b]);
   at::Tensor out = at::empty({B, 3, out_h, out_w}, rows.options().dtype(at::kByte));
   if (B == 0) return out;
   const int32_t* a = rows.data_ptr<int32_t>();
@@ -410,9 +472,7 @@ at::Tensor augment_cpu(at::TensorList images_in, const at::Tensor& args, int64_t
   const AugmentViewFn fn = augment_view_fn();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     Scratch s;
-    for (int64_t b = begin; b < end; ++b)
-      fn(images[b].data_ptr<uint8_t>(), images[b].size(1), images[b].size(2), a + b * args::NUM_ARGS, out_h, out_w,
-         o + b * size, s);
+    for (int64_t b = begin; b < end; ++b) fn(srcs[b], a + b * args::NUM_ARGS, out_h, out_w, o + b * size, s);
   });
   return out;
 }

@@ -149,23 +149,34 @@ void resample_rows(const uint8_t* src, int64_t sstride, int64_t width, const Tap
 // Crop, resize (horizontal pass rounded to uint8, then vertical pass) and flip, into
 // dst [3, oh, ow]. The horizontal pass runs straight on the rows where the ISA has byte
 // shuffles (AVX2), else as a slow-axis pass over the transposed crop of all three channels
-// ([cw, 3*ch]), so that both passes use the vectorised resample_rows.
+// ([cw, 3*ch]), so that both passes use the vectorised resample_rows. Both read the source
+// in its own layout (Source): a planar crop is transposed channel by channel; an interleaved
+// crop is one [ch, px*cw] byte matrix whose transpose has channel c of column x in row
+// x*px + c, the [cw, 3*ch] layout itself when px == 3 (px == 4: one unused row per column,
+// stepped over by the row stride px*ch).
 template <class VV = V>
-void resize(const uint8_t* src, int64_t H, int64_t W, const int32_t* r, int64_t oh, int64_t ow, uint8_t* dst,
-            Scratch& s) {
+void resize(const Source& src, const int32_t* r, int64_t oh, int64_t ow, uint8_t* dst, Scratch& s) {
   const int64_t top = r[args::CROP_TOP], left = r[args::CROP_LEFT], ch = r[args::CROP_H], cw = r[args::CROP_W];
   build_taps(cw, ow, r[args::FLIP] != 0, s.th, s);
   build_taps(ch, oh, false, s.tv, s);
   const int64_t rows3 = 3 * ch;
   s.tmp.resize(rows3 * ow);
   bool done = false;
-  if constexpr (VV::kDirectH) done = VV::resample_cols(src, H, W, top, left, ch, cw, s.th, ow, s.tmp.data(), s);
+  if constexpr (VV::kDirectH) done = VV::resample_cols(src, top, left, ch, cw, s.th, ow, s.tmp.data(), s);
   if (!done) {
-    s.cropT.resize(cw * rows3);
+    const uint8_t* corner = src.p + top * src.sh + left * src.px;
     s.tmpT.resize(ow * rows3);
-    for (int c = 0; c < 3; ++c)
-      transpose_u8<VV>(src + (c * H + top) * W + left, W, ch, cw, s.cropT.data() + c * ch, rows3);
-    resample_rows<VV>(s.cropT.data(), rows3, rows3, s.th, ow, s.tmpT.data(), rows3);
+    if (src.px == 1) {
+      s.cropT.resize(cw * rows3);
+      for (int c = 0; c < 3; ++c)
+        transpose_u8<VV>(corner + c * src.sc, src.sh, ch, cw, s.cropT.data() + c * ch, rows3);
+      resample_rows<VV>(s.cropT.data(), rows3, rows3, s.th, ow, s.tmpT.data(), rows3);
+    } else {
+      const int64_t cols = src.px * (cw - 1) + 3;  // the last pixel's unused channel is never read
+      s.cropT.resize(cols * ch);
+      transpose_u8<VV>(corner, src.sh, ch, cols, s.cropT.data(), ch);
+      resample_rows<VV>(s.cropT.data(), src.px * ch, rows3, s.th, ow, s.tmpT.data(), rows3);
+    }
     transpose_u8<VV>(s.tmpT.data(), rows3, ow, rows3, s.tmp.data(), ow);
   }
   for (int c = 0; c < 3; ++c) resample_rows<VV>(s.tmp.data() + c * ch * ow, ow, ow, s.tv, oh, dst + c * oh * ow, ow);
@@ -549,8 +560,7 @@ inline bool swaps_buffers(const int32_t* op, int64_t h, int64_t w) {
 
 // The whole augment pipeline of one view into dst [3, oh, ow].
 template <class VV = V>
-void augment_view(const uint8_t* src, int64_t H, int64_t W, const int32_t* r, int64_t oh, int64_t ow, uint8_t* dst,
-                  Scratch& s) {
+void augment_view(const Source& src, const int32_t* r, int64_t oh, int64_t ow, uint8_t* dst, Scratch& s) {
   const int64_t size = 3 * oh * ow;
   s.buf.resize(size);
   // Start in the buffer that the ops' swaps bring back to dst, so no final copy is needed.
@@ -558,7 +568,7 @@ void augment_view(const uint8_t* src, int64_t H, int64_t W, const int32_t* r, in
   for (int k = 0; k < r[args::NUM_OPS]; ++k) swaps += swaps_buffers(r + args::OPS + k * args::OP_STRIDE, oh, ow);
   uint8_t* img = swaps % 2 ? s.buf.data() : dst;
   uint8_t* other = swaps % 2 ? dst : s.buf.data();
-  resize<VV>(src, H, W, r, oh, ow, img, s);
+  resize<VV>(src, r, oh, ow, img, s);
   for (int k = 0; k < r[args::NUM_OPS]; ++k)
     apply_op<VV>(img, other, oh, ow, r + args::OPS + k * args::OP_STRIDE, r + args::FILL, s);
   if (img != dst) std::memcpy(dst, img, size);  // not reached: the swaps end in dst
