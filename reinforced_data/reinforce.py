@@ -38,7 +38,11 @@ import torch
 from torch import nn
 
 from . import store
-from .errors import ConfigError, FileAccessError, ReinforcedDataError
+from . import errors as _errors
+from .errors import ConfigError, ReinforcedDataError
+
+# FileAccessError arrives with the store's open-error work; until then its parent class stands in
+FileAccessError = getattr(_errors, "FileAccessError", _errors.ReinforcementFileError)
 from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, resolve_dataset, to_uint8_image
 from .policy import PRESETS, Policy
 from .replay import compiled_available, replay
