@@ -107,3 +107,58 @@ def test_a_rank_alone_gives_up_meeting_after_the_timeout(tmp_path):
     assert len(lines) == 1 and "rank 1 could not meet the other ranks within 0:00:03" in lines[0], r.stderr
     assert "REINFORCED_DATA_DIST_TIMEOUT" in lines[0]
     assert time.time() - t < 60
+
+
+SCRIPT = """
+import sys
+from reinforced_data import reinforce
+from reinforced_data.policy import Policy
+s = reinforce({data!r}, "_reinforce_util:tiny_teacher", sys.argv[1], policy=Policy.preset("rrc_ra_re_mix",
+              output_size=(16, 16)), num_views=2, topk=2, block_size=4, progress=False, merge=True)
+print("merged", s.merged, "ranks", len(s.ranks), "images", sum(r["images"] for r in s.ranks))
+"""
+
+
+def _ranks_by_hand(out, extra_env=None):
+    """Two ranks started without torchrun (rank 0 hosts the store), as a script of one's own would."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = U.subprocess_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                               MASTER_PORT=str(port), **(extra_env or {}).get(rank, {}))
+        procs.append(subprocess.Popen([sys.executable, "-c", SCRIPT.format(data=DATA), str(out)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return [(p.wait(timeout=120), *p.communicate()) for p in procs]
+
+
+def test_reinforce_merge_from_a_script_equals_one_process(tmp_path):
+    from reinforced_data.policy import Policy
+    from reinforced_data.reinforce import reinforce
+
+    out = tmp_path / "m.h5"
+    results = _ranks_by_hand(out)
+    for rc, stdout, stderr in results:
+        assert rc == 0, stderr
+        assert f"merged {out} ranks 2 images 16" in stdout
+    single = tmp_path / "single.h5"
+    reinforce(DATA, "_reinforce_util:tiny_teacher", str(single), policy=Policy.preset("rrc_ra_re_mix",
+              output_size=(16, 16)), num_views=2, topk=2, block_size=4, progress=False)
+    with S.ReinforcementFile(out) as a, S.ReinforcementFile(single) as b:
+        for i in range(16):
+            ra, rb = a.read_image(i), b.read_image(i)
+            assert (ra.params == rb.params).all() and (ra.indices == rb.indices).all()
+            assert (ra.probs == rb.probs).all() and (ra.partner_index == rb.partner_index).all()
+
+
+def test_a_failing_rank_is_reported_by_the_others_and_nobody_hangs(tmp_path):
+    out = tmp_path / "f.h5"
+    # rank 1's teacher fails (time.sleep(nan)); rank 0 finishes its shard, then learns of it
+    results = _ranks_by_hand(out, {1: {"TINY_TEACHER_DELAY": "nan"}})
+    (rc0, _, err0), (rc1, _, err1) = results
+    assert rc1 != 0 and "ValueError" in err1
+    assert rc0 != 0 and "rank 1 of 2 failed" in err0 and "run again with --resume" in err0
+    assert not out.exists()  # no merge
+    with S.ReinforcementFile(S.shard_path(out, 0, 2)) as f:
+        assert f.complete
