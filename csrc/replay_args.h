@@ -1,5 +1,5 @@
 // Layout of the int32 argument rows the replay ops take. Mirrors reinforced_data/_args.py:
-// keep the two in step (tests/test_kernels.py checks the constants agree).
+// keep the two in step (tests/test_args.py checks the constants agree).
 #pragma once
 
 namespace reinforced_data {

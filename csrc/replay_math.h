@@ -60,6 +60,9 @@ RD_HD uint8_t blend_q16(int64_t x, int64_t other, int64_t f) {
 
 RD_HD uint8_t brightness(int64_t x, int64_t f) { return clamp_u8((x * f) >> 16); }
 
+// The image's mean gray in Q16, rounded half up: round(sum of gray(r, g, b) * 2^16 / n) over n pixels.
+RD_HD int64_t contrast_mean_q16(int64_t gray_sum, int64_t n) { return (gray_sum * Q16 + n / 2) / n; }
+
 // contrast blend with the image's mean gray in Q16: result in Q32, floored
 RD_HD uint8_t contrast(int64_t x, int64_t mean_q16, int64_t f) {
   return (uint8_t)(clamp64(x * f * Q16 + mean_q16 * (Q16 - f), 0, (256LL << 32) - 1) >> 32);
@@ -77,13 +80,27 @@ RD_HD uint8_t autocontrast(int64_t x, int64_t lo, int64_t hi) {
   return hi > lo ? (uint8_t)((x - lo) * 255 / (hi - lo)) : (uint8_t)x;
 }
 
+// Equalize of one channel of n pixels whose highest value occurs last_count times: the
+// step of its lookup table (0: the channel stays as it is) ...
+RD_HD int64_t equalize_step(int64_t n, int64_t last_count) { return (n - last_count) / 255; }
+
+// ... and the table's entry for a value v >= 1 (entry 0 is 0), from the number of pixels
+// below v: clamp(round(below / step)), halves rounded up by step / 2 (floored).
+RD_HD uint8_t equalize_entry(int64_t below, int64_t step) { return clamp_u8((below + step / 2) / step); }
+
 // Nearest source coordinate of output (x, y) under the Q16 inverse map (a0, a1, t):
 // floor((a0*(2x+1-W) + a1*(2y+1-H) + t + 2^16) / 2^17). Arithmetic shift = floor.
 RD_HD int64_t affine_src(int64_t a0, int64_t a1, int64_t t, int64_t x2, int64_t y2) {
   return (a0 * x2 + a1 * y2 + t + Q16) >> 17;
 }
 
-// Erase noise: murmur3 finaliser of ((c*H + y)*W + x) ^ (seed * 0x9E3779B9), low byte.
+// The key of pixel (c, y, x) of an H x W view for erase_noise: its index in [3, H, W],
+// ((c*H + y)*W + x), as uint32 (below 3 * 4096^2: it fits).
+RD_HD uint32_t erase_key(int64_t c, int64_t y, int64_t x, int64_t h, int64_t w) {
+  return (uint32_t)((c * h + y) * w + x);
+}
+
+// Erase noise: murmur3 finaliser of erase_key(c, y, x) ^ (seed * 0x9E3779B9), low byte.
 RD_HD uint8_t erase_noise(uint32_t seed, uint32_t key) {
   uint32_t k = key ^ (seed * 0x9E3779B9u);
   k ^= k >> 16;
@@ -94,7 +111,9 @@ RD_HD uint8_t erase_noise(uint32_t seed, uint32_t key) {
   return (uint8_t)(k & 0xFF);
 }
 
-RD_HD uint8_t mixup(int64_t a, int64_t b, int64_t q) { return (uint8_t)((a * q + b * (255 - q) + 127) / 255); }
+// MixUp of bytes a and b with lambda q / 255 (q in [0, 255]): round(a*q/255 + b*(255-q)/255), halves up.
+// In uint32: a*q + b*(255 - q) + 127 <= 255 * 255 + 127.
+RD_HD uint8_t mixup(uint32_t a, uint32_t b, uint32_t q) { return (uint8_t)((a * q + b * (255 - q) + 127) / 255); }
 
 }  // namespace math
 }  // namespace reinforced_data

@@ -261,7 +261,7 @@ inline void op_contrast(uint8_t* img, int64_t n, int64_t f) {
     for (int64_t i = i0; i < i1; ++i) part += gray16(R[i], G[i], B[i]);
     sum += part;
   }
-  const int64_t mean = (sum * M::Q16 + n / 2) / n;
+  const int64_t mean = M::contrast_mean_q16(sum, n);
   if (f <= (int64_t(1) << 22)) {
     const int64_t C = mean * (M::Q16 - f);
     levels(img, 3 * n, (int32_t)f, (int32_t)(C >> 16));  // arithmetic shift = floor
@@ -373,14 +373,14 @@ inline void op_equalize(uint8_t* img, int64_t n) {
     }
     int last = 255;
     while (hist[last] == 0) --last;
-    const int64_t step = (n - hist[last]) / 255;
+    const int64_t step = M::equalize_step(n, hist[last]);
     if (step == 0) continue;
     uint8_t lut[256];
     lut[0] = 0;
     int64_t cum = 0;
     for (int v = 1; v < 256; ++v) {
       cum += hist[v - 1];
-      lut[v] = M::clamp_u8((cum + step / 2) / step);
+      lut[v] = M::equalize_entry(cum, step);
     }
     apply_lut(a, n, lut);
   }
@@ -538,8 +538,7 @@ inline void erase(uint8_t* img, int64_t h, int64_t w, const int32_t* r) {
     for (int64_t y = et; y < et + eh; ++y) {
       uint8_t* o = img + (c * h + y) * w;
       if (r[args::ERASE_VALUE] < 0) {
-        const uint32_t key0 = (uint32_t)((c * h + y) * w);  // < 3 * 4096^2
-        for (int64_t x = el; x < el + ew; ++x) o[x] = M::erase_noise(seed, key0 + (uint32_t)x);
+        for (int64_t x = el; x < el + ew; ++x) o[x] = M::erase_noise(seed, M::erase_key(c, y, x, h, w));
       } else {
         std::memset(o + el, r[args::ERASE_VALUE + c], ew);
       }
@@ -580,8 +579,8 @@ inline void mix_view(const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t C
                      const int32_t* q) {
   const int64_t size = C * H * W;
   if (q[args::MIX_MODE] == 1) {
-    const uint32_t lam = (uint32_t)q[args::MIX_LAM], rest = 255 - lam;
-    for (int64_t i = 0; i < size; ++i) out[i] = (uint8_t)(((uint32_t)a[i] * lam + (uint32_t)b[i] * rest + 127) / 255);
+    const uint32_t lam = (uint32_t)q[args::MIX_LAM];
+    for (int64_t i = 0; i < size; ++i) out[i] = M::mixup(a[i], b[i], lam);
     return;
   }
   std::memcpy(out, a, size);

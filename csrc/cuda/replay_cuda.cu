@@ -123,11 +123,9 @@ __device__ __forceinline__ void store_px(uint8_t* o, int plane, int p, int y, in
       x >= r[ERASE_LEFT] && x < r[ERASE_LEFT] + r[ERASE_W]) {
     if (r[ERASE_VALUE] < 0) {
       const uint32_t seed = (uint32_t)r[ERASE_SEED];
-      const uint32_t key = (uint32_t)(y * ow + x);
-      const uint32_t pl = (uint32_t)oh * (uint32_t)ow;  // key = (c*H + y)*W + x
-      v0 = rm::erase_noise(seed, key);
-      v1 = rm::erase_noise(seed, key + pl);
-      v2 = rm::erase_noise(seed, key + 2 * pl);
+      v0 = rm::erase_noise(seed, rm::erase_key(0, y, x, oh, ow));
+      v1 = rm::erase_noise(seed, rm::erase_key(1, y, x, oh, ow));
+      v2 = rm::erase_noise(seed, rm::erase_key(2, y, x, oh, ow));
     } else {
       v0 = r[ERASE_VALUE];
       v1 = r[ERASE_VALUE + 1];
@@ -341,11 +339,11 @@ __global__ void __launch_bounds__(kThreads)
       cur = 1 - cur;
     }
     for (int c = 0; c < 3; ++c) {
-      const int32_t step_c = (plane - hsh[c][last_bin[c]]) / 255;
+      const int32_t step_c = (int32_t)rm::equalize_step(plane, hsh[c][last_bin[c]]);
       if (step_c == 0)
         lut[c][tid] = tid;  // channel unchanged
       else
-        lut[c][tid] = tid == 0 ? 0 : min(255, (cum[cur][c][tid - 1] + step_c / 2) / step_c);
+        lut[c][tid] = tid == 0 ? 0 : rm::equalize_entry(cum[cur][c][tid - 1], step_c);
     }
     __syncthreads();
   }
@@ -354,7 +352,7 @@ __global__ void __launch_bounds__(kThreads)
   if (op == CONTRAST) {
     const int32_t* st = stats + b * kStatsStride;
     const int64_t sum = (int64_t) * reinterpret_cast<const unsigned long long*>(st + kStatSum);
-    mean_q16 = (sum * rm::Q16 + plane / 2) / plane;
+    mean_q16 = rm::contrast_mean_q16(sum, plane);
   } else if (op == AUTOCONTRAST) {
     const int32_t* st = stats + b * kStatsStride;
     for (int c = 0; c < 3; ++c) {
@@ -449,7 +447,7 @@ __global__ void __launch_bounds__(kThreads)
   const int t = blockIdx.x - (int)(v * T);
   const int32_t* r = rows + v * NUM_MIX_ARGS;
   const int mode = r[MIX_MODE];
-  const int64_t q = r[MIX_LAM];
+  const uint32_t q = (uint32_t)r[MIX_LAM];
   const int64_t top = r[MIX_BOX], left = r[MIX_BOX + 1], bh = r[MIX_BOX + 2], bw = r[MIX_BOX + 3];
   const int64_t hw = H * W, n = C * hw, base = v * n;
   for (int64_t e = (int64_t)t * kThreads + threadIdx.x; e < n; e += (int64_t)T * kThreads) {
