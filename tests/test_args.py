@@ -1,0 +1,222 @@
+"""The int32 argument rows: the layout constants that reinforced_data/_args.py and
+csrc/replay_args.h (and the other shared headers) must agree on; the compiled op's
+validation of rows (garbage rows raise, every field corrupted either raises or matches
+the reference, targeted bad fields name the view and the field); and encode's errors,
+which name the params field and the view.
+
+Tests marked ``compiled`` skip without the compiled op, or fail with
+REINFORCED_DATA_REQUIRE_COMPILED=1 (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import _util
+from _rows import INT32_MAX, INT32_MIN, _policy_and_params, _rows, _valid_row, _with
+from reinforced_data import _args, _reference
+from reinforced_data import policy as policy_mod
+from reinforced_data.policy import RA_OPS, Policy
+
+REPO = Path(__file__).resolve().parents[1]
+
+compiled = pytest.mark.compiled
+
+
+# ------------------------------------------------------------------ layout constants
+def _header_constants(path: Path) -> dict[str, int]:
+    text = re.sub(r"//[^\n]*", "", path.read_text())
+    out: dict[str, int] = {}
+    for decl in re.findall(r"constexpr\s+(?:int|int64_t|int32_t)\s+([^;]+);", text):
+        for item in decl.split(","):
+            name, value = (s.strip() for s in item.split("="))
+            if re.fullmatch(r"[0-9\s<>+*()-]+", value):  # literal or simple integer expression
+                out[name] = int(eval(value, {"__builtins__": {}}))  # noqa: S307
+            else:
+                out[name] = value
+    return out
+
+
+def _header_enum(path: Path, name: str) -> list[str]:
+    text = re.sub(r"//[^\n]*", "", path.read_text())
+    body = re.search(r"enum\s+" + name + r"\s*(?::\s*\w+)?\s*\{([^}]*)\}", text, re.S)
+    assert body, f"enum {name} not found in {path}"
+    names = []
+    for i, item in enumerate(x.strip() for x in body.group(1).split(",") if x.strip()):
+        if "=" in item:
+            n, v = (s.strip() for s in item.split("="))
+            assert int(v) == i, f"{n} = {v}: enum values must be consecutive from 0"
+            item = n
+        names.append(item)
+    return names
+
+
+def test_layout_constants_match_header():
+    c = _header_constants(REPO / "csrc" / "replay_args.h")
+    names = ["CROP_TOP", "CROP_LEFT", "CROP_H", "CROP_W", "FLIP", "FILL", "ERASE_TOP", "ERASE_LEFT", "ERASE_H",
+             "ERASE_W", "ERASE_VALUE", "ERASE_SEED", "NUM_OPS", "OPS", "OP_STRIDE", "NUM_ARGS", "MIX_MODE",
+             "MIX_LAM", "MIX_BOX", "NUM_MIX_ARGS"]
+    for n in names:
+        assert n in c, f"{n} missing from csrc/replay_args.h"
+        assert c[n] == getattr(_args, n), f"{n}: header {c[n]} != _args.py {getattr(_args, n)}"
+    assert c["MAX_OPS"] == policy_mod.MAX_RA_OPS
+    assert set(c) <= set(names) | {"MAX_OPS"}, f"header constants unknown to the test: {set(c) - set(names)}"
+    ops = _header_enum(REPO / "csrc" / "replay_args.h", "Op")
+    assert ops[-1] == "NUM_OP_IDS"
+    assert [o.replace("_", "") for o in ops[:-1]] == [o.upper() for o in RA_OPS]
+
+
+def test_other_shared_constants_match():
+    checks = _header_constants(REPO / "csrc" / "replay_checks.h")
+    assert checks["MAX_OUTPUT_SIZE"] == policy_mod.MAX_OUTPUT_SIZE
+    math_h = _header_constants(REPO / "csrc" / "replay_math.h")
+    assert math_h["WEIGHT_BITS"] == _reference.WEIGHT_BITS
+    assert math_h["Q16"] == _args.Q16
+
+
+# ------------------------------------------------------------------ validation (compiled)
+@compiled
+def test_garbage_rows_raise():
+    """Rows of random int32 in every field: a RuntimeError each time, never a crash."""
+    g = np.random.default_rng(1234)
+    img = [_util.smooth_image(30, 40, 1)]
+    for i in range(2000):
+        r = g.integers(INT32_MIN, INT32_MAX, _args.NUM_ARGS, endpoint=True)
+        if i % 2:  # small values are more likely to get past the early checks
+            r = g.integers(-3, 300, _args.NUM_ARGS)
+        with pytest.raises(RuntimeError):
+            torch.ops.reinforced_data.augment(img, _rows([r]), 12, 10)
+    # a whole batch of garbage at once
+    rows = _rows(g.integers(-5, 70, (500, _args.NUM_ARGS)))
+    with pytest.raises(RuntimeError):
+        torch.ops.reinforced_data.augment(img * 500, rows, 12, 10)
+
+
+FIELD_VALUES = [INT32_MIN, -65536, -257, -2, -1, 0, 1, 2, 3, 4, 13, 14, 25, 255, 256, 4096, 65535, 65536, INT32_MAX]
+
+
+@compiled
+def test_corrupted_fields_raise_or_match_reference():
+    """Each field of a valid row set to extreme / random int32 values: either a
+    RuntimeError, or (where any value is acceptable) exactly the reference output."""
+    g = np.random.default_rng(99)
+    img = [_util.smooth_image(30, 40, 2)]
+    base = _valid_row()
+    accepted = raised = 0
+    for f in range(_args.NUM_ARGS):
+        values = FIELD_VALUES + [int(v) for v in g.integers(INT32_MIN, INT32_MAX, 6, endpoint=True)] + \
+            [int(v) for v in g.integers(-300, 300, 4)]
+        for v in values:
+            r = base.copy()
+            r[f] = v
+            rows = _rows([r])
+            try:
+                out = torch.ops.reinforced_data.augment(img, rows, 12, 10)
+            except RuntimeError:
+                raised += 1
+                continue
+            accepted += 1
+            ref = _reference.augment(img, rows, 12, 10)
+            _util.assert_equal_views(out, ref, rows, f"field {f} = {v} accepted")
+    assert raised > 100 and accepted > 100  # both paths were exercised
+
+
+def _expect_error(images, rows, match, oh=12, ow=10):
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.reinforced_data.augment(images, _rows(rows), oh, ow)
+
+
+TARGETED = [  # (description, {field: value}, message fragment)
+    ("crop below", dict(CROP_TOP=11, CROP_H=20), r"args\[0\] crop"),
+    ("crop right", dict(CROP_LEFT=16, CROP_W=25), r"args\[0\] crop"),
+    ("crop negative top", dict(CROP_TOP=-1), r"args\[0\] crop"),
+    ("crop negative left", dict(CROP_LEFT=-5), r"args\[0\] crop"),
+    ("crop zero height", dict(CROP_H=0), r"args\[0\] crop"),
+    ("crop negative width", dict(CROP_W=-3), r"args\[0\] crop"),
+    ("crop overflow", dict(CROP_TOP=INT32_MAX, CROP_H=INT32_MAX), r"args\[0\] crop"),
+    ("flip 2", dict(FLIP=2), r"flip"),
+    ("fill 256", dict(FILL_plus2=256), r"fill"),
+    ("fill -1", dict(FILL=-1), r"fill"),
+    ("erase outside", dict(ERASE_TOP=8, ERASE_H=5), r"erase box"),
+    ("erase right", dict(ERASE_LEFT=5, ERASE_W=6), r"erase box"),
+    ("erase negative", dict(ERASE_TOP=-1), r"erase box"),
+    ("erase negative size", dict(ERASE_H=-2, ERASE_W=3), r"erase box"),
+    ("erase half empty", dict(ERASE_H=0, ERASE_W=3), r"erase box"),
+    ("erase overflow", dict(ERASE_LEFT=INT32_MAX, ERASE_W=INT32_MAX), r"erase box"),
+    ("erase value 256", dict(ERASE_VALUE_plus1=256), r"erase value"),
+    ("erase value mixed", dict(ERASE_VALUE=-1), r"erase value"),
+    ("num_ops 5", dict(NUM_OPS=5), r"num_ops"),
+    ("num_ops -1", dict(NUM_OPS=-1), r"num_ops"),
+    ("op id 14", dict(OPS=14), r"unknown op id"),
+    ("op id -1", dict(OPS=-1), r"unknown op id"),
+    ("op id last slot", {"OPS_plus21": 99}, r"unknown op id"),
+    ("negative factor", dict(OPS_plus1=-1), r"factor"),
+    ("posterize mask", dict(OPS_plus8=256), r"posterize"),
+    ("solarize threshold", dict(OPS_plus15=257), r"solarize"),
+    ("solarize negative", dict(OPS_plus15=-1), r"solarize"),
+]
+
+
+@compiled
+@pytest.mark.parametrize("desc,fields,match", TARGETED, ids=[t[0] for t in TARGETED])
+def test_targeted_bad_rows(desc, fields, match):
+    img = [_util.smooth_image(30, 40, 3)]
+    base = _valid_row()
+    assert torch.ops.reinforced_data.augment(img, _rows([base]), 12, 10).shape == (1, 3, 12, 10)
+    _expect_error(img, [_with(base, **fields)], match)
+    # the bad row is named by its index in a batch
+    _expect_error(img * 3, [base, base, _with(base, **fields)], r"args\[2\]")
+
+
+# ------------------------------------------------------------------ encode errors
+ENCODE_ERRORS = [  # (mutate params in place, source sizes or None, message regex)
+    (lambda p: p["crop"].__setitem__(1, (40, 0, 20, 10)), [(50, 60)] * 2, r"params\['crop'\] of view 1"),
+    (lambda p: p["crop"].__setitem__(0, (0, 55, 10, 10)), [(50, 60)] * 2, r"params\['crop'\] of view 0"),
+    (lambda p: p["crop"].__setitem__(0, (0, 0, 0, 10)), None, r"params\['crop'\] of view 0"),
+    (lambda p: p["crop"].__setitem__(1, (0, 0, 10, 0)), None, r"params\['crop'\] of view 1"),
+    (lambda p: p["flip"].__setitem__(0, 2), None, r"params\['flip'\]"),
+    (lambda p: p["ra_op"].__setitem__((0, 1), 14), None, r"params\['ra_op'\]"),
+    (lambda p: p["ra_mag"].__setitem__((1, 0), 31), None, r"params\['ra_mag'\]"),
+    (lambda p: p["ra_mag"].__setitem__((1, 0), -31), None, r"params\['ra_mag'\]"),
+    (lambda p: p["erase"].__setitem__(1, (30, 0, 5, 5)), None, r"params\['erase'\] of view 1"),
+    (lambda p: p["erase"].__setitem__(0, (0, 38, 5, 5)), None, r"params\['erase'\] of view 0"),
+]
+
+
+@pytest.mark.parametrize("mutate,sizes,match", ENCODE_ERRORS, ids=[e[2] for e in ENCODE_ERRORS])
+def test_encode_errors_name_the_field(mutate, sizes, match):
+    policy, params = _policy_and_params()
+    mutate(params)
+    with pytest.raises(ValueError, match=match):
+        _args.encode(params, policy, sizes)
+
+
+def test_encode_mix_errors_name_the_field():
+    policy, params = _policy_and_params()
+    p = params.copy()
+    p["mix_mode"][0] = 3
+    with pytest.raises(ValueError, match=r"params\['mix_mode'\]"):
+        _args.encode_mix(p, policy)
+    p = params.copy()
+    p["mix_mode"][1] = 2
+    p["mix_box"][1] = (30, 0, 5, 5)
+    with pytest.raises(ValueError, match=r"params\['mix_box'\] of view 1"):
+        _args.encode_mix(p, policy)
+    with pytest.raises(ValueError, match="mixing"):
+        _args.encode_mix(Policy().sample(np.random.default_rng(0), 2, 9, 9), Policy())
+
+
+def test_encode_structural_errors():
+    policy = Policy(ra_num_ops=2)
+    with pytest.raises(ValueError, match="crop"):
+        _args.encode(np.zeros(2, dtype=[("flip", np.uint8)]), policy)
+    too_many = np.zeros(1, dtype=[("crop", np.uint16, (4,)), ("flip", np.uint8), ("ra_op", np.uint8, (5,)),
+                                  ("ra_mag", np.int8, (5,))])
+    too_many["crop"] = (0, 0, 4, 4)
+    with pytest.raises(ValueError, match=r"params\['ra_op'\]"):
+        _args.encode(too_many, policy)
