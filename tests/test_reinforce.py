@@ -223,3 +223,29 @@ def test_image_folder_input_and_float16(ds, tmp_path):
 def test_synthetic_spec_dataset(tmp_path):
     s = run("synthetic:num_images=6,num_classes=4,min_size=20,max_size=24", tmp_path / "r.h5")
     assert s.images == 6
+
+
+def test_pipeline_object_stages_and_defaults(ds, tmp_path):
+    import torch
+
+    from reinforced_data.errors import ConfigError
+    from reinforced_data.reinforce import Reinforcement, default_device, default_num_workers
+
+    path = tmp_path / "p.h5"
+    r = Reinforcement(ds, U.TinyTeacher(CLASSES), str(path), policy=policy(), num_views=K, topk=TOPK, seed=7,
+                      block_size=8, progress=False)
+    assert not path.exists()  # construction checks and builds the teachers; nothing is written before run()
+    assert r.device == default_device() and r.num_workers == default_num_workers(r.device)
+    assert default_num_workers("cpu") == 0 and default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    plan = r.plan(np.zeros(N, dtype=bool))
+    assert [len(b.todo) for b in plan] == [8, 8, 4] and r.summary.skipped == 0
+    img, _ = ds[3]
+    assert (r.sample(3, img) == policy().sample(image_rng(7, 3), K, img.shape[1], img.shape[2])).all()
+    s = r.run()
+    assert s.images == N and s.ranks is None and "ranks" not in s.to_dict()
+    run(ds, tmp_path / "f.h5")
+    assert chunks(path) == chunks(tmp_path / "f.h5")
+    with pytest.raises(ConfigError, match="seed=-1 must be an integer in"):
+        Reinforcement(ds, U.TinyTeacher(CLASSES), str(tmp_path / "x.h5"), seed=-1)
+    with pytest.raises(ConfigError, match="pass resume or overwrite, not both"):
+        Reinforcement(ds, U.TinyTeacher(CLASSES), str(tmp_path / "x.h5"), resume=True, overwrite=True)
