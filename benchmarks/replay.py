@@ -11,9 +11,14 @@ RandomResizedCrop + horizontal flip + RandAugment(n=2, m=9) + RandomErasing(p=0.
   ours, reference  the same on the pure-PyTorch reference backend (fewer views)
   torchvision v2   Compose([RandomResizedCrop(224, antialias=True), RandomHorizontalFlip(),
                    RandAugment(2, 9), ToDtype(float32, scale=True), Normalize, RandomErasing(0.25)])
-                   on uint8 CHW tensors, one image per call
+                   on uint8 tensors, one image per call
   timm             create_transform(224, is_training=True, auto_augment="rand-m9-n2-inc1",
                    re_prob=0.25) on PIL images, one image per call
+
+Tensor sources come in the layout a loader produces, with a row per layout:
+  channels-last    torch.from_numpy(np.asarray(pil)).permute(2, 0, 1), strides (1, 3W, 3): what
+                   PIL-based loaders and torchvision.io.decode_jpeg hand out (checked at start)
+  contiguous       the same pixels copied to contiguous CHW
 
 All of it runs on one core: OMP/MKL threads and torch's intra- and inter-op threads are
 set to 1 (Pillow is single-threaded here). Decoding is not timed: sources are decoded
@@ -92,14 +97,23 @@ def compiled_status() -> tuple[bool, str]:
 
 
 def cpu_model() -> str:
+    """The CPU's model name, with family/model numbers and the vector ISA the kernels can use
+    (a virtual machine may report only a generic name)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = "AVX2" if "avx2" in flags else "no AVX2 (baseline kernels)"
+    extra = ", ".join(x for x in (f"family {info['cpu family']}" if "cpu family" in info else "",
+                                  f"model {info['model']}" if "model" in info else "",
+                                  "AVX-512" if "avx512f" in flags else "") if x)
+    hyper = " under a hypervisor" if "hypervisor" in flags else ""
+    return f"{info.get('model name', platform.machine())} ({extra}{hyper}; the kernels run their {isa} build)"
 
 
 def versions() -> str:
@@ -156,14 +170,44 @@ def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+LAYOUTS = {  # row label -> how the uint8 [3, H, W] tensor source is laid out
+    "channels-last sources": "uint8 HWC view",
+    "contiguous sources": "uint8 CHW",
+}
+
+
+def loader_layout(photo) -> torch.Tensor:
+    """The photo as a PIL-based loader hands it over: a channels-last view, strides (1, 3W, 3)."""
+    return torch.from_numpy(np.array(photo.pil)).permute(2, 0, 1)
+
+
+def check_decoder_layout() -> str:
+    """Whether torchvision.io.decode_jpeg gives the channels-last layout that loader_layout() gives."""
+    try:
+        from torchvision.io import decode_jpeg, encode_jpeg
+    except ImportError as e:
+        return f"not checked ({e})"
+    x = torch.zeros(3, 6, 10, dtype=torch.uint8)
+    dec = decode_jpeg(encode_jpeg(x)).stride()
+    from PIL import Image
+
+    cl = loader_layout(type("P", (), {"pil": Image.new("RGB", (10, 6))})()).stride()
+    return f"decode_jpeg strides {dec}, PIL→numpy→permute {cl} for a 6x10 image" + \
+        ("" if dec == cl else " (DIFFERENT)")
+
+
 def build_pipelines(photos, params, policy: Policy, args, compiled_ok: bool, compiled_why: str,
                     seed: int) -> list[Pipeline]:
     n_src = len(photos)
     mean, std = list(policy.mean), list(policy.std)
     oh, ow = policy.output_size
     pipes: list[Pipeline] = []
+    sources = {"channels-last sources": [loader_layout(p) for p in photos],
+               "contiguous sources": [p.tensor for p in photos]}
+    for p, t in zip(photos, sources["channels-last sources"]):
+        assert t.stride() == (1, 3 * p.size[1], 3) and torch.equal(t, p.tensor)
 
-    def view_batches(n_views):
+    def view_batches(n_views, layout):
         """Batches of (source tensors, their sizes, param records) for views 0..n_views-1.
 
         View i is view i // n_src of source i % n_src, so a batch mixes distinct sources
@@ -171,16 +215,15 @@ def build_pipelines(photos, params, policy: Policy, args, compiled_ok: bool, com
         """
         out = []
         for r in _batches(n_views, args.batch):
-            srcs = [photos[i % n_src] for i in r]
             recs = np.stack([params[i % n_src][i // n_src] for i in r])
-            out.append(([p.tensor for p in srcs], [p.size for p in srcs], recs))
+            out.append(([sources[layout][i % n_src] for i in r], [photos[i % n_src].size for i in r], recs))
         return out
 
     # -- ours ---------------------------------------------------------------------
-    def ours(backend: str, n_views: int, label: str):
-        batches = view_batches(n_views)
-        f32 = Row(f"ours, {label}", "uint8 tensor → float32", n_views)
-        u8 = Row(f"ours, {label}, uint8 output", "uint8 tensor → uint8", n_views)
+    def ours(backend: str, n_views: int, label: str, layout: str):
+        batches = view_batches(n_views, layout)
+        f32 = Row(f"ours, {label}, {layout}", f"{LAYOUTS[layout]} → float32", n_views)
+        u8 = Row(f"ours, {label}, uint8 output, {layout}", f"{LAYOUTS[layout]} → uint8", n_views)
         stages = [Row("↳ encode params (host, numpy)", "", n_views, stage=True),
                   Row("↳ augment (crop+resize, flip, RA, erase)", "→ uint8", n_views, stage=True),
                   Row("↳ normalize (LUT)", "uint8 → float32", n_views, stage=True)]
@@ -220,10 +263,10 @@ def build_pipelines(photos, params, policy: Policy, args, compiled_ok: bool, com
         return [Pipeline(f32.name, [f32], run_f32), Pipeline(u8.name, [u8], run_u8),
                 Pipeline(f32.name + " (stages)", stages, run_stages)]
 
-    ours_compiled = ours("compiled", args.views, "compiled (C++)")
-    ours_reference = ours("reference", args.ref_views, "reference (pure PyTorch)")
-    pipes += ours_compiled[:1] + ours_compiled[1:]
-    pipes.append(ours_reference[0])  # its float32 row only: the reference is slow
+    cl_pipes = ours("compiled", args.views, "compiled (C++)", "channels-last sources")
+    pipes += cl_pipes  # float32, uint8 and the stages of float32
+    pipes += ours("compiled", args.views, "compiled (C++)", "contiguous sources")[:2]
+    pipes.append(ours("reference", args.ref_views, "reference (pure PyTorch)", "channels-last sources")[0])
 
     # -- torchvision v2 ------------------------------------------------------------
     import torchvision.transforms.v2 as T
@@ -233,18 +276,21 @@ def build_pipelines(photos, params, policy: Policy, args, compiled_ok: bool, com
         T.RandAugment(num_ops=2, magnitude=9), T.ToDtype(torch.float32, scale=True),
         T.Normalize(mean, std), T.RandomErasing(p=0.25),
     ])
-    tv_row = Row("torchvision v2", "uint8 tensor → float32", args.views)
-    tv_inputs = [photos[i % n_src].tensor for i in range(args.views)]
+    def torchvision_pipeline(layout: str) -> Pipeline:
+        row = Row(f"torchvision v2, {layout}", f"{LAYOUTS[layout]} → float32", args.views)
+        inputs = [sources[layout][i % n_src] for i in range(args.views)]
 
-    def run_tv():
-        torch.manual_seed(seed)
-        random.seed(seed)
-        t = _clock()
-        for x in tv_inputs:
-            tv(x)
-        return {tv_row.name: _elapsed(t)}
+        def run_tv():
+            torch.manual_seed(seed)
+            random.seed(seed)
+            t = _clock()
+            for x in inputs:
+                tv(x)
+            return {row.name: _elapsed(t)}
 
-    pipes.append(Pipeline(tv_row.name, [tv_row], run_tv))
+        return Pipeline(row.name, [row], run_tv)
+
+    pipes += [torchvision_pipeline(layout) for layout in LAYOUTS]
 
     # -- timm ---------------------------------------------------------------------
     from timm.data import create_transform
@@ -295,17 +341,19 @@ def time_sampling(policy: Policy, photos, k: int, repeats: int, seed: int) -> tu
 
 
 def check_bit_exact(photos, params, policy: Policy, n: int) -> str:
-    """Compare compiled and reference replay on the first ``n`` views (uint8 and float32)."""
+    """Compare compiled replay from both source layouts with the reference on the first ``n``
+    views (uint8 and float32)."""
     n_src = len(photos)
     imgs = [photos[i % n_src].tensor for i in range(n)]
+    cl = [loader_layout(photos[i % n_src]) for i in range(n)]
     recs = np.stack([params[i % n_src][i // n_src] for i in range(n)])
     bad = []
-    for dt in (torch.uint8, torch.float32):
-        a = _replay_mod.replay(imgs, recs, policy, out_dtype=dt, backend="compiled")
+    for dt, src in ((torch.uint8, imgs), (torch.float32, imgs), (torch.uint8, cl), (torch.float32, cl)):
+        a = _replay_mod.replay(src, recs, policy, out_dtype=dt, backend="compiled")
         b = _replay_mod.replay(imgs, recs, policy, out_dtype=dt, backend="reference")
         if a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a, b):
             diff = (a.shape == b.shape) and int((a != b).sum())
-            bad.append(f"{str(dt).replace('torch.', '')}: {diff} of {b.numel()} values differ"
+            bad.append(f"{str(dt).replace('torch.', '')} ({'contiguous' if src is imgs else 'channels-last'}): {diff} of {b.numel()} values differ"
                        if diff is not False else f"{dt}: shape/dtype {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}")
     return "yes" if not bad else "NO (" + "; ".join(bad) + ")"
 
@@ -387,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="views per replay() call (default 32)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny smoke-test run (well under 60 s)")
+    ap.add_argument("--machine-note", default="",
+                    help="a sentence about the machine for the results file (e.g. that it is shared)")
     ap.add_argument("--out", default=None,
                     help=f"markdown file to write (default {os.path.relpath(DEFAULT_OUT, ROOT)}; "
                          f"with --quick {os.path.relpath(QUICK_OUT, ROOT)}, so smoke tests never "
@@ -439,12 +489,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for p in pipes for r in p.rows]
     # Order the table: compiled float32, its stages, compiled uint8, reference, baselines, info.
     by = {r.name: r for r in rows}
-    order = ["ours, compiled (C++)", "↳ encode params (host, numpy)", "↳ augment (crop+resize, flip, RA, erase)",
-             "↳ normalize (LUT)", "ours, compiled (C++), uint8 output", "ours, reference (pure PyTorch)",
-             "torchvision v2", "timm"]
+    order = ["ours, compiled (C++), channels-last sources", "↳ encode params (host, numpy)",
+             "↳ augment (crop+resize, flip, RA, erase)", "↳ normalize (LUT)",
+             "ours, compiled (C++), contiguous sources",
+             "ours, compiled (C++), uint8 output, channels-last sources",
+             "ours, compiled (C++), uint8 output, contiguous sources",
+             "ours, reference (pure PyTorch), channels-last sources",
+             "torchvision v2, channels-last sources", "torchvision v2, contiguous sources", "timm"]
     rows = [by[n] for n in order if n in by] + [r for r in rows if r.name not in order]
     timm = by.get("timm")
-    ours = by.get("ours, compiled (C++)")
+    ours = by.get("ours, compiled (C++), channels-last sources")
+    ours_contiguous = by.get("ours, compiled (C++), contiguous sources")
 
     # --- one core really? (process CPU time over wall time; > 1 means other threads worked too)
     multi = [f"{r.name} ({max(r.util):.2f})" for r in rows if r.util and not r.stage and max(r.util) > 1.15]
@@ -460,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         def yes(ok):
             return "MET" if ok else "NOT MET"
         verdict = [
-            f"Target ≤ {TARGET_MS} ms/view (ours, compiled, float32): wall clock {yes(ours.median <= TARGET_MS)} "
+            f"Target ≤ {TARGET_MS} ms/view (ours, compiled, float32, channels-last sources): wall clock {yes(ours.median <= TARGET_MS)} "
             f"({ours.median:.3f} ms), CPU time {yes(ours.cpu_median <= TARGET_MS)} ({ours.cpu_median:.3f} ms).",
         ]
         if timm is not None and timm.ms:
@@ -469,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"Target ≥ {TARGET_X_TIMM:g}× timm's speed on this machine: wall clock {yes(xw >= TARGET_X_TIMM)} "
                 f"({xw:.2f}×; timm {timm.median:.3f} ms), CPU time {yes(xc >= TARGET_X_TIMM)} "
                 f"({xc:.2f}×; timm {timm.cpu_median:.3f} ms).")
+        if ours_contiguous is not None and ours_contiguous.ms:
+            verdict.append(
+                "Channels-last sources cost "
+                f"{ours.cpu_median / ours_contiguous.cpu_median:.2f}× the CPU time of contiguous ones "
+                f"({ours.cpu_median:.3f} vs {ours_contiguous.cpu_median:.3f} ms/view): the kernel reads "
+                "both layouts in place.")
 
     load = f"Load average (1/5/15 min) at start {load_start}, at end {_loadavg()}."
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -476,14 +537,18 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Replay throughput, CPU, one core",
         "",
-        f"Machine: {cpu_model()} ({os.cpu_count()} logical CPUs visible), {platform.system()} {platform.release()}; "
-        f"{versions()}; threads=1 (torch intra/inter-op, OMP, MKL); {now}. {load}",
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs visible, {platform.system()} {platform.release()}; "
+        f"{versions()}; threads=1 (torch intra/inter-op, OMP, MKL); {now}. {load} "
+        f"{args.machine_note}".rstrip(),
         "",
         f"Command: `{command}`{' (quick smoke-test run: too few views for reliable numbers)' if q else ''}",
         "",
         f"Workload: {len(photos)} ImageNet-like photos ({len({p.source for p in photos})} scikit-image sources, "
         f"sizes from {min(h * w for h, w in sizes) / 1e3:.0f} to {max(h * w for h, w in sizes) / 1e3:.0f} kpixel, "
         "mostly 375x500 / 500x375 / 333x500), decoded in memory beforehand, cycled over the views; "
+        "tensor sources in the layout a loader hands over (channels-last sources: "
+        "`torch.from_numpy(np.asarray(pil)).permute(2, 0, 1)`; "
+        f"{check_decoder_layout()}) and, for comparison, as contiguous CHW copies; "
         f"224x224 output; policy `rrc_ra_re` (RandomResizedCrop, flip, RandAugment n=2 m=9, RandomErasing p=0.25); "
         f"ours in batches of {args.batch} views per replay() call, torchvision and timm one image per call. "
         f"ms/view is the median over {args.repeats} repeats of each repeat's mean; min–max is over repeats.",
