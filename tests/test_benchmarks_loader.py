@@ -113,6 +113,13 @@ def test_quick_run_measures_every_row(tmp_path):
         assert (re.fullmatch(r"[\d.]+× (met|NOT met) / [\d.]+× (met|NOT met)", c) if _has_dataset()
                 else c == "not measured"), c
 
+    raw = json.loads((tmp_path / "loader.json").read_text())
+    assert len(raw["rows"]) == len(ROWS) * 3
+    for r in raw["rows"]:
+        if not r["error"]:
+            assert len(r["epoch_wall_s"]) == len(r["epoch_cpu_s"]) == 1 and r["images"] > 0
+            assert len(r["worker_mem_mib"]) == r["workers"]
+
     png = tmp_path / "loader.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![images/s](loader.png)" in text
