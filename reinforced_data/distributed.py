@@ -13,8 +13,8 @@ the store ``torchrun`` serves), never through a collective of a process group:
   and ends when the store or the launcher is gone. Then rank 0 merges the shards and
   posts the result; the others wait for it, and rank 0 waits until every rank has
   read it (it may be the store's host).
-* Throughout, a watcher thread ends the rank (exit status 1) as soon as its parent
-  process, the launcher, is gone: committed rows are kept, ``--resume`` continues.
+* Throughout, a watcher thread ends a torchrun worker (exit status 1) as soon as its
+  parent process, torchrun, is gone: committed rows are kept, ``--resume`` continues.
 
 No gloo or NCCL process group is created, so none has to be torn down: the teardown
 race of a gloo group destroyed while its threads still ran (a rank ending in
@@ -83,13 +83,20 @@ class ParentWatch:
                           "with --resume", self.parent)
                 os._exit(1)
 
+    @staticmethod
+    def launched_by_torchrun() -> bool:
+        """Only a torchrun worker is watched: a rank started by hand (``nohup ... &``) may outlive its shell."""
+        return "TORCHELASTIC_RUN_ID" in os.environ
+
     def __enter__(self) -> "ParentWatch":
-        self._thread.start()
+        if self.launched_by_torchrun():
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def _store(rank: int, world_size: int, wait: datetime.timedelta):
@@ -130,9 +137,15 @@ def _wait_for_server(host: str, port: int, rank: int, wait: datetime.timedelta) 
             time.sleep(POLL_S)
 
 
-def _wait_for(store, keys: list[str]) -> None:
-    """Poll until every key exists (no deadline: the parent watch and the store's own errors end it)."""
+def _wait_for(store, keys: list[str], deadline: datetime.timedelta | None = None) -> None:
+    """Poll until every key exists. Waits for work have no deadline (the parent watch and the
+    store's own errors end them); the last handshake has one."""
+    end = None if deadline is None else time.monotonic() + deadline.total_seconds()
     while not store.check(keys):
+        if end is not None and time.monotonic() > end:
+            missing = [k.rsplit("/", 1)[1] for k in keys if not store.check([k])]
+            raise ReinforcedDataError(f"rank(s) {', '.join(missing)} did not confirm the end of the run within "
+                                      f"{deadline}; the files are complete, check that every rank has exited")
         time.sleep(POLL_S)
 
 
@@ -190,7 +203,7 @@ def run_ranks(work: Callable[[], Any], output: str | os.PathLike, *, rank: int, 
             # rank 0 may host the store: it leaves only after every rank has read what it needs
             store.set(f"{prefix}/done/{rank}", "1")
             if rank == 0:
-                _wait_for(store, [f"{prefix}/done/{r}" for r in range(world_size)])
+                _wait_for(store, [f"{prefix}/done/{r}" for r in range(world_size)], timeout())
         finally:
             del store
         if error is not None:

@@ -71,9 +71,9 @@ def test_ranks_exit_when_torchrun_is_killed(tmp_path):
     proc = subprocess.Popen(torchrun("reinforce", *COMMON, "-o", str(out), "--batch-size", "1"),
                             env=U.subprocess_env(TINY_TEACHER_DELAY="1"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    ranks: list[int] = []
     try:
         deadline = time.time() + 90
-        ranks: list[int] = []
         while time.time() < deadline and not (len(ranks) == 2 and os.path.exists(S.shard_path(out, 1, 2))):
             time.sleep(0.3)
             ranks = _children(proc.pid)
@@ -84,11 +84,13 @@ def test_ranks_exit_when_torchrun_is_killed(tmp_path):
         while time.time() < deadline and any(_alive(p) for p in ranks):
             time.sleep(0.2)
         assert not any(_alive(p) for p in ranks), "orphaned ranks kept running"
-    finally:
-        for p in _children(proc.pid) if proc.poll() is None else []:
-            os.kill(p, signal.SIGKILL)
+    finally:  # never leave a rank behind, whatever failed
+        for p in set(ranks) | set(_children(proc.pid) if proc.poll() is None else []):
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     with S.ReinforcementFile(S.shard_path(out, 0, 2), accept_incomplete=True) as f:
         assert not f.complete  # stopped mid-way; --resume continues it
 
