@@ -1,12 +1,15 @@
 """The ``reinforced-data`` command: reinforce, merge, inspect.
 
     reinforced-data reinforce --data DIR|synthetic:N --teacher SPEC [--teacher SPEC ...] -o OUT.h5 [...]
-    torchrun --nproc-per-node 8 -m reinforced_data reinforce ...   # one shard per rank
+    torchrun --nproc-per-node 8 -m reinforced_data reinforce ... [--merge]   # one shard per rank
     reinforced-data merge OUT.h5 [SHARD ...]
     reinforced-data inspect OUT.h5 [--data DIR]
 
 Errors a user can fix are printed as one line, ``reinforced-data: error: ...``, with
 exit status 2; ``inspect --data`` exits 1 when the file belongs to another dataset.
+Under torchrun, the ranks meet through torchrun's store (within 30 minutes, or
+``$REINFORCED_DATA_DIST_TIMEOUT`` seconds), wait for each other at the end, and a rank
+stops when torchrun is gone (see :mod:`reinforced_data.distributed`).
 """
 
 from __future__ import annotations
