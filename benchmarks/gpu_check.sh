@@ -47,7 +47,7 @@ step() {
   shift 3
   local t0 rc
   t0=$(date +%s)
-  echo "== $name (limit ${limit}s): $*" | tee "$OUT/$log"
+  echo "== $name (limit ${limit}s): $*" > "$OUT/$log"
   timeout --kill-after=10 "$limit" "$@" >> "$OUT/$log" 2>&1
   rc=$?
   tail -n 25 "$OUT/$log"
@@ -93,12 +93,14 @@ echo "| compiled op has CUDA kernels | $([ $CUDA_OK -eq 0 ] && echo yes || echo 
 
 # 2. the cuda tests: CUDA vs CPU op bytes, opcheck on CUDA inputs, error messages on CUDA
 step "pytest -m cuda" 2_pytest_cuda.log 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider -rs --continue-on-collection-errors tests/
-grep -E "passed|failed|error" "$OUT/2_pytest_cuda.log" | tail -n 1 | sed 's/^/pytest: /' >> "$SUMMARY"
+PYTEST_LINE=$(grep -E " in [0-9.]+s" "$OUT/2_pytest_cuda.log" | tail -n 1 | sed 's/^=* *//; s/ *=*$//')
 
 # 3. GPU benchmark: checks, then B=256 views at 224 px from sources already on the GPU
 step "benchmarks/gpu_replay.py" 3_gpu_replay.log 130 "$PY" benchmarks/gpu_replay.py --out "$OUT/replay_gpu.md"
 
 {
+  echo ""
+  echo "pytest -m cuda: ${PYTEST_LINE:-no result line (see 2_pytest_cuda.log)}"
   echo ""
   if [ -f "$OUT/replay_gpu.md" ]; then
     echo "## Benchmark verdicts (replay_gpu.md)"
