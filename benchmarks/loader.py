@@ -32,7 +32,7 @@ a busy shared machine the wall clock also counts time spent waiting for a core, 
 time is the fairer per-core figure.
 
     python benchmarks/loader.py                 # full run, writes benchmarks/results/loader.md + .png
-    python benchmarks/loader.py --quick         # smoke test (< 30 s), writes benchmarks/.data/loader_quick.md
+    python benchmarks/loader.py --quick         # smoke test (16 images), writes benchmarks/.data/loader_quick.md
 """
 
 from __future__ import annotations
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=DEFAULT_DATA,
                     help=f"scratch folder for the photos and the file (default {os.path.relpath(DEFAULT_DATA, ROOT)})")
-    ap.add_argument("--quick", action="store_true", help="tiny smoke-test run (< 30 s)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke-test run: 16 images, 2 batches of 8 per row")
     ap.add_argument("--out", default=None,
                     help=f"markdown file to write; the chart (.png) and the per-epoch measurements (.json) go beside it (default "
                          f"{os.path.relpath(DEFAULT_OUT, ROOT)}; with --quick {os.path.relpath(QUICK_OUT, ROOT)})")
