@@ -148,7 +148,7 @@ class Policy:
         """A named configuration from :data:`PRESETS`, with optional field overrides."""
         if name not in PRESETS:
             raise ConfigError(f"unknown policy preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls.from_dict({**PRESETS[name], **overrides})
 
     # ------------------------------------------------------------ parameters
     def param_dtype(self) -> np.dtype:

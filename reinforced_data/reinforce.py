@@ -43,7 +43,8 @@ from .errors import ConfigError, ReinforcedDataError
 
 # FileAccessError arrives with the store's open-error work; until then its parent class stands in
 FileAccessError = getattr(_errors, "FileAccessError", _errors.ReinforcementFileError)
-from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, resolve_dataset, to_uint8_image
+from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, to_uint8_image
+from ._datasets import resolve_dataset as _resolve_dataset
 from .policy import PRESETS, Policy
 from .replay import compiled_available, replay
 from .teachers import TeacherEnsemble, TeacherSpec
@@ -91,6 +92,21 @@ def parse_policy(policy: Policy | str | dict) -> Policy:
     d = dict(policy)
     preset = d.pop("preset", None)
     return Policy.preset(preset, **d) if preset else Policy.from_dict(d)
+
+
+def resolve_dataset(data: Any) -> Any:
+    """:func:`reinforced_data._datasets.resolve_dataset`, whose refusals (a malformed
+    ``synthetic:`` spec, a dataset that is not map-style) are :class:`ConfigError`s naming ``data``."""
+    try:
+        return _resolve_dataset(data)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ReinforcedDataError):
+            raise
+        what = repr(os.fspath(data)) if isinstance(data, (str, os.PathLike)) else type(data).__name__
+        hint = "; use synthetic:N or synthetic:num_images=N,num_classes=C,min_size=S,max_size=S,seed=S" \
+            if isinstance(data, str) and data.startswith("synthetic:") and "synthetic:num_images=N" not in str(e) else ""
+        kind = _ConfigTypeError if isinstance(e, TypeError) else ConfigError
+        raise kind(f"{e}" if what in str(e) else f"dataset {what}: {e}{hint}") from None
 
 
 class _ConfigTypeError(ConfigError, TypeError):

@@ -84,6 +84,18 @@ ROWS = [
     ("dataset-too-many-classes", lambda t: reinforce_args(t, data=DATA.replace("num_classes=8", "num_classes=9")),
      ["teachers predict 8"]),
     ("policy-unknown-preset", lambda t: reinforce_args(t, "--policy", "nope"), ["policy 'nope' is neither a preset"]),
+    ("policy-unknown-field", lambda t: reinforce_args(t, "--policy", '{"preset": "rrc", "colour": 1}'),
+     ["unknown policy field(s) ['colour']"]),
+    ("dataset-spec-not-a-number", lambda t: reinforce_args(t, data="synthetic:abc"),
+     ["dataset 'synthetic:abc': invalid literal", "use synthetic:N or synthetic:num_images=N"]),
+    ("dataset-spec-unknown-key", lambda t: reinforce_args(t, data="synthetic:foo=3"),
+     ["'synthetic:foo=3': use synthetic:num_images=N"]),
+    ("dataset-spec-empty", lambda t: reinforce_args(t, data="synthetic:0"),
+     ["dataset 'synthetic:0': num_images=0"]),
+    ("dataset-missing", lambda t: reinforce_args(t, data=os.path.join(t, "nothing")),
+     ["is neither an ImageFolder directory nor synthetic:N"]),
+    ("views-zero", lambda t: reinforce_args(t, "-K", "0"), ["num_views=0 must be an integer >= 1"]),
+    ("workers-negative", lambda t: reinforce_args(t, "--workers", "-1"), None),
 ]
 
 # system errors, injected where the operating system reports them (errno as HDF5 and os report it)
@@ -114,9 +126,15 @@ SYSTEM_ROWS = [
 
 @pytest.mark.parametrize("make, needles", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
 def test_bad_input_is_one_line(tmp_path, capsys, make, needles):
-    if "cuda" in " ".join(needles) and torch.cuda.is_available():
+    if needles and "cuda" in " ".join(needles) and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     argv = make(str(tmp_path))
+    if needles is None:  # refused by the parser: its usage line, then one error line
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("reinforced-data reinforce: error: ")
+        return
     assert main(argv) == 2
     line = one_line(capsys.readouterr().err)
     for needle in needles:
