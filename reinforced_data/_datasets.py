@@ -74,7 +74,8 @@ def to_uint8_image(img: Any, index: int) -> torch.Tensor:
         from PIL import Image
 
         if isinstance(img, Image.Image):
-            img = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
+            # ImageFolder's loader already converted to RGB: converting again would copy every pixel
+            img = torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB"))).permute(2, 0, 1)
         elif isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] in (1, 3, 4):
             img = torch.from_numpy(img).permute(2, 0, 1)
         elif isinstance(img, np.ndarray):
