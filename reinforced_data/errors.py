@@ -13,7 +13,7 @@ from __future__ import annotations
 __all__ = [
     "ReinforcedDataError", "ConfigError", "ReinforcementFileError", "NotReinforcementFileError",
     "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
-    "SettingsMismatchError", "OutputExistsError", "NonFiniteOutputError",
+    "SettingsMismatchError", "OutputExistsError", "FileAccessError", "NonFiniteOutputError",
 ]
 
 
@@ -56,6 +56,12 @@ class SettingsMismatchError(ReinforcementFileError):
 
 class OutputExistsError(ReinforcementFileError, FileExistsError):
     """The output path exists and neither resume nor overwrite was asked for."""
+
+
+class FileAccessError(ReinforcementFileError):
+    """The file cannot be opened as asked now (in use by another process, no permission, a
+    read-only or full file system), though it may be perfectly good; never a reason to
+    regenerate it."""
 
 
 # ---------------------------------------------------------------------- teachers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -530,3 +531,195 @@ def test_storage_target_on_imagenet_like_records(tmp_path):
     with h5py.File(path) as f:
         per_record = f["records"].id.get_storage_size() / (24 * 128)
     assert per_record <= 37, per_record
+
+
+# ---------------------------------------------------------------------- honest open errors, files cut short
+@pytest.mark.parametrize("code,needle", [
+    (errno.EAGAIN, "is in use by another process"),
+    (errno.EACCES, "permission denied"),
+    (errno.EPERM, "permission denied"),
+    (errno.EROFS, "read-only file system"),
+    (errno.ENOSPC, "no space is left"),
+])
+@pytest.mark.parametrize("errno_attribute", [True, False])  # h5py sets e.errno for some; the message names it
+def test_open_errors_say_what_is_wrong_without_calling_the_file_damaged(code, needle, errno_attribute):
+    msg = f"Unable to synchronously open file (unable to lock file, errno = {code}, error message = 'x')"
+    e = OSError(code, msg) if errno_attribute else OSError(msg)
+    with pytest.raises(S.FileAccessError, match=needle) as info:
+        S._raise_open_error("r.h5", e, writing=True)
+    text = str(info.value)
+    assert "overwrite" not in text and "damaged" not in text and "regenerate" not in text
+
+
+def test_open_errors_of_the_file_itself_are_damage():
+    with pytest.raises(S.CorruptFileError, match=r"is truncated .*--overwrite"):
+        S._raise_open_error("r.h5", OSError("Unable to open file (truncated file: eof = 5, stored_eof = 9)"))
+    with pytest.raises(S.CorruptFileError, match="it is damaged, regenerate it"):
+        S._raise_open_error("r.h5", OSError("Unable to open file (bad object header version number)"))
+
+
+_HOLD_OPEN = """
+import sys, time
+sys.path[:0] = {paths!r}
+from reinforced_data import store as S
+f = S.ReinforcementFile({path!r}, accept_incomplete=True)
+f.read_image(0)
+print("reading", flush=True)
+time.sleep(60)
+"""
+
+
+def test_resume_while_a_reader_holds_the_file_says_busy_and_keeps_it(tmp_path):
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    rows = write_file(path, h, indices=range(6), finish=False)
+    before = open(path, "rb").read()
+    script = _HOLD_OPEN.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=U.subprocess_env())
+    try:
+        assert proc.stdout.readline().strip() == b"reading"
+        with pytest.raises(S.FileAccessError, match="in use by another process") as info:
+            S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="resume")
+        assert "overwrite" not in str(info.value) and "damaged" not in str(info.value)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert open(path, "rb").read() == before and not os.path.exists(path + ".lock")
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="resume")  # the reader gone: it resumes
+    assert np.flatnonzero(w.written).tolist() == sorted(rows)
+    w.close()
+
+
+def test_lock_that_cannot_be_created_is_one_clear_error(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def read_only_fs(p, *a, **kw):
+        if str(p).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", p)
+        return real_open(p, *a, **kw)
+
+    monkeypatch.setattr(os, "open", read_only_fs)
+    with pytest.raises(S.FileAccessError, match=r"cannot create .*r\.h5\.lock.*Read-only file system"):
+        S.ReinforcementWriter.open(str(tmp_path / "r.h5"), make_header(), np.arange(N) % C)
+
+
+def test_file_is_read_while_its_writer_runs(tmp_path):
+    """Every open of a file another process is writing succeeds (SWMR reading), and what it reads is what was
+    committed."""
+    path = str(tmp_path / "r.h5")
+    script = _WRITER_SCRIPT.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=U.subprocess_env())
+    h = make_header(n=400)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        seen = set()
+        for _ in range(40):
+            with S.ReinforcementFile(path, accept_incomplete=True) as r:
+                done = np.flatnonzero(r.written)
+                i = int(done[-1])
+                params, idx, _, _, _ = make_rows(h, [i])
+                img = r.read_image(i)
+                assert (img.params == params[0]).all() and (img.indices == idx[0]).all()
+                seen.add(i)
+        assert len(seen) > 1  # the writer was writing meanwhile
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _cut_short(path: str) -> None:
+    """Make ``path`` shorter on disk than its recorded length, its rows whole: append a 64 KiB dataset (data
+    last in the file), then cut half of that data off. HDF5 calls this "truncated"."""
+    with h5py.File(path, "r+") as f:
+        f.create_dataset("pad", data=np.ones(1 << 16, np.uint8))
+    os.truncate(path, os.path.getsize(path) - (1 << 15))
+    with pytest.raises(OSError, match="truncated"):
+        h5py.File(path, "r")
+
+
+_WRITE_UNTIL_FILE_SIZE_LIMIT = """
+import os, resource, signal, sys, numpy as np
+sys.path[:0] = {paths!r}
+import test_store as T
+from reinforced_data import store as S
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit fails with EFBIG instead of killing
+h = T.make_header(n=400)
+w = S.ReinforcementWriter.open({path!r}, h, np.arange(400) % T.C)
+resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000))
+try:
+    for i in range(400):
+        w.write([i], *T.make_rows(h, [i])[:3])
+        w.commit()
+except OSError as e:
+    print(e.errno, flush=True)
+os._exit(0)
+"""
+
+
+def test_writer_stopped_by_a_file_size_limit_keeps_its_rows_readable_and_resumable(tmp_path):
+    path = str(tmp_path / "r.h5")
+    out = subprocess.run([sys.executable, "-c", _WRITE_UNTIL_FILE_SIZE_LIMIT.format(
+        paths=[U.REPO_DIR, U.TESTS_DIR], path=path)], check=True, env=U.subprocess_env(), timeout=120,
+        capture_output=True, text=True).stdout
+    assert out.strip() == str(errno.EFBIG)
+    h = make_header(n=400)
+    with S.ReinforcementFile(path, accept_incomplete=True) as r:
+        done = np.flatnonzero(r.written)
+        assert 10 < done.size < 400 and (done == np.arange(done.size)).all()
+        for i in (0, done.size - 1):
+            params, idx, _, _, _ = make_rows(h, [i])
+            assert (r.read_image(i).params == params[0]).all() and (r.read_image(i).indices == idx[0]).all()
+    w = S.ReinforcementWriter.open(path, h, np.arange(400) % C, mode="resume")
+    assert (np.flatnonzero(w.written) == done).all()
+    for i in range(done.size, 400):
+        w.write([i], *make_rows(h, [i])[:3])
+    w.finish()
+    with S.ReinforcementFile(path) as r:
+        assert (r.read_image(399).indices == make_rows(h, [399])[1][0]).all()
+
+
+def test_finished_file_cut_short_is_refused_and_left_alone(tmp_path):
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    write_file(path, h)
+    _cut_short(path)
+    before = open(path, "rb").read()
+    with pytest.raises(S.CorruptFileError, match="is truncated"):
+        S.ReinforcementFile(path)
+    with pytest.raises(S.CorruptFileError, match="is truncated"):
+        S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="resume")
+    assert open(path, "rb").read() == before
+
+
+def test_recovery_regenerates_rows_whose_chunks_are_not_whole(tmp_path):
+    """A file left open by a killed writer, one committed row's chunk zeroed on disk: the resume keeps the
+    other rows and marks that one for generating again, and the file stops claiming to be complete."""
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    write_file(path, h, indices=range(6), finish=False)
+    subprocess.run([sys.executable, "-c", _RESUME_AND_DIE.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)],
+                   check=True, env=U.subprocess_env(), timeout=120)  # killed: the file stays marked open
+    with h5py.File(path, "r", swmr=True) as f:
+        info = f["records"].id.get_chunk_info_by_coord((2, 0, 0))
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(bytes(info.size))
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C, mode="resume")
+    assert np.flatnonzero(w.written).tolist() == [0, 1, 3, 4, 5]
+    w.close()
+    with S.ReinforcementFile(path, accept_incomplete=True) as r:
+        assert not r.complete and np.flatnonzero(r.written).tolist() == [0, 1, 3, 4, 5]
+
+
+def test_merge_refuses_a_file_that_is_not_a_shard(tmp_path):
+    out = str(tmp_path / "m.h5")
+    single = str(tmp_path / "single.h5")
+    write_file(single, make_header())
+    with pytest.raises(S.ReinforcementFileError, match="single.h5 is not a shard but a file written by a single"):
+        S.merge(out, [single])
+    for rank, rows in enumerate([range(0, 5), range(5, 12)]):
+        write_file(S.shard_path(out, rank, 2), make_header(shard_rank=rank, shard_world_size=2), rows)
+    S.merge(out)
+    with pytest.raises(S.ReinforcementFileError, match="m.h5 is not a shard but a file merged from 2 shards"):
+        S.merge(str(tmp_path / "again.h5"), [out, S.shard_path(out, 1, 2)])
+    assert not os.path.exists(str(tmp_path / "again.h5"))

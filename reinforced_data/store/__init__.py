@@ -24,8 +24,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (CorruptFileError, DatasetMismatchError, IncompleteFileError, NotReinforcementFileError,
-                      OutputExistsError, ReinforcementFileError, SettingsMismatchError, UnsupportedVersionError)
+from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, IncompleteFileError,
+                      NotReinforcementFileError, OutputExistsError, ReinforcementFileError, SettingsMismatchError,
+                      UnsupportedVersionError)
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type checkers
     from .format import (DEFLATE_LEVEL, FORMAT_NAME, FORMAT_VERSION, LOG_RANGE, PROB_ENCODINGS,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "PROB_ENCODINGS", "ReinforcementFileError", "NotReinforcementFileError",
     "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
-    "SettingsMismatchError", "OutputExistsError", "Fingerprint", "Header", "RecordCodec", "Record",
+    "SettingsMismatchError", "OutputExistsError", "FileAccessError", "Fingerprint", "Header", "RecordCodec", "Record",
     "ImageRecords", "ReinforcementWriter", "ReinforcementFile", "merge", "shard_path", "find_shards",
     "smallest_uint", "dataset_labels", "dataset_files", "dataset_num_classes", "inspect_file", "read_header",
     "format_inspect",

@@ -8,48 +8,129 @@ read is checked to be in range before it is returned.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
+import time
 import zlib
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ..errors import (CorruptFileError, DatasetMismatchError, IncompleteFileError, NotReinforcementFileError,
-                      UnsupportedVersionError)
+from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, IncompleteFileError,
+                      NotReinforcementFileError, UnsupportedVersionError)
 from .format import FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str
 
 __all__ = ["ReinforcementFile", "read_header"]
 
 # ---------------------------------------------------------------------- opening files
-def _raise_open_error(path: str, e: OSError) -> None:
+_ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
+
+
+def _errno(e: OSError) -> int | None:
+    """The system error behind an HDF5 open failure (h5py sets ``errno`` for some; the message names it)."""
+    if e.errno:
+        return e.errno
+    m = _ERRNO_IN_MESSAGE.search(str(e))
+    return int(m.group(1)) if m else None
+
+
+def _raise_open_error(path: str, e: OSError, writing: bool = False) -> None:
+    """Say what really stops ``path`` from opening. A file that is busy, not permitted, on a
+    read-only or full file system may be perfectly good: only HDF5 failing to read the file
+    itself is reported as damage, with the advice to regenerate it."""
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    code = _errno(e)
+    how = "written" if writing else "read"
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+        raise FileAccessError(
+            f"{path} is in use by another process, which holds its HDF5 file lock ({msg}); wait for it or close "
+            "it there, then try again") from None
+    if code in (errno.EACCES, errno.EPERM):
+        raise FileAccessError(f"{path} cannot be {how}: permission denied ({msg}); check its permissions") from None
+    if code == errno.EROFS:
+        raise FileAccessError(f"{path} lies on a read-only file system and cannot be {how}; copy it somewhere "
+                              "writable") from None
+    if code == errno.ENOSPC:
+        raise FileAccessError(f"no space is left on the device holding {path} ({msg}); free some space, then "
+                              "continue with --resume") from None
+    if code is not None:
+        raise FileAccessError(f"{path} cannot be opened ({msg})") from None
     if "truncated" in msg:
         raise CorruptFileError(f"{path} is truncated ({msg}); regenerate it (reinforce --overwrite)") from None
     raise CorruptFileError(f"{path} cannot be opened as HDF5 ({msg}); it is damaged, regenerate it") from None
 
 
-def _open_h5(path: str, swmr_fallback: bool = True) -> h5py.File:
-    """Open read-only, falling back to SWMR reading for a file a writer holds or left open."""
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _marked_open_for_writing(path: str) -> bool:
+    """Whether the file's superblock says a writer has it open, or died with it open.
+
+    The HDF5 file format's superblock version 3 (what ``libver="latest"`` writes) keeps
+    "file consistency flags" in its 12th byte: bit 0 is set while the file is open for
+    writing, bit 2 while it is open for SWMR writing. Other versions (or a superblock after a
+    user block) answer False: such a file is not written by this package.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return len(head) == 12 and head[:8] == _HDF5_SIGNATURE and head[8] >= 3 and bool(head[11] & 0b101)
+
+
+def _open_h5(path: str) -> h5py.File:
+    """Open ``path`` read-only; as an HDF5 SWMR reader when a writer has it open (or died so).
+
+    A SWMR reader sees a consistent file while its writer appends to it. A plain read-only
+    open of such a file is refused ("already open for write"), or, when the file has not yet
+    reached the length its superblock records, reported as "truncated": neither means the
+    file is damaged. A file no writer holds is opened plainly, so that HDF5 checks its length:
+    a SWMR reader retries every metadata read that fails its checksum (about 100 times), which
+    on a file that is really cut short takes minutes before it fails.
+
+    The returned handle's ``swmr_mode`` is True exactly when the file was marked open for
+    writing: a resuming writer (which holds the writer's lock, so no writer runs) then knows
+    that the file must be recovered.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
     if os.path.isdir(path):
         raise NotReinforcementFileError(f"{path} is a directory, not a reinforcement file")
-    if not h5py.is_hdf5(path):
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except OSError as e:  # e.g. no permission to read it
+        _raise_open_error(path, e)
+    if not is_hdf5:
         raise NotReinforcementFileError(
             f"{path} is not an HDF5 file (no HDF5 signature); expected a reinforcement file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        if swmr_fallback and "already open for write" in str(e):
-            try:
+    for attempt in range(2):
+        try:
+            if _marked_open_for_writing(path):
                 return h5py.File(path, "r", swmr=True)
-            except OSError as e2:
-                _raise_open_error(path, e2)
-        _raise_open_error(path, e)
+            return h5py.File(path, "r")
+        except OSError as e:
+            # a writer opened (or closed, shrinking the file) between the look at the flags and the open:
+            # look again, once
+            if attempt == 0 and ("already open for write" in str(e) or "truncated" in str(e)):
+                time.sleep(0.1)
+                continue
+            _raise_open_error(path, e)
     raise AssertionError("unreachable")
+
+
+def _truncation(f: h5py.File, path: str) -> str | None:
+    """"it has X of its Y bytes" when the file on disk is shorter than HDF5's record of its length."""
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        stored, actual = int(f.id.get_filesize()), os.path.getsize(path)
+        if actual < stored:
+            return f"it has {actual} of its {stored} bytes"
+    return None
 
 
 def _check_format(f: h5py.File, path: str) -> None:
@@ -59,7 +140,7 @@ def _check_format(f: h5py.File, path: str) -> None:
         fmt = f.attrs.get("format")
         version = int(f.attrs.get("format_version", -1))
     except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:
-        _raise_damaged(path, e)
+        _raise_damaged(path, e, f)
     if fmt is None or _attr_str(fmt) != FORMAT_NAME:
         what = "has no 'format' attribute" if fmt is None else f"has format {_attr_str(fmt)!r}"
         raise NotReinforcementFileError(
@@ -80,11 +161,14 @@ def _check_format(f: h5py.File, path: str) -> None:
         f["labels"][:1]
         f["written"][:]
     except (KeyError, OSError, RuntimeError, ValueError) as e:
-        _raise_damaged(path, e)
+        _raise_damaged(path, e, f)
 
 
-def _raise_damaged(path: str, e: Exception) -> None:
+def _raise_damaged(path: str, e: Exception, f: h5py.File | None = None) -> None:
     msg = " ".join(str(e).split()).strip("'\"") or type(e).__name__
+    short = _truncation(f, path) if f is not None else None
+    if short:
+        raise CorruptFileError(f"{path} is truncated ({short}; {msg}); regenerate it (reinforce --overwrite)") from None
     raise CorruptFileError(f"{path} is damaged ({msg}); regenerate it") from None
 
 
@@ -113,10 +197,16 @@ class ReinforcementFile:
         if f["labels"].shape != (h.num_images,) or f["written"].shape != (h.num_images,):
             raise CorruptFileError(f"{self.path}: its labels or written dataset does not hold {h.num_images} rows")
         self.complete = bool(int(f.attrs.get("complete", 0)))
-        self.written = f["written"][:].astype(bool)
-        self.labels = f["labels"][:].astype(np.int64)
-        stats = f.attrs.get("generation")
-        self.generation = json.loads(_attr_str(stats)) if stats is not None else None
+        try:
+            self.written = f["written"][:].astype(bool)
+            self.labels = f["labels"][:].astype(np.int64)
+            stats = f.attrs.get("generation")
+            self.generation = json.loads(_attr_str(stats)) if stats is not None else None
+        except (OSError, RuntimeError, ValueError) as e:
+            try:
+                _raise_damaged(self.path, e, f)
+            finally:
+                self.close()
         if not self.complete and not accept_incomplete:
             n = int(self.written.sum())
             self.close()

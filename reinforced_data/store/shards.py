@@ -61,8 +61,17 @@ def merge(output: str | os.PathLike, shards: Iterable[str | os.PathLike] | None 
         raise ConfigError("merge needs at least one shard")
     if os.path.lexists(output) and not overwrite:
         raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it")
-    files = [ReinforcementFile(s) for s in shards]  # refuses incomplete shards
+    files: list[ReinforcementFile] = []
     try:
+        for s in shards:
+            files.append(ReinforcementFile(s))  # refuses incomplete shards
+            h = files[-1].header
+            if h.shard_world_size == 1:
+                what = (f"a file merged from {h.extra['merged_from']} shards" if h.extra.get("merged_from") else
+                        "a file written by a single process")
+                raise ReinforcementFileError(
+                    f"{s} is not a shard but {what}; merge joins the shards that ranks write "
+                    "(OUT-RRRRR-of-WWWWW.h5)")
         first = files[0].header
         world = first.shard_world_size
         for f in files[1:]:

@@ -15,15 +15,16 @@ import fcntl
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterable, Sequence
 
 import h5py
 import numpy as np
 
-from ..errors import (ConfigError, DatasetMismatchError, OutputExistsError, ReinforcementFileError,
-                      SettingsMismatchError)
+from ..errors import (ConfigError, DatasetMismatchError, FileAccessError, OutputExistsError,
+                      ReinforcementFileError, SettingsMismatchError)
 from .format import DEFLATE_LEVEL, WRITTEN_CHUNK, Header, smallest_uint
-from .reader import _check_format, _open_h5, _raise_open_error
+from .reader import _check_format, _open_h5, _raise_damaged, _raise_open_error
 
 __all__ = ["ReinforcementWriter", "copy_rows"]
 
@@ -36,7 +37,14 @@ class _Lock:
     def __init__(self, path: str) -> None:
         self.path = path + ".lock"
         while True:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+                    raise FileAccessError(
+                        f"cannot create {self.path}, the lock that guards writing {path} ({e.strerror}); "
+                        "write the output where files can be created") from None
+                raise
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -150,7 +158,7 @@ class ReinforcementWriter:
 
     @classmethod
     def _reopen(cls, path: str, header: Header, labels: np.ndarray) -> h5py.File:
-        src = _open_h5(path)  # may be a SWMR reader of a file a killed writer left open
+        src = _open_h5(path)  # a SWMR reader of a file a killed writer left open
         try:
             _check_format(src, path)
             old = Header.from_attrs(src.attrs, path)
@@ -182,25 +190,37 @@ class ReinforcementWriter:
         try:
             f = h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl))
         except OSError as e:
-            _raise_open_error(path, e)
+            _raise_open_error(path, e, writing=True)
         if int(f.attrs.get("complete", 0)):
             log.info("%s is already complete", path)
         return f
 
     @staticmethod
     def _recover(path: str) -> None:
-        """Copy a file whose writer died (still marked open for SWMR writing) into a clean one."""
+        """Copy a file whose writer died (still marked open for SWMR writing), or that was cut
+        short (a file-size limit), into a clean one: every committed row whose chunks are whole."""
         log.warning("%s was left open by a writer that stopped; recovering its committed rows", path)
         tmp = path + ".recovering"
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         src = h5py.File(path, "r", swmr=True)
         try:
-            written = src["written"][:]
+            try:
+                written = src["written"][:]
+                labels = src["labels"][:]
+            except (OSError, RuntimeError, ValueError) as e:
+                _raise_damaged(path, e, src)
             with h5py.File(tmp, "w", libver="latest") as dst:
                 _copy_layout(src, dst)
-                dst["labels"][:] = src["labels"][:]
-                copy_rows(src["records"], dst["records"], np.flatnonzero(written))
+                dst["labels"][:] = labels
+                rows = np.flatnonzero(written)
+                whole = copy_rows(src["records"], dst["records"], rows, check_bytes=src["records"].chunks[2])
+                if len(whole) < len(rows):  # chunks past the end of a file cut short read as zeros
+                    lost = np.setdiff1d(rows, whole)
+                    log.warning("%s: %d committed rows cannot be read back (first: image %d); they will be "
+                                "generated again", path, lost.size, int(lost[0]))
+                    written[lost] = 0
+                    dst.attrs["complete"] = np.uint8(0)
                 dst["written"][:] = written
         finally:
             src.close()
@@ -283,10 +303,23 @@ def _copy_layout(src: h5py.File, dst: h5py.File, attrs: dict | None = None) -> N
                            compression_opts=s.compression_opts)
 
 
-def copy_rows(src: h5py.Dataset, dst: h5py.Dataset, rows: Iterable[int]) -> None:
+def copy_rows(src: h5py.Dataset, dst: h5py.Dataset, rows: Iterable[int], check_bytes: int | None = None) -> list[int]:
     """Copy the chunks of image rows ``rows`` from one records dataset to another of the same
-    layout, as stored: no inflating, no re-deflating (recovery and merge)."""
+    layout, as stored: no re-deflating (recovery and merge). With ``check_bytes``, a row is
+    copied only if each of its chunks inflates to that many bytes. Returns the rows copied."""
+    copied = []
     for i in rows:
-        for g in range(src.shape[1]):
-            mask, data = src.id.read_direct_chunk((int(i), g, 0))
+        chunks = [src.id.read_direct_chunk((int(i), g, 0)) for g in range(src.shape[1])]
+        if check_bytes is not None and not all(_inflates_to(mask, data, check_bytes) for mask, data in chunks):
+            continue
+        for g, (mask, data) in enumerate(chunks):
             dst.id.write_direct_chunk((int(i), g, 0), data, mask)
+        copied.append(int(i))
+    return copied
+
+
+def _inflates_to(mask: int, data: bytes, size: int) -> bool:
+    try:
+        return len(zlib.decompress(data) if mask == 0 else data) == size
+    except zlib.error:
+        return False
