@@ -1,9 +1,11 @@
-"""The ``reinforced-data`` command: reinforce, merge, inspect.
+"""The ``reinforced-data`` command: demo, reinforce, merge, inspect, show.
 
+    reinforced-data demo [--quick] [--out DIR]   # the whole idea end to end on generated data
     reinforced-data reinforce --data DIR|synthetic:N --teacher SPEC [--teacher SPEC ...] -o OUT.h5 [...]
     torchrun --nproc-per-node 8 -m reinforced_data reinforce ... [--merge]   # one shard per rank
     reinforced-data merge OUT.h5 [SHARD ...]
     reinforced-data inspect OUT.h5 [--data DIR]
+    reinforced-data show OUT.h5 --data DIR --index I [--views N] [--out grid.png]
 
 Errors a user can fix are printed as one line, ``reinforced-data: error: ...``, with
 exit status 2; ``inspect --data`` exits 1 when the file belongs to another dataset.
@@ -124,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--data", help="check that the file belongs to this dataset (ImageFolder or synthetic:N)")
     i.add_argument("--max-images", type=_non_negative, default=2000, help="images to compute statistics over (0: all)")
     i.add_argument("--json", action="store_true", help="print JSON")
+
+    from .demo import add_demo_parser
+    from .show import add_show_parser
+
+    add_show_parser(sub)
+    add_demo_parser(sub)
     return p
 
 
@@ -189,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ReinforcedDataError
 
     try:
-        return {"reinforce": _cmd_reinforce, "merge": _cmd_merge, "inspect": _cmd_inspect}[args.command](args)
+        commands = {"reinforce": _cmd_reinforce, "merge": _cmd_merge, "inspect": _cmd_inspect}
+        return commands[args.command](args) if args.command in commands else args.func(args)
     except (ReinforcedDataError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as e:
         msg = _user_message(e, args)
         if msg is None or args.verbose:

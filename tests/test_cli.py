@@ -72,6 +72,12 @@ def test_reinforce_with_progress_then_inspect(tmp_path, capsys):
     assert "DOES NOT MATCH: " in capsys.readouterr().out
     assert main(["inspect", str(out), "--json"]) == 0
     assert '"num_views": 4' in capsys.readouterr().out
+    # show, through the same command: a PNG of image 5's stored views; a bad index is one line
+    assert main(["show", str(out), "--data", DATA, "--index", "5", "--views", "3", "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["show", str(out), "--data", DATA, "--index", "24", "--out", str(tmp_path / "h.png")]) == 2
+    assert "24" in one_error_line(capsys.readouterr().err)
     # the output exists: refused without --resume or --overwrite
     assert main(["reinforce", *COMMON, "-o", str(out), "--no-progress"]) == 2
     line = one_error_line(capsys.readouterr().err)
