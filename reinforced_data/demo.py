@@ -65,7 +65,7 @@ class DemoSettings:
     epochs: int = 20  # student epochs
     views: int = 32  # K, stored views per image
     topk: int = 5  # classes kept per view
-    classes: int = 12  # generated data only: how many of the shape classes
+    classes: int = 12  # generated data only: how many shape classes (fewer: the least alike first)
     train_images: int = 2400  # generated data only
     test_images: int = 1200
     image_size: int = 40  # generated images' side
@@ -78,7 +78,9 @@ class DemoSettings:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.05
-    threads: int | None = None  # torch threads (None: torch's default)
+    # torch threads: these small convolutions gain little from more, and threads that outnumber
+    # free cores slow them down several times (measured: 4x with two threads on a busy 2-core machine)
+    threads: int | None = 1  # None: torch's default
     grid_images: int = 4
     grid_views: int = 6
     progress: bool = True
@@ -87,7 +89,8 @@ class DemoSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
         """The ``--quick`` preset: a smaller run (CI)."""
-        base = dict(epochs=10, views=8, classes=6, train_images=960, test_images=480, teacher_epochs=12, batch_size=32)
+        base = dict(epochs=14, views=16, classes=6, train_images=1200, test_images=600, teacher_epochs=30,
+                    batch_size=32)
         base.update(overrides)
         return cls(**base)
 
@@ -153,8 +156,11 @@ def _load_data(s: DemoSettings, policy) -> _Data:
     if s.data is None:
         from .shapes import ShapesDataset
 
-        train = ShapesDataset("train", s.train_images, size=s.image_size, seed=s.seed, num_classes=s.classes)
-        test = ShapesDataset("test", s.test_images, size=s.image_size, seed=s.seed, num_classes=s.classes)
+        from .shapes import DISTINCT_ORDER, SHAPE_CLASSES
+
+        names = SHAPE_CLASSES if s.classes == len(SHAPE_CLASSES) else DISTINCT_ORDER[:s.classes]
+        train = ShapesDataset("train", s.train_images, size=s.image_size, seed=s.seed, classes=names)
+        test = ShapesDataset("test", s.test_images, size=s.image_size, seed=s.seed, classes=names)
         name = (f"generated shapes: {len(train.classes)} classes, {len(train)} train / {len(test)} test images "
                 f"of {s.image_size} px")
     else:
@@ -555,7 +561,7 @@ def run_demo(out: str | os.PathLike = "demo_out", *, data: str | None = None, qu
 
     t_start = time.perf_counter()
     threads = torch.get_num_threads()
-    if s.threads:
+    if s.threads:  # None or 0: torch's default
         torch.set_num_threads(s.threads)
     os.makedirs(s.out, exist_ok=True)
     device_t = torch.device(s.device)
@@ -623,12 +629,12 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller run (about a minute or two)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--epochs", type=int, help="student epochs (default 20; --quick 10)")
-    p.add_argument("--views", type=int, help="K, stored views per image (default 32; --quick 8)")
+    p.add_argument("--epochs", type=int, help="student epochs (default 20; --quick 14)")
+    p.add_argument("--views", type=int, help="K, stored views per image (default 32; --quick 16)")
     p.add_argument("--train-images", type=int, help=argparse.SUPPRESS)
     p.add_argument("--test-images", type=int, help=argparse.SUPPRESS)
     p.add_argument("--teacher-epochs", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch threads (default 1; 0: torch's choice)")
     p.add_argument("--k-sweep", type=_ints, metavar="K,K,...", help="also train reinforced students on the first K of "
                    "max(K) stored views, for each K (accuracy against K)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -18,17 +18,20 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["SHAPE_CLASSES", "ShapesDataset", "draw_shape_image"]
+__all__ = ["SHAPE_CLASSES", "DISTINCT_ORDER", "ShapesDataset", "draw_shape_image"]
 
 SHAPE_CLASSES = ("disc", "ring", "hexagon", "square", "diamond", "triangle", "star", "cross",
                  "stripes", "checker", "dots", "crescent")
+# the classes in an order whose first few look least alike (for runs on fewer classes)
+DISTINCT_ORDER = ("disc", "square", "triangle", "star", "cross", "stripes", "checker", "crescent", "ring", "diamond",
+                  "hexagon", "dots")
 _SPLITS = {"train": 0, "test": 1, "val": 1}
 
 
@@ -82,8 +85,9 @@ def _grid(s: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
-def draw_shape_image(rng: np.random.Generator, label: int, size: int = 40) -> np.ndarray:
-    """One uint8 HWC image of class ``label`` (an index into :data:`SHAPE_CLASSES`)."""
+def draw_shape_image(rng: np.random.Generator, label: int | str, size: int = 40) -> np.ndarray:
+    """One uint8 HWC image of class ``label`` (an index into :data:`SHAPE_CLASSES`, or its name)."""
+    name = SHAPE_CLASSES[label] if not isinstance(label, str) else label
     s = 2 * size  # drawn at twice the size, averaged down
     yy, xx = _grid(s)
     # background: gradient between two colours, a texture, noise
@@ -100,20 +104,20 @@ def draw_shape_image(rng: np.random.Generator, label: int, size: int = 40) -> np
         d = np.abs((y1 - y0) * xx - (x1 - x0) * yy + x1 * y0 - y1 * x0) / (math.hypot(x1 - x0, y1 - y0) + 1e-6)
         np.copyto(img, rng.uniform(0, 255, size=3).astype(np.float32), where=(d < rng.uniform(0.008, 0.02))[..., None])
     for _ in range(rng.integers(0, 3)):
-        name = SHAPE_CLASSES[rng.integers(len(SHAPE_CLASSES))]
+        other = SHAPE_CLASSES[rng.integers(len(SHAPE_CLASSES))]
         rad = rng.uniform(0.06, 0.1)
         cx, cy = rng.uniform(0.1, 0.9, size=2)
         th = rng.uniform(0, 2 * math.pi)
         dx, dy = (xx - cx) / rad, (yy - cy) / rad
-        m = _shape_mask(name, dx * math.cos(th) + dy * math.sin(th), -dx * math.sin(th) + dy * math.cos(th), rng)
+        m = _shape_mask(other, dx * math.cos(th) + dy * math.sin(th), -dx * math.sin(th) + dy * math.cos(th), rng)
         np.copyto(img, _colour(rng).astype(np.float32), where=m[..., None])
     # the object: one class, big, anywhere, rotated a little (square and diamond stay apart)
     rad = rng.uniform(0.24, 0.38)
     cx, cy = rng.uniform(rad * 0.7, 1 - rad * 0.7, size=2)
-    th = rng.uniform(-0.3, 0.3) + (rng.integers(0, 6) * math.pi / 3 if SHAPE_CLASSES[label] in
+    th = rng.uniform(-0.3, 0.3) + (rng.integers(0, 6) * math.pi / 3 if name in
                                    ("disc", "ring", "hexagon", "dots") else 0.0)
     dx, dy = (xx - cx) / rad, (yy - cy) / rad
-    m = _shape_mask(SHAPE_CLASSES[label], dx * math.cos(th) + dy * math.sin(th),
+    m = _shape_mask(name, dx * math.cos(th) + dy * math.sin(th),
                     -dx * math.sin(th) + dy * math.cos(th), rng)
     img[m] = _colour(rng, mean_bg) + 8 * rng.standard_normal((int(m.sum()), 1), dtype=np.float32)
     img = img.reshape(size, 2, size, 2, 3).mean(axis=(1, 3))
@@ -125,29 +129,36 @@ class ShapesDataset(torch.utils.data.Dataset):
     """The demo's generated dataset: ``(uint8 [3, size, size] tensor, label)`` items.
 
     ``split`` "train" or "test" ("val" is an alias of "test") draws from separate seeds;
-    labels are balanced over ``num_classes`` (<= 12) in a seeded order. Images are drawn
+    labels are balanced over ``num_classes`` (<= 12; the first of :data:`SHAPE_CLASSES`, or
+    the names given as ``classes``) in a seeded order. Images are drawn
     once, at construction (about 0.3 ms each), and kept in memory. ``classes`` names
     them; ``targets`` lists the labels, as in torchvision.
     """
 
     def __init__(self, split: str = "train", num_images: int = 2000, size: int = 40, seed: int = 0,
-                 num_classes: int = len(SHAPE_CLASSES), transform: Callable | None = None) -> None:
+                 num_classes: int = len(SHAPE_CLASSES), transform: Callable | None = None,
+                 classes: Sequence[str] | None = None) -> None:
         if split not in _SPLITS:
             raise ConfigError(f"split={split!r} is not one of {sorted(_SPLITS)}; use 'train' or 'test'")
         if num_images < 1:
             raise ConfigError(f"num_images={num_images} must be >= 1")
+        if classes is not None:
+            unknown = [c for c in classes if c not in SHAPE_CLASSES]
+            if unknown or len(set(classes)) != len(classes):
+                raise ConfigError(f"classes={list(classes)} must be distinct names from {list(SHAPE_CLASSES)}")
+            num_classes = len(classes)
         if not 2 <= num_classes <= len(SHAPE_CLASSES):
             raise ConfigError(f"num_classes={num_classes} must lie in [2, {len(SHAPE_CLASSES)}]")
         if not 16 <= size <= 256:
             raise ConfigError(f"size={size} must lie in [16, 256] pixels")
         self.split, self.size, self.seed = split, size, seed
-        self.classes = list(SHAPE_CLASSES[:num_classes])
+        self.classes = list(classes) if classes is not None else list(SHAPE_CLASSES[:num_classes])
         labels = np.arange(num_images) % num_classes
         np.random.default_rng([seed, _SPLITS[split], 1 << 20]).shuffle(labels)
         self.targets = labels.tolist()
         self.transform = transform
         self.images = np.stack([
-            draw_shape_image(np.random.default_rng([seed, _SPLITS[split], i]), int(labels[i]), size)
+            draw_shape_image(np.random.default_rng([seed, _SPLITS[split], i]), self.classes[labels[i]], size)
             for i in range(num_images)]).transpose(0, 3, 1, 2).copy()  # [N, 3, H, W] uint8
 
     def __len__(self) -> int:
