@@ -723,3 +723,32 @@ def test_merge_refuses_a_file_that_is_not_a_shard(tmp_path):
     with pytest.raises(S.ReinforcementFileError, match="m.h5 is not a shard but a file merged from 2 shards"):
         S.merge(str(tmp_path / "again.h5"), [out, S.shard_path(out, 1, 2)])
     assert not os.path.exists(str(tmp_path / "again.h5"))
+
+
+def test_flags_caught_half_rewritten_are_read_again_only_while_a_writer_holds_the_file():
+    """SWMR keeps HDF5's metadata consistent, not data rewritten in place: a reader can catch the `written`
+    chunk of a running writer half rewritten (measured: 1 of ~13,700 opens). It fails to inflate; read again."""
+    from reinforced_data.store import reader
+
+    class Dataset:
+        def __init__(self, owner):
+            self.owner = owner
+
+        def __getitem__(self, sel):
+            if self.owner.failures:
+                self.owner.failures -= 1
+                raise OSError("Can't synchronously read data (filter returned failure during read)")
+            return np.ones(3, np.uint8)[sel]
+
+    class File:
+        def __init__(self, swmr_mode, failures):
+            self.swmr_mode, self.failures = swmr_mode, failures
+
+        def __getitem__(self, name):
+            return Dataset(self)
+
+    assert reader._read_small(File(True, 2), "written").tolist() == [1, 1, 1]
+    with pytest.raises(OSError, match="filter returned failure"):
+        reader._read_small(File(False, 1), "written")  # no writer: a failure is damage, at once
+    with pytest.raises(OSError, match="filter returned failure"):
+        reader._read_small(File(True, 5), "written")  # a writer, but it keeps failing

@@ -158,10 +158,24 @@ def _check_format(f: h5py.File, path: str) -> None:
             if name not in f:
                 raise CorruptFileError(f"{path} lacks its '{name}' dataset; it is damaged, regenerate it")
         f["records"].shape
-        f["labels"][:1]
-        f["written"][:]
+        _read_small(f, "labels", slice(0, 1))
+        _read_small(f, "written")
     except (KeyError, OSError, RuntimeError, ValueError) as e:
         _raise_damaged(path, e, f)
+
+
+def _read_small(f: h5py.File, name: str, sel: slice = slice(None)) -> np.ndarray:
+    """``f[name][sel]``. SWMR protects HDF5's metadata, not data a writer overwrites in place:
+    the ``written`` flags are rewritten at every commit, and a reader may catch a chunk half
+    rewritten (it fails to inflate; never a wrong value). Read again then, a few times."""
+    for attempt in range(5):
+        try:
+            return f[name][sel]
+        except (OSError, RuntimeError, ValueError):
+            if not f.swmr_mode or attempt == 4:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _raise_damaged(path: str, e: Exception, f: h5py.File | None = None) -> None:
@@ -198,8 +212,8 @@ class ReinforcementFile:
             raise CorruptFileError(f"{self.path}: its labels or written dataset does not hold {h.num_images} rows")
         self.complete = bool(int(f.attrs.get("complete", 0)))
         try:
-            self.written = f["written"][:].astype(bool)
-            self.labels = f["labels"][:].astype(np.int64)
+            self.written = _read_small(f, "written").astype(bool)
+            self.labels = _read_small(f, "labels").astype(np.int64)
             stats = f.attrs.get("generation")
             self.generation = json.loads(_attr_str(stats)) if stats is not None else None
         except (OSError, RuntimeError, ValueError) as e:
