@@ -752,3 +752,28 @@ def test_flags_caught_half_rewritten_are_read_again_only_while_a_writer_holds_th
         reader._read_small(File(False, 1), "written")  # no writer: a failure is damage, at once
     with pytest.raises(OSError, match="filter returned failure"):
         reader._read_small(File(True, 5), "written")  # a writer, but it keeps failing
+
+
+def test_superblock_flags_tell_a_file_a_writer_holds(tmp_path):
+    """Readers open SWMR exactly when the superblock says a writer has the file open (or died so)."""
+    from reinforced_data.store import reader
+
+    path = str(tmp_path / "r.h5")
+    h = make_header()
+    w = S.ReinforcementWriter.open(path, h, np.arange(N) % C)
+    assert reader._marked_open_for_writing(path)  # a writer holds it
+    with S.ReinforcementFile(path, accept_incomplete=True) as r:
+        assert r._file().swmr_mode
+    w.close()
+    assert not reader._marked_open_for_writing(path)  # closed cleanly
+    with S.ReinforcementFile(path, accept_incomplete=True) as r:
+        assert not r._file().swmr_mode
+    subprocess.run([sys.executable, "-c", _RESUME_AND_DIE.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)],
+                   check=True, env=U.subprocess_env(), timeout=120)
+    assert reader._marked_open_for_writing(path)  # its writer died
+    other = str(tmp_path / "other.h5")
+    with h5py.File(other, "w") as f:  # superblock version 0: never SWMR
+        f["x"] = np.arange(3)
+    text = tmp_path / "t.h5"
+    text.write_bytes(b"\x89HDF\r\n\x1a\n")
+    assert not reader._marked_open_for_writing(other) and not reader._marked_open_for_writing(str(text))
