@@ -28,7 +28,7 @@ import torch
 
 from . import _reference
 from ._args import NUM_ARGS, NUM_MIX_ARGS
-from .errors import ConfigError, ReinforcedDataError
+from .errors import CompiledUnavailableError, ConfigError
 from .policy import MAX_OUTPUT_SIZE  # the same bound as csrc/replay_checks.h
 
 __all__ = ["BACKENDS", "DISABLE_ENV", "CompiledUnavailableError", "compiled_available", "unavailable_reason",
@@ -37,10 +37,6 @@ __all__ = ["BACKENDS", "DISABLE_ENV", "CompiledUnavailableError", "compiled_avai
 BACKENDS = ("auto", "compiled", "reference")
 DISABLE_ENV = "REINFORCED_DATA_DISABLE_COMPILED"
 BUILD_HINT = "`pip install --no-build-isolation .` from the source tree (with torch already installed)"
-
-
-class CompiledUnavailableError(ReinforcedDataError, RuntimeError):
-    """``backend="compiled"`` was asked for but ``reinforced_data._C`` is not loaded."""
 
 
 def _load() -> str | None:

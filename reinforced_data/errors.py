@@ -14,6 +14,7 @@ __all__ = [
     "ReinforcedDataError", "ConfigError", "ReinforcementFileError", "NotReinforcementFileError",
     "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
     "SettingsMismatchError", "OutputExistsError", "FileAccessError", "NonFiniteOutputError",
+    "CompiledUnavailableError",
 ]
 
 
@@ -67,3 +68,8 @@ class FileAccessError(ReinforcementFileError):
 # ---------------------------------------------------------------------- teachers
 class NonFiniteOutputError(ReinforcedDataError, RuntimeError):
     """A teacher produced NaN or inf for a view; the message names the image and view."""
+
+
+# ---------------------------------------------------------------------- the compiled op
+class CompiledUnavailableError(ReinforcedDataError, RuntimeError):
+    """``backend="compiled"`` was asked for but ``reinforced_data._C`` is not loaded."""
