@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--data", help="check that the file belongs to this dataset (ImageFolder or synthetic:N)")
     i.add_argument("--max-images", type=_non_negative, default=2000, help="images to compute statistics over (0: all)")
     i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--verify", action="store_true",
+                   help="check every chunk and record (with --data: crops against the real image sizes); exit 1 "
+                        "on any problem")
+    i.add_argument("--no-progress", action="store_true", help="no progress bar for --verify")
 
     from .demo import add_demo_parser
     from .show import add_show_parser
@@ -176,10 +180,20 @@ def _cmd_inspect(args) -> int:
     from . import store
     from .reinforce import resolve_dataset
 
-    data = store.Fingerprint.of_dataset(resolve_dataset(args.data)) if args.data else None
+    dataset = resolve_dataset(args.data) if args.data else None
+    data = store.Fingerprint.of_dataset(dataset) if dataset is not None else None
+    report = None
+    if args.verify:  # first: a file that cannot even be opened is a verification failure (exit 1), not a crash
+        report = store.verify_file(args.file, data=dataset, progress=not args.no_progress)
+        if not report["opened"]:
+            print(json.dumps({"file": args.file, "verify": report}, indent=2, sort_keys=True) if args.json else
+                  f"file:             {args.file}\n" + store.format_verify(report))
+            return 1
     info = store.inspect_file(args.file, data=data, max_images=args.max_images)
+    if report is not None:
+        info["verify"] = report
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else store.format_inspect(info))
-    return 1 if info.get("dataset_matches") is False else 0
+    return 1 if info.get("dataset_matches") is False or (report is not None and not report["ok"]) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

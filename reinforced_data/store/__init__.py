@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for readers and type 
     from .format import (DEFLATE_LEVEL, FORMAT_NAME, FORMAT_VERSION, LOG_RANGE, PROB_ENCODINGS,
                          TARGET_RECORDS_PER_CHUNK, WRITTEN_CHUNK, Fingerprint, Header, ImageRecords, Record,
                          RecordCodec, smallest_uint)
-    from .inspect import format_inspect, inspect_file
+    from .inspect import format_inspect, format_verify, inspect_file, verify_file
     from .reader import ReinforcementFile, read_header
     from .shards import find_shards, merge, shard_path
     from .writer import ReinforcementWriter, copy_rows
@@ -42,7 +42,7 @@ __all__ = [
     "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
     "SettingsMismatchError", "OutputExistsError", "FileAccessError", "Fingerprint", "Header", "RecordCodec", "Record",
     "ImageRecords", "ReinforcementWriter", "ReinforcementFile", "merge", "shard_path", "find_shards",
-    "smallest_uint", "dataset_labels", "dataset_files", "dataset_num_classes", "inspect_file", "read_header",
+    "smallest_uint", "dataset_labels", "dataset_files", "dataset_num_classes", "inspect_file", "verify_file", "read_header",
     "format_inspect",
 ]
 
@@ -51,13 +51,13 @@ __all__ = [
 _HOME = {
     **dict.fromkeys(("FORMAT_NAME", "FORMAT_VERSION", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL",
                      "TARGET_RECORDS_PER_CHUNK", "WRITTEN_CHUNK", "Fingerprint", "Header", "RecordCodec", "Record",
-                     "ImageRecords", "smallest_uint", "_LOG_LUT", "_attr_str", "_dtype_to_json", "_dtype_from_json",
+                     "ImageRecords", "smallest_uint", "DIGEST_ATTR", "DIGEST_EXCLUDES", "header_digest", "_LOG_LUT", "_attr_str", "_dtype_to_json", "_dtype_from_json",
                      "_packed_le", "_sha256"), "format"),
-    **dict.fromkeys(("ReinforcementFile", "read_header", "_open_h5", "_check_format", "_raise_open_error",
+    **dict.fromkeys(("ReinforcementFile", "read_header", "_check_digest", "_open_h5", "_check_format", "_raise_open_error",
                      "_raise_damaged"), "reader"),
-    **dict.fromkeys(("ReinforcementWriter", "copy_rows", "_Lock", "_copy_layout"), "writer"),
+    **dict.fromkeys(("ReinforcementWriter", "copy_rows", "seal_header", "_Lock", "_copy_layout"), "writer"),
     **dict.fromkeys(("shard_path", "find_shards", "merge", "_SHARD_RE"), "shards"),
-    **dict.fromkeys(("inspect_file", "format_inspect"), "inspect"),
+    **dict.fromkeys(("inspect_file", "format_inspect", "verify_file", "format_verify"), "inspect"),
 }
 #: what describes a dataset now lives in :mod:`reinforced_data._datasets` (old import paths)
 _MOVED_TO_DATASETS = ("dataset_labels", "as_labels", "dataset_files", "dataset_num_classes")

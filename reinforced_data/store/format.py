@@ -33,7 +33,8 @@ from ..policy import Policy
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
-    "WRITTEN_CHUNK", "Fingerprint", "Header", "RecordCodec", "Record", "ImageRecords", "smallest_uint",
+    "WRITTEN_CHUNK", "DIGEST_ATTR", "DIGEST_EXCLUDES", "header_digest", "Fingerprint", "Header", "RecordCodec",
+    "Record", "ImageRecords", "smallest_uint",
 ]
 
 FORMAT_NAME = "reinforced_data.reinforcement"
@@ -44,6 +45,10 @@ LOG_RANGE = 16.0  # log_uint8 code c means p = exp(-c * LOG_RANGE / 255); c = 25
 DEFLATE_LEVEL = 6
 TARGET_RECORDS_PER_CHUNK = 32  # ~32 views a chunk: inflating one takes ~12 us; ~1.2 B/record more than 64
 WRITTEN_CHUNK = 16384
+#: the attribute holding the header digest (see :func:`header_digest`); files written before it have none
+DIGEST_ATTR = "header_sha256"
+#: attributes the digest leaves out: those a writer legitimately changes after the header is written
+DIGEST_EXCLUDES = frozenset({"complete", "generation", DIGEST_ATTR})
 _LOG_LUT = np.exp(np.arange(256) * (-LOG_RANGE / 255.0)).astype(np.float32)  # log_uint8 code -> probability
 
 
@@ -77,6 +82,40 @@ def _dtype_from_json(fields: list) -> np.dtype:
 def _packed_le(dt: np.dtype) -> np.dtype:
     """The same fields, packed (no padding) and little-endian."""
     return _dtype_from_json(_dtype_to_json(dt))
+
+
+def _canonical_attr(value: Any) -> list:
+    """One HDF5 attribute value, as read back by h5py, in a form that JSON serialises exactly."""
+    if isinstance(value, bytes):
+        return ["s", value.decode("utf-8", "surrogateescape")]
+    if isinstance(value, str):
+        return ["s", value]
+    if isinstance(value, (bool, np.bool_)):
+        return ["b", bool(value)]
+    if isinstance(value, (int, np.integer)):
+        return ["i", int(value)]
+    if isinstance(value, (float, np.floating)):
+        return ["f", float(value).hex()]
+    arr = np.asarray(value)
+    if arr.dtype.kind in "OSU":
+        return ["a", [_canonical_attr(v) for v in arr.reshape(-1).tolist()], list(arr.shape)]
+    return ["a", arr.dtype.newbyteorder("<").str, list(arr.shape), arr.astype(arr.dtype.newbyteorder("<")).tobytes().hex()]
+
+
+def header_digest(attrs: Any, labels: np.ndarray) -> str:
+    """The sha256 (hex) that seals a file's header: every attribute but those in
+    :data:`DIGEST_EXCLUDES`, and the labels.
+
+    The canonical serialisation is the JSON (sorted keys, no spaces) of
+    ``{"attrs": {name: [type tag, value]}, "labels_sha256": sha256 of the labels as int64
+    little-endian}``, with type tags ``s`` (string), ``i`` (integer), ``f`` (float, as
+    ``float.hex``), ``b`` (bool) and ``a`` (array). ``attrs``: a mapping such as
+    ``h5py.File.attrs``, read back from the file.
+    """
+    items = {str(k): _canonical_attr(attrs[k]) for k in sorted(attrs) if k not in DIGEST_EXCLUDES}
+    labels_hash = _sha256(np.ascontiguousarray(np.asarray(labels).astype("<i8").reshape(-1)).tobytes())
+    payload = json.dumps({"attrs": items, "labels_sha256": labels_hash}, sort_keys=True, separators=(",", ":"))
+    return _sha256(payload.encode())
 
 
 # ---------------------------------------------------------------------- fingerprint

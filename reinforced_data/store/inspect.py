@@ -1,28 +1,135 @@
 """What a reinforcement file holds: :func:`inspect_file` (its header and statistics over its
-records) and :func:`format_inspect` (the text ``reinforced-data inspect`` prints)."""
+records), :func:`verify_file` (every chunk inflated, every record checked) and
+:func:`format_inspect` (the text ``reinforced-data inspect`` prints)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetMismatchError
-from .format import FORMAT_VERSION, Fingerprint
+from ..errors import ConfigError, CorruptFileError, DatasetMismatchError, ReinforcementFileError
+from .format import FORMAT_VERSION, Fingerprint, _sha256
 from .reader import ReinforcementFile
 
-__all__ = ["inspect_file", "format_inspect"]
+__all__ = ["inspect_file", "verify_file", "format_inspect"]
 
 
-def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 2000) -> dict:
+def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = False, max_problems: int = 20) -> dict:
+    """Check every part of a reinforcement file that can be checked without its teachers.
+
+    The header digest (on open), the labels (in ``[0, num_classes)``, and equal to those
+    the dataset fingerprint hashed), the ``complete`` flag against the ``written`` flags,
+    and for every written image: each chunk read and inflated to its exact size, the
+    padding after the last record zero, every record's class indices, probability codes
+    and partner in range, and its parameters checked as replay checks them
+    (:func:`reinforced_data._args.encode`: op ids, magnitudes, flips, crop sizes, erase
+    and mix boxes inside the output). ``data`` (a dataset) adds the crop boxes checked
+    against the real image sizes (each image is decoded: far slower) and the dataset's
+    fingerprint. Returns ``{"ok", "problems" (the first ``max_problems``, one sentence
+    each), "problem_count", "images_checked", "records_checked", "seconds",
+    "us_per_record"}``.
+    """
+    from .._args import encode, encode_mix
+
+    t0 = time.perf_counter()
+    problems: list[str] = []
+    count = 0
+
+    def problem(msg: str) -> None:
+        nonlocal count
+        count += 1
+        if len(problems) < max_problems:
+            problems.append(msg)
+
+    def report(images: int, records: int, opened: bool = True) -> dict:
+        secs = time.perf_counter() - t0
+        return {"ok": count == 0, "opened": opened, "problems": problems, "problem_count": count,
+                "images_checked": images, "records_checked": records, "seconds": secs,
+                "us_per_record": 1e6 * secs / records if records else None}
+
+    try:
+        f = ReinforcementFile(path, accept_incomplete=True)
+    except (ReinforcementFileError, OSError) as e:
+        problem(str(e))
+        return report(0, 0, opened=False)
+    images = records = 0
+    with f:
+        h, c = f.header, f.codec
+        labels = f.labels
+        bad = np.flatnonzero((labels < 0) | (labels >= h.num_classes))
+        if bad.size:
+            i = int(bad[0])
+            problem(f"{bad.size} labels lie outside [0, {h.num_classes}) (first: image {i} has label {labels[i]})")
+        if _sha256(labels.astype("<i8").tobytes()) != h.fingerprint.labels_sha256:
+            problem("its labels differ from those its dataset fingerprint was computed from")
+        missing = np.flatnonzero(~f.written)
+        if f.complete and missing.size:
+            problem(f"its complete flag is set but {missing.size} of {h.num_images} images are not written "
+                    f"(first: image {int(missing[0])})")
+        raw = None
+        if data is not None and not isinstance(data, Fingerprint):
+            from .._datasets import RawImages
+
+            try:
+                f.check_dataset(data)
+            except DatasetMismatchError as e:
+                problem(str(e))
+            else:
+                raw = RawImages(data)
+        rows = np.flatnonzero(f.written)
+        it = rows
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(rows, desc="verify", unit="img", dynamic_ncols=True)
+        K = h.num_views
+        for i in it:
+            i = int(i)
+            images += 1
+            try:
+                recs = np.concatenate([c.from_planes(f._planes(i, g)) for g in range(c.chunks_per_image)])
+            except CorruptFileError as e:
+                problem(str(e))
+                continue
+            if recs.shape[0] > K and recs[K:].view(np.uint8).any():
+                problem(f"image {i}: the padding after its {K} records is not zero")
+            try:
+                out = f._unpack(recs[:K], i)
+            except CorruptFileError as e:
+                problem(str(e))
+                continue
+            if h.prob_encoding == "float16":
+                p = out.probs
+                if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+                    problem(f"image {i}: a stored probability is not finite or outside [0, 1]")
+                elif p.shape[-1] > 1 and (np.diff(p, axis=-1) > 0).any():
+                    problem(f"image {i}: its top-k probabilities are not sorted")
+            try:
+                sizes = None
+                if raw is not None:
+                    sizes = [tuple(raw[i][0].shape[-2:])] * K
+                encode(out.params, h.policy, sizes)
+                if h.policy.mixing:
+                    encode_mix(out.params, h.policy)
+            except (ConfigError, ValueError, OSError) as e:
+                problem(f"image {i}: {' '.join(str(e).split())}")
+            records += K
+    return report(images, records)
+
+
+def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 2000, verify: bool = False,
+                 progress: bool = False) -> dict:
     """A summary of a reinforcement file, complete or not (see ``reinforced-data inspect``).
 
     Statistics (teacher top-1 agreement with the ground-truth labels, mean entropy of the
     stored top-k distributions renormalised, in nats) are taken over at most
     ``max_images`` written images, evenly spaced (0: all). ``data``: a dataset, or its
-    fingerprint, to check the file against.
+    fingerprint, to check the file against. ``verify=True`` adds ``"verify"``, the report of
+    :func:`verify_file` (``progress``: its progress bar).
     """
     with ReinforcementFile(path, accept_incomplete=True) as f:
         h = f.header
@@ -31,15 +138,23 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             rows = rows[np.linspace(0, rows.size - 1, max_images).round().astype(np.int64)]
         agree = total = 0
         entropy = 0.0
+        unreadable = 0
         for i in rows:
-            r = f.read_image(int(i))
+            try:
+                r = f.read_image(int(i))
+            except CorruptFileError:  # counted here; --verify names each
+                unreadable += 1
+                continue
             agree += int((r.indices[:, 0] == f.labels[i]).sum())
             p = r.probs.astype(np.float64)
             p = p / p.sum(axis=1, keepdims=True)
             entropy += float(-(p * np.log(np.maximum(p, 1e-30))).sum())
             total += r.indices.shape[0]
         out = {
-            "file": f.path, "format_version": FORMAT_VERSION, "complete": f.complete,
+            "file": f.path, "format_version": FORMAT_VERSION,
+            # a set flag with a row unwritten is not complete (verify reports it as a problem)
+            "complete": f.complete and bool(f.written.all()), "complete_flag": f.complete,
+            "header_digest": f.has_digest,
             "images_written": int(f.written.sum()), "num_images": h.num_images, "num_views": h.num_views,
             "topk": h.topk, "num_classes": h.num_classes, "prob_encoding": h.prob_encoding,
             "policy": json.loads(h.policy.to_json()), "teachers": h.teachers, "seed": h.seed,
@@ -47,7 +162,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
                                                           **h.extra},
             "library_version": h.library_version, "created": h.created, "file_bytes": f.file_size,
             "bytes_per_record": f.bytes_per_record, "record_bytes_uncompressed": f.codec.record_size,
-            "stats_images": int(rows.size),
+            "stats_images": int(rows.size) - unreadable, "stats_unreadable_images": unreadable,
             "teacher_top1_agreement": agree / total if total else None,
             "mean_entropy_nats": entropy / total if total else None,
             "generation": f.generation,
@@ -59,6 +174,8 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
                 out["dataset_matches"], out["dataset_mismatch"] = True, None
             except DatasetMismatchError as e:
                 out["dataset_matches"], out["dataset_mismatch"] = False, str(e)
+    if verify:
+        out["verify"] = verify_file(path, data=data, progress=progress)
     return out
 
 
@@ -66,6 +183,9 @@ def format_inspect(info: dict) -> str:
     """The text ``reinforced-data inspect`` prints for :func:`inspect_file`'s summary."""
     lines = [f"file:             {info['file']}"]
     done = "yes" if info["complete"] else f"NO ({info['images_written']} of {info['num_images']} images written)"
+    if info.get("complete_flag") and not info["complete"]:
+        done = (f"NO: its complete flag is set, but only {info['images_written']} of {info['num_images']} images "
+                "are written (damaged)")
     shard = info["shard"]
     lines += [
         f"complete:         {done}",
@@ -74,12 +194,14 @@ def format_inspect(info: dict) -> str:
         f"top-k (k):        {info['topk']}",
         f"classes:          {info['num_classes']}",
         f"probabilities:    {info['prob_encoding']}",
+        "header digest:    " + ("sha256, matches" if info.get("header_digest") else
+                                "none (written before header digests: its header cannot be checked)"),
         f"policy:           {json.dumps(info['policy'], sort_keys=True)}",
     ]
     for t in info["teachers"]:
         size = "x".join(map(str, t["input_size"])) if t.get("input_size") else "view size"
         src = f" from {t['checkpoint']}" if t.get("checkpoint") else ""
-        lines.append(f"teacher:          {t['name']}{src} (input {size}, mean {t['mean']}, std {t['std']})")
+        lines.append(f"teacher:          {t.get('name')}{src} (input {size}, mean {t.get('mean')}, std {t.get('std')})")
     lines += [
         f"seed:             {info['seed']} (mixing block size {info['mix_block_size']})",
         "shard:            " + (f"rank {shard['rank']} of {shard['world_size']}" if shard["world_size"] > 1 else
@@ -94,6 +216,9 @@ def format_inspect(info: dict) -> str:
             f"(over {info['stats_images']} images)",
             f"mean entropy:     {info['mean_entropy_nats']:.3f} nats (top-k renormalised)",
         ]
+    if info.get("stats_unreadable_images"):
+        lines.append(f"UNREADABLE:       {info['stats_unreadable_images']} of the images sampled for statistics "
+                     "cannot be read (damaged); run inspect --verify")
     gen = info.get("generation") or {}
     if gen.get("seconds"):
         lines.append(f"generation:       {gen.get('images', 0)} images in {gen['seconds']['total']:.1f} s on "
@@ -101,4 +226,18 @@ def format_inspect(info: dict) -> str:
     if "dataset_matches" in info:
         lines.append("dataset:          matches" if info["dataset_matches"] else
                      f"dataset:          DOES NOT MATCH: {info['dataset_mismatch']}")
+    if "verify" in info:
+        lines += format_verify(info["verify"]).splitlines()
+    return "\n".join(lines)
+
+
+def format_verify(v: dict) -> str:
+    """The lines ``inspect --verify`` prints for :func:`verify_file`'s report."""
+    cost = f", {v['us_per_record']:.1f} us/record" if v.get("us_per_record") else ""
+    head = (f"verify:           ok: {v['images_checked']} images, {v['records_checked']} records checked in "
+            f"{v['seconds']:.2f} s{cost}" if v["ok"] else
+            f"verify:           FAILED: {v['problem_count']} problem(s) in {v['images_checked']} images checked")
+    lines = [head] + [f"problem:          {p}" for p in v["problems"]]
+    if v["problem_count"] > len(v["problems"]):
+        lines.append(f"problem:          ... and {v['problem_count'] - len(v['problems'])} more")
     return "\n".join(lines)

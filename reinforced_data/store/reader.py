@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import time
@@ -22,9 +23,13 @@ import numpy as np
 
 from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, IncompleteFileError,
                       NotReinforcementFileError, UnsupportedVersionError)
-from .format import FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str
+from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str,
+                     header_digest)
 
 __all__ = ["ReinforcementFile", "read_header"]
+
+log = logging.getLogger(__name__)
+_WARNED_NO_DIGEST: set[str] = set()
 
 # ---------------------------------------------------------------------- opening files
 _ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
@@ -186,6 +191,23 @@ def _raise_damaged(path: str, e: Exception, f: h5py.File | None = None) -> None:
     raise CorruptFileError(f"{path} is damaged ({msg}); regenerate it") from None
 
 
+def _check_digest(f: h5py.File, path: str, labels: np.ndarray) -> bool:
+    """Check the header digest (docs/format.md): True when it matches, False when the file
+    has none (written before digests: logged once); a mismatch is a :class:`CorruptFileError`."""
+    stored = f.attrs.get(DIGEST_ATTR)
+    if stored is None:
+        if path not in _WARNED_NO_DIGEST:
+            _WARNED_NO_DIGEST.add(path)
+            log.warning("%s carries no header digest (written before reinforced_data sealed headers); its header "
+                        "cannot be checked for changes", path)
+        return False
+    if _attr_str(stored) != header_digest(f.attrs, labels):
+        raise CorruptFileError(
+            f"{path}: its header was changed after it was written (digest mismatch: an attribute or the labels "
+            "differ from those it was sealed with); restore the original file or regenerate it")
+    return True
+
+
 # ---------------------------------------------------------------------- reader
 class ReinforcementFile:
     """Read a reinforcement file.
@@ -201,6 +223,18 @@ class ReinforcementFile:
         self._f: h5py.File | None = None
         self._pid = None
         f = self._file()
+        try:
+            labels = _read_small(f, "labels")
+            #: whether the header carries a digest (checked here); False for files written before digests
+            self.has_digest = _check_digest(f, self.path, labels)
+        except CorruptFileError:
+            self.close()
+            raise
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+            try:
+                _raise_damaged(self.path, e, f)
+            finally:
+                self.close()
         self.header = Header.from_attrs(f.attrs, self.path)
         self.codec = self.header.codec()
         h = self.header

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError, OutputExistsError, ReinforcementFileError, SettingsMismatchError
 from .reader import ReinforcementFile
-from .writer import _copy_layout, copy_rows
+from .writer import _copy_layout, copy_rows, seal_header
 
 __all__ = ["shard_path", "find_shards", "merge"]
 
@@ -108,6 +108,7 @@ def merge(output: str | os.PathLike, shards: Iterable[str | os.PathLike] | None 
         with h5py.File(tmp, "w", libver="latest") as dst:
             _copy_layout(src0, dst, attrs)
             dst["labels"][:] = src0["labels"][:]
+            seal_header(dst)  # the shard attribute changed: seal the merged header anew
             for f in files:
                 copy_rows(f._file()["records"], dst["records"], np.flatnonzero(f.written))
             dst["written"][:] = np.ones(first.num_images, dtype=np.uint8)

@@ -23,10 +23,10 @@ import numpy as np
 
 from ..errors import (ConfigError, DatasetMismatchError, FileAccessError, OutputExistsError,
                       ReinforcementFileError, SettingsMismatchError)
-from .format import DEFLATE_LEVEL, WRITTEN_CHUNK, Header, smallest_uint
-from .reader import _check_format, _open_h5, _raise_damaged, _raise_open_error
+from .format import DEFLATE_LEVEL, DIGEST_ATTR, WRITTEN_CHUNK, Header, header_digest, smallest_uint
+from .reader import _check_digest, _check_format, _open_h5, _raise_damaged, _raise_open_error
 
-__all__ = ["ReinforcementWriter", "copy_rows"]
+__all__ = ["ReinforcementWriter", "copy_rows", "seal_header"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class ReinforcementWriter:
                              chunks=(min(n, 65536),), compression="gzip")
             f.create_dataset("written", shape=(n,), dtype=np.uint8, chunks=(min(n, WRITTEN_CHUNK),),
                              compression="gzip")
+            seal_header(f)
             f.flush()
             f.swmr_mode = True
             f.flush()
@@ -161,6 +162,11 @@ class ReinforcementWriter:
         src = _open_h5(path)  # a SWMR reader of a file a killed writer left open
         try:
             _check_format(src, path)
+            try:
+                labels_now = src["labels"][:]
+            except (OSError, RuntimeError, ValueError) as e:
+                _raise_damaged(path, e, src)
+            _check_digest(src, path, labels_now)
             old = Header.from_attrs(src.attrs, path)
             diffs = old.fingerprint.differences(header.fingerprint)
             if diffs:
@@ -291,6 +297,14 @@ class ReinforcementWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def seal_header(f: h5py.File) -> str:
+    """Write the header digest of an open, writable file over its attributes and labels as
+    stored (docs/format.md); call it whenever a writer sets an attribute the digest covers."""
+    digest = header_digest(f.attrs, f["labels"][:])
+    f.attrs[DIGEST_ATTR] = digest
+    return digest
 
 
 def _copy_layout(src: h5py.File, dst: h5py.File, attrs: dict | None = None) -> None:
