@@ -143,6 +143,13 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         self.seed, self.backend, self.batch_replay = int(seed), backend, bool(batch_replay)
         # shared memory: set_epoch reaches DataLoader workers, persistent ones included
         self._epoch = torch.full((1,), -1, dtype=torch.int64).share_memory_()
+        self._set_derived()
+
+    def _set_derived(self) -> None:
+        """Per-process helpers of :meth:`choice` (not pickled): a numpy view of the shared epoch
+        (read without a tensor call) and the seed's first hash round."""
+        self._epoch_np = self._epoch.numpy()
+        self._seed_key = (self.seed, _mix64(self.seed))
 
     # ------------------------------------------------------------------ setup
     def _check_dataset(self, f: ReinforcementFile) -> None:
@@ -167,7 +174,12 @@ class ReinforcedDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_file"] = None  # reopened by path in the worker: no per-worker copy of the file's arrays
+        del state["_epoch_np"], state["_seed_key"]  # a pickled numpy view would be a copy, not the shared epoch
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._set_derived()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -194,10 +206,13 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         After :meth:`set_epoch`, a function of ``(seed, epoch, index)``; otherwise it uses
         one draw from torch's default generator (so each call differs).
         """
-        e = int(self._epoch.item())
+        e = self._epoch_np.item(0)
         if e < 0:
             e = (1 << 63) | int(torch.randint(0, 1 << 62, ()).item())
-        key = _mix64(_mix64(_mix64(self.seed) ^ e) ^ index)
+        seed, k0 = self._seed_key
+        if seed != self.seed:  # the seed was changed after construction
+            seed, k0 = self._seed_key = (self.seed, _mix64(self.seed))
+        key = _mix64(_mix64(k0 ^ e) ^ index)
         if self.p < 1.0 and ((_mix64(key ^ 1) >> 11) * (1.0 / (1 << 53))) >= self.p:
             return -1
         n = len(self.views)

@@ -216,6 +216,37 @@ def test_without_set_epoch_every_call_draws_from_torch(plain):
     assert first != second and ds.epoch is None
 
 
+def _choice_spec(seed: int, epoch: int, index: int, p: float, views: list[int]) -> int:
+    """The documented view choice, written out with plain Python integers (splitmix64's finaliser)."""
+    m = (1 << 64) - 1
+
+    def mix(x: int) -> int:
+        x = (x + 0x9E3779B97F4A7C15) & m
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+        return x ^ (x >> 31)
+
+    key = mix(mix(mix(seed) ^ epoch) ^ index)
+    if p < 1.0 and (mix(key ^ 1) >> 11) * (1.0 / (1 << 53)) >= p:
+        return -1
+    return views[((mix(key ^ 2) >> 32) * len(views)) >> 32] if len(views) > 1 else views[0]
+
+
+def test_view_choice_follows_the_spec_after_pickling_copying_and_a_seed_change(plain):
+    ds = ReinforcedDataset(base(), plain, p=0.7, seed=5, views=[0, 2, 3])
+    ds.set_epoch(2)
+    want = [_choice_spec(5, 2, i, 0.7, [0, 2, 3]) for i in range(N)]
+    assert [ds.choice(i) for i in range(N)] == want and -1 in want
+    clone = pickle.loads(pickle.dumps(ds))
+    assert [clone.choice(i) for i in range(N)] == want
+    ds.set_epoch(7)  # the epoch is shared memory: a copy (as ReinforcedLoader makes) sees it
+    import copy
+    view = copy.copy(ds)
+    assert [view.choice(i) for i in range(N)] == [_choice_spec(5, 7, i, 0.7, [0, 2, 3]) for i in range(N)]
+    ds.seed = 9
+    assert [ds.choice(i) for i in range(N)] == [_choice_spec(9, 7, i, 0.7, [0, 2, 3]) for i in range(N)]
+
+
 @pytest.mark.parametrize("num_workers,persistent", [(0, False), (2, False), (2, True)])
 def test_two_epochs_of_a_plain_dataloader_give_new_views(plain, num_workers, persistent):
     ds = ReinforcedDataset(base(), plain, out_dtype=torch.uint8)
