@@ -3,6 +3,7 @@ checked on open) and ``inspect --verify`` (every chunk and record checked)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 
@@ -297,3 +298,83 @@ def test_verify_reports_a_changed_header_as_its_problem(sealed, tmp_path, capsys
     assert not v["opened"] and v["problem_count"] == 1 and "digest mismatch" in v["problems"][0]
     rc, out = run_verify(capsys, p)
     assert rc == 1 and "digest mismatch" in out
+
+
+# ---------------------------------------------------------------------- dataset identity: a sample of images
+import torch  # noqa: E402
+
+from reinforced_data._datasets import dataset_fingerprint, image_sample_indices  # noqa: E402
+from reinforced_data.errors import DatasetMismatchError  # noqa: E402
+
+
+class Counting(torch.utils.data.Dataset):
+    """An in-memory dataset: fixed labels, images drawn from ``seed``; counts the items read."""
+
+    def __init__(self, n=20, seed=0, classes=5):
+        g = torch.Generator().manual_seed(seed)
+        self.images = [torch.randint(0, 256, (3, 12, 10), generator=g, dtype=torch.uint8) for _ in range(n)]
+        self.targets = [i % classes for i in range(n)]
+        self.reads = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.images[i], self.targets[i]
+
+
+def test_image_sample_is_a_fixed_handful():
+    assert image_sample_indices(1000) == [0, 143, 285, 428, 571, 714, 856, 999]
+    assert image_sample_indices(3) == [0, 1, 2] and image_sample_indices(0) == []
+    ds = Counting(1000)
+    fp = dataset_fingerprint(ds)
+    assert ds.reads == 8 and fp.images_sha256 is not None  # labels come from .targets: 8 decodes in all
+    assert dataset_fingerprint(Counting(1000)).images_sha256 == fp.images_sha256
+
+
+def test_same_labels_other_images_do_not_match():
+    a, b = dataset_fingerprint(Counting(seed=0)), dataset_fingerprint(Counting(seed=1))
+    assert a.labels_sha256 == b.labels_sha256
+    assert a.differences(b) == ["the images differ (a fixed sample of 8 decoded images hashes differently)"]
+    assert a.differences(b, images=False) == []
+    # a file written before the image hash matches on the rest
+    old = dataclasses.replace(a, images_sha256=None)
+    assert old.differences(b) == [] and "images_sha256" not in old.to_dict()
+    assert S.Fingerprint.from_dict(old.to_dict()) == old
+
+
+def _header_for(ds, **kw):
+    from reinforced_data.policy import Policy
+
+    return S.Header(len(ds), 3, 2, 5, Policy.preset("rrc", output_size=(8, 8)), [{"name": "t"}],
+                    dataset_fingerprint(ds), **kw)
+
+
+def test_resume_with_other_images_is_refused(tmp_path):
+    ds = Counting(seed=0)
+    p = str(tmp_path / "r.h5")
+    labels = np.asarray(ds.targets)
+    w = S.ReinforcementWriter.open(p, _header_for(ds), labels)
+    w.close()
+    with pytest.raises(DatasetMismatchError, match="cannot resume .* the images differ"):
+        S.ReinforcementWriter.open(p, _header_for(Counting(seed=1)), labels, mode="resume")
+    S.ReinforcementWriter.open(p, _header_for(Counting(seed=0)), labels, mode="resume").close()
+    with S.ReinforcementFile(p, accept_incomplete=True) as f:
+        with pytest.raises(DatasetMismatchError, match="the images differ"):
+            f.check_dataset(Counting(seed=1), images=True)
+        f.check_dataset(Counting(seed=0), images=True)
+        assert S.inspect_file(p, data=Counting(seed=1))["dataset_matches"] is False
+
+
+def test_file_without_the_image_hash_still_resumes(tmp_path):
+    ds = Counting(seed=0)
+    p = str(tmp_path / "old.h5")
+    labels = np.asarray(ds.targets)
+    h = _header_for(ds)
+    old = dataclasses.replace(h, fingerprint=dataclasses.replace(h.fingerprint, images_sha256=None))
+    S.ReinforcementWriter.open(p, old, labels).close()
+    with h5py.File(p, "r") as f:
+        assert "images_sha256" not in f.attrs["fingerprint"]
+    assert old.mismatches(h) == [] and h.mismatches(old) == []
+    S.ReinforcementWriter.open(p, _header_for(Counting(seed=1)), labels, mode="resume").close()

@@ -121,12 +121,14 @@ def header_digest(attrs: Any, labels: np.ndarray) -> str:
 # ---------------------------------------------------------------------- fingerprint
 @dataclass(frozen=True)
 class Fingerprint:
-    """What identifies a dataset: its length, a hash of its labels and of its file list."""
+    """What identifies a dataset: its length, a hash of its labels and of its file list, and
+    a hash of a fixed sample of its decoded images (files written before it have none)."""
 
     num_images: int
     labels_sha256: str
     files_sha256: str | None = None
     num_classes: int | None = None  # len(dataset.classes) when the dataset says
+    images_sha256: str | None = None  # reinforced_data._datasets.image_sample_sha256
 
     @classmethod
     def of(cls, labels: np.ndarray, files: Sequence[str] | None = None,
@@ -142,15 +144,13 @@ class Fingerprint:
 
         return dataset_fingerprint(dataset, labels)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> "Fingerprint":
         return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
 
-    def differences(self, other: "Fingerprint") -> list[str]:
-        """What differs between the file's fingerprint (self) and a dataset's (other)."""
+    def differences(self, other: "Fingerprint", images: bool = True) -> list[str]:
+        """What differs between the file's fingerprint (self) and a dataset's (other);
+        ``images=False`` leaves the image sample hash out."""
         out = []
         if self.num_images != other.num_images:
             out.append(f"the file holds {self.num_images} images, the dataset {other.num_images}")
@@ -160,7 +160,16 @@ class Fingerprint:
             out.append("the file lists differ")
         if self.num_classes and other.num_classes and self.num_classes != other.num_classes:
             out.append(f"the file's dataset has {self.num_classes} classes, this one {other.num_classes}")
+        if (images and not out and self.images_sha256 and other.images_sha256
+                and self.images_sha256 != other.images_sha256):
+            out.append("the images differ (a fixed sample of 8 decoded images hashes differently)")
         return out
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["images_sha256"] is None:  # as files written before the image hash say it
+            del d["images_sha256"]
+        return d
 
 
 # ---------------------------------------------------------------------- header
@@ -223,6 +232,10 @@ class Header:
 
     def mismatches(self, other: "Header") -> list[str]:
         a, b = self.settings(), other.settings()
+        if "images_sha256" not in a["fingerprint"] or "images_sha256" not in b["fingerprint"]:
+            # a file written before the image hash matches on the rest of its fingerprint
+            a["fingerprint"].pop("images_sha256", None)
+            b["fingerprint"].pop("images_sha256", None)
         return [k for k in a if a[k] != b[k]]
 
     def to_attrs(self) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
             from .._datasets import RawImages
 
             try:
-                f.check_dataset(data)
+                f.check_dataset(data, images=True)
             except DatasetMismatchError as e:
                 problem(str(e))
             else:
@@ -170,7 +170,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
         if data is not None:
             try:
                 f.check_dataset(fingerprint=data if isinstance(data, Fingerprint) else None,
-                                dataset=None if isinstance(data, Fingerprint) else data)
+                                dataset=None if isinstance(data, Fingerprint) else data, images=True)
                 out["dataset_matches"], out["dataset_mismatch"] = True, None
             except DatasetMismatchError as e:
                 out["dataset_matches"], out["dataset_mismatch"] = False, str(e)

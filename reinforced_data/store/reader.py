@@ -378,10 +378,15 @@ class ReinforcementFile:
         return out
 
     # -- checks
-    def check_dataset(self, dataset: Any = None, *, fingerprint: Fingerprint | None = None) -> None:
-        """Raise :class:`DatasetMismatchError` unless ``dataset`` is the one this file was made for."""
+    def check_dataset(self, dataset: Any = None, *, fingerprint: Fingerprint | None = None,
+                      images: bool = False) -> None:
+        """Raise :class:`DatasetMismatchError` unless ``dataset`` is the one this file was made for.
+
+        ``images=True`` also compares the hash of a fixed sample of decoded images (when both
+        the file and the dataset carry one); a resumed generation always does.
+        """
         fp = fingerprint if fingerprint is not None else Fingerprint.of_dataset(dataset)
-        diffs = self.fingerprint.differences(fp)
+        diffs = self.fingerprint.differences(fp, images=images)
         if fp.num_classes and fp.num_classes != self.num_classes:
             diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has {fp.num_classes}")
         if diffs:
