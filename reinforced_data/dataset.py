@@ -325,10 +325,9 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         views = None
         if len(rpos):
             flat = batch["flat"].to(device, non_blocking=cuda)
-            srcs = []
-            for off, h, w, hwc in batch["layout"].tolist():
-                v = flat[off:off + 3 * h * w]
-                srcs.append(v.view(h, w, 3).permute(2, 0, 1) if hwc else v.view(3, h, w))
+            base = flat.storage_offset()
+            srcs = [flat.as_strided((3, h, w), _source_strides(h, w, hwc), base + off)
+                    for off, h, w, hwc in batch["layout"].tolist()]
             n = len(rpos)
             kwargs = {}
             if batch["partner_params"] is not None:
@@ -358,6 +357,12 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         if views is not None:
             out[torch.as_tensor(rpos, device=device)] = views
         return out, targets
+
+
+def _source_strides(h: int, w: int, hwc: int) -> tuple[int, int, int]:
+    """Strides of a [3, h, w] source packed at its offset of the flat batch buffer: channels-last
+    (``[h, w, 3]`` bytes) or channel planes. One ``as_strided`` call, not a slice, a view and a permute."""
+    return (1, 3 * w, 3) if hwc else (h * w, w, 1)
 
 
 def _shared_uint8(numel: int) -> torch.Tensor:
@@ -403,12 +408,9 @@ def collate_sources(items: list[tuple]) -> dict:
         layout.append((total, h, w, int(hwc)))
         total += 3 * h * w
     flat = _shared_uint8(total)
+    base = flat.storage_offset()
     for (off, h, w, hwc), s in zip(layout, srcs):
-        dst = flat[off:off + 3 * h * w]
-        if hwc:
-            dst.view(h, w, 3).copy_(s.permute(1, 2, 0))
-        else:
-            dst.view(3, h, w).copy_(s)
+        flat.as_strided((3, h, w), _source_strides(h, w, hwc), base + off).copy_(s)
     return {
         "flat": flat,
         "layout": torch.tensor(layout, dtype=torch.int64).reshape(-1, 4),
