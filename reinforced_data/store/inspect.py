@@ -79,7 +79,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
             except DatasetMismatchError as e:
                 problem(str(e))
             else:
-                raw = RawImages(data)
+                raw = RawImages(data, strip=True)  # the pixels training replays on
         rows = np.flatnonzero(f.written)
         it = rows
         if progress:
