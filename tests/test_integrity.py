@@ -155,6 +155,8 @@ def test_merged_file_is_sealed_anew(tmp_path):
     out = S.merge(str(tmp_path / "o.h5"), shards)
     with S.ReinforcementFile(out) as m:
         assert m.has_digest and m.header.extra == {"merged_from": 2}
+    for path in shards + [out]:  # a complete shard holds only its own images: not a complete-flag problem
+        assert S.verify_file(path)["ok"] and S.inspect_file(path)["complete"]
 
 
 # ---------------------------------------------------------------------- inspect --verify
@@ -378,3 +380,25 @@ def test_file_without_the_image_hash_still_resumes(tmp_path):
         assert "images_sha256" not in f.attrs["fingerprint"]
     assert old.mismatches(h) == [] and h.mismatches(old) == []
     S.ReinforcementWriter.open(p, _header_for(Counting(seed=1)), labels, mode="resume").close()
+
+
+def test_a_complete_flag_with_an_unwritten_row_is_refused_on_open_and_resume_repairs_it(tmp_path):
+    p = str(tmp_path / "flag.h5")
+    h = make_header(n=NV, k=KV, topk=3, c=CV)
+    rows = write_file(p, h, indices=[0, 1, 2, 4, 5], finish=False)
+    with h5py.File(p, "r+") as f:
+        f.attrs["complete"] = np.uint8(1)
+    with pytest.raises(CorruptFileError, match=r"marked complete but 1 of 6 images are not written \(first: image 3\)"):
+        S.ReinforcementFile(p)
+    with S.ReinforcementFile(p, accept_incomplete=True) as f:
+        assert f.complete and not f.written[3]
+    from test_store import make_rows as rows_of
+
+    w = S.ReinforcementWriter.open(p, h, np.arange(NV) % CV, mode="resume")
+    params, idx, val, _, _ = rows_of(h, [3])
+    w.write([3], params, idx, val)
+    w.finish()
+    with S.ReinforcementFile(p) as f:
+        assert f.written.all()
+        np.testing.assert_array_equal(f.read_image(0).params, rows[0][0])
+    assert S.verify_file(p)["ok"]

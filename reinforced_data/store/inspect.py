@@ -67,7 +67,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         if _sha256(labels.astype("<i8").tobytes()) != h.fingerprint.labels_sha256:
             problem("its labels differ from those its dataset fingerprint was computed from")
         missing = np.flatnonzero(~f.written)
-        if f.complete and missing.size:
+        if f.complete and missing.size and h.shard_world_size == 1:  # a shard holds only its own images
             problem(f"its complete flag is set but {missing.size} of {h.num_images} images are not written "
                     f"(first: image {int(missing[0])})")
         raw = None
@@ -153,7 +153,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
         out = {
             "file": f.path, "format_version": FORMAT_VERSION,
             # a set flag with a row unwritten is not complete (verify reports it as a problem)
-            "complete": f.complete and bool(f.written.all()), "complete_flag": f.complete,
+            "complete": f.complete and (h.shard_world_size > 1 or bool(f.written.all())), "complete_flag": f.complete,
             "header_digest": f.has_digest,
             "images_written": int(f.written.sum()), "num_images": h.num_images, "num_views": h.num_views,
             "topk": h.topk, "num_classes": h.num_classes, "prob_encoding": h.prob_encoding,

@@ -255,6 +255,14 @@ class ReinforcementFile:
                 _raise_damaged(self.path, e, f)
             finally:
                 self.close()
+        # a shard's written flags cover only its own images
+        if self.complete and not accept_incomplete and h.shard_world_size == 1 and not self.written.all():
+            missing = np.flatnonzero(~self.written)
+            self.close()
+            raise CorruptFileError(
+                f"{self.path} is marked complete but {missing.size} of {h.num_images} images are not written "
+                f"(first: image {int(missing[0])}); write them with `reinforced-data reinforce ... --resume`, or "
+                "pass accept_incomplete=True to read what it holds")
         if not self.complete and not accept_incomplete:
             n = int(self.written.sum())
             self.close()
