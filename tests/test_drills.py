@@ -69,6 +69,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
             for i in range(f.num_images):
                 if f.written[i]:
                     f.read_image(i)
+    print(f"rows stored after each kill: {history}")
     assert history[0] < 24, "the first kill came after the run had finished: no drill"
     r = subprocess.run(_start_args(out), capture_output=True, text=True, env=U.subprocess_env(), timeout=180)
     assert r.returncode == 0, r.stderr

@@ -402,3 +402,16 @@ def test_a_complete_flag_with_an_unwritten_row_is_refused_on_open_and_resume_rep
         assert f.written.all()
         np.testing.assert_array_equal(f.read_image(0).params, rows[0][0])
     assert S.verify_file(p)["ok"]
+
+
+def test_verify_json_and_progress_bar(tmp_path, capsys):
+    import json
+
+    p = write_custom(str(tmp_path / "j.h5"), edit=_set("flip", 2))
+    assert cli_main(["inspect", "--verify", "--json", p]) == 1
+    out = capsys.readouterr()
+    v = json.loads(out.out)["verify"]
+    assert v["problem_count"] == 1 and v["records_checked"] == NV * KV
+    assert "verify" in out.err  # the tqdm bar, on stderr
+    assert cli_main(["inspect", "--verify", "--no-progress", p]) == 1
+    assert "verify" not in capsys.readouterr().err
