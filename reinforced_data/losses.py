@@ -5,8 +5,9 @@ gives them (batched):
 
 * dense: float probabilities ``[B, C]``;
 * sparse: a pair ``(indices int64 [B, k], probs float [B, k])``: the listed classes get
-  ``probs`` and the mass ``1 - probs.sum(1)`` (clamped at 0) is spread uniformly over the
-  ``C - k`` classes not listed;
+  ``probs`` and the mass ``1 - probs.sum(1)`` is spread uniformly over the ``C - k``
+  classes not listed; listed probabilities that sum to more than 1, or that list every
+  class, are renormalised to sum to 1 (as :class:`ReinforcedDataset` builds its targets);
 * hard: class indices int64 ``[B]``.
 """
 
@@ -50,6 +51,11 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 def _sparse_kl(x: torch.Tensor, indices: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Sum over the batch of KL(q || softmax(x)), q = listed probs + uniform residual; no [B, C] target."""
     c, k = x.shape[1], indices.shape[1]
+    mass = probs.sum(1)
+    # no class left to take a residual, or more than all the mass: the listed classes are the
+    # whole distribution (as ReinforcedDataset builds such targets), so renormalise them
+    whole = (mass > 1.0) if k < c else torch.ones_like(mass, dtype=torch.bool)
+    probs = torch.where(whole[:, None], probs / mass.clamp_min(torch.finfo(probs.dtype).tiny)[:, None], probs)
     lse = torch.logsumexp(x, dim=1)  # [B]
     logs_listed = x.gather(1, indices) - lse[:, None]  # [B, k]
     if k < c:
@@ -111,8 +117,8 @@ class KDLoss(nn.Module):
 
     def __init__(self, temperature: float = 1.0, alpha: float = 0.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ConfigError(f"temperature={temperature} must be > 0")
+        if not 0 < temperature < float("inf"):
+            raise ConfigError(f"temperature={temperature} must be a positive, finite number")
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"alpha={alpha} must lie in [0, 1]")
         if not 0.0 <= label_smoothing < 1.0:

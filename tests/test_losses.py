@@ -136,8 +136,24 @@ def test_hard_labels_of_every_kind():
         hard_labels([1, 2, 3])
 
 
+def test_sparse_targets_with_no_room_for_a_residual_are_renormalised():
+    s = logits()
+    p = soft()
+    for k, scale in ((C, 0.8), (C, 1.0), (K, 1.3)):  # every class listed (any mass), or more than all of it
+        idx, probs = sparse_of(p, k)
+        probs = probs / probs.sum(1, keepdim=True) * scale
+        whole = torch.zeros(B, C).scatter(1, idx, probs / probs.sum(1, keepdim=True))
+        got = KDLoss()(s, (idx, probs))
+        torch.testing.assert_close(got, KDLoss()(s, whole), rtol=1e-5, atol=1e-6)
+        assert got > 0
+    # the target itself costs nothing, also when stored unnormalised
+    idx, probs = sparse_of(p, C)
+    assert abs(float(KDLoss()(torch.log(p), (idx, probs * 0.8)))) < 1e-5
+
+
 def test_bad_arguments_and_shapes_are_clear_errors():
-    for kw in ({"temperature": 0.0}, {"alpha": 1.5}, {"label_smoothing": 1.0}):
+    for kw in ({"temperature": 0.0}, {"temperature": float("inf")}, {"temperature": float("nan")},
+               {"alpha": 1.5}, {"label_smoothing": 1.0}):
         with pytest.raises(ConfigError):
             KDLoss(**kw)
     s = logits()
