@@ -87,20 +87,20 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                  out_dtype: torch.dtype = torch.float32, channels_last: bool = False,
                  views: int | Sequence[int] | None = None, seed: int = 0, backend: str = "auto",
                  batch_replay: bool = False) -> None:
-        if not 0.0 <= float(p) <= 1.0:
-            raise ConfigError(f"p={p} must lie in [0, 1] (the probability of a reinforced sample)")
+        if not _is_number(p) or not 0.0 <= float(p) <= 1.0:
+            raise ConfigError(f"p={p!r} must be a number in [0, 1] (the probability of a reinforced sample)")
         if target not in TARGETS:
             raise ConfigError(f"target={target!r}; choose one of {TARGETS}")
         if residual not in RESIDUALS:
             raise ConfigError(f"residual={residual!r}; choose one of {RESIDUALS}")
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ConfigError(f"label_smoothing={label_smoothing} must lie in [0, 1)")
+        if not _is_number(label_smoothing) or not 0.0 <= float(label_smoothing) < 1.0:
+            raise ConfigError(f"label_smoothing={label_smoothing!r} must be a number in [0, 1)")
         if not isinstance(out_dtype, torch.dtype) or not (out_dtype == torch.uint8 or out_dtype.is_floating_point):
             raise ConfigError(f"out_dtype={out_dtype} must be torch.uint8 or a floating dtype")
         if backend not in BACKENDS:
             raise ConfigError(f"backend={backend!r}; choose one of {BACKENDS}")
-        if int(seed) < 0:
-            raise ConfigError(f"seed={seed} must be >= 0")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or int(seed) < 0:
+            raise ConfigError(f"seed={seed!r} must be an integer >= 0")
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
             raise ConfigError(f"the dataset must be map-style (__getitem__ and __len__); got {type(dataset).__name__}")
 
@@ -130,7 +130,14 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                                   "views per image)")
             chosen = np.arange(int(views))
         else:
-            chosen = np.asarray(list(views), dtype=np.int64).reshape(-1)
+            try:
+                listed = list(views)
+            except TypeError:
+                listed = None
+            if listed is None or isinstance(views, (bool, str)) or not all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in listed):
+                raise ConfigError(f"views={views!r} must be a count of stored views or a list of view indices")
+            chosen = np.asarray(listed, dtype=np.int64).reshape(-1)
             if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= f.num_views:
                 raise ConfigError(f"views={list(views)} must be a non-empty list of view indices in "
                                   f"[0, {f.num_views})")
@@ -159,7 +166,8 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                 f"{f.path} was made for another dataset: the file holds {f.num_images} images, the dataset {n}; "
                 "pass the dataset the file was generated from")
         fp = dataset_fingerprint(self.dataset)
-        f.check_dataset(fingerprint=fp)  # labels, file list, class count: one error naming the mismatch
+        # labels, file list, class count and a sample of decoded images: one error naming the mismatch
+        f.check_dataset(fingerprint=fp, images=True)
         top = int(f.labels.max(initial=0))
         if top >= f.num_classes:  # pragma: no cover - generation refuses such files
             raise DatasetMismatchError(f"{f.path}: a label is {top} but the teachers predict {f.num_classes} classes")
@@ -275,6 +283,19 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             partner = f.read(*rec.partner)
         return rec, partner
 
+    def _check_original(self, shape: tuple, dtype: torch.dtype, exact: bool) -> None:
+        """An original sample must batch with the replayed views: same shape, and the same dtype
+        (``exact``) or at least the same kind, uint8 or floating (batch replay converts)."""
+        h, w = self.policy.output_size
+        if shape != (3, h, w):
+            raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform with shape "
+                              f"{shape}, but replayed views are (3, {h}, {w}); make the transform "
+                              "give the policy's output size")
+        if (dtype != self.out_dtype) if exact else ((self.out_dtype == torch.uint8) != (dtype == torch.uint8)):
+            raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as {dtype}, "
+                              f"but replayed views are {self.out_dtype}; make the transform return the same "
+                              + ("dtype" if exact else "kind"))
+
     def _replay_error(self, index: int, view: int, e: Exception) -> DatasetMismatchError:
         where = self._raw.path(index)
         what = f"image {index}" + (f" ({where})" if where else "")
@@ -287,6 +308,11 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         view = self.choice(i)
         if view < 0:
             img = self.dataset[i][0]
+            if not isinstance(img, torch.Tensor):
+                raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as "
+                                  f"{type(img).__name__}, but replayed views are {self.out_dtype} tensors; give the "
+                                  "dataset a transform that returns tensors like the replayed views")
+            self._check_original(tuple(img.shape), img.dtype, exact=True)
             return img, self._one_hot(int(self.file.labels[i]))
         rec, prec = self._records(i, view)
         target = self._soft_target(rec.indices, rec.probs)
@@ -343,13 +369,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             return views, targets
         orig = batch["originals"].to(device, non_blocking=cuda)
         h, w = self.policy.output_size
-        if tuple(orig.shape[1:]) != (3, h, w):
-            raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform with shape "
-                              f"{tuple(orig.shape[1:])}, but replayed views are (3, {h}, {w}); make the transform "
-                              "give the policy's output size")
-        if (self.out_dtype == torch.uint8) != (orig.dtype == torch.uint8):
-            raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as {orig.dtype}, "
-                              f"but replayed views are {self.out_dtype}; make the transform return the same kind")
+        self._check_original(tuple(orig.shape[1:]), orig.dtype, exact=False)  # converted below
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         out = torch.empty((len(rpos) + len(opos), 3, h, w), dtype=self.out_dtype, device=device,
                           memory_format=fmt)
@@ -363,6 +383,10 @@ def _source_strides(h: int, w: int, hwc: int) -> tuple[int, int, int]:
     """Strides of a [3, h, w] source packed at its offset of the flat batch buffer: channels-last
     (``[h, w, 3]`` bytes) or channel planes. One ``as_strided`` call, not a slice, a view and a permute."""
     return (1, 3 * w, 3) if hwc else (h * w, w, 1)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _shared_uint8(numel: int) -> torch.Tensor:

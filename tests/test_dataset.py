@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import _reinforce_util as U
-from reinforced_data._datasets import RawImages
+from reinforced_data._datasets import RawImages, image_sample_indices
 from reinforced_data.dataset import ReinforcedDataset
 from reinforced_data.errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from reinforced_data.losses import KDLoss, hard_labels
@@ -126,8 +126,9 @@ def test_uint8_and_channels_last(plain):
 
 @pytest.mark.parametrize("residual", ["uniform", "renormalize"])
 def test_dense_and_sparse_targets_agree(plain, residual):
-    dense = ReinforcedDataset(base(), plain, residual=residual, p=0.6, label_smoothing=0.1)
-    sparse = ReinforcedDataset(base(), plain, residual=residual, p=0.6, label_smoothing=0.1, target="sparse")
+    b = base(transform=user_transform())
+    dense = ReinforcedDataset(b, plain, residual=residual, p=0.6, label_smoothing=0.1)
+    sparse = ReinforcedDataset(b, plain, residual=residual, p=0.6, label_smoothing=0.1, target="sparse")
     originals = 0
     for e in range(3):
         dense.set_epoch(e)
@@ -185,7 +186,7 @@ def test_views_subset(plain):
     ds = ReinforcedDataset(base(), plain, views=[1, 2])
     ds.set_epoch(0)
     assert {ds.choice(i) for i in range(N)} == {1, 2}
-    for bad in (0, K + 1, [K], [], [1, 1]):
+    for bad in (0, K + 1, [K], [], [1, 1], 2.5, True, "12", [1.0]):
         with pytest.raises(ConfigError, match="views"):
             ReinforcedDataset(base(), plain, views=bad)
 
@@ -406,6 +407,13 @@ def test_batch_replay_with_original_samples_and_a_sampler(plain):
     bad = ReinforcedDataset(b, plain, p=0.5, out_dtype=torch.uint8)
     with pytest.raises(ConfigError, match="original samples"):
         collect(bad.loader(batch_size=N))
+    # ... also per sample, through a plain DataLoader (raw pixels must not join normalised views)
+    for transform, what in ((None, "SyntheticImages' uint8 tensor"), (lambda x: x.float()[:, :8, :8], "size"),
+                            (lambda x: x[:, :SIZE, :SIZE].contiguous(), "uint8 at the right size"),
+                            (lambda x: x.float()[:, :SIZE, :SIZE].double(), "float64")):
+        odd = ReinforcedDataset(base(transform=transform), plain, p=0.0)
+        with pytest.raises(ConfigError, match="original samples"):
+            odd[0]
 
 
 @pytest.mark.cuda
@@ -425,13 +433,31 @@ def test_batch_replay_on_cuda_gives_the_cpu_bytes(mixed):
 
 
 # ---------------------------------------------------------------------- errors
+class _Patched(torch.utils.data.Dataset):
+    """``good``'s items at the indices ``keep``, ``bad``'s elsewhere (same labels)."""
+
+    def __init__(self, good, bad, keep):
+        self.good, self.bad, self.keep = good, bad, set(keep)
+        self.targets, self.classes = good.targets, good.classes
+
+    def __len__(self):
+        return len(self.good)
+
+    def __getitem__(self, i):
+        return (self.good if i in self.keep else self.bad)[i]
+
+
 def test_mismatched_datasets_are_refused(plain):
     with pytest.raises(DatasetMismatchError, match=r"24 images, the dataset 23"):
         ReinforcedDataset(SyntheticImages(N - 1, CLASSES, 20, 40, seed=1), plain)
     with pytest.raises(DatasetMismatchError, match="labels differ"):
         ReinforcedDataset(SyntheticImages(N, CLASSES, 20, 40, seed=2), plain)
-    # same length and labels, but the images changed (smaller): the stored crops no longer fit
+    # same length and labels, but the images changed (smaller): the image sample hash refuses it at once
     small = SyntheticImages(N, CLASSES, 8, 10, seed=1)
+    with pytest.raises(DatasetMismatchError, match="the images differ"):
+        ReinforcedDataset(small, plain)
+    # images changed outside the hashed sample: the stored crops no longer fit, per sample and per batch
+    small = _Patched(base(), small, keep=image_sample_indices(N))
     ds = ReinforcedDataset(small, plain)
     ds.set_epoch(0)
     with pytest.raises(DatasetMismatchError, match=rf"image \d+ does not fit stored view \d of {plain}"):
@@ -479,7 +505,8 @@ def test_index_and_arguments_errors(plain):
         ds[N]
     assert ds[-1][0].shape == (3, SIZE, SIZE)
     for kw in ({"p": 1.5}, {"target": "soft"}, {"residual": "none"}, {"label_smoothing": 1.0},
-               {"out_dtype": torch.int32}, {"backend": "gpu"}, {"seed": -1}):
+               {"out_dtype": torch.int32}, {"backend": "gpu"}, {"seed": -1}, {"p": "0.5"}, {"seed": 1.5},
+               {"label_smoothing": "0"}):
         with pytest.raises(ConfigError):
             ReinforcedDataset(base(), plain, **kw)
     with pytest.raises(ConfigError):
