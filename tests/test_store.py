@@ -442,6 +442,31 @@ def test_damaged_record_is_an_error_not_a_wrong_label(tmp_path):
             r.read_image(2)
 
 
+def test_damaged_chunk_index_is_a_corrupt_file_error(tmp_path):
+    """h5py reports a damaged chunk index (a failed metadata checksum) as RuntimeError, not OSError."""
+    p = str(tmp_path / "r.h5")
+    write_file(p, make_header())
+
+    class Broken:  # the records dataset of a file whose chunk index fails its checksum
+        class id:  # noqa: N801 - h5py's attribute name
+            @staticmethod
+            def read_direct_chunk(key):
+                raise RuntimeError("Can't get storage size of chunk (incorrect metadata checksum after all read "
+                                   "attempts)")
+
+        def __getitem__(self, key):
+            self.id.read_direct_chunk(key)
+
+    with S.ReinforcementFile(p) as r:
+        r._records = Broken()
+        for direct in (True, False):
+            r._direct = direct
+            with pytest.raises(S.CorruptFileError, match="records of image 3 .*incorrect metadata checksum"):
+                r.read_image(3)
+            with pytest.raises(S.CorruptFileError, match="records of image 3 .* damaged"):
+                r.read(3, 1)
+
+
 # ---------------------------------------------------------------------- dataset identity
 def test_fingerprint_differences():
     labels = np.arange(10) % 3

@@ -345,7 +345,7 @@ class ReinforcementFile:
                         raise OSError(f"chunk holds {planes.size} bytes, expected {self.codec.chunk_bytes}")
                     return planes
             return self._records[index, group]
-        except (OSError, zlib.error) as e:
+        except (OSError, RuntimeError, zlib.error) as e:  # h5py: RuntimeError for a damaged chunk index
             raise CorruptFileError(
                 f"records of image {index} in {self.path} cannot be read ({str(e).splitlines()[0]}); "
                 "the file is truncated or damaged") from None
