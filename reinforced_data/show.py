@@ -201,6 +201,8 @@ def show(file: str | os.PathLike, data: Any, index: int, views: int | None = 8,
         if isinstance(e, ReinforcedDataError):
             raise
         raise ConfigError(str(e)) from None
+    if os.path.splitext(os.fspath(out))[1].lower() != ".png":
+        raise ConfigError(f"--out {os.fspath(out)}: the grid is written as PNG; give a file name ending in .png")
     if isinstance(file, (str, os.PathLike)) and not os.path.exists(file):
         raise ConfigError(f"{os.fspath(file)} does not exist; give a reinforcement file written by "
                           "`reinforced-data reinforce`")

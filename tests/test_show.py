@@ -125,6 +125,12 @@ def test_main_prints_one_line_errors(files, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("reinforced-data: error:") and "99" in err[0]
 
 
+def test_output_must_be_a_png(files, tmp_path):
+    with pytest.raises(ConfigError, match=r"\.png"):
+        show(files["plain"], SPEC, 0, out=tmp_path / "g.jpg")
+    assert not (tmp_path / "g.jpg").exists()
+
+
 def test_render_grid_checks_panels(tmp_path):
     img = torch.zeros(3, 8, 8, dtype=torch.uint8)
     path = render_grid([[Panel(img, ["a"]), Panel(img, ["b"])], [Panel(None, [])]], tmp_path / "r.png", title=None)
