@@ -39,7 +39,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
-from _results import write_table  # noqa: E402
+from _results import cpu_model, write_table  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from reinforced_data.ensemble import (  # noqa: E402
@@ -137,18 +137,6 @@ def combiner_epoch(head: AdaptiveEnsembleHead, layer: torch.nn.Linear, opt, trai
         else:
             logits = torch.cat([layer(head.forward_features(xv[i:i + 256])) for i in range(0, len(yv), 256)])
     return weighted_f1(logits, yv, num_classes)
-
-
-def cpu_model() -> str:
-    """The processor's name (Linux: /proc/cpuinfo's "model name"), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def count(module: torch.nn.Module) -> int:

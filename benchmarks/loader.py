@@ -72,7 +72,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Sampler  # noqa: E402
 
 import _photos  # noqa: E402
-from _results import write_table  # noqa: E402
+from _results import cpu_model, write_table  # noqa: E402
 
 torch.set_num_threads(1)
 try:
@@ -465,17 +465,6 @@ def release(*configs: Config) -> None:
 
 
 # ----------------------------------------------------------------------------- report
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def versions() -> str:
     import h5py
     import PIL
