@@ -21,7 +21,6 @@ ImageFolder from the command line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil

@@ -27,7 +27,6 @@ ImageFolder with ``train/`` and ``val/``. Same ``--seed``, same accuracies.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -42,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, ReinforcedDataError

@@ -420,12 +420,17 @@ def test_batch_replay_with_original_samples_and_a_sampler(plain):
 def test_batch_replay_on_cuda_gives_the_cpu_bytes(mixed):
     ds = ReinforcedDataset(base(), mixed, out_dtype=torch.uint8, target="sparse")
     ds.set_epoch(0)
-    cpu = collect(ds.loader(batch_size=8, device="cpu"))
-    gpu_imgs, gpu_targets = [], []
-    for x, (idx, probs) in ds.loader(batch_size=8, num_workers=2, device="cuda"):
-        assert x.is_cuda and idx.is_cuda and probs.is_cuda
-        gpu_imgs.append(x.cpu())
-    assert torch.equal(torch.cat(gpu_imgs), cpu[0])
+    def batches(device, **kw):
+        imgs, idxs, probs = [], [], []
+        for x, (i, p) in ds.loader(batch_size=8, device=device, **kw):
+            assert x.device.type == i.device.type == p.device.type == device
+            imgs.append(x.cpu())
+            idxs.append(i.cpu())
+            probs.append(p.cpu())
+        return torch.cat(imgs), torch.cat(idxs), torch.cat(probs)
+
+    for want, got in zip(batches("cpu"), batches("cuda", num_workers=2)):  # views and sparse targets
+        assert torch.equal(got, want)
     f32 = ReinforcedDataset(base(), mixed)
     f32.set_epoch(0)
     assert torch.equal(collect(f32.loader(batch_size=8, device="cuda"))[0].cpu(),

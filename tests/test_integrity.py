@@ -236,7 +236,7 @@ def test_verify_catches_a_complete_flag_with_an_unwritten_row(tmp_path, capsys):
     info = S.inspect_file(p)
     assert info["complete"] is False and info["complete_flag"] is True
     assert "complete:         NO: its complete flag is set, but only 5 of 6" in S.format_inspect(info)
-    rc = cli_main(["inspect", p])
+    assert cli_main(["inspect", p]) == 0  # inspect reports; only --verify judges
     assert "complete:         yes" not in capsys.readouterr().out
     _expect_problem(capsys, p, "complete flag is set but 1 of 6 images are not written (first: image 3)")
 
