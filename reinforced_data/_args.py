@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .policy import MAX_RA_OPS, RA_OPS, Policy
+from .policy import MAX_RA_OPS, RA_OPS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
 
 # --- augment() row layout (int32) -------------------------------------------------
 CROP_TOP, CROP_LEFT, CROP_H, CROP_W = 0, 1, 2, 3
@@ -151,6 +151,29 @@ def _op_table(num_bins: int, height: int, width: int) -> np.ndarray:
     return table.astype(np.int32)
 
 
+# Per-op magnitude range, in units of (num_bins - 1): signed ops take [-1, 1], Posterize and
+# Solarize [0, 1] (their tables read the absolute bin, so a sign would be silently dropped),
+# ops without a magnitude exactly 0.
+_MAG_LOW = np.array([-1 if op in SIGNED_OPS else 0 for op in RA_OPS], dtype=np.int64)
+_MAG_HIGH = np.array([0 if op in UNPARAMETERISED_OPS else 1 for op in RA_OPS], dtype=np.int64)
+
+
+def _ints(params: np.ndarray, field: str, b: int, width: int) -> np.ndarray:
+    """``params[field]`` as int64 [b, width]; a float or otherwise non-integer field is refused."""
+    values = params[field]
+    if values.dtype.kind not in "iub":
+        raise ConfigError(f"params['{field}'] has dtype {values.dtype}; it must hold integers")
+    return values.astype(np.int64).reshape(b, width)
+
+
+def _refuse_first(bad: np.ndarray, field: str, values: np.ndarray, why: str) -> None:
+    """Raise a ConfigError naming the first view whose row of ``bad`` is set."""
+    bad = bad.reshape(bad.shape[0], -1).any(axis=1)
+    if bad.any():
+        v = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"params['{field}'] of view {v} is {values[v].tolist()}: {why}")
+
+
 def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
     """Check stored parameters and turn them into ``augment`` kernel rows ([B, NUM_ARGS] int32).
 
@@ -164,8 +187,9 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
         raise ConfigError(f"params need fields 'crop' and 'flip'; got fields {names}")
     oh, ow = policy.output_size
     rows = np.zeros((b, NUM_ARGS), dtype=np.int64)
-    crop = params["crop"].astype(np.int64)
+    crop = _ints(params, "crop", b, 4)
     rows[:, CROP_TOP:CROP_W + 1] = crop
+    _refuse_first(crop[:, :2] < 0, "crop", crop, "top and left must be >= 0")
     if (crop[:, 2] < 1).any() or (crop[:, 3] < 1).any():
         v = int(np.flatnonzero((crop[:, 2] < 1) | (crop[:, 3] < 1))[0])
         raise ConfigError(f"params['crop'] of view {v} is {crop[v].tolist()}: height and width must be >= 1")
@@ -178,13 +202,15 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
                 f"params['crop'] of view {v} (top, left, height, width = {crop[v].tolist()}) "
                 f"lies outside its {sizes[v, 0]}x{sizes[v, 1]} source image"
             )
-    flip = params["flip"].astype(np.int64)
+    flip = _ints(params, "flip", b, 1)[:, 0]
     if ((flip != 0) & (flip != 1)).any():
-        raise ConfigError("params['flip'] must be 0 or 1")
+        v = int(np.flatnonzero((flip != 0) & (flip != 1))[0])
+        raise ConfigError(f"params['flip'] must be 0 or 1; view {v} holds {int(flip[v])}")
     rows[:, FLIP] = flip
     rows[:, FILL:FILL + 3] = policy.fill
     if "erase" in names:
-        box = params["erase"].astype(np.int64)
+        box = _ints(params, "erase", b, 4)
+        _refuse_first(box < 0, "erase", box, "every value must be >= 0")
         has = (box[:, 2] > 0) & (box[:, 3] > 0)
         bad = has & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
         if bad.any():
@@ -192,8 +218,13 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
             raise ConfigError(f"params['erase'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
         rows[:, ERASE_TOP:ERASE_W + 1] = np.where(has[:, None], box, 0)
         if policy.erase_value == "random":
+            seed = _ints(params, "erase_seed", b, 1)[:, 0]
+            bad = (seed < 0) | (seed >= 1 << 16)
+            if bad.any():
+                v = int(np.flatnonzero(bad)[0])
+                raise ConfigError(f"params['erase_seed'] of view {v} holds {int(seed[v])}; seeds must lie in [0, 65535]")
             rows[:, ERASE_VALUE:ERASE_VALUE + 3] = -1
-            rows[:, ERASE_SEED] = params["erase_seed"]
+            rows[:, ERASE_SEED] = seed
         else:
             rows[:, ERASE_VALUE:ERASE_VALUE + 3] = policy.erase_value
     if "ra_op" in names:
@@ -204,11 +235,28 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
             raise ConfigError(f"params['ra_op'] holds {n} ops per view; at most {MAX_RA_OPS} are supported")
         bad = (ops >= len(RA_OPS)) | (ops < 0)
         if bad.any():  # name the offending value itself (a negative id too)
-            raise ConfigError(f"params['ra_op'] holds op id {int(ops[bad][0])}; ids must lie in [0, {len(RA_OPS) - 1}]")
+            v, s = (int(i[0]) for i in np.nonzero(bad))
+            raise ConfigError(
+                f"params['ra_op'] holds op id {int(ops[v, s])}; ids must lie in [0, {len(RA_OPS) - 1}] "
+                f"(view {v}, slot {s})"
+            )
         nb = policy.ra_num_magnitude_bins
         bad = np.abs(mags) >= nb
         if bad.any():  # the signed value: -128 is reported as -128, not as its absolute value
-            raise ConfigError(f"params['ra_mag'] holds {int(mags[bad][0])}; magnitudes must lie in (-{nb}, {nb})")
+            v, s = (int(i[0]) for i in np.nonzero(bad))
+            raise ConfigError(
+                f"params['ra_mag'] holds {int(mags[v, s])}; magnitudes must lie in (-{nb}, {nb}) (view {v}, slot {s})"
+            )
+        low, high = _MAG_LOW[ops], np.where(_MAG_HIGH[ops] > 0, nb - 1, 0)
+        bad = (mags < low * (nb - 1)) | (mags > high)
+        if bad.any():  # per op: signed ops ±(nb-1), Posterize/Solarize [0, nb-1], the rest 0
+            v, s = (int(i[0]) for i in np.nonzero(bad))
+            op = RA_OPS[int(ops[v, s])]
+            allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s]) * (nb - 1)}, {nb - 1}]"
+            raise ConfigError(
+                f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for {op}, "
+                f"whose magnitude must be {allowed}"
+            )
         table = _op_table(nb, oh, ow)
         rows[:, NUM_OPS] = n
         for s in range(n):
@@ -224,18 +272,29 @@ def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:
     if "mix_mode" not in (params.dtype.names or ()):
         raise ConfigError("params have no mixing fields; the policy has no MixUp or CutMix")
     oh, ow = policy.output_size
-    rows = np.zeros((params.shape[0], NUM_MIX_ARGS), dtype=np.int64)
-    mode = params["mix_mode"].astype(np.int64)
-    if (mode > 2).any():
-        raise ConfigError(f"params['mix_mode'] holds {int(mode.max())}; modes are 0 (none), 1 (MixUp), 2 (CutMix)")
-    box = params["mix_box"].astype(np.int64)
+    b = params.shape[0]
+    rows = np.zeros((b, NUM_MIX_ARGS), dtype=np.int64)
+    mode = _ints(params, "mix_mode", b, 1)[:, 0]
+    bad = (mode < 0) | (mode > 2)
+    if bad.any():
+        v = int(np.flatnonzero(bad)[0])
+        raise ConfigError(
+            f"params['mix_mode'] holds {int(mode[v])} (view {v}); modes are 0 (none), 1 (MixUp), 2 (CutMix)"
+        )
+    lam = _ints(params, "mix_lam", b, 1)[:, 0]
+    bad = (lam < 0) | (lam > 255)
+    if bad.any():
+        v = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"params['mix_lam'] of view {v} holds {int(lam[v])}; λ is stored in [0, 255]")
+    box = _ints(params, "mix_box", b, 4)
+    _refuse_first((mode == 2)[:, None] & (box < 0), "mix_box", box, "every value must be >= 0")
     bad = (mode == 2) & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
     if bad.any():
         v = int(np.flatnonzero(bad)[0])
         raise ConfigError(f"params['mix_box'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
     rows[:, MIX_MODE] = mode
-    rows[:, MIX_LAM] = params["mix_lam"]
-    rows[:, MIX_BOX:MIX_BOX + 4] = box
+    rows[:, MIX_LAM] = lam
+    rows[:, MIX_BOX:MIX_BOX + 4] = np.where((mode == 2)[:, None], box, 0)
     return torch.from_numpy(rows.astype(np.int32))
 
 

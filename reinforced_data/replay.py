@@ -67,6 +67,11 @@ def replay(
     if partners is not None or partner_params is not None:
         if partners is None or partner_params is None:
             raise ConfigError("pass partners and partner_params together")
+        if len(partners) != params.shape[0] or np.atleast_1d(partner_params).shape[0] != params.shape[0]:
+            raise ConfigError(
+                f"got {params.shape[0]} records but {len(partners)} partners and "
+                f"{np.atleast_1d(partner_params).shape[0]} partner records; pass one partner per record"
+            )
         # A partner contributes its own stored view, unmixed.
         partner_views = _unmixed_views(partners, partner_params, policy, backend)
         views = mix(views, partner_views, _args.encode_mix(params, policy), backend)
@@ -79,10 +84,33 @@ def replay(
     return normalize(views, _lut(policy, out_dtype, device), channels_last, backend)
 
 
+def _record_layout(dtype: np.dtype) -> list[tuple[str, tuple[int, ...]]] | None:
+    """Field names and shapes of a structured dtype (padding and byte order do not matter)."""
+    if dtype.names is None:
+        return None
+    return [(name, dtype.fields[name][0].shape) for name in dtype.names]
+
+
+def _check_record_dtype(params: np.ndarray, policy: Policy) -> None:
+    """Refuse records sampled under another policy (their fields would be silently ignored)."""
+    want = policy.param_dtype()
+    got = _record_layout(params.dtype)
+    allowed = [_record_layout(want)]
+    if not policy.mixing:  # the same policy's mixed records replay as their unmixed views
+        allowed.append(allowed[0] + [("mix_mode", ()), ("mix_lam", ()), ("mix_box", (4,))])
+    if got not in allowed:
+        names = f"fields {list(params.dtype.names)}" if params.dtype.names else f"dtype {params.dtype}"
+        raise ConfigError(
+            f"params have {names} ({params.dtype}) but this policy's records have fields {list(want.names)} "
+            f"({want}); replay the records under the policy they were sampled with (the file's policy)"
+        )
+
+
 def _unmixed_views(images: Sequence[torch.Tensor], params: np.ndarray, policy: Policy, backend: str) -> torch.Tensor:
     """Validate the inputs and run ``augment``: uint8 views before any mixing."""
     images = list(images)
     params = np.atleast_1d(params)
+    _check_record_dtype(params, policy)
     if len(images) != params.shape[0]:
         raise ConfigError(f"got {len(images)} images but {params.shape[0]} parameter records")
     if not images:
