@@ -42,6 +42,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_RA_OPS = 4  # the compiled kernels hold at most this many ops per view
 MAX_OUTPUT_SIZE = 4096
 MAX_SOURCE_SIZE = 65535  # crop coordinates are stored as uint16
+MIN_RATIO = 1e-6  # crop_ratio / erase_ratio bounds lie in [MIN_RATIO, 1 / MIN_RATIO]
+MIN_STD = 1e-6
 
 # mix_mode values
 MIX_NONE, MIX_MIXUP, MIX_CUTMIX = 0, 1, 2
@@ -91,6 +93,11 @@ class Policy:
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
         """Raise :class:`~reinforced_data.errors.ConfigError` (a ``ValueError``) naming the first field that is out of range."""
+        for f in dataclasses.fields(self):  # NaN passes every comparison below; inf breaks sampling
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{f.name}={value} must be finite")
         h, w = self.output_size
         if not (1 <= h <= MAX_OUTPUT_SIZE and 1 <= w <= MAX_OUTPUT_SIZE):
             raise ConfigError(f"output_size {self.output_size} must be between 1 and {MAX_OUTPUT_SIZE}")
@@ -119,6 +126,12 @@ class Policy:
             raise ConfigError(f"std={self.std} must be positive")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise ConfigError("mixup_alpha and cutmix_alpha must be >= 0")
+        for name in ("crop_ratio", "erase_ratio"):  # beyond these, sampled sides overflow int64
+            lo, hi = getattr(self, name)
+            if lo < MIN_RATIO or hi > 1.0 / MIN_RATIO:
+                raise ConfigError(f"{name}={getattr(self, name)} must lie within [{MIN_RATIO:g}, {1.0 / MIN_RATIO:g}]")
+        if min(self.std) < MIN_STD:
+            raise ConfigError(f"std={self.std} must be at least {MIN_STD:g} (a smaller std gives infinite views)")
 
     @property
     def mixing(self) -> bool:
