@@ -210,8 +210,8 @@ runpy.run_module("reinforced_data", run_name="__main__")
 """
 
 
-# Cut short while creating the file, --resume starts it again; cut short after some rows, the
-# message is right but resuming fails today in the store's recovery copy: strict xfail until fixed.
+# Cut short while creating the file, --resume starts it again; cut short after some rows (here
+# while the run's statistics were written last), --resume recovers the rows and finishes.
 
 
 def _run_with_file_size_limit(out, limit):
@@ -245,8 +245,6 @@ def test_file_size_limit_while_writing_rows_is_one_line(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics")
-@pytest.mark.xfail(strict=True, reason="store: resuming a file cut short by the file-size limit fails in the "
-                   "recovery copy ('fractal heap object offset too large' reading its attributes; issue 10)")
 def test_file_size_limit_while_writing_rows_then_resume(tmp_path):
     out = tmp_path / "big.h5"
     _resume(out, _run_with_file_size_limit(out, 12000))

@@ -216,8 +216,11 @@ class ReinforcementWriter:
                 labels = src["labels"][:]
             except (OSError, RuntimeError, ValueError) as e:
                 _raise_damaged(path, e, src)
+            # "generation" (the run's statistics) is left out: finish() writes it again, and a writer
+            # stopped while writing it (a file-size limit, say) leaves it unreadable
+            attrs = {k: src.attrs[k] for k in src.attrs if k != "generation"}
             with h5py.File(tmp, "w", libver="latest") as dst:
-                _copy_layout(src, dst)
+                _copy_layout(src, dst, attrs)
                 dst["labels"][:] = labels
                 rows = np.flatnonzero(written)
                 whole = copy_rows(src["records"], dst["records"], rows, check_bytes=src["records"].chunks[2])
