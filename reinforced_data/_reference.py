@@ -148,8 +148,59 @@ def erase_noise(seed: int, c: int, h: int, w: int, device=None) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ the ops
+def check_augment_rows(sizes: list[tuple[int, int]], args: torch.Tensor, out_h: int, out_w: int) -> None:
+    """The row checks of ``csrc/replay_checks.h``, so a direct call refuses the rows the compiled op refuses."""
+    if len(sizes) != args.shape[0]:
+        raise RuntimeError(f"augment: got {len(sizes)} images but {args.shape[0]} args rows")
+    for b, (h, w) in enumerate(sizes):
+        r = [int(v) for v in args[b].tolist()]
+        top, left, ch, cw = r[A.CROP_TOP:A.CROP_W + 1]
+        if not (ch >= 1 and cw >= 1 and top >= 0 and left >= 0 and top + ch <= h and left + cw <= w):
+            raise RuntimeError(f"augment: args[{b}] crop ({top}, {left}, {ch}, {cw}) lies outside images[{b}] of size {h}x{w}")
+        if r[A.FLIP] not in (0, 1):
+            raise RuntimeError(f"augment: args[{b}] flip must be 0 or 1, got {r[A.FLIP]}")
+        fill, value = r[A.FILL:A.FILL + 3], r[A.ERASE_VALUE:A.ERASE_VALUE + 3]
+        if any(not 0 <= v <= 255 for v in fill):
+            raise RuntimeError(f"augment: args[{b}] fill must lie in [0, 255], got {fill}")
+        if value != [-1, -1, -1] and any(not 0 <= v <= 255 for v in value):
+            raise RuntimeError(f"augment: args[{b}] erase value must lie in [0, 255] (or all three be -1), got {value}")
+        et, el, eh, ew = r[A.ERASE_TOP:A.ERASE_W + 1]
+        if (eh != 0 or ew != 0) and not (eh >= 1 and ew >= 1 and et >= 0 and el >= 0
+                                         and et + eh <= out_h and el + ew <= out_w):
+            raise RuntimeError(f"augment: args[{b}] erase box ({et}, {el}, {eh}, {ew}) lies outside the {out_h}x{out_w} output")
+        if not 0 <= r[A.NUM_OPS] <= A.MAX_RA_OPS:
+            raise RuntimeError(f"augment: args[{b}] num_ops must lie in [0, {A.MAX_RA_OPS}], got {r[A.NUM_OPS]}")
+        for s in range(r[A.NUM_OPS]):
+            op, p1 = r[A.OPS + s * A.OP_STRIDE], r[A.OPS + s * A.OP_STRIDE + 1]
+            if not 0 <= op < len(RA_OPS):
+                raise RuntimeError(f"augment: args[{b}] op {s} has unknown op id {op}")
+            name = RA_OPS[op]
+            if name in A.FACTOR_OPS and p1 < 0:
+                raise RuntimeError(f"augment: args[{b}] op {s} factor must be >= 0, got {p1}")
+            if name == "Posterize" and not 0 <= p1 <= 255:
+                raise RuntimeError(f"augment: args[{b}] op {s} posterize mask must lie in [0, 255], got {p1}")
+            if name == "Solarize" and not 0 <= p1 <= 256:
+                raise RuntimeError(f"augment: args[{b}] op {s} solarize threshold must lie in [0, 256], got {p1}")
+
+
+def check_mix_rows(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor) -> None:
+    """The mix checks of ``csrc/replay_checks.h``."""
+    if a.shape != b.shape or args.dim() != 2 or args.shape[0] != a.shape[0]:
+        raise RuntimeError(f"mix: a {tuple(a.shape)}, b {tuple(b.shape)} and args {tuple(args.shape)} do not match")
+    _, _, h, w = a.shape
+    for i in range(a.shape[0]):
+        mode, q, top, left, bh, bw = [int(v) for v in args[i].tolist()]
+        if mode not in (0, 1, 2):
+            raise RuntimeError(f"mix: args[{i}] mode must be 0, 1 or 2, got {mode}")
+        if not 0 <= q <= 255:
+            raise RuntimeError(f"mix: args[{i}] lambda must lie in [0, 255], got {q}")
+        if mode == 2 and not (min(top, left, bh, bw) >= 0 and top + bh <= h and left + bw <= w):
+            raise RuntimeError(f"mix: args[{i}] box ({top}, {left}, {bh}, {bw}) lies outside the {h}x{w} views")
+
+
 def augment(images: list[torch.Tensor], args: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     """Reference of ``reinforced_data::augment``: uint8 [B, 3, out_h, out_w]."""
+    check_augment_rows([(int(i.shape[1]), int(i.shape[2])) for i in images], args, out_h, out_w)
     device = args.device if not images else images[0].device
     out = torch.empty((len(images), 3, out_h, out_w), dtype=torch.uint8, device=device)
     for b, img in enumerate(images):
@@ -174,6 +225,7 @@ def augment(images: list[torch.Tensor], args: torch.Tensor, out_h: int, out_w: i
 
 def mix(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
     """Reference of ``reinforced_data::mix``: MixUp ``(a*q + b*(255-q) + 127) // 255`` or CutMix box paste."""
+    check_mix_rows(a, b, args)
     out = a.clone()
     for i in range(a.shape[0]):
         mode, q, top, left, h, w = [int(v) for v in args[i].tolist()]

@@ -208,3 +208,55 @@ def test_bad_policy_is_refused_at_construction(overrides, fragment):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=fragment):  # the same check on a policy read back from a file
         Policy.from_dict({**Policy().to_dict(), **overrides})
+
+
+def _row_edits():
+    from reinforced_data import _args as A
+
+    solarize, posterize = RA_OPS.index("Solarize"), RA_OPS.index("Posterize")
+    op0 = A.OPS
+    return [
+        ("crop-negative-top", {A.CROP_TOP: -1}),
+        ("crop-outside", {A.CROP_H: SIZE[0] + 1}),
+        ("flip-2", {A.FLIP: 2}),
+        ("fill-256", {A.FILL: 256}),
+        ("erase-value-mixed", {A.ERASE_VALUE: -1}),
+        ("erase-box-negative", {A.ERASE_TOP: -1, A.ERASE_H: 2, A.ERASE_W: 2}),
+        ("num-ops-5", {A.NUM_OPS: 5}),
+        ("op-id-14", {A.NUM_OPS: 1, op0: 14}),
+        ("solarize-negative-threshold", {A.NUM_OPS: 1, op0: solarize, op0 + 1: -1}),
+        ("posterize-mask-256", {A.NUM_OPS: 1, op0: posterize, op0 + 1: 256}),
+        ("brightness-negative-factor", {A.NUM_OPS: 1, op0: RA_OPS.index("Brightness"), op0 + 1: -5}),
+    ]
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("what,edit", _row_edits(), ids=[w for w, _ in _row_edits()])
+def test_direct_op_calls_refuse_the_same_rows(what, edit):
+    """Called directly on kernel rows, the compiled op and the reference refuse the same rows."""
+    from reinforced_data import _args, _reference
+
+    params = _records(PLAIN, 2)
+    rows = _args.encode(params, PLAIN, [SIZE, SIZE])
+    images = _images(2)
+    assert torch.equal(torch.ops.reinforced_data.augment(images, rows, *OUT), _reference.augment(images, rows, *OUT))
+    for col, value in edit.items():
+        rows[1, col] = value
+    with pytest.raises(RuntimeError, match=r"augment: args\[1\]"):
+        torch.ops.reinforced_data.augment(images, rows, *OUT)
+    with pytest.raises(RuntimeError, match=r"augment: args\[1\]"):
+        _reference.augment(images, rows, *OUT)
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("row", [(3, 0, 0, 0, 0, 0), (1, 256, 0, 0, 0, 0), (1, -1, 0, 0, 0, 0), (2, 255, -1, 0, 2, 2), (2, 0, 10, 0, 7, 2)])
+def test_direct_mix_calls_refuse_the_same_rows(row):
+    from reinforced_data import _reference
+
+    a = torch.stack(_images(2, seed=1))[:, :, :OUT[0], :OUT[1]].contiguous()
+    b = torch.stack(_images(2, seed=2))[:, :, :OUT[0], :OUT[1]].contiguous()
+    args = torch.tensor([(0, 255, 0, 0, 0, 0), row], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"mix: args\[1\]"):
+        torch.ops.reinforced_data.mix(a, b, args)
+    with pytest.raises(RuntimeError, match=r"mix: args\[1\]"):
+        _reference.mix(a, b, args)
