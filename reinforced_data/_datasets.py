@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import ConfigError, DatasetTypeError
+
 __all__ = [
     "resolve_dataset", "to_uint8_image", "RawImages", "dataset_labels", "as_labels", "dataset_files",
     "dataset_num_classes", "dataset_fingerprint", "image_sample_sha256", "image_sample_indices", "class_names",
@@ -43,20 +45,27 @@ def resolve_dataset(data: Any) -> Any:
     (the built-in :class:`~reinforced_data.synthetic.SyntheticImages`), or a map-style dataset."""
     if not isinstance(data, (str, os.PathLike)):
         if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-            raise TypeError(f"the dataset must be map-style (__getitem__ and __len__); got {type(data).__name__}")
+            raise DatasetTypeError(
+                f"the dataset must be map-style (__getitem__ and __len__); got {type(data).__name__}")
         return data
     text = os.fspath(data)
     if text.startswith("synthetic:"):
         from .synthetic import SyntheticImages
 
+        usage = "synthetic:num_images=N,num_classes=C,min_size=S,max_size=S,seed=S"
         kwargs: dict[str, int] = {}
-        for i, part in enumerate(p for p in text[len("synthetic:"):].split(",") if p):
-            key, _, val = part.rpartition("=")
-            key = key or ("num_images" if i == 0 else "")
-            if key not in ("num_images", "num_classes", "min_size", "max_size", "seed"):
-                raise ValueError(f"{text!r}: use synthetic:num_images=N,num_classes=C,min_size=S,max_size=S,seed=S")
-            kwargs[key] = int(val)
-        return SyntheticImages(**kwargs)
+        try:
+            for i, part in enumerate(p for p in text[len("synthetic:"):].split(",") if p):
+                key, _, val = part.rpartition("=")
+                key = key or ("num_images" if i == 0 else "")
+                if key not in ("num_images", "num_classes", "min_size", "max_size", "seed"):
+                    raise ConfigError(f"{text!r}: use {usage}")
+                kwargs[key] = int(val)
+            return SyntheticImages(**kwargs)
+        except ConfigError:
+            raise
+        except ValueError as e:  # a value that is not an integer, or that SyntheticImages refuses
+            raise ConfigError(f"dataset {text!r}: {e}; use synthetic:N or {usage}") from None
     if os.path.isdir(text):
         from torchvision.datasets import ImageFolder
 
@@ -82,15 +91,15 @@ def to_uint8_image(img: Any, index: int) -> torch.Tensor:
         elif isinstance(img, np.ndarray):
             img = torch.from_numpy(img)
         else:
-            raise TypeError(f"image {index}: the dataset returned a {type(img).__name__}; "
+            raise DatasetTypeError(f"image {index}: the dataset returned a {type(img).__name__}; "
                             "expected a uint8 tensor or PIL image")
     if img.dtype != torch.uint8:
-        raise TypeError(f"image {index} is {img.dtype}; reinforcement needs the undecorated uint8 image: "
+        raise DatasetTypeError(f"image {index} is {img.dtype}; reinforcement needs the undecorated uint8 image: "
                         "remove the dataset's transform")
     if img.dim() == 2:
         img = img.unsqueeze(0)
     if img.dim() != 3 or img.shape[0] not in (1, 3, 4):
-        raise ValueError(f"image {index} has shape {tuple(img.shape)}; expected [3, H, W]")
+        raise ConfigError(f"image {index} has shape {tuple(img.shape)}; expected [3, H, W]")
     if img.shape[0] == 1:
         return img.expand(3, -1, -1).contiguous()
     if img.shape[0] == 4:
@@ -165,13 +174,13 @@ class RawImages(torch.utils.data.Dataset):
             except FileNotFoundError:
                 raise FileNotFoundError(f"image {index}: {path} does not exist") from None
             except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated or not an image
-                raise ValueError(f"image {index}: {path} cannot be decoded ({e})") from e
+                raise ConfigError(f"image {index}: {path} cannot be decoded ({e})") from None
             return to_uint8_image(img, index), int(label)
         item = self._items[index]
         img, label = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, -1)
         img = to_uint8_image(img, index)
         if self._refuse_transform:  # training bypasses it, so the teacher must not see its output either
-            raise TypeError(f"image {index}: the dataset applies its own transform; reinforcement reads the raw "
+            raise DatasetTypeError(f"image {index}: the dataset applies its own transform; reinforcement reads the raw "
                             "images: remove the dataset's transform")
         return img, int(label)
 
@@ -181,10 +190,10 @@ def as_labels(values: Any, n: int) -> np.ndarray:
     """``values`` as int64 class indices [n]; a clear error for another length or a negative label."""
     labels = np.asarray(values, dtype=np.int64).reshape(-1)
     if labels.shape[0] != n:
-        raise ValueError(f"the dataset holds {n} items but {labels.shape[0]} labels")
+        raise ConfigError(f"the dataset holds {n} items but {labels.shape[0]} labels")
     if n and labels.min() < 0:
         i = int(labels.argmin())
-        raise ValueError(f"labels must be class indices >= 0; image {i} has {int(labels[i])}")
+        raise ConfigError(f"labels must be class indices >= 0; image {i} has {int(labels[i])}")
     return labels
 
 

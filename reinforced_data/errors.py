@@ -14,7 +14,7 @@ __all__ = [
     "ReinforcedDataError", "ConfigError", "ReinforcementFileError", "NotReinforcementFileError",
     "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
     "SettingsMismatchError", "OutputExistsError", "FileAccessError", "NonFiniteOutputError",
-    "CompiledUnavailableError",
+    "CompiledUnavailableError", "DatasetTypeError",
 ]
 
 
@@ -24,6 +24,11 @@ class ReinforcedDataError(Exception):
 
 class ConfigError(ReinforcedDataError, ValueError):
     """An argument, policy or setting is invalid; the message names it."""
+
+
+class DatasetTypeError(ConfigError, TypeError):
+    """A dataset, or an item of it, is of a kind reinforcement cannot read (not map-style, an
+    image that is not uint8 pixels, a dataset transform); also a ``TypeError``."""
 
 
 # ---------------------------------------------------------------------- reinforcement files

@@ -38,13 +38,8 @@ import torch
 from torch import nn
 
 from . import store
-from . import errors as _errors
-from .errors import ConfigError, ReinforcedDataError
-
-# FileAccessError arrives with the store's open-error work; until then its parent class stands in
-FileAccessError = getattr(_errors, "FileAccessError", _errors.ReinforcementFileError)
-from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, to_uint8_image
-from ._datasets import resolve_dataset as _resolve_dataset
+from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, resolve_dataset, to_uint8_image
+from .errors import ConfigError, FileAccessError, ReinforcedDataError
 from .policy import PRESETS, Policy
 from .replay import compiled_available, replay
 from .teachers import TeacherEnsemble, TeacherSpec
@@ -94,31 +89,13 @@ def parse_policy(policy: Policy | str | dict) -> Policy:
     return Policy.preset(preset, **d) if preset else Policy.from_dict(d)
 
 
-def resolve_dataset(data: Any) -> Any:
-    """:func:`reinforced_data._datasets.resolve_dataset`, whose refusals (a malformed
-    ``synthetic:`` spec, a dataset that is not map-style) are :class:`ConfigError`s naming ``data``."""
-    try:
-        return _resolve_dataset(data)
-    except (ValueError, TypeError) as e:
-        if isinstance(e, ReinforcedDataError):
-            raise
-        what = repr(os.fspath(data)) if isinstance(data, (str, os.PathLike)) else type(data).__name__
-        hint = "; use synthetic:N or synthetic:num_images=N,num_classes=C,min_size=S,max_size=S,seed=S" \
-            if isinstance(data, str) and data.startswith("synthetic:") and "synthetic:num_images=N" not in str(e) else ""
-        kind = _ConfigTypeError if isinstance(e, TypeError) else ConfigError
-        raise kind(f"{e}" if what in str(e) else f"dataset {what}: {e}{hint}") from None
-
-
-class _ConfigTypeError(ConfigError, TypeError):
-    """A ConfigError for what the decode path raises as a TypeError (``except TypeError`` keeps working)."""
-
-
 class _Decoded(torch.utils.data.Dataset):
     """Items as (index, uint8 image, label, seconds spent decoding), through the shared decode path.
 
-    An image the decode path refuses (it names the image: ``"image 7: ... cannot be
-    decoded"``) comes back as a :class:`ConfigError` *item* instead of the image, so that
-    it reaches the user as its one sentence, not wrapped in a DataLoader worker's traceback.
+    An image the decode path refuses (a :class:`ReinforcedDataError` or a missing file, both
+    naming the image: ``"image 7: ... cannot be decoded"``) comes back as that error *item*
+    instead of the image, so that it reaches the user as its one sentence, not wrapped in a
+    DataLoader worker's traceback.
     """
 
     def __init__(self, dataset: Any) -> None:
@@ -131,14 +108,8 @@ class _Decoded(torch.utils.data.Dataset):
         t = time.perf_counter()
         try:
             img, label = self.raw[index]
-        except ReinforcedDataError as e:
+        except (ReinforcedDataError, FileNotFoundError) as e:
             return index, e, -1, 0.0
-        except (ValueError, TypeError, FileNotFoundError) as e:
-            if not str(e).startswith(f"image {index}"):  # not the decode path's verdict on this image: a bug
-                raise
-            kind = FileNotFoundError if isinstance(e, FileNotFoundError) else \
-                _ConfigTypeError if isinstance(e, TypeError) else ConfigError
-            return index, kind(str(e)), -1, 0.0
         return index, img, label, time.perf_counter() - t
 
 
