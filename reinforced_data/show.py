@@ -195,12 +195,7 @@ def show(file: str | os.PathLike, data: Any, index: int, views: int | None = 8,
             and not os.path.isdir(data):
         raise ConfigError(f"--data {os.fspath(data)} is not a directory; give the ImageFolder (or synthetic:N) "
                           "the file was generated from")
-    try:
-        dataset = resolve_dataset(data)
-    except ValueError as e:
-        if isinstance(e, ReinforcedDataError):
-            raise
-        raise ConfigError(str(e)) from None
+    dataset = resolve_dataset(data)  # its refusals are ConfigErrors already
     if os.path.splitext(os.fspath(out))[1].lower() != ".png":
         raise ConfigError(f"--out {os.fspath(out)}: the grid is written as PNG; give a file name ending in .png")
     if isinstance(file, (str, os.PathLike)) and not os.path.exists(file):
