@@ -32,13 +32,21 @@ from ..errors import ConfigError, CorruptFileError
 from ..policy import Policy
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
+    "FORMAT_NAME", "FORMAT_VERSION", "V1_POLICY_FIELDS", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
     "WRITTEN_CHUNK", "DIGEST_ATTR", "DIGEST_EXCLUDES", "header_digest", "Fingerprint", "Header", "RecordCodec",
     "Record", "ImageRecords", "smallest_uint",
 ]
 
 FORMAT_NAME = "reinforced_data.reinforcement"
-FORMAT_VERSION = 1
+#: The newest version this reader knows. A file is written with the oldest version that can
+#: hold it: 1 when its policy uses only the fields version 1 knew (so older readers still read
+#: it), 2 when it uses a later one (older readers then refuse it as newer, not as a bad policy).
+FORMAT_VERSION = 2
+#: The policy fields a version-1 reader knows.
+V1_POLICY_FIELDS = frozenset((
+    "output_size", "crop_scale", "crop_ratio", "flip_prob", "ra_num_ops", "ra_magnitude", "ra_num_magnitude_bins",
+    "fill", "erase_prob", "erase_scale", "erase_ratio", "erase_value", "mean", "std", "mixup_alpha",
+    "cutmix_alpha", "mix_prob", "switch_prob"))
 #: ``log_uint8``: 8-bit codes of -ln(p) (delta-coded, see docs/format.md); ``float16``: raw halves.
 PROB_ENCODINGS = ("log_uint8", "float16")
 LOG_RANGE = 16.0  # log_uint8 code c means p = exp(-c * LOG_RANGE / 255); c = 255 means p <= e^-16
@@ -238,11 +246,16 @@ class Header:
             b["fingerprint"].pop("images_sha256", None)
         return [k for k in a if a[k] != b[k]]
 
+    @property
+    def format_version(self) -> int:
+        """The version this header is written with (see :data:`FORMAT_VERSION`)."""
+        return 1 if set(json.loads(self.policy.to_json())) <= V1_POLICY_FIELDS else FORMAT_VERSION
+
     def to_attrs(self) -> dict[str, Any]:
         codec = self.codec()
         return {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "num_images": self.num_images,
             "num_views": self.num_views,
             "topk": self.topk,

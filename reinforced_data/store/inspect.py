@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, CorruptFileError, DatasetMismatchError, ReinforcementFileError
-from .format import FORMAT_VERSION, Fingerprint, _sha256
+from .format import Fingerprint, _sha256
 from .reader import ReinforcementFile
 
 __all__ = ["inspect_file", "verify_file", "format_inspect"]
@@ -151,7 +151,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             entropy += float(-(p * np.log(np.maximum(p, 1e-30))).sum())
             total += r.indices.shape[0]
         out = {
-            "file": f.path, "format_version": FORMAT_VERSION,
+            "file": f.path, "format_version": h.format_version,
             # a set flag with a row unwritten is not complete (verify reports it as a problem)
             "complete": f.complete and (h.shard_world_size > 1 or bool(f.written.all())), "complete_flag": f.complete,
             "header_digest": f.has_digest,
