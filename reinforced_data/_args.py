@@ -28,10 +28,13 @@ ERASE_TOP, ERASE_LEFT, ERASE_H, ERASE_W = 8, 9, 10, 11
 ERASE_VALUE = 12  # 3 values; -1 means per-pixel noise from ERASE_SEED
 ERASE_SEED = 15
 NUM_OPS = 16
-OPS = 17  # MAX_RA_OPS slots of OP_STRIDE values: op id, then 6 op parameters
-OP_STRIDE = 7
-NUM_ARGS = 48
-assert OPS + MAX_RA_OPS * OP_STRIDE <= NUM_ARGS
+OPS = 17  # MAX_RA_OPS slots of OP_STRIDE values: op id, 6 op parameters, interpolation
+OP_STRIDE = 8
+OP_INTERP = 7  # offset in an op slot: 0 nearest, 1 bilinear, 2 bicubic (geometric ops)
+RESIZE_FILTER = 49  # 0 triangle (bilinear, antialiased), 1 bicubic (antialiased)
+PAD_FILL = 50  # 3 values: source pixels outside the image (crops may reach outside it)
+NUM_ARGS = 64
+assert OPS + MAX_RA_OPS * OP_STRIDE <= RESIZE_FILTER
 
 # --- mix() row layout (int32) -----------------------------------------------------
 MIX_MODE, MIX_LAM, MIX_BOX = 0, 1, 2  # box: top, left, height, width
@@ -262,7 +265,7 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
         for s in range(n):
             base = OPS + s * OP_STRIDE
             rows[:, base] = ops[:, s]
-            rows[:, base + 1:base + OP_STRIDE] = table[ops[:, s], mags[:, s] + nb - 1]
+            rows[:, base + 1:base + OP_INTERP] = table[ops[:, s], mags[:, s] + nb - 1]
     return torch.from_numpy(rows.astype(np.int32))
 
 
