@@ -13,10 +13,14 @@ constexpr int ERASE_TOP = 8, ERASE_LEFT = 9, ERASE_H = 10, ERASE_W = 11;
 constexpr int ERASE_VALUE = 12;  // 3 values; -1 = per-pixel noise from ERASE_SEED
 constexpr int ERASE_SEED = 15;
 constexpr int NUM_OPS = 16;
-constexpr int OPS = 17;  // MAX_OPS slots of OP_STRIDE: op id, then 6 parameters
-constexpr int OP_STRIDE = 7;
+constexpr int OPS = 17;  // MAX_OPS slots of OP_STRIDE: op id, 6 parameters, interpolation
+constexpr int OP_STRIDE = 8;
+constexpr int OP_INTERP = 7;  // offset in an op slot: 0 nearest, 1 bilinear, 2 bicubic (geometric ops)
 constexpr int MAX_OPS = 4;
-constexpr int NUM_ARGS = 48;
+constexpr int RESIZE_FILTER = 49;  // 0 triangle (bilinear, antialiased), 1 bicubic (antialiased)
+constexpr int PAD_FILL = 50;       // 3 values: source pixels outside the image (crops may reach outside it)
+constexpr int NUM_ARGS = 64;
+static_assert(OPS + MAX_OPS * OP_STRIDE <= RESIZE_FILTER, "op slots overlap the resize filter");
 
 // mix(): one row of NUM_MIX_ARGS int32 per view
 constexpr int MIX_MODE = 0, MIX_LAM = 1, MIX_BOX = 2;

@@ -28,7 +28,7 @@ def _row(crop, flip=0, fill=(0, 0, 0), erase=(0, 0, 0, 0), erase_value=(0, 0, 0)
     for s, (op, p) in enumerate(ops):
         base = _args.OPS + s * _args.OP_STRIDE
         r[base] = op
-        r[base + 1:base + _args.OP_STRIDE] = p
+        r[base + 1:base + 1 + len(p)] = p  # 6 parameters, optionally the interpolation
     return r
 
 

@@ -59,7 +59,7 @@ def _header_enum(path: Path, name: str) -> list[str]:
 def test_layout_constants_match_header():
     c = _header_constants(REPO / "csrc" / "replay_args.h")
     names = ["CROP_TOP", "CROP_LEFT", "CROP_H", "CROP_W", "FLIP", "FILL", "ERASE_TOP", "ERASE_LEFT", "ERASE_H",
-             "ERASE_W", "ERASE_VALUE", "ERASE_SEED", "NUM_OPS", "OPS", "OP_STRIDE", "NUM_ARGS", "MIX_MODE",
+             "ERASE_W", "ERASE_VALUE", "ERASE_SEED", "NUM_OPS", "OPS", "OP_STRIDE", "OP_INTERP", "RESIZE_FILTER", "PAD_FILL", "NUM_ARGS", "MIX_MODE",
              "MIX_LAM", "MIX_BOX", "NUM_MIX_ARGS"]
     for n in names:
         assert n in c, f"{n} missing from csrc/replay_args.h"
@@ -154,11 +154,11 @@ TARGETED = [  # (description, {field: value}, message fragment)
     ("num_ops -1", dict(NUM_OPS=-1), r"num_ops"),
     ("op id 14", dict(OPS=14), r"unknown op id"),
     ("op id -1", dict(OPS=-1), r"unknown op id"),
-    ("op id last slot", {"OPS_plus21": 99}, r"unknown op id"),
+    ("op id last slot", {"OPS_plus24": 99}, r"unknown op id"),
     ("negative factor", dict(OPS_plus1=-1), r"factor"),
-    ("posterize mask", dict(OPS_plus8=256), r"posterize"),
-    ("solarize threshold", dict(OPS_plus15=257), r"solarize"),
-    ("solarize negative", dict(OPS_plus15=-1), r"solarize"),
+    ("posterize mask", dict(OPS_plus9=256), r"posterize"),
+    ("solarize threshold", dict(OPS_plus17=257), r"solarize"),
+    ("solarize negative", dict(OPS_plus17=-1), r"solarize"),
 ]
 
 

@@ -95,7 +95,7 @@ struct ViewDesc {
   int32_t kx, ky;          // weight slots per output column / row
   int32_t row[NUM_ARGS];   // the validated argument row
 };
-static_assert(sizeof(ViewDesc) == 256, "ViewDesc layout");
+static_assert(sizeof(ViewDesc) == 64 + 4 * NUM_ARGS, "ViewDesc layout");
 
 // Upper bound on the taps tap_range returns for n inputs -> m outputs: its range spans
 // less than 2s/m + 3 inputs (s = max(n, m)), and never more than n.
