@@ -14,41 +14,81 @@ from . import _args as A
 from .policy import RA_OPS
 
 WEIGHT_BITS = 14  # resampling weights are normalised to sum to ~2**14
-_OP = {name: i for i, name in enumerate(RA_OPS)}
+#: The op ids the kernels know (csrc/replay_args.h's enum Op); RandAugment policies name a prefix of them.
+KERNEL_OPS: tuple[str, ...] = (
+    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
+    "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
+    "Invert", "SolarizeAdd",
+)
+assert RA_OPS == KERNEL_OPS[:len(RA_OPS)], "policy.RA_OPS must list the kernel ops in their id order"
+_OP = {name: i for i, name in enumerate(KERNEL_OPS)}
+MAX_CROP = (1 << 16) - 1  # crop height, width, |top| and |left| are at most this
 
 
 # ------------------------------------------------------------------ resampling
-def resample_weights(n: int, m: int, device=None) -> torch.Tensor:
+def _floordiv(a: torch.Tensor, b) -> torch.Tensor:
+    return torch.div(a, b, rounding_mode="floor")
+
+
+def resample_weights(n: int, m: int, device=None, filter: int = 0) -> torch.Tensor:
     """[m, n] fixed-point weights resampling ``n`` input pixels to ``m`` outputs.
 
-    Triangle (bilinear) filter, widened by n/m when shrinking (antialias). With
-    s = max(n, m), input j contributes to output i with the integer weight
-    ``max(0, 2s - |(2j+1)m - (2i+1)n|)``; each row is then normalised to 2**14 with
-    round-half-up integer division.
+    With s = max(n, m), input j lies at distance d = |(2j+1)m - (2i+1)n| from output i, in
+    units where the filter's unit support is D = 2s (the support widened by n/m when
+    shrinking: antialias). ``filter`` 0, triangle (bilinear): raw = max(0, D - d).
+    ``filter`` 1, bicubic (Keys, a = -0.5, support 2), scaled by 2 D^2 and floored:
+    raw = floordiv(3d^3 - 5d^2 D + 2D^3, D) for d < D, floordiv(-d^3 + 5d^2 D - 8d D^2 + 4D^3, D)
+    for D <= d < 2D, else 0 (bicubic weights can be negative). Each row is normalised to
+    2**14 over the inputs in [0, n): w = floordiv(raw * 2^14 + floordiv(total, 2), total).
     """
     s = max(n, m)
     i = torch.arange(m, dtype=torch.int64, device=device)[:, None]
     j = torch.arange(n, dtype=torch.int64, device=device)[None, :]
-    w = (2 * s - ((2 * j + 1) * m - (2 * i + 1) * n).abs()).clamp_min(0)
+    d = ((2 * j + 1) * m - (2 * i + 1) * n).abs()
+    D = 2 * s
+    if filter == 0:
+        w = (D - d).clamp_min(0)
+    elif filter == 1:  # int64: d < 2D <= 4 * 65535, so d^3 < 2^56
+        near = _floordiv(3 * d**3 - 5 * d**2 * D + 2 * D**3, D)
+        far = _floordiv(-(d**3) + 5 * d**2 * D - 8 * d * D**2 + 4 * D**3, D)
+        w = torch.where(d < D, near, torch.where(d < 2 * D, far, torch.zeros_like(d)))
+    else:
+        raise ValueError(f"unknown resize filter {filter}")
     total = w.sum(dim=1, keepdim=True)
-    return torch.div((w << WEIGHT_BITS) + total // 2, total, rounding_mode="floor")
+    return _floordiv(w * (1 << WEIGHT_BITS) + _floordiv(total, 2), total)
 
 
 def _apply_weights(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x [..., n] (int64, uint8 values) times w [m, n] → uint8 values [..., m], rounded and clamped."""
+    """x [..., n] (int64, uint8 values) times w [m, n] → uint8 values [..., m], rounded (floor of
+    acc + 2^13 over 2^14, also for a negative acc) and clamped."""
     acc = torch.matmul(x.double(), w.double().t()).long()  # exact: integers < 2**53
     return ((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS).clamp(0, 255)
 
 
+def padded_crop(img: torch.Tensor, top: int, left: int, h: int, w: int, pad_fill=(0, 0, 0)) -> torch.Tensor:
+    """int64 [C, h, w]: the box of ``img`` at (top, left); pixels of the box outside the image
+    (the box may reach outside it, or lie wholly outside) take ``pad_fill[c]``."""
+    H, W = img.shape[1], img.shape[2]
+    if top >= 0 and left >= 0 and top + h <= H and left + w <= W:
+        return img[:, top:top + h, left:left + w].long()
+    fill = torch.tensor(list(pad_fill), dtype=torch.int64, device=img.device)
+    out = fill[:, None, None].expand(img.shape[0], h, w).clone()
+    y0, y1, x0, x1 = max(top, 0), min(top + h, H), max(left, 0), min(left + w, W)
+    if y1 > y0 and x1 > x0:
+        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = img[:, y0:y1, x0:x1]
+    return out
+
+
 def resized_crop(img: torch.Tensor, top: int, left: int, h: int, w: int, out_h: int, out_w: int,
-                 flip: bool) -> torch.Tensor:
-    """Crop, resize (horizontal pass, round to uint8, vertical pass) and optionally mirror."""
-    crop = img[:, top:top + h, left:left + w].long()
-    wx = resample_weights(w, out_w, img.device)
+                 flip: bool, filter: int = 0, pad_fill=(0, 0, 0)) -> torch.Tensor:
+    """Crop (padded with ``pad_fill`` outside the image), resize with ``filter`` (horizontal pass,
+    round to uint8, vertical pass) and optionally mirror."""
+    crop = padded_crop(img, top, left, h, w, pad_fill)
+    wx = resample_weights(w, out_w, img.device, filter)
     if flip:
         wx = wx.flip(0)
     tmp = _apply_weights(crop, wx)  # [C, h, out_w]
-    wy = resample_weights(h, out_h, img.device)
+    wy = resample_weights(h, out_h, img.device, filter)
     return _apply_weights(tmp.transpose(1, 2), wy).transpose(1, 2)  # [C, out_h, out_w]
 
 
@@ -64,21 +104,51 @@ def _blend_q16(x: torch.Tensor, other: torch.Tensor, f: int) -> torch.Tensor:
     return v.clamp(0, (256 << 16) - 1) >> 16
 
 
+def cubic_weights_q11(f: torch.Tensor) -> list[torch.Tensor]:
+    """Keys (a = -0.5) weights of the taps -1, 0, 1, 2 at fraction f / 2048, in Q11 (they sum to 2048)."""
+    S = 2048
+    wm1 = _floordiv(-(f**3) + 2 * f**2 * S - f * S**2, 2 * S**2)
+    wp1 = _floordiv(-3 * f**3 + 4 * f**2 * S + f * S**2, 2 * S**2)
+    wp2 = _floordiv(f**3 - f**2 * S, 2 * S**2)
+    return [wm1, S - wm1 - wp1 - wp2, wp1, wp2]
+
+
 def _geometric(x: torch.Tensor, p: list[int], fill: torch.Tensor) -> torch.Tensor:
+    """Inverse affine map p[0:6] (Q16, centred) sampled with interpolation p[6]: 0 nearest, 1 bilinear,
+    2 bicubic. Source taps outside the image read the fill."""
+    interp = p[6] if len(p) > 6 else 0
     c, h, w = x.shape
     xs = 2 * torch.arange(w, device=x.device) + 1 - w
     ys = 2 * torch.arange(h, device=x.device) + 1 - h
-    sx = (p[0] * xs[None, :] + p[1] * ys[:, None] + p[2] + A.Q16) >> 17
-    sy = (p[3] * xs[None, :] + p[4] * ys[:, None] + p[5] + A.Q16) >> 17
-    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    idx = (sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1)).reshape(-1)
-    out = x.reshape(c, -1)[:, idx].reshape(c, h, w)
-    return torch.where(inside[None], out, fill[:, None, None])
+    nx = p[0] * xs[None, :] + p[1] * ys[:, None] + p[2]  # source x in units of 2^-17 pixel
+    ny = p[3] * xs[None, :] + p[4] * ys[:, None] + p[5]
+    flat = x.reshape(c, -1)
+
+    def tap(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+        inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+        idx = (sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1)).reshape(-1)
+        return torch.where(inside[None], flat[:, idx].reshape(c, h, w), fill[:, None, None])
+
+    if interp == 0:
+        return tap((nx + A.Q16) >> 17, (ny + A.Q16) >> 17)
+    x0, y0 = nx >> 17, ny >> 17
+    fx, fy = (nx >> 6) & 2047, (ny >> 6) & 2047  # the fraction in Q11
+    if interp == 1:
+        offsets, wx, wy = (0, 1), [2048 - fx, fx], [2048 - fy, fy]
+    elif interp == 2:
+        offsets, wx, wy = (-1, 0, 1, 2), cubic_weights_q11(fx), cubic_weights_q11(fy)
+    else:
+        raise ValueError(f"unknown interpolation {interp}")
+    acc = torch.zeros((c, h, w), dtype=torch.int64, device=x.device)
+    for j, dy in enumerate(offsets):
+        for i, dx in enumerate(offsets):
+            acc += (wy[j] * wx[i])[None] * tap(x0 + dx, y0 + dy)
+    return ((acc + (1 << 21)) >> 22).clamp(0, 255)  # Q22 weights; >> floors negative sums too
 
 
 def apply_op(x: torch.Tensor, op: int, p: list[int], fill: torch.Tensor) -> torch.Tensor:
-    """One RandAugment op on x [3, H, W] (int64 holding uint8 values)."""
-    name = RA_OPS[op]
+    """One kernel op on x [3, H, W] (int64 holding uint8 values); p: its 6 parameters and interpolation."""
+    name = KERNEL_OPS[op]
     if name == "Identity":
         return x
     if name in A.GEOMETRIC:
@@ -111,6 +181,10 @@ def apply_op(x: torch.Tensor, op: int, p: list[int], fill: torch.Tensor) -> torc
         return x & f
     if name == "Solarize":
         return torch.where(x >= f, 255 - x, x)
+    if name == "Invert":
+        return 255 - x
+    if name == "SolarizeAdd":  # threshold f, addend p[1]
+        return torch.where(x < f, (x + p[1]).clamp(0, 255), x)
     if name == "AutoContrast":
         lo = x.amin(dim=(1, 2), keepdim=True)
         hi = x.amax(dim=(1, 2), keepdim=True)
@@ -149,53 +223,80 @@ def erase_noise(seed: int, c: int, h: int, w: int, device=None) -> torch.Tensor:
 
 # ------------------------------------------------------------------ the ops
 def check_augment_rows(sizes: list[tuple[int, int]], args: torch.Tensor, out_h: int, out_w: int) -> None:
-    """The row checks of ``csrc/replay_checks.h``, so a direct call refuses the rows the compiled op refuses."""
+    """The row checks of ``csrc/replay_checks.h``, in its order and with its messages, so a direct
+    call refuses the rows the compiled op refuses, saying the same."""
     if len(sizes) != args.shape[0]:
         raise RuntimeError(f"augment: got {len(sizes)} images but {args.shape[0]} args rows")
-    for b, (h, w) in enumerate(sizes):
+    for b in range(len(sizes)):
         r = [int(v) for v in args[b].tolist()]
         top, left, ch, cw = r[A.CROP_TOP:A.CROP_W + 1]
-        if not (ch >= 1 and cw >= 1 and top >= 0 and left >= 0 and top + ch <= h and left + cw <= w):
-            raise RuntimeError(f"augment: args[{b}] crop ({top}, {left}, {ch}, {cw}) lies outside images[{b}] of size {h}x{w}")
+        if not (1 <= ch <= MAX_CROP and 1 <= cw <= MAX_CROP and abs(top) <= MAX_CROP and abs(left) <= MAX_CROP):
+            raise RuntimeError(f"augment: args[{b}] crop (top={top}, left={left}, height={ch}, width={cw}) must have "
+                               f"height and width in [1, {MAX_CROP}] and top and left in [-{MAX_CROP}, {MAX_CROP}]")
         if r[A.FLIP] not in (0, 1):
             raise RuntimeError(f"augment: args[{b}] flip must be 0 or 1, got {r[A.FLIP]}")
-        fill, value = r[A.FILL:A.FILL + 3], r[A.ERASE_VALUE:A.ERASE_VALUE + 3]
-        if any(not 0 <= v <= 255 for v in fill):
-            raise RuntimeError(f"augment: args[{b}] fill must lie in [0, 255], got {fill}")
-        if value != [-1, -1, -1] and any(not 0 <= v <= 255 for v in value):
-            raise RuntimeError(f"augment: args[{b}] erase value must lie in [0, 255] (or all three be -1), got {value}")
+        if r[A.RESIZE_FILTER] not in (0, 1):
+            raise RuntimeError(f"augment: args[{b}] resize filter must be 0 (triangle) or 1 (bicubic), "
+                               f"got {r[A.RESIZE_FILTER]}")
+        for c in range(3):
+            if not 0 <= r[A.FILL + c] <= 255:
+                raise RuntimeError(f"augment: args[{b}] fill[{c}] must lie in [0, 255], got {r[A.FILL + c]}")
+            v = r[A.ERASE_VALUE + c]
+            if not (-1 <= v <= 255 and (v < 0) == (r[A.ERASE_VALUE] < 0)):
+                raise RuntimeError(f"augment: args[{b}] erase value[{c}] must lie in [0, 255] (or all three be -1), "
+                                   f"got {v}")
+            if not 0 <= r[A.PAD_FILL + c] <= 255:
+                raise RuntimeError(f"augment: args[{b}] pad fill[{c}] must lie in [0, 255], got {r[A.PAD_FILL + c]}")
         et, el, eh, ew = r[A.ERASE_TOP:A.ERASE_W + 1]
         if (eh != 0 or ew != 0) and not (eh >= 1 and ew >= 1 and et >= 0 and el >= 0
                                          and et + eh <= out_h and el + ew <= out_w):
-            raise RuntimeError(f"augment: args[{b}] erase box ({et}, {el}, {eh}, {ew}) lies outside the {out_h}x{out_w} output")
+            raise RuntimeError(f"augment: args[{b}] erase box (top={et}, left={el}, height={eh}, width={ew}) lies "
+                               f"outside the {out_h}x{out_w} output")
         if not 0 <= r[A.NUM_OPS] <= A.MAX_RA_OPS:
             raise RuntimeError(f"augment: args[{b}] num_ops must lie in [0, {A.MAX_RA_OPS}], got {r[A.NUM_OPS]}")
         for s in range(r[A.NUM_OPS]):
-            op, p1 = r[A.OPS + s * A.OP_STRIDE], r[A.OPS + s * A.OP_STRIDE + 1]
-            if not 0 <= op < len(RA_OPS):
-                raise RuntimeError(f"augment: args[{b}] op {s} has unknown op id {op}")
-            name = RA_OPS[op]
+            base = A.OPS + s * A.OP_STRIDE
+            op, p1, p2, interp = r[base], r[base + 1], r[base + 2], r[base + A.OP_INTERP]
+            if not 0 <= op < len(KERNEL_OPS):
+                raise RuntimeError(f"augment: args[{b}] op {s} has unknown op id {op} (ids are 0..{len(KERNEL_OPS) - 1})")
+            name = KERNEL_OPS[op]
+            if name in A.GEOMETRIC:
+                if interp not in (0, 1, 2):
+                    raise RuntimeError(f"augment: args[{b}] op {s} interpolation must be 0 (nearest), 1 (bilinear) "
+                                       f"or 2 (bicubic), got {interp}")
+            elif interp != 0:
+                raise RuntimeError(f"augment: args[{b}] op {s} interpolation must be 0 for a non-geometric op, "
+                                   f"got {interp}")
             if name in A.FACTOR_OPS and p1 < 0:
                 raise RuntimeError(f"augment: args[{b}] op {s} factor must be >= 0, got {p1}")
-            if name == "Posterize" and not 0 <= p1 <= 255:
-                raise RuntimeError(f"augment: args[{b}] op {s} posterize mask must lie in [0, 255], got {p1}")
+            if name == "Posterize" and not (0 <= p1 <= 255 and ((256 - p1) & (255 - p1)) == 0):
+                raise RuntimeError(f"augment: args[{b}] op {s} posterize mask must be (0xFF << (8 - bits)) & 0xFF "
+                                   f"with bits in 0..8, got {p1}")
             if name == "Solarize" and not 0 <= p1 <= 256:
                 raise RuntimeError(f"augment: args[{b}] op {s} solarize threshold must lie in [0, 256], got {p1}")
+            if name == "SolarizeAdd":
+                if not 0 <= p1 <= 256:
+                    raise RuntimeError(f"augment: args[{b}] op {s} solarize_add threshold must lie in [0, 256], "
+                                       f"got {p1}")
+                if not -255 <= p2 <= 255:
+                    raise RuntimeError(f"augment: args[{b}] op {s} solarize_add addend must lie in [-255, 255], "
+                                       f"got {p2}")
 
 
 def check_mix_rows(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor) -> None:
-    """The mix checks of ``csrc/replay_checks.h``."""
+    """The mix checks of ``csrc/replay_checks.h`` (the row checks with its messages)."""
     if a.shape != b.shape or args.dim() != 2 or args.shape[0] != a.shape[0]:
         raise RuntimeError(f"mix: a {tuple(a.shape)}, b {tuple(b.shape)} and args {tuple(args.shape)} do not match")
     _, _, h, w = a.shape
     for i in range(a.shape[0]):
         mode, q, top, left, bh, bw = [int(v) for v in args[i].tolist()]
-        if mode not in (0, 1, 2):
-            raise RuntimeError(f"mix: args[{i}] mode must be 0, 1 or 2, got {mode}")
+        if mode not in (0, 1, 2, 3):
+            raise RuntimeError(f"mix: args[{i}] mode must be 0, 1, 2 or 3, got {mode}")
         if not 0 <= q <= 255:
             raise RuntimeError(f"mix: args[{i}] lambda must lie in [0, 255], got {q}")
-        if mode == 2 and not (min(top, left, bh, bw) >= 0 and top + bh <= h and left + bw <= w):
-            raise RuntimeError(f"mix: args[{i}] box ({top}, {left}, {bh}, {bw}) lies outside the {h}x{w} views")
+        if mode in (2, 3) and not (min(top, left, bh, bw) >= 0 and top + bh <= h and left + bw <= w):
+            raise RuntimeError(f"mix: args[{i}] CutMix box (top={top}, left={left}, height={bh}, width={bw}) lies "
+                               f"outside the {h}x{w} views")
 
 
 def augment(images: list[torch.Tensor], args: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
@@ -206,7 +307,7 @@ def augment(images: list[torch.Tensor], args: torch.Tensor, out_h: int, out_w: i
     for b, img in enumerate(images):
         r = [int(v) for v in args[b].tolist()]
         x = resized_crop(img, r[A.CROP_TOP], r[A.CROP_LEFT], r[A.CROP_H], r[A.CROP_W], out_h, out_w,
-                         bool(r[A.FLIP]))
+                         bool(r[A.FLIP]), r[A.RESIZE_FILTER], r[A.PAD_FILL:A.PAD_FILL + 3])
         fill = torch.tensor(r[A.FILL:A.FILL + 3], dtype=torch.int64, device=device)
         for s in range(r[A.NUM_OPS]):
             base = A.OPS + s * A.OP_STRIDE
@@ -224,14 +325,15 @@ def augment(images: list[torch.Tensor], args: torch.Tensor, out_h: int, out_w: i
 
 
 def mix(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
-    """Reference of ``reinforced_data::mix``: MixUp ``(a*q + b*(255-q) + 127) // 255`` or CutMix box paste."""
+    """Reference of ``reinforced_data::mix``: mode 1 MixUp ``(a*q + b*(255-q) + 127) // 255``, mode 2 CutMix
+    (the box pasted from b), mode 3 both (MixUp, then the box pasted from b)."""
     check_mix_rows(a, b, args)
     out = a.clone()
     for i in range(a.shape[0]):
         mode, q, top, left, h, w = [int(v) for v in args[i].tolist()]
-        if mode == 1:
+        if mode in (1, 3):
             out[i] = ((a[i].long() * q + b[i].long() * (255 - q) + 127) // 255).to(torch.uint8)
-        elif mode == 2:
+        if mode in (2, 3):
             out[i, :, top:top + h, left:left + w] = b[i, :, top:top + h, left:left + w]
     return out
 
