@@ -17,8 +17,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from . import _families as FAM
 from .errors import ConfigError
-from .policy import MAX_RA_OPS, RA_OPS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
+from .policy import MAX_RA_OPS, RA_OPS, RESIZE_FILTERS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
 
 # --- augment() row layout (int32) -------------------------------------------------
 CROP_TOP, CROP_LEFT, CROP_H, CROP_W = 0, 1, 2, 3
@@ -45,18 +46,10 @@ GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 FACTOR_OPS = ("Brightness", "Color", "Contrast", "Sharpness")
 
 
-def _magnitudes(op: str, num_bins: int, height: int, width: int) -> np.ndarray | None:
-    """torchvision's RandAugment magnitude table for ``op`` (float32 values, as it uses them)."""
-    lin = lambda hi: torch.linspace(0.0, hi, num_bins)  # noqa: E731
-    table = {
-        "ShearX": lin(0.3), "ShearY": lin(0.3),
-        "TranslateX": lin(150.0 / 331.0 * width), "TranslateY": lin(150.0 / 331.0 * height),
-        "Rotate": lin(30.0),
-        "Brightness": lin(0.9), "Color": lin(0.9), "Contrast": lin(0.9), "Sharpness": lin(0.9),
-        "Posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4))).round().int(),
-        "Solarize": torch.linspace(1.0, 0.0, num_bins),
-    }.get(op)
-    return None if table is None else table.numpy()
+def _magnitudes(op: str, num_bins: int, height: int, width: int, family: str = "torchvision") -> np.ndarray | None:
+    """torchvision's magnitude table for ``op`` (float32 values, as it uses them): RandAugment's
+    (and AutoAugment's) space, or TrivialAugmentWide's with ``family="trivialaugment"``."""
+    return FAM.torchvision_magnitudes(family, op, num_bins, height, width)
 
 
 def _inverse_affine(angle: float, translate: tuple[float, float], shear: tuple[float, float],
@@ -102,9 +95,10 @@ def _geometric_params(op: str, mag: float, height: int, width: int) -> list[int]
     return [q(m[0]), q(m[1]), t0, q(m[3]), q(m[4]), t1]
 
 
-def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int) -> list[int]:
-    """The six integer kernel parameters of one RandAugment op (unused ones are 0)."""
-    table = _magnitudes(op, num_bins, height, width)
+def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int,
+              family: str = "torchvision") -> list[int]:
+    """The six integer kernel parameters of one torchvision-family op (unused ones are 0)."""
+    table = _magnitudes(op, num_bins, height, width, family)
     params = [0] * 6
     if table is None:
         return params
@@ -144,12 +138,13 @@ def _brightness_factor(factor: float, search: int = 64) -> int:
 
 
 @lru_cache(maxsize=32)
-def _op_table(num_bins: int, height: int, width: int) -> np.ndarray:
-    """int32 [num_ops, 2*num_bins - 1, 6]: the parameters of every (op, signed bin)."""
-    table = np.zeros((len(RA_OPS), 2 * num_bins - 1, 6), dtype=np.int64)
-    for i, op in enumerate(RA_OPS):
+def _op_table(num_bins: int, height: int, width: int, family: str = "torchvision") -> np.ndarray:
+    """int32 [num_ops, 2*num_bins - 1, 6]: the parameters of every (op, signed bin), ops of the family's list."""
+    names = FAM.family_ops(family)
+    table = np.zeros((len(names), 2 * num_bins - 1, 6), dtype=np.int64)
+    for i, op in enumerate(names):
         for b in range(-(num_bins - 1), num_bins):
-            table[i, b + num_bins - 1] = op_params(op, b, num_bins, height, width)
+            table[i, b + num_bins - 1] = op_params(op, b, num_bins, height, width, family)
     assert np.abs(table).max() < 2**31
     return table.astype(np.int32)
 
@@ -157,8 +152,38 @@ def _op_table(num_bins: int, height: int, width: int) -> np.ndarray:
 # Per-op magnitude range, in units of (num_bins - 1): signed ops take [-1, 1], Posterize and
 # Solarize [0, 1] (their tables read the absolute bin, so a sign would be silently dropped),
 # ops without a magnitude exactly 0.
-_MAG_LOW = np.array([-1 if op in SIGNED_OPS else 0 for op in RA_OPS], dtype=np.int64)
-_MAG_HIGH = np.array([0 if op in UNPARAMETERISED_OPS else 1 for op in RA_OPS], dtype=np.int64)
+def _mag_bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    low = np.array([-1 if op in SIGNED_OPS else 0 for op in names], dtype=np.int64)
+    high = np.array([0 if op in UNPARAMETERISED_OPS else 1 for op in names], dtype=np.int64)
+    return low, high
+
+
+_MAG_LOW, _MAG_HIGH = _mag_bounds(RA_OPS)
+_KERNEL_GEOMETRIC = np.array([op in GEOMETRIC for op in RA_OPS])
+
+
+@lru_cache(maxsize=4096)
+def timm_op_row(config: str, name: str, stored: int, height: int, width: int) -> tuple[int, ...]:
+    """Kernel op id and six parameters of one timm op at a stored magnitude (hundredths of a level)."""
+    cfg = FAM.parse_config(config)
+    kernel, arg = FAM.timm_op_args(name, stored, cfg, height, width)
+    params = [0] * 6
+    if kernel in GEOMETRIC:
+        params = FAM.pil_affine_params(arg, height, width)
+    elif kernel == "Brightness":
+        params[0] = _brightness_factor(arg)  # PIL's blend with black: floor(float32(x * f)), as torchvision's
+    elif kernel in FACTOR_OPS:
+        params[0] = int(round(arg * Q16))
+    elif kernel == "Posterize":
+        bits = min(8, max(0, arg))  # timm returns the image for bits >= 8; PIL's mask for bits <= 0 is 0
+        params[0] = (0xFF << (8 - bits)) & 0xFF
+    elif kernel == "Solarize":
+        params[0] = min(256, max(0, arg))  # PIL: x < threshold stays, else 255 - x
+    elif kernel == "SolarizeAdd":
+        params[0], params[1] = arg
+    if any(abs(v) >= 2**31 for v in params) or (kernel in FACTOR_OPS and params[0] >= 2**31):
+        raise ConfigError(f"timm op {name} at level {stored / FAM.MAG_SCALE} gives kernel parameters beyond int32")
+    return (FAM.KERNEL_ID[kernel], *params)
 
 
 def _ints(params: np.ndarray, field: str, b: int, width: int) -> np.ndarray:
@@ -192,19 +217,38 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
     rows = np.zeros((b, NUM_ARGS), dtype=np.int64)
     crop = _ints(params, "crop", b, 4)
     rows[:, CROP_TOP:CROP_W + 1] = crop
-    _refuse_first(crop[:, :2] < 0, "crop", crop, "top and left must be >= 0")
+    pad = policy.crop_padding if policy.crop_mode == "padded" else 0
+    if pad == 0:
+        _refuse_first(crop[:, :2] < 0, "crop", crop, "top and left must be >= 0")
+    else:
+        _refuse_first(crop[:, :2] < -pad, "crop", crop, f"top and left must be >= -crop_padding ({-pad})")
     if (crop[:, 2] < 1).any() or (crop[:, 3] < 1).any():
         v = int(np.flatnonzero((crop[:, 2] < 1) | (crop[:, 3] < 1))[0])
         raise ConfigError(f"params['crop'] of view {v} is {crop[v].tolist()}: height and width must be >= 1")
+    if policy.crop_mode == "padded":
+        _refuse_first((crop[:, 2] != oh) | (crop[:, 3] != ow), "crop", crop,
+                      f"a padded crop (RandomCrop) is exactly the {oh}x{ow} output")
     if source_sizes is not None:
         sizes = np.asarray(source_sizes, dtype=np.int64).reshape(b, 2)
-        bad = (crop[:, 0] + crop[:, 2] > sizes[:, 0]) | (crop[:, 1] + crop[:, 3] > sizes[:, 1])
+        bad = (crop[:, 0] + crop[:, 2] > sizes[:, 0] + pad) | (crop[:, 1] + crop[:, 3] > sizes[:, 1] + pad)
         if bad.any():
             v = int(np.flatnonzero(bad)[0])
+            where = f"its {sizes[v, 0]}x{sizes[v, 1]} source image" + (f" padded by {pad}" if pad else "")
             raise ConfigError(
-                f"params['crop'] of view {v} (top, left, height, width = {crop[v].tolist()}) "
-                f"lies outside its {sizes[v, 0]}x{sizes[v, 1]} source image"
+                f"params['crop'] of view {v} (top, left, height, width = {crop[v].tolist()}) lies outside {where}"
             )
+    if "crop_filter" in names:
+        filt = _ints(params, "crop_filter", b, 1)[:, 0]
+        bad = (filt != 0) & (filt != 1)
+        if bad.any():
+            v = int(np.flatnonzero(bad)[0])
+            raise ConfigError(f"params['crop_filter'] must be 0 (bilinear) or 1 (bicubic); view {v} holds {int(filt[v])}")
+        rows[:, RESIZE_FILTER] = filt
+    elif policy.interpolation == "random" and policy.crop_mode == "resized":
+        raise ConfigError("params have no 'crop_filter' field, but the policy draws the crop's interpolation per view")
+    else:
+        rows[:, RESIZE_FILTER] = RESIZE_FILTERS.get(policy.interpolation, 0)
+    rows[:, PAD_FILL:PAD_FILL + 3] = policy.pad_fill
     flip = _ints(params, "flip", b, 1)[:, 0]
     if ((flip != 0) & (flip != 1)).any():
         v = int(np.flatnonzero((flip != 0) & (flip != 1))[0])
@@ -231,42 +275,104 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
         else:
             rows[:, ERASE_VALUE:ERASE_VALUE + 3] = policy.erase_value
     if "ra_op" in names:
-        ops = params["ra_op"].astype(np.int64).reshape(b, -1)
-        mags = params["ra_mag"].astype(np.int64).reshape(b, -1)
-        n = ops.shape[1]
-        if n > MAX_RA_OPS:
-            raise ConfigError(f"params['ra_op'] holds {n} ops per view; at most {MAX_RA_OPS} are supported")
-        bad = (ops >= len(RA_OPS)) | (ops < 0)
-        if bad.any():  # name the offending value itself (a negative id too)
-            v, s = (int(i[0]) for i in np.nonzero(bad))
-            raise ConfigError(
-                f"params['ra_op'] holds op id {int(ops[v, s])}; ids must lie in [0, {len(RA_OPS) - 1}] "
-                f"(view {v}, slot {s})"
-            )
-        nb = policy.ra_num_magnitude_bins
-        bad = np.abs(mags) >= nb
-        if bad.any():  # the signed value: -128 is reported as -128, not as its absolute value
-            v, s = (int(i[0]) for i in np.nonzero(bad))
-            raise ConfigError(
-                f"params['ra_mag'] holds {int(mags[v, s])}; magnitudes must lie in (-{nb}, {nb}) (view {v}, slot {s})"
-            )
-        low, high = _MAG_LOW[ops], np.where(_MAG_HIGH[ops] > 0, nb - 1, 0)
-        bad = (mags < low * (nb - 1)) | (mags > high)
-        if bad.any():  # per op: signed ops ±(nb-1), Posterize/Solarize [0, nb-1], the rest 0
-            v, s = (int(i[0]) for i in np.nonzero(bad))
-            op = RA_OPS[int(ops[v, s])]
-            allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s]) * (nb - 1)}, {nb - 1}]"
-            raise ConfigError(
-                f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for {op}, "
-                f"whose magnitude must be {allowed}"
-            )
-        table = _op_table(nb, oh, ow)
-        rows[:, NUM_OPS] = n
-        for s in range(n):
-            base = OPS + s * OP_STRIDE
-            rows[:, base] = ops[:, s]
-            rows[:, base + 1:base + OP_INTERP] = table[ops[:, s], mags[:, s] + nb - 1]
+        if policy.ra_family in FAM.TIMM_FAMILIES:
+            _encode_timm_ops(params, policy, rows, b, oh, ow)
+        else:
+            _encode_torchvision_ops(params, policy, rows, b, oh, ow)
     return torch.from_numpy(rows.astype(np.int32))
+
+
+def _op_arrays(params: np.ndarray, b: int, n_names: int) -> tuple[np.ndarray, np.ndarray]:
+    ops = params["ra_op"].astype(np.int64).reshape(b, -1)
+    mags = params["ra_mag"].astype(np.int64).reshape(b, -1)
+    n = ops.shape[1]
+    if n > MAX_RA_OPS:
+        raise ConfigError(f"params['ra_op'] holds {n} ops per view; at most {MAX_RA_OPS} are supported")
+    bad = (ops >= n_names) | (ops < 0)
+    if bad.any():  # name the offending value itself (a negative id too)
+        v, s = (int(i[0]) for i in np.nonzero(bad))
+        raise ConfigError(
+            f"params['ra_op'] holds op id {int(ops[v, s])}; ids must lie in [0, {n_names - 1}] "
+            f"(view {v}, slot {s})"
+        )
+    return ops, mags
+
+
+def _encode_torchvision_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int, oh: int, ow: int) -> None:
+    family = policy.ra_family
+    names = policy.ra_ops()
+    ops, mags = _op_arrays(params, b, len(names))
+    n = ops.shape[1]
+    nb = FAM.AUTOAUGMENT_BINS if family == "autoaugment" else policy.ra_num_magnitude_bins
+    bad = np.abs(mags) >= nb
+    if bad.any():  # the signed value: -128 is reported as -128, not as its absolute value
+        v, s = (int(i[0]) for i in np.nonzero(bad))
+        raise ConfigError(
+            f"params['ra_mag'] holds {int(mags[v, s])}; magnitudes must lie in (-{nb}, {nb}) (view {v}, slot {s})"
+        )
+    low_of, high_of = (_MAG_LOW, _MAG_HIGH) if family == "torchvision" else _mag_bounds(names)
+    low, high = low_of[ops], np.where(high_of[ops] > 0, nb - 1, 0)
+    bad = (mags < low * (nb - 1)) | (mags > high)
+    if bad.any():  # per op: signed ops ±(nb-1), Posterize/Solarize [0, nb-1], the rest 0
+        v, s = (int(i[0]) for i in np.nonzero(bad))
+        op = names[int(ops[v, s])]
+        allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s]) * (nb - 1)}, {nb - 1}]"
+        raise ConfigError(
+            f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for {op}, "
+            f"whose magnitude must be {allowed}"
+        )
+    table = _op_table(nb, oh, ow) if family == "torchvision" else _op_table(nb, oh, ow, family)
+    kernel_id = np.array([FAM.KERNEL_ID[o] for o in names], dtype=np.int64)
+    interp = FAM.INTERP_CODES[policy.ra_interpolation]
+    rows[:, NUM_OPS] = n
+    for s in range(n):
+        base = OPS + s * OP_STRIDE
+        kid = kernel_id[ops[:, s]]
+        rows[:, base] = kid
+        rows[:, base + 1:base + OP_INTERP] = table[ops[:, s], mags[:, s] + nb - 1]
+        rows[:, base + OP_INTERP] = np.where(_KERNEL_GEOMETRIC[kid], interp, 0)
+
+
+def _encode_timm_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int, oh: int, ow: int) -> None:
+    names = policy.ra_ops()
+    cfg = FAM.parse_config(policy.ra_config)
+    ops, mags = _op_arrays(params, b, len(names))
+    n = ops.shape[1]
+    cap = int(round(FAM.timm_upper_bound(cfg) * FAM.MAG_SCALE))
+    signed = np.array([o in FAM.TIMM_SIGNED for o in names])[ops]
+    unparam = np.array([o in FAM.TIMM_UNPARAMETERISED for o in names])[ops]
+    low = np.where(signed, -cap, 0)
+    high = np.where(unparam, 0, cap)
+    bad = (mags < low) | (mags > high)
+    if bad.any():
+        v, s = (int(i[0]) for i in np.nonzero(bad))
+        op = names[int(ops[v, s])]
+        allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s])}, {int(high[v, s])}]"
+        raise ConfigError(
+            f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for timm's {op}, whose magnitude "
+            f"(hundredths of a level) must be {allowed}"
+        )
+    geometric = np.array([o in FAM.TIMM_GEOMETRIC for o in names])[ops]
+    if "ra_interp" in (params.dtype.names or ()):
+        interp = params["ra_interp"].astype(np.int64).reshape(b, -1)
+        ok = np.where(geometric, (interp == 1) | (interp == 2), interp == 0)
+        if not ok.all():
+            v, s = (int(i[0]) for i in np.nonzero(~ok))
+            raise ConfigError(
+                f"params['ra_interp'] of view {v} (slot {s}) holds {int(interp[v, s])} for {names[int(ops[v, s])]}; "
+                "geometric ops take 1 (bilinear) or 2 (bicubic), the others 0"
+            )
+    elif cfg["interpolation"] == "random":
+        raise ConfigError("params have no 'ra_interp' field, but the policy draws the ops' interpolation per op")
+    else:
+        interp = np.where(geometric, FAM.INTERP_CODES[cfg["interpolation"]], 0)
+    rows[:, NUM_OPS] = n
+    for s in range(n):
+        base = OPS + s * OP_STRIDE
+        for (o, m) in set(zip(ops[:, s].tolist(), mags[:, s].tolist())):
+            sel = (ops[:, s] == o) & (mags[:, s] == m)
+            rows[sel, base:base + OP_INTERP] = timm_op_row(policy.ra_config, names[o], m, oh, ow)
+        rows[:, base + OP_INTERP] = interp[:, s]
 
 
 def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:
@@ -278,26 +384,32 @@ def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:
     b = params.shape[0]
     rows = np.zeros((b, NUM_MIX_ARGS), dtype=np.int64)
     mode = _ints(params, "mix_mode", b, 1)[:, 0]
-    bad = (mode < 0) | (mode > 2)
+    bad = (mode < 0) | (mode > 3)
     if bad.any():
         v = int(np.flatnonzero(bad)[0])
         raise ConfigError(
-            f"params['mix_mode'] holds {int(mode[v])} (view {v}); modes are 0 (none), 1 (MixUp), 2 (CutMix)"
+            f"params['mix_mode'] holds {int(mode[v])} (view {v}); modes are 0 (none), 1 (MixUp), 2 (CutMix), "
+            "3 (MixUp, then CutMix)"
         )
+    if policy.mix_mode == "switch" and (mode == 3).any():
+        v = int(np.flatnonzero(mode == 3)[0])
+        raise ConfigError(f"params['mix_mode'] holds 3 (view {v}); mode 3 (MixUp, then CutMix) is drawn only by "
+                          "mix_mode='sequential' policies; this policy's modes are 0 (none), 1 (MixUp), 2 (CutMix)")
     lam = _ints(params, "mix_lam", b, 1)[:, 0]
     bad = (lam < 0) | (lam > 255)
     if bad.any():
         v = int(np.flatnonzero(bad)[0])
         raise ConfigError(f"params['mix_lam'] of view {v} holds {int(lam[v])}; λ is stored in [0, 255]")
     box = _ints(params, "mix_box", b, 4)
-    _refuse_first((mode == 2)[:, None] & (box < 0), "mix_box", box, "every value must be >= 0")
-    bad = (mode == 2) & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
+    has_box = (mode == 2) | (mode == 3)
+    _refuse_first(has_box[:, None] & (box < 0), "mix_box", box, "every value must be >= 0")
+    bad = has_box & ((box[:, 0] + box[:, 2] > oh) | (box[:, 1] + box[:, 3] > ow))
     if bad.any():
         v = int(np.flatnonzero(bad)[0])
         raise ConfigError(f"params['mix_box'] of view {v} ({box[v].tolist()}) lies outside the {oh}x{ow} output")
     rows[:, MIX_MODE] = mode
     rows[:, MIX_LAM] = lam
-    rows[:, MIX_BOX:MIX_BOX + 4] = np.where((mode == 2)[:, None], box, 0)
+    rows[:, MIX_BOX:MIX_BOX + 4] = np.where(has_box[:, None], box, 0)
     return torch.from_numpy(rows.astype(np.int32))
 
 

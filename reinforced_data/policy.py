@@ -19,22 +19,22 @@ from typing import Any
 
 import numpy as np
 
+from . import _families as FAM
 from .errors import ConfigError
 
 __all__ = ["Policy", "RA_OPS", "SIGNED_OPS", "PRESETS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-#: RandAugment ops in torchvision's order; a stored op id indexes this tuple.
-RA_OPS: tuple[str, ...] = (
-    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
-    "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
-)
+#: The kernels' ops by kernel op id: torchvision's RandAugment order (a stored op id of the
+#: "torchvision" family indexes its first 14), then Invert and SolarizeAdd. Other families
+#: store ids into their own op list (:meth:`Policy.ra_ops`).
+RA_OPS: tuple[str, ...] = FAM.KERNEL_OPS
 #: Ops whose magnitude takes a random sign (torchvision's ``signed`` flag).
 SIGNED_OPS: frozenset[str] = frozenset(
     ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
      "Contrast", "Sharpness")
 )
 #: Ops without a magnitude (the stored magnitude is 0).
-UNPARAMETERISED_OPS: frozenset[str] = frozenset(("Identity", "AutoContrast", "Equalize"))
+UNPARAMETERISED_OPS: frozenset[str] = frozenset(("Identity", "AutoContrast", "Equalize", "Invert"))
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,7 +46,23 @@ MIN_RATIO = 1e-6  # crop_ratio / erase_ratio bounds lie in [MIN_RATIO, 1 / MIN_R
 MIN_STD = 1e-6
 
 # mix_mode values
-MIX_NONE, MIX_MIXUP, MIX_CUTMIX = 0, 1, 2
+MIX_NONE, MIX_MIXUP, MIX_CUTMIX, MIX_BOTH = 0, 1, 2, 3
+MAX_PADDED_SOURCE = 32767  # padded crops are stored as int16
+
+CROP_MODES = ("resized", "padded")
+CROP_INTERPOLATIONS = ("bilinear", "bicubic", "random")
+RESIZE_FILTERS = {"bilinear": 0, "bicubic": 1}  # the kernels' RESIZE_FILTER values
+TV_RA_INTERPOLATIONS = ("nearest", "bilinear")
+MIX_MODES = ("switch", "sequential")
+
+#: Fields added after format version 1, with the defaults that keep version-1 behaviour.
+#: to_dict() leaves a field out while it holds its default, so a policy version 1 could
+#: express serialises exactly as before.
+V2_DEFAULTS: dict[str, Any] = {
+    "crop_mode": "resized", "interpolation": "bilinear", "crop_padding": 0, "pad_fill": (0, 0, 0),
+    "ra_family": "torchvision", "ra_interpolation": "nearest", "ra_prob": 1.0, "ra_config": "",
+    "mix_mode": "switch", "mixup_prob": 1.0, "cutmix_prob": 1.0, "mixup_lam_div": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,28 @@ class Policy:
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
     switch_prob: float = 0.5
+    # --- added in format version 2 (defaults keep version-1 behaviour) ---
+    # Crop: "resized" (RandomResizedCrop, filter "bilinear" / "bicubic" / "random" = timm's
+    # per-view choice, stored) or "padded" (torchvision RandomCrop(output_size,
+    # padding=crop_padding, fill=pad_fill)).
+    crop_mode: str = "resized"
+    interpolation: str = "bilinear"
+    crop_padding: int = 0
+    pad_fill: tuple[int, int, int] = (0, 0, 0)
+    # RandAugment family (see reinforced_data._families); ra_interpolation is the geometric
+    # ops' filter of the torchvision families; ra_config the resolved timm configuration
+    # (JSON text; to_dict gives it as a mapping); ra_prob the chance the stage runs at all.
+    ra_family: str = "torchvision"
+    ra_interpolation: str = "nearest"
+    ra_prob: float = 1.0
+    ra_config: str = ""
+    # Mixing: "switch" (timm's Mixup: one of MixUp / CutMix per view, with mix_prob and
+    # switch_prob) or "sequential" (apple/ml-dr: MixUp with mixup_prob and lambda =
+    # Beta(a, a) / mixup_lam_div, then CutMix with cutmix_prob, on the same partner).
+    mix_mode: str = "switch"
+    mixup_prob: float = 1.0
+    cutmix_prob: float = 1.0
+    mixup_lam_div: float = 1.0
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (lists, ints for floats) to the declared types, so a
@@ -132,14 +170,101 @@ class Policy:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie within [{MIN_RATIO:g}, {1.0 / MIN_RATIO:g}]")
         if min(self.std) < MIN_STD:
             raise ConfigError(f"std={self.std} must be at least {MIN_STD:g} (a smaller std gives infinite views)")
+        self._validate_v2()
+
+    def _validate_v2(self) -> None:
+        if self.crop_mode not in CROP_MODES:
+            raise ConfigError(f"crop_mode={self.crop_mode!r} must be one of {CROP_MODES}")
+        if self.interpolation not in CROP_INTERPOLATIONS:
+            raise ConfigError(f"interpolation={self.interpolation!r} must be one of {CROP_INTERPOLATIONS}")
+        if self.crop_mode == "padded":
+            if self.interpolation != "bilinear":
+                raise ConfigError(f"interpolation={self.interpolation!r} has no effect with crop_mode='padded' "
+                                  "(the crop is not resized); leave it at 'bilinear'")
+            if not 0 <= self.crop_padding <= MAX_OUTPUT_SIZE:
+                raise ConfigError(f"crop_padding={self.crop_padding} must lie in [0, {MAX_OUTPUT_SIZE}]")
+        elif self.crop_padding != 0:
+            raise ConfigError(f"crop_padding={self.crop_padding} needs crop_mode='padded' (RandomCrop); "
+                              "RandomResizedCrop takes no padding")
+        _check_uint8_triple("pad_fill", self.pad_fill)
+        if self.ra_family not in FAM.FAMILIES:
+            raise ConfigError(f"ra_family={self.ra_family!r} must be one of {FAM.FAMILIES}")
+        if not 0.0 <= self.ra_prob <= 1.0:
+            raise ConfigError(f"ra_prob={self.ra_prob} must lie in [0, 1]")
+        if self.ra_family in FAM.TORCHVISION_FAMILIES:
+            if self.ra_interpolation not in TV_RA_INTERPOLATIONS:
+                raise ConfigError(f"ra_interpolation={self.ra_interpolation!r} must be one of {TV_RA_INTERPOLATIONS} "
+                                  "(torchvision's tensor affine supports these)")
+            if self.ra_config:
+                raise ConfigError(f"ra_config is only used by the timm families, not ra_family={self.ra_family!r}")
+        else:
+            if self.ra_interpolation != "nearest":
+                raise ConfigError(f"ra_interpolation={self.ra_interpolation!r}: the timm families take their "
+                                  "interpolation from ra_config['interpolation']")
+            if not self.ra_config:
+                raise ConfigError(f"ra_family={self.ra_family!r} needs ra_config (the resolved timm configuration; "
+                                  "build it with Policy.from_timm)")
+            key = "ops" if self.ra_family == "timm" else "policy"
+            if key not in FAM.parse_config(self.ra_config):
+                raise ConfigError(f"ra_config of ra_family={self.ra_family!r} needs '{key}' "
+                                  f"({'RandAugment ops' if key == 'ops' else 'AutoAugment sub-policies'})")
+        slots = FAM.family_slots(self.ra_family, self.ra_config)
+        if slots is not None and self.ra_num_ops not in (0, slots):
+            raise ConfigError(f"ra_num_ops={self.ra_num_ops} must be {slots} for ra_family={self.ra_family!r} "
+                              f"(or 0 to disable it)")
+        if slots is not None and slots > MAX_RA_OPS:
+            raise ConfigError(f"ra_family={self.ra_family!r} applies {slots} ops per view; the kernels hold at most "
+                              f"{MAX_RA_OPS}")
+        if self.mix_mode not in MIX_MODES:
+            raise ConfigError(f"mix_mode={self.mix_mode!r} must be one of {MIX_MODES}")
+        for name in ("mixup_prob", "cutmix_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        if self.mixup_lam_div < 1.0:
+            raise ConfigError(f"mixup_lam_div={self.mixup_lam_div} must be >= 1")
+        if self.mix_mode == "switch":
+            for name in ("mixup_prob", "cutmix_prob", "mixup_lam_div"):
+                if getattr(self, name) != V2_DEFAULTS[name]:
+                    raise ConfigError(f"{name}={getattr(self, name)} needs mix_mode='sequential'; "
+                                      "mix_mode='switch' uses mix_prob and switch_prob")
+        elif self.mix_prob != 1.0:
+            raise ConfigError(f"mix_prob={self.mix_prob} applies to mix_mode='switch'; with mix_mode='sequential' "
+                              "set mixup_prob and cutmix_prob")
 
     @property
     def mixing(self) -> bool:
+        if self.mix_mode == "sequential":
+            return (self.mixup_alpha > 0 and self.mixup_prob > 0) or (self.cutmix_alpha > 0 and self.cutmix_prob > 0)
         return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mix_prob > 0
+
+    def ra_ops(self) -> tuple[str, ...]:
+        """The op names a stored ``ra_op`` id indexes, for this policy's family (index 0 is Identity)."""
+        return FAM.family_ops(self.ra_family, self.ra_config)
+
+    def ra_spec(self) -> dict[str, Any]:
+        """The resolved timm configuration (a copy), or {} for the torchvision families."""
+        return json.loads(self.ra_config) if self.ra_config else {}
+
+    @property
+    def ra_signed_magnitudes(self) -> bool:
+        """Whether ``ra_mag`` holds int16 hundredths of a level (timm families) rather than int8 bins."""
+        return self.ra_family in FAM.TIMM_FAMILIES
+
+    @property
+    def ra_random_interpolation(self) -> bool:
+        return self.ra_family in FAM.TIMM_FAMILIES and FAM.parse_config(self.ra_config)["interpolation"] == "random"
 
     # ------------------------------------------------------------- serialise
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON-able fields; fields added after version 1 only where they differ from their defaults."""
+        out: dict[str, Any] = {}
+        for k, v in dataclasses.asdict(self).items():
+            if k in V2_DEFAULTS and v == V2_DEFAULTS[k]:
+                continue
+            if k == "ra_config":
+                v = json.loads(v)
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -157,6 +282,21 @@ class Policy:
         return cls.from_dict(json.loads(text))
 
     @classmethod
+    def from_timm(cls, *args: Any, **kwargs: Any) -> "Policy":
+        """The policy of timm's ``create_transform(is_training=True, ...)`` + ``Mixup``; see
+        :func:`reinforced_data.recipes.from_timm` (imports timm when called)."""
+        from .recipes import from_timm
+
+        return from_timm(*args, **kwargs)
+
+    @classmethod
+    def from_torchvision(cls, transforms: Any, **overrides: Any) -> "Policy":
+        """The policy of a torchvision (v1 or v2) Compose; see :func:`reinforced_data.recipes.from_torchvision`."""
+        from .recipes import from_torchvision
+
+        return from_torchvision(transforms, **overrides)
+
+    @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Policy":
         """A named configuration from :data:`PRESETS`, with optional field overrides."""
         if name not in PRESETS:
@@ -166,9 +306,16 @@ class Policy:
     # ------------------------------------------------------------ parameters
     def param_dtype(self) -> np.dtype:
         """The structured dtype of one view's parameters under this policy."""
-        fields: list[tuple] = [("crop", np.uint16, (4,)), ("flip", np.uint8)]
+        crop = np.int16 if self.crop_mode == "padded" else np.uint16
+        fields: list[tuple] = [("crop", crop, (4,)), ("flip", np.uint8)]
+        if self.crop_mode == "resized" and self.interpolation == "random":
+            fields += [("crop_filter", np.uint8)]
         if self.ra_num_ops:
-            fields += [("ra_op", np.uint8, (self.ra_num_ops,)), ("ra_mag", np.int8, (self.ra_num_ops,))]
+            n = self.ra_num_ops
+            mag = np.int16 if self.ra_signed_magnitudes else np.int8
+            fields += [("ra_op", np.uint8, (n,)), ("ra_mag", mag, (n,))]
+            if self.ra_random_interpolation:
+                fields += [("ra_interp", np.uint8, (n,))]
         if self.erase_prob > 0:
             fields += [("erase", np.uint16, (4,))]
             if self.erase_value == "random":
@@ -189,19 +336,16 @@ class Policy:
         if k < 1:
             raise ConfigError(f"k={k} must be >= 1")
         out = np.zeros(k, dtype=self.param_dtype())
-        out["crop"] = _sample_resized_crop(rng, k, height, width, self.crop_scale, self.crop_ratio)
-        out["flip"] = rng.random(k) < self.flip_prob
         oh, ow = self.output_size
+        if self.crop_mode == "padded":
+            out["crop"] = _sample_padded_crop(rng, k, height, width, oh, ow, self.crop_padding)
+        else:
+            out["crop"] = _sample_resized_crop(rng, k, height, width, self.crop_scale, self.crop_ratio)
+        out["flip"] = rng.random(k) < self.flip_prob
+        if "crop_filter" in out.dtype.names:  # timm's random.choice((BILINEAR, BICUBIC))
+            out["crop_filter"] = rng.integers(0, 2, size=k)
         if self.ra_num_ops:
-            n = self.ra_num_ops
-            ops = rng.integers(0, len(RA_OPS), size=(k, n))
-            negative = rng.random((k, n)) <= 0.5
-            signed = np.isin(ops, [RA_OPS.index(o) for o in SIGNED_OPS])
-            has_mag = ~np.isin(ops, [RA_OPS.index(o) for o in UNPARAMETERISED_OPS])
-            mag = np.where(has_mag, self.ra_magnitude, 0)
-            mag = np.where(signed & negative, -mag, mag)
-            out["ra_op"] = ops
-            out["ra_mag"] = mag
+            _sample_ra(rng, k, self, out)
         if self.erase_prob > 0:
             apply = rng.random(k) < self.erase_prob
             box = _sample_erase_box(rng, k, oh, ow, self.erase_scale, self.erase_ratio)
@@ -227,6 +371,42 @@ PRESETS: dict[str, dict[str, Any]] = {
     "torchvision": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.5),
     "timm": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.25, erase_value="random"),
 }
+
+CIFAR100_MEAN = (0.507075159237, 0.4865488733149, 0.440917843367)  # apple/ml-dr's CIFAR-100 configs
+CIFAR100_STD = (0.267334285879, 0.2564384629170, 0.276150471325)
+# timm's RandAugment ops with inc1 (auto_augment._RAND_INCREASING_TRANSFORMS), as timm resolves
+# "rand-m9-mstd0.5-inc1" for a 224 px input (tests/test_recipes.py checks it against timm).
+_TIMM_INCREASING_OPS = (
+    "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd",
+    "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing", "ShearX", "ShearY",
+    "TranslateXRel", "TranslateYRel",
+)
+_TIMM_M9_MSTD05_INC1 = {
+    "ops": [[name, 0.5, 9.0] for name in _TIMM_INCREASING_OPS], "num_layers": 2, "weights": None,
+    "magnitude_noise": "gauss", "magnitude_std": 0.5, "magnitude_max": None, "translate_const": 100.0,
+    "translate_pct": 0.45, "interpolation": "random", "source": "rand-m9-mstd0.5-inc1",
+}
+PRESETS.update({
+    # The paper's (Faghri et al.) ImageNet+ configurations: RRC + flip + torchvision RandAugment(2, 9)
+    # + RandomErasing(0.25); with mixing, apple/ml-dr's MixUp(α=1, p=0.5, λ/2) then CutMix(α=1, p=0.5).
+    "paper_imagenet": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.25),
+    "paper_imagenet_mix": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.25, mix_mode="sequential",
+                               mixup_alpha=1.0, mixup_prob=0.5, mixup_lam_div=2.0, cutmix_alpha=1.0,
+                               cutmix_prob=0.5),
+    # CIFAR: RandomCrop(32, padding=4) + flip, with and without RandAugment(2, 9) + RandomErasing(0.25).
+    "paper_cifar": dict(output_size=(32, 32), crop_mode="padded", crop_padding=4, mean=CIFAR100_MEAN,
+                        std=CIFAR100_STD),
+    "paper_cifar_ra_re": dict(output_size=(32, 32), crop_mode="padded", crop_padding=4, mean=CIFAR100_MEAN,
+                              std=CIFAR100_STD, ra_num_ops=2, ra_magnitude=9, erase_prob=0.25),
+    # timm's train recipe augmentation: RRC (random bilinear/bicubic) + flip + rand-m9-mstd0.5-inc1
+    # (fill = timm's img_mean) + RandomErasing(0.25, per-pixel); no mixing.
+    "timm_rand_m9_mstd05_inc1": dict(interpolation="random", ra_family="timm", ra_num_ops=2,
+                                     ra_config=_TIMM_M9_MSTD05_INC1, fill=(124, 116, 104), erase_prob=0.25,
+                                     erase_scale=(0.02, 1 / 3), erase_ratio=(0.3, 1 / 0.3), erase_value="random"),
+    # torchvision's TrivialAugmentWide and AutoAugment(IMAGENET) after RRC + flip.
+    "trivialaugment": dict(ra_family="trivialaugment", ra_num_ops=1),
+    "autoaugment": dict(ra_family="autoaugment", ra_num_ops=2),
+})
 
 
 # ---------------------------------------------------------------- samplers
@@ -278,8 +458,29 @@ def _sample_erase_box(rng, k, height, width, scale, ratio, attempts=10) -> np.nd
     return box
 
 
+def _rand_bbox(rng, k, height, width, lam) -> np.ndarray:
+    """timm's ``rand_bbox`` (margin 0): size from sqrt(1 - lam), centre uniform, clipped; [k, 4] top, left, h, w."""
+    cut_rat = np.sqrt(1.0 - lam)
+    ch = (height * cut_rat).astype(np.int64)
+    cw = (width * cut_rat).astype(np.int64)
+    cy = rng.integers(0, height, size=k)
+    cx = rng.integers(0, width, size=k)
+    y0 = np.clip(cy - ch // 2, 0, height)
+    y1 = np.clip(cy + (ch + 1) // 2, 0, height)
+    x0 = np.clip(cx - cw // 2, 0, width)
+    x1 = np.clip(cx + (cw + 1) // 2, 0, width)
+    return np.stack([y0, x0, y1 - y0, x1 - x0], axis=1)
+
+
 def _sample_mix(rng, k, height, width, policy: Policy):
-    """timm's Mixup per-sample draws: mode, this view's weight λ (quantised to 1/255), box."""
+    """Mixing draws: mode, this view's weight λ (quantised to 1/255), CutMix box.
+
+    "switch": timm's ``Mixup._params_per_elem`` (one of MixUp / CutMix per view).
+    "sequential": apple/ml-dr's MixUp (probability mixup_prob, λ = Beta(α, α) / mixup_lam_div)
+    then CutMix (probability cutmix_prob) on the same partner; mode 3 when both hit.
+    """
+    if policy.mix_mode == "sequential":
+        return _sample_mix_sequential(rng, k, height, width, policy)
     mixed = rng.random(k) < policy.mix_prob
     if policy.mixup_alpha > 0 and policy.cutmix_alpha > 0:
         cut = rng.random(k) < policy.switch_prob
@@ -287,17 +488,7 @@ def _sample_mix(rng, k, height, width, policy: Policy):
         cut = np.full(k, policy.cutmix_alpha > 0)
     alpha = np.where(cut, policy.cutmix_alpha, policy.mixup_alpha)
     lam = rng.beta(np.maximum(alpha, 1e-6), np.maximum(alpha, 1e-6))
-    # CutMix box (timm's rand_bbox): size from sqrt(1 - lam), centre uniform, clipped.
-    cut_rat = np.sqrt(1.0 - lam)
-    ch = (height * cut_rat).astype(np.int64)
-    cw = (width * cut_rat).astype(np.int64)
-    cy = rng.integers(0, height, size=k)
-    cx = rng.integers(0, width, size=k)
-    y0 = np.clip(cy - ch // 2, 0, height)
-    y1 = np.clip(cy + ch // 2, 0, height)
-    x0 = np.clip(cx - cw // 2, 0, width)
-    x1 = np.clip(cx + cw // 2, 0, width)
-    box = np.stack([y0, x0, y1 - y0, x1 - x0], axis=1)
+    box = _rand_bbox(rng, k, height, width, lam)
     # CutMix's λ is the share of the view that stays its own (timm's correct_lam).
     cut_lam = 1.0 - (box[:, 2] * box[:, 3]) / float(height * width)
     lam = np.where(cut, cut_lam, lam)
@@ -305,6 +496,139 @@ def _sample_mix(rng, k, height, width, policy: Policy):
     box[mode != MIX_CUTMIX] = 0
     lam_q = np.where(mode == MIX_NONE, 255, np.round(lam * 255))
     return mode.astype(np.uint8), lam_q.astype(np.uint8), box.astype(np.uint16)
+
+
+def _sample_mix_sequential(rng, k, height, width, policy: Policy):
+    a_m, a_c = max(policy.mixup_alpha, 1e-6), max(policy.cutmix_alpha, 1e-6)
+    mixup = (rng.random(k) < policy.mixup_prob) & (policy.mixup_alpha > 0)
+    mix_lam = rng.beta(a_m, a_m, size=k) / policy.mixup_lam_div
+    cutmix = (rng.random(k) < policy.cutmix_prob) & (policy.cutmix_alpha > 0)
+    cut_lam = rng.beta(a_c, a_c, size=k)
+    box = _rand_bbox(rng, k, height, width, cut_lam)
+    cut_lam = 1.0 - (box[:, 2] * box[:, 3]) / float(height * width)
+    mode = mixup * MIX_MIXUP + cutmix * MIX_CUTMIX  # 3 = MixUp, then CutMix
+    box[~cutmix] = 0
+    lam = np.where(mixup, mix_lam, cut_lam)
+    lam_q = np.where(mode == MIX_NONE, 255, np.round(lam * 255))
+    return mode.astype(np.uint8), lam_q.astype(np.uint8), box.astype(np.uint16)
+
+
+def _sample_padded_crop(rng, k, height, width, oh, ow, padding) -> np.ndarray:
+    """torchvision's RandomCrop(output_size, padding).get_params, in source coordinates (top may be < 0)."""
+    ph, pw = height + 2 * padding, width + 2 * padding
+    if ph < oh or pw < ow:
+        raise ConfigError(f"a {height}x{width} image padded by {padding} is smaller than the {oh}x{ow} output: "
+                          "torchvision's RandomCrop refuses it; raise crop_padding or use crop_mode='resized'")
+    if max(height, width) + padding > MAX_PADDED_SOURCE:
+        raise ConfigError(f"image size {height}x{width} with crop_padding={padding}: padded crops hold "
+                          f"coordinates up to {MAX_PADDED_SOURCE}")
+    top = rng.integers(0, ph - oh + 1, size=k) - padding
+    left = rng.integers(0, pw - ow + 1, size=k) - padding
+    return np.stack([top, left, np.full(k, oh), np.full(k, ow)], axis=1).astype(np.int16)
+
+
+def _sample_ra(rng, k: int, policy: Policy, out: np.ndarray) -> None:
+    """The RandAugment-like stage of ``policy.ra_family``: op ids, magnitudes, interpolations."""
+    n = policy.ra_num_ops
+    fam = policy.ra_family
+    if fam == "torchvision":  # torchvision's RandAugment; the draws of version 1, unchanged
+        ops = rng.integers(0, len(FAM.TORCHVISION_OPS), size=(k, n))
+        negative = rng.random((k, n)) <= 0.5
+        signed = np.isin(ops, [RA_OPS.index(o) for o in SIGNED_OPS])
+        has_mag = ~np.isin(ops, [RA_OPS.index(o) for o in UNPARAMETERISED_OPS])
+        mag = np.where(has_mag, policy.ra_magnitude, 0)
+        mag = np.where(signed & negative, -mag, mag)
+    elif fam == "trivialaugment":  # TrivialAugmentWide: one op, a uniform bin, a random sign
+        names = FAM.TORCHVISION_OPS
+        ops = rng.integers(0, len(names), size=(k, n))
+        bins = rng.integers(0, policy.ra_num_magnitude_bins, size=(k, n))
+        negative = rng.random((k, n)) <= 0.5
+        mag = _signed_bins(names, ops, bins, negative, FAM.TV_SIGNED, FAM.TV_UNPARAMETERISED)
+    elif fam == "autoaugment":  # AutoAugment(IMAGENET): a sub-policy, each op with its probability
+        names = FAM.AUTOAUGMENT_OPS
+        table = FAM.AUTOAUGMENT_IMAGENET
+        op_tab = np.array([[names.index(o) for o, _, _ in sp] for sp in table])
+        p_tab = np.array([[p for _, p, _ in sp] for sp in table])
+        b_tab = np.array([[b or 0 for _, _, b in sp] for sp in table])
+        sub = rng.integers(0, len(table), size=k)
+        applied = rng.random((k, 2)) <= p_tab[sub]
+        negative = rng.random((k, 2)) <= 0.5
+        ops = np.where(applied, op_tab[sub], 0)
+        mag = _signed_bins(names, ops, b_tab[sub], negative, FAM.TV_SIGNED, FAM.TV_UNPARAMETERISED)
+    else:
+        _sample_timm(rng, k, policy, out)
+        ops, mag = out["ra_op"], out["ra_mag"]
+    if policy.ra_prob < 1.0:  # the stage as a whole (the paper's p); off = every slot Identity
+        off = rng.random(k) >= policy.ra_prob
+        ops = np.where(off[:, None], 0, ops)
+        mag = np.where(off[:, None], 0, mag)
+        if "ra_interp" in out.dtype.names:
+            out["ra_interp"][off] = 0
+    out["ra_op"] = ops
+    out["ra_mag"] = mag
+
+
+def _signed_bins(names, ops, bins, negative, signed_ops, unparameterised) -> np.ndarray:
+    signed = np.isin(ops, [i for i, o in enumerate(names) if o in signed_ops])
+    has_mag = ~np.isin(ops, [i for i, o in enumerate(names) if o in unparameterised])
+    mag = np.where(has_mag, bins, 0)
+    return np.where(signed & negative, -mag, mag)
+
+
+def _sample_timm(rng, k: int, policy: Policy, out: np.ndarray) -> None:
+    """timm's RandAugment / AutoAugment with AugmentOp's draws: apply with the op's probability,
+    magnitude noise (gauss / uniform), clip to [0, magnitude_max or 10], random negation of the
+    signed ops, and the geometric ops' interpolation. Levels are stored in hundredths."""
+    cfg = FAM.parse_config(policy.ra_config)
+    names = policy.ra_ops()
+    n = policy.ra_num_ops
+    if policy.ra_family == "timm":
+        entries = cfg["ops"]
+        m = len(entries)
+        if cfg["weights"] is None:  # np.random.choice(ops, n, replace=True)
+            pick = rng.integers(0, m, size=(k, n))
+        else:  # choice without replacement, weighted: exponential clocks (Plackett-Luce), the first n
+            w = np.asarray(cfg["weights"], dtype=np.float64)
+            with np.errstate(divide="ignore"):
+                clocks = rng.exponential(size=(k, m)) / w
+            pick = np.argsort(clocks, axis=1, kind="stable")[:, :n]
+        op_names = [e[0] for e in entries]
+        op_id = np.array([names.index(o) for o in op_names])[pick]
+        prob = np.array([e[1] for e in entries])[pick]
+        base = np.array([e[2] for e in entries], dtype=np.float64)[pick]
+        present = np.ones((k, n), dtype=bool)
+    else:
+        table = cfg["policy"]
+        sub = rng.integers(0, len(table), size=k)
+        op_tab = np.zeros((len(table), n), dtype=np.int64)
+        p_tab = np.zeros((len(table), n))
+        m_tab = np.zeros((len(table), n))
+        has = np.zeros((len(table), n), dtype=bool)
+        for i, sp in enumerate(table):
+            for j, (o, p, mg) in enumerate(sp):
+                op_tab[i, j], p_tab[i, j], m_tab[i, j], has[i, j] = names.index(o), p, mg, True
+        op_id, prob, base, present = op_tab[sub], p_tab[sub], m_tab[sub], has[sub]
+    applied = present & (rng.random((k, n)) <= prob)
+    if cfg["magnitude_noise"] == "gauss":
+        level = rng.normal(base, cfg["magnitude_std"])
+    elif cfg["magnitude_noise"] == "uniform":
+        level = rng.uniform(0.0, base)
+    else:
+        level = base
+    level = np.clip(level, 0.0, FAM.timm_upper_bound(cfg))
+    negative = rng.random((k, n)) > 0.5
+    name_arr = np.array(names, dtype=object)
+    signed = np.isin(name_arr[op_id], list(FAM.TIMM_SIGNED))
+    unparam = np.isin(name_arr[op_id], list(FAM.TIMM_UNPARAMETERISED))
+    q = np.round(level * FAM.MAG_SCALE).astype(np.int64)
+    q = np.where(signed & negative, -q, q)
+    q = np.where(unparam | ~applied, 0, q)
+    out["ra_op"] = np.where(applied, op_id, 0)
+    out["ra_mag"] = q
+    if "ra_interp" in out.dtype.names:  # timm's _RANDOM_INTERPOLATION = (BILINEAR, BICUBIC)
+        geometric = np.isin(name_arr[op_id], list(FAM.TIMM_GEOMETRIC)) & applied
+        choice = rng.integers(0, 2, size=(k, n)) + FAM.INTERP_CODES["bilinear"]
+        out["ra_interp"] = np.where(geometric, choice, 0)
 
 
 # How each field is typed: "int", "float", ("int", n) / ("float", n) for n-tuples;
@@ -315,12 +639,29 @@ _FIELD_KINDS: dict[str, Any] = {
     "erase_prob": "float", "erase_scale": ("float", 2), "erase_ratio": ("float", 2),
     "erase_value": ("int", 3), "mean": ("float", 3), "std": ("float", 3), "mixup_alpha": "float",
     "cutmix_alpha": "float", "mix_prob": "float", "switch_prob": "float",
+    "crop_mode": "str", "interpolation": "str", "crop_padding": "int", "pad_fill": ("int", 3),
+    "ra_family": "str", "ra_interpolation": "str", "ra_prob": "float", "ra_config": "config",
+    "mix_mode": "str", "mixup_prob": "float", "cutmix_prob": "float", "mixup_lam_div": "float",
 }
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
     if name == "erase_value" and isinstance(value, str):
         return value  # validate() checks it is "random"
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r} must be a string")
+        return value
+    if kind == "config":  # the resolved timm configuration: canonical JSON text ("" = none)
+        if value is None or value == "" or value == {}:
+            return ""
+        try:
+            cfg = json.loads(value) if isinstance(value, str) else value
+        except ValueError as e:
+            raise ConfigError(f"ra_config is not valid JSON: {e}") from None
+        # which timm family it belongs to is checked against ra_family in validate()
+        family = "timm_autoaugment" if isinstance(cfg, dict) and "policy" in cfg else "timm"
+        return FAM.canonical_config(cfg, family)
     if isinstance(kind, tuple):
         base, n = kind
         if not isinstance(value, (tuple, list)) or len(value) != n:

@@ -32,6 +32,14 @@ def _all_presets():
     return sorted(PRESETS)
 
 
+def _fits(policy: Policy, h: int, w: int) -> bool:
+    """Whether the policy's crop takes an h x w source (a padded RandomCrop needs h + 2p >= output)."""
+    if policy.crop_mode != "padded":
+        return True
+    oh, ow = policy.output_size
+    return h + 2 * policy.crop_padding >= oh and w + 2 * policy.crop_padding >= ow
+
+
 # ------------------------------------------------------------------ serialisation
 @pytest.mark.parametrize("name", _all_presets())
 def test_preset_json_round_trip(name):
@@ -137,7 +145,8 @@ def _sample_all(seed: int) -> bytes:
         p = Policy.preset(name)
         g = np.random.default_rng(seed)
         for h, w in SOURCE_SIZES:
-            out.append(p.sample(g, 64, h, w).tobytes())
+            if _fits(p, h, w):
+                out.append(p.sample(g, 64, h, w).tobytes())
     return b"".join(out)
 
 
@@ -201,12 +210,24 @@ def test_sampled_values_in_range(policy):
     oh, ow = policy.output_size
     g = np.random.default_rng(5)
     for h, w in SOURCE_SIZES:
+        if not _fits(policy, h, w):
+            with pytest.raises(ValueError, match="smaller than"):
+                policy.sample(g, 300, h, w)
+            continue
         s = policy.sample(g, 300, h, w)
         top, left, ch, cw = (s["crop"][:, i].astype(np.int64) for i in range(4))
         assert (ch >= 1).all() and (cw >= 1).all(), (h, w)
-        assert (top + ch <= h).all() and (left + cw <= w).all(), (h, w)
+        pad = policy.crop_padding
+        assert (top + ch <= h + pad).all() and (left + cw <= w + pad).all(), (h, w)
+        assert (top >= -pad).all() and (left >= -pad).all(), (h, w)
+        if policy.crop_mode == "padded":
+            assert (ch == oh).all() and (cw == ow).all()
         assert set(np.unique(s["flip"])) <= {0, 1}
-        if policy.ra_num_ops:
+        if "crop_filter" in s.dtype.names:
+            assert set(np.unique(s["crop_filter"])) == {0, 1}
+        if policy.ra_num_ops and policy.ra_family != "torchvision":
+            _check_family_ranges(policy, s)
+        elif policy.ra_num_ops:
             ops = s["ra_op"].astype(np.int64)
             mags = s["ra_mag"].astype(np.int64)
             assert ops.shape == (300, policy.ra_num_ops)
@@ -228,17 +249,46 @@ def test_sampled_values_in_range(policy):
             mode = s["mix_mode"].astype(np.int64)
             lam = s["mix_lam"].astype(np.int64)
             box = s["mix_box"].astype(np.int64)
-            assert set(np.unique(mode)) <= {0, 1, 2}
+            assert set(np.unique(mode)) <= ({0, 1, 2, 3} if policy.mix_mode == "sequential" else {0, 1, 2})
             assert (lam[mode == 0] == 255).all()
-            assert (box[mode != 2] == 0).all()
+            assert (box[(mode != 2) & (mode != 3)] == 0).all()
             if policy.cutmix_alpha == 0:
-                assert (mode != 2).all()
+                assert (mode < 2).all()
             if policy.mixup_alpha == 0:
-                assert (mode != 1).all()
+                assert (mode != 1).all() and (mode != 3).all()
+            both = mode == 3
+            assert (box[both, 0] + box[both, 2] <= oh).all() and (box[both, 1] + box[both, 3] <= ow).all()
+            assert (lam[both] <= np.ceil(255 / policy.mixup_lam_div)).all()
             cut = mode == 2
             assert (box[cut, 0] + box[cut, 2] <= oh).all() and (box[cut, 1] + box[cut, 3] <= ow).all()
             area = box[cut, 2] * box[cut, 3]
             np.testing.assert_array_equal(lam[cut], np.round((1.0 - area / (oh * ow)) * 255))
+
+
+def _check_family_ranges(policy: Policy, s: np.ndarray) -> None:
+    """Op ids inside the family's list, magnitudes inside its range, Identity slots carrying nothing."""
+    from reinforced_data import _families as FAM
+
+    names = policy.ra_ops()
+    ops = s["ra_op"].astype(np.int64)
+    mags = s["ra_mag"].astype(np.int64)
+    assert ops.shape == (len(s), policy.ra_num_ops) and (ops < len(names)).all() and names[0] == "Identity"
+    named = np.array(names, dtype=object)[ops]
+    if policy.ra_family in FAM.TIMM_FAMILIES:
+        assert s["ra_mag"].dtype == np.int16
+        cap = FAM.timm_upper_bound(FAM.parse_config(policy.ra_config)) * FAM.MAG_SCALE
+        signed = np.isin(named, list(FAM.TIMM_SIGNED))
+        unparam = np.isin(named, list(FAM.TIMM_UNPARAMETERISED))
+        assert (np.abs(mags) <= cap).all() and (mags[~signed] >= 0).all() and (mags[unparam] == 0).all()
+        if "ra_interp" in s.dtype.names:
+            geo = np.isin(named, list(FAM.TIMM_GEOMETRIC))
+            assert set(np.unique(s["ra_interp"][geo])) <= {1, 2} and (s["ra_interp"][~geo] == 0).all()
+    else:
+        assert s["ra_mag"].dtype == np.int8
+        nb = FAM.AUTOAUGMENT_BINS if policy.ra_family == "autoaugment" else policy.ra_num_magnitude_bins
+        signed = np.isin(named, list(FAM.TV_SIGNED))
+        unparam = np.isin(named, list(FAM.TV_UNPARAMETERISED))
+        assert (np.abs(mags) < nb).all() and (mags[~signed] >= 0).all() and (mags[unparam] == 0).all()
 
 
 # ------------------------------------------------------------------ distributions
@@ -294,8 +344,10 @@ def test_randaugment_op_and_sign_distribution():
     p = Policy(ra_num_ops=2, ra_magnitude=9)
     s = p.sample(np.random.default_rng(14), N, 64, 64)
     ops = s["ra_op"].reshape(-1)
-    counts = np.bincount(ops, minlength=len(RA_OPS))
-    expected = ops.size / len(RA_OPS)
+    family = p.ra_ops()  # torchvision's 14 RandAugment ops (RA_OPS also holds the kernels' later ops)
+    assert family == RA_OPS[:14] and ops.max() < len(family)
+    counts = np.bincount(ops, minlength=len(family))
+    expected = ops.size / len(family)
     assert (np.abs(counts - expected) < 5 * np.sqrt(expected)).all(), counts
     signed = np.isin(ops, [RA_OPS.index(o) for o in SIGNED_OPS])
     neg = (s["ra_mag"].reshape(-1)[signed] < 0).mean()

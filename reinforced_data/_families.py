@@ -1,0 +1,339 @@
+"""Augmentation families: their op lists, their samplers' tables, and level -> kernel parameters.
+
+A family is the library semantics a policy's RandAugment-like stage follows:
+
+* ``"torchvision"``: torchvision's ``RandAugment`` (op bins of ``_AUGMENTATION_SPACE``);
+* ``"trivialaugment"``: torchvision's ``TrivialAugmentWide`` (one op, a uniform bin of the wide table);
+* ``"autoaugment"``: torchvision's ``AutoAugment(AutoAugmentPolicy.IMAGENET)``;
+* ``"timm"``: timm's ``RandAugment`` (``rand_augment_transform``), configuration resolved by timm itself;
+* ``"timm_autoaugment"``: timm's ``AutoAugment`` policies (``auto_augment_transform``).
+
+A stored op id indexes the family's op list (:func:`family_ops`); index 0 is always
+``Identity`` (an op that was drawn but not applied is stored as Identity). The kernels know
+the ops of :data:`KERNEL_OPS`; this module maps a family op and its stored magnitude to a
+kernel op id and six integer parameters, following each library's own formulas.
+
+Nothing here imports torch or timm at import time (``policy`` imports this module).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from typing import Any
+
+from .errors import ConfigError
+
+#: The ops of the kernels, by kernel op id (csrc/replay_args.h's enum).
+KERNEL_OPS: tuple[str, ...] = (
+    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
+    "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
+    "Invert", "SolarizeAdd",
+)
+KERNEL_ID = {name: i for i, name in enumerate(KERNEL_OPS)}
+
+FAMILIES = ("torchvision", "trivialaugment", "autoaugment", "timm", "timm_autoaugment")
+TORCHVISION_FAMILIES = ("torchvision", "trivialaugment", "autoaugment")
+TIMM_FAMILIES = ("timm", "timm_autoaugment")
+#: INTERP slot values of the kernel rows.
+INTERP_CODES = {"nearest": 0, "bilinear": 1, "bicubic": 2}
+
+#: torchvision's RandAugment / TrivialAugmentWide op order (their ``_AUGMENTATION_SPACE`` keys).
+TORCHVISION_OPS: tuple[str, ...] = KERNEL_OPS[:14]
+#: The ops of torchvision's AutoAugment IMAGENET policy, after Identity (not applied).
+AUTOAUGMENT_OPS: tuple[str, ...] = TORCHVISION_OPS + ("Invert",)
+TV_SIGNED = frozenset(("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+                       "Contrast", "Sharpness"))
+TV_UNPARAMETERISED = frozenset(("Identity", "AutoContrast", "Equalize", "Invert"))
+GEOMETRIC_KERNEL_OPS = frozenset(("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"))
+
+#: torchvision's AutoAugmentPolicy.IMAGENET: 25 sub-policies of (op, probability, magnitude bin of 10).
+AUTOAUGMENT_IMAGENET: tuple[tuple[tuple[str, float, int | None], ...], ...] = (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+)
+AUTOAUGMENT_BINS = 10  # torchvision's AutoAugment reads its tables with 10 bins
+
+# ------------------------------------------------------------------ timm
+_LEVEL_DENOM = 10.0  # timm's auto_augment._LEVEL_DENOM
+#: timm op names this package replays (timm.data.auto_augment.NAME_TO_OP keys less the blurs/Desaturate).
+TIMM_OPS = frozenset((
+    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "PosterizeIncreasing", "PosterizeOriginal",
+    "Solarize", "SolarizeIncreasing", "SolarizeAdd", "Color", "ColorIncreasing", "Contrast", "ContrastIncreasing",
+    "Brightness", "BrightnessIncreasing", "Sharpness", "SharpnessIncreasing", "ShearX", "ShearY", "TranslateX",
+    "TranslateY", "TranslateXRel", "TranslateYRel",
+))
+#: timm ops whose level function calls ``_randomly_negate`` (the stored magnitude carries the sign).
+TIMM_SIGNED = frozenset(("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel",
+                         "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"))
+TIMM_UNPARAMETERISED = frozenset(("Identity", "AutoContrast", "Equalize", "Invert"))
+#: timm ops that resample (``_check_args_tf`` draws their interpolation).
+TIMM_GEOMETRIC = frozenset(("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel"))
+TIMM_INTERPOLATIONS = ("bilinear", "bicubic", "random")
+MAG_SCALE = 100  # timm magnitudes are stored in hundredths of a level (int16)
+
+
+def canonical_config(config: Any, family: str) -> str:
+    """Check a resolved timm configuration (dict or JSON text) and return its canonical JSON."""
+    if isinstance(config, str):
+        try:
+            config = json.loads(config) if config else {}
+        except ValueError as e:
+            raise ConfigError(f"ra_config is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"ra_config={config!r} must be a mapping (the resolved timm configuration)")
+    cfg = dict(config)
+    known = {"ops", "num_layers", "weights", "policy", "magnitude_std", "magnitude_noise", "magnitude_max",
+             "translate_const", "translate_pct", "interpolation", "source"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"ra_config has unknown key(s) {unknown}; known keys: {sorted(known)}")
+
+    def op_entry(e: Any, where: str) -> list:
+        if not (isinstance(e, (list, tuple)) and len(e) == 3):
+            raise ConfigError(f"ra_config {where} must be [name, probability, magnitude], got {e!r}")
+        name, prob, mag = e
+        if name not in TIMM_OPS:
+            raise ConfigError(f"ra_config {where}: timm op {name!r} cannot be replayed; supported ops: {sorted(TIMM_OPS)}")
+        prob, mag = _number(prob, f"ra_config {where} probability"), _number(mag, f"ra_config {where} magnitude")
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"ra_config {where}: probability {prob} must lie in [0, 1]")
+        if mag < 0:
+            raise ConfigError(f"ra_config {where}: magnitude {mag} must be >= 0")
+        return [name, prob, mag]
+
+    out: dict[str, Any] = {}
+    if family == "timm":
+        ops = cfg.get("ops")
+        if not isinstance(ops, (list, tuple)) or not ops:
+            raise ConfigError("ra_config['ops'] must be a non-empty list of [name, probability, magnitude]")
+        out["ops"] = [op_entry(e, f"ops[{i}]") for i, e in enumerate(ops)]
+        names = [e[0] for e in out["ops"]]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"ra_config['ops'] names an op twice: {names}")
+        n = cfg.get("num_layers", 2)
+        if not (isinstance(n, int) and not isinstance(n, bool)) or n < 0:
+            raise ConfigError(f"ra_config['num_layers']={n!r} must be a non-negative integer")
+        out["num_layers"] = n
+        w = cfg.get("weights")
+        if w is not None:
+            if not isinstance(w, (list, tuple)) or len(w) != len(names):
+                raise ConfigError(f"ra_config['weights'] must hold one weight per op ({len(names)})")
+            w = [_number(v, "ra_config['weights']") for v in w]
+            if min(w) < 0 or sum(w) <= 0:
+                raise ConfigError(f"ra_config['weights']={w} must be >= 0 with a positive sum")
+            total = sum(w)
+            w = [v / total for v in w]
+            if n > sum(v > 0 for v in w):
+                raise ConfigError(f"ra_config: num_layers={n} ops without replacement but only "
+                                  f"{sum(v > 0 for v in w)} ops have a positive weight")
+        out["weights"] = w
+    elif family == "timm_autoaugment":
+        pol = cfg.get("policy")
+        if not isinstance(pol, (list, tuple)) or not pol:
+            raise ConfigError("ra_config['policy'] must be a non-empty list of sub-policies")
+        out["policy"] = []
+        for i, sp in enumerate(pol):
+            if not isinstance(sp, (list, tuple)) or not sp:
+                raise ConfigError(f"ra_config['policy'][{i}] must be a non-empty list of ops")
+            out["policy"].append([op_entry(e, f"policy[{i}][{j}]") for j, e in enumerate(sp)])
+    else:  # pragma: no cover - callers pass a timm family
+        raise ConfigError(f"ra_config is only used by the timm families, not {family!r}")
+    noise = cfg.get("magnitude_noise")
+    std = _number(cfg.get("magnitude_std", 0.0), "ra_config['magnitude_std']") if cfg.get("magnitude_std") is not None else 0.0
+    if noise is None:
+        noise = "gauss" if std > 0 else "none"
+    if noise not in ("none", "gauss", "uniform"):
+        raise ConfigError(f"ra_config['magnitude_noise']={noise!r} must be 'none', 'gauss' or 'uniform'")
+    if noise == "gauss" and not (std > 0 and math.isfinite(std)):
+        raise ConfigError(f"ra_config['magnitude_std']={std} must be a positive finite number for gauss noise")
+    out["magnitude_noise"] = noise
+    out["magnitude_std"] = std if noise == "gauss" else 0.0
+    mmax = cfg.get("magnitude_max")
+    if mmax is not None:
+        mmax = _number(mmax, "ra_config['magnitude_max']")
+        if not 0 < mmax <= 300:
+            raise ConfigError(f"ra_config['magnitude_max']={mmax} must lie in (0, 300] (int16 hundredths of a level)")
+    out["magnitude_max"] = mmax
+    out["translate_const"] = _number(cfg.get("translate_const", 250), "ra_config['translate_const']")
+    out["translate_pct"] = _number(cfg.get("translate_pct", 0.45), "ra_config['translate_pct']")
+    interp = cfg.get("interpolation", "random")
+    if interp not in TIMM_INTERPOLATIONS:
+        raise ConfigError(f"ra_config['interpolation']={interp!r} must be one of {TIMM_INTERPOLATIONS}")
+    out["interpolation"] = interp
+    if cfg.get("source") is not None:
+        out["source"] = str(cfg["source"])
+    for k in ("translate_const", "translate_pct"):
+        if not (math.isfinite(out[k]) and abs(out[k]) < 1e6):
+            raise ConfigError(f"ra_config['{k}']={out[k]} must be finite")
+    return json.dumps(out, sort_keys=True)
+
+
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{what}={v!r} must be a number")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ConfigError(f"{what}={v} must be finite")
+    return v
+
+
+@lru_cache(maxsize=256)
+def parse_config(text: str) -> dict:
+    return json.loads(text) if text else {}
+
+
+def timm_upper_bound(cfg: dict) -> float:
+    """timm's clip of a level: ``magnitude_max or _LEVEL_DENOM``."""
+    return cfg.get("magnitude_max") or _LEVEL_DENOM
+
+
+def family_ops(family: str, config_text: str = "") -> tuple[str, ...]:
+    """The op list a stored op id indexes (index 0 is Identity)."""
+    if family in ("torchvision", "trivialaugment"):
+        return TORCHVISION_OPS
+    if family == "autoaugment":
+        return AUTOAUGMENT_OPS
+    cfg = parse_config(config_text)
+    entries = cfg["ops"] if family == "timm" else [e for sp in cfg["policy"] for e in sp]
+    names: list[str] = ["Identity"]
+    for e in entries:
+        if e[0] not in names:
+            names.append(e[0])
+    return tuple(names)
+
+
+def family_slots(family: str, config_text: str = "") -> int | None:
+    """The number of op slots per view a family uses (None: ``ra_num_ops`` chooses)."""
+    if family == "torchvision":
+        return None
+    if family == "trivialaugment":
+        return 1
+    if family == "autoaugment":
+        return 2
+    cfg = parse_config(config_text)
+    if family == "timm":
+        return int(cfg["num_layers"])
+    return max(len(sp) for sp in cfg["policy"])
+
+
+# ------------------------------------------------------------------ torchvision tables
+def torchvision_magnitudes(family: str, op: str, num_bins: int, height: int, width: int):
+    """The float32 magnitude table of ``op`` as torchvision (v2) reads it, or None for ops without one."""
+    import torch
+
+    lin = lambda hi: torch.linspace(0.0, hi, num_bins)  # noqa: E731
+    if family == "trivialaugment":
+        table = {
+            "ShearX": lin(0.99), "ShearY": lin(0.99), "TranslateX": lin(32.0), "TranslateY": lin(32.0),
+            "Rotate": lin(135.0), "Brightness": lin(0.99), "Color": lin(0.99), "Contrast": lin(0.99),
+            "Sharpness": lin(0.99),
+            "Posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 6))).round().int(),
+            "Solarize": torch.linspace(1.0, 0.0, num_bins),
+        }.get(op)
+    else:  # RandAugment's space; AutoAugment reads the same space with 10 bins
+        table = {
+            "ShearX": lin(0.3), "ShearY": lin(0.3),
+            "TranslateX": lin(150.0 / 331.0 * width), "TranslateY": lin(150.0 / 331.0 * height),
+            "Rotate": lin(30.0),
+            "Brightness": lin(0.9), "Color": lin(0.9), "Contrast": lin(0.9), "Sharpness": lin(0.9),
+            "Posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4))).round().int(),
+            "Solarize": torch.linspace(1.0, 0.0, num_bins),
+        }.get(op)
+    return None if table is None else table.numpy()
+
+
+# ------------------------------------------------------------------ timm: level -> PIL op arguments
+def timm_op_args(name: str, stored: int, cfg: dict, height: int, width: int) -> tuple[str, Any]:
+    """timm's ``LEVEL_TO_ARG`` and op function for a stored magnitude (hundredths of a level, signed).
+
+    Returns (kernel op name, argument): the PIL affine coefficients (a, b, c, d, e, f) for
+    geometric ops, an enhance factor, posterize bits, a solarize threshold, (threshold, add)
+    for SolarizeAdd, or None for ops without an argument.
+    """
+    level = abs(stored) / MAG_SCALE
+    neg = stored < 0
+    sign = -1.0 if neg else 1.0
+    if name in ("AutoContrast", "Equalize", "Invert", "Identity"):
+        return name, None
+    if name == "Rotate":
+        return "Rotate", _pil_rotate(sign * (level / _LEVEL_DENOM) * 30.0, height, width)
+    if name in ("ShearX", "ShearY"):
+        f = sign * (level / _LEVEL_DENOM) * 0.3
+        return name, (1.0, f, 0.0, 0.0, 1.0, 0.0) if name == "ShearX" else (1.0, 0.0, 0.0, f, 1.0, 0.0)
+    if name in ("TranslateX", "TranslateY"):
+        px = sign * (level / _LEVEL_DENOM) * float(cfg["translate_const"])
+        return name, (1.0, 0.0, px, 0.0, 1.0, 0.0) if name == "TranslateX" else (1.0, 0.0, 0.0, 0.0, 1.0, px)
+    if name in ("TranslateXRel", "TranslateYRel"):
+        pct = sign * (level / _LEVEL_DENOM) * cfg["translate_pct"]
+        if name == "TranslateXRel":
+            return "TranslateX", (1.0, 0.0, pct * width, 0.0, 1.0, 0.0)
+        return "TranslateY", (1.0, 0.0, 0.0, 0.0, 1.0, pct * height)
+    base = name.replace("Increasing", "").replace("Original", "")
+    if base in ("Color", "Contrast", "Brightness", "Sharpness"):
+        if name.endswith("Increasing"):
+            v = (level / _LEVEL_DENOM) * 0.9
+            factor = max(0.1, 1.0 + (-v if neg else v))
+        else:
+            factor = (level / _LEVEL_DENOM) * 1.8 + 0.1
+        return base, factor
+    if base == "Posterize":
+        bits = int((level / _LEVEL_DENOM) * 4)
+        if name == "PosterizeIncreasing":
+            bits = 4 - bits
+        elif name == "PosterizeOriginal":
+            bits = bits + 4
+        return "Posterize", bits
+    if name in ("Solarize", "SolarizeIncreasing"):
+        thresh = min(256, int((level / _LEVEL_DENOM) * 256))
+        return "Solarize", 256 - thresh if name == "SolarizeIncreasing" else thresh
+    if name == "SolarizeAdd":
+        return "SolarizeAdd", (128, min(128, int((level / _LEVEL_DENOM) * 110)))
+    raise ConfigError(f"timm op {name!r} cannot be replayed")  # pragma: no cover - configs are checked
+
+
+def _pil_rotate(degrees: float, height: int, width: int) -> tuple[float, ...]:
+    """PIL's ``Image.rotate`` (expand=False, about the centre) as affine coefficients (PIL >= 5.2)."""
+    angle = -math.radians(degrees % 360.0)
+    a, b = round(math.cos(angle), 15), round(math.sin(angle), 15)
+    d, e = round(-math.sin(angle), 15), round(math.cos(angle), 15)
+    cx, cy = width / 2.0, height / 2.0
+    c = a * -cx + b * -cy + cx
+    f = d * -cx + e * -cy + cy
+    return (a, b, c, d, e, f)
+
+
+def pil_affine_params(coeffs: tuple[float, ...], height: int, width: int) -> list[int]:
+    """PIL's inverse affine map (input = A (x + 0.5, y + 0.5) + t, pixel k covering [k, k+1])
+    as the kernels' Q16 rows: with centred output coordinates X2 / 2 = x + 0.5 - W / 2, the source
+    position in pixel-index units (centre of pixel k at k) is ``Nx / 2^17``."""
+    a, b, c, d, e, f = coeffs
+    q = 1 << 16
+    r = lambda v: int(round(v * q))  # noqa: E731
+    t0 = int(round((a * width / 2.0 + b * height / 2.0 + c - 0.5) * 2 * q))
+    t1 = int(round((d * width / 2.0 + e * height / 2.0 + f - 0.5) * 2 * q))
+    return [r(a), r(b), t0, r(d), r(e), t1]

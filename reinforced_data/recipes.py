@@ -1,0 +1,370 @@
+"""Policies from the recipes people already train with: timm's arguments and torchvision transforms.
+
+``Policy.from_timm(...)`` mirrors ``timm.data.create_transform(is_training=True, ...)`` and
+``timm.data.Mixup(...)``; ``Policy.from_torchvision(Compose([...]))`` reads a torchvision (v1 or
+v2) pipeline. Both resolve everything random into a :class:`~reinforced_data.policy.Policy`
+(timm's augmentation strings are parsed by timm itself and stored resolved, so replay never
+needs timm), and refuse what the kernels cannot replay with a ConfigError naming the argument
+or transform. timm and torchvision are imported only when these functions are called.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from . import _families as FAM
+from .errors import ConfigError
+from .policy import IMAGENET_MEAN, IMAGENET_STD, Policy
+
+__all__ = ["from_timm", "from_torchvision", "timm_ra_config", "TIMM_TRAIN_AUTO_AUGMENT"]
+
+#: timm's training default augmentation string (train.py's ``--aa`` in its ImageNet recipes).
+TIMM_TRAIN_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
+
+
+def _size(input_size: Any, name: str = "input_size") -> tuple[int, int]:
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        return (input_size, input_size)
+    if isinstance(input_size, (tuple, list)) and len(input_size) in (2, 3):
+        hw = tuple(input_size[-2:])
+        if all(isinstance(v, int) for v in hw):
+            return hw  # type: ignore[return-value]
+    raise ConfigError(f"{name}={input_size!r} must be an int, (height, width) or (channels, height, width)")
+
+
+def _interp_name(value: Any, what: str) -> str:
+    """A PIL / torchvision interpolation (enum, int or string) as 'nearest' / 'bilinear' / 'bicubic' / other."""
+    name = getattr(value, "value", value)  # torchvision's InterpolationMode has .value strings
+    if isinstance(name, str):
+        return name.lower()
+    try:
+        from PIL import Image
+
+        return {int(Image.Resampling.NEAREST): "nearest", int(Image.Resampling.BILINEAR): "bilinear",
+                int(Image.Resampling.BICUBIC): "bicubic"}.get(int(name), str(name))
+    except (TypeError, ValueError):  # pragma: no cover - unusual inputs
+        raise ConfigError(f"{what}={value!r} is not an interpolation mode") from None
+
+
+def timm_ra_config(auto_augment: str, hparams: dict | None = None) -> tuple[str, dict]:
+    """Parse a timm augmentation string with timm itself; return (family, resolved configuration).
+
+    ``hparams`` are the hparams ``create_transform`` passes (translate_const, img_mean, interpolation).
+    """
+    from timm.data import auto_augment as AA
+
+    if not isinstance(auto_augment, str) or not auto_augment:
+        raise ConfigError(f"auto_augment={auto_augment!r} must be a timm augmentation string")
+    if auto_augment.startswith("augmix"):
+        raise ConfigError(f"auto_augment={auto_augment!r}: AugMix blends several chains per view and cannot be replayed")
+    if "3a" in auto_augment.split("-")[0] or "-t3a" in auto_augment:
+        raise ConfigError(f"auto_augment={auto_augment!r}: the 3-Augment ops (GaussianBlur, Desaturate) cannot be "
+                          "replayed")
+    hp = dict(hparams) if hparams is not None else None
+    try:
+        if auto_augment.startswith("rand"):
+            family = "timm"
+            t = AA.rand_augment_transform(auto_augment, hp)
+            ops = list(t.ops)
+            cfg: dict[str, Any] = {
+                "ops": [[o.name, float(o.prob), float(o.magnitude)] for o in ops],
+                "num_layers": int(t.num_layers),
+                "weights": None if t.choice_weights is None else [float(w) for w in t.choice_weights],
+            }
+        else:
+            family = "timm_autoaugment"
+            t = AA.auto_augment_transform(auto_augment, hp)
+            ops = [o for sp in t.policy for o in sp]
+            cfg = {"policy": [[[o.name, float(o.prob), float(o.magnitude)] for o in sp] for sp in t.policy]}
+    except (AssertionError, KeyError, ValueError) as e:
+        raise ConfigError(f"auto_augment={auto_augment!r} is not a timm augmentation string timm accepts "
+                          f"({type(e).__name__}: {e})") from None
+    for o in ops:
+        if o.name not in FAM.TIMM_OPS:
+            raise ConfigError(f"auto_augment={auto_augment!r} uses timm's {o.name}, which cannot be replayed")
+    first = ops[0]
+    mstd = float(first.magnitude_std or 0.0)
+    cfg["magnitude_noise"] = "uniform" if math.isinf(mstd) else ("gauss" if mstd > 0 else "none")
+    cfg["magnitude_std"] = 0.0 if math.isinf(mstd) else mstd
+    cfg["magnitude_max"] = None if first.magnitude_max is None else float(first.magnitude_max)
+    cfg["translate_const"] = float(first.hparams.get("translate_const", 250))
+    cfg["translate_pct"] = float(first.hparams.get("translate_pct", 0.45))
+    resample = first.kwargs.get("resample")
+    if isinstance(resample, (list, tuple)):
+        names = sorted(_interp_name(r, "interpolation") for r in resample)
+        if names != ["bicubic", "bilinear"]:
+            raise ConfigError(f"auto_augment={auto_augment!r}: a random choice of {names} cannot be replayed")
+        cfg["interpolation"] = "random"
+    else:
+        cfg["interpolation"] = _interp_name(resample, "interpolation")
+        if cfg["interpolation"] not in ("bilinear", "bicubic"):
+            raise ConfigError(f"interpolation={cfg['interpolation']!r}: the geometric ops replay bilinear or bicubic")
+    cfg["source"] = auto_augment
+    for o in ops:  # one configuration for every op, as timm builds them
+        if (float(o.magnitude_std or 0.0), o.magnitude_max) != (mstd, first.magnitude_max):
+            raise ConfigError(f"auto_augment={auto_augment!r}: ops with different magnitude noise cannot be replayed")
+    return family, cfg
+
+
+def from_timm(
+    input_size: Any = 224,
+    scale: Sequence[float] | None = None,
+    ratio: Sequence[float] | None = None,
+    hflip: float = 0.5,
+    vflip: float = 0.0,
+    color_jitter: Any = 0.4,
+    color_jitter_prob: float | None = None,
+    force_color_jitter: bool = False,
+    grayscale_prob: float = 0.0,
+    gaussian_blur_prob: float = 0.0,
+    auto_augment: str | None = TIMM_TRAIN_AUTO_AUGMENT,
+    interpolation: str = "random",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    re_prob: float = 0.25,
+    re_mode: str = "pixel",
+    re_count: int = 1,
+    re_num_splits: int = 0,
+    train_crop_mode: str | None = None,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+    cutmix_minmax: Sequence[float] | None = None,
+    mix_prob: float = 1.0,
+    switch_prob: float = 0.5,
+    mixup_mode: str = "elem",
+    correct_lam: bool = True,
+    ra_prob: float = 1.0,
+) -> Policy:
+    """The policy of ``timm.data.create_transform(is_training=True, ...)`` followed by ``timm.data.Mixup``.
+
+    Arguments are timm's (``mix_prob`` is Mixup's ``prob``, ``mixup_mode`` its ``mode``); defaults
+    are timm's ImageNet training recipe (``rand-m9-mstd0.5-inc1``, random interpolation, random
+    erasing 0.25 per pixel, MixUp 0.8 / CutMix 1.0). ``ra_prob`` (not timm's) runs the
+    augmentation stage on that share of views only. What cannot be replayed is refused by name.
+    """
+    oh, ow = _size(input_size)
+    if train_crop_mode not in (None, "rrc"):
+        raise ConfigError(f"train_crop_mode={train_crop_mode!r} cannot be replayed; use 'rrc' (RandomResizedCrop)")
+    if vflip:
+        raise ConfigError(f"vflip={vflip}: vertical flips cannot be replayed")
+    jitter_on = color_jitter is not None and (not auto_augment or force_color_jitter)
+    if jitter_on and any(float(v) != 0 for v in (color_jitter if isinstance(color_jitter, (list, tuple))
+                                                  else (color_jitter,))):
+        raise ConfigError(f"color_jitter={color_jitter!r} cannot be replayed (timm applies it only without "
+                          "auto_augment); pass color_jitter=0 or an auto_augment string")
+    if color_jitter_prob is not None and jitter_on:
+        raise ConfigError(f"color_jitter_prob={color_jitter_prob}: color jitter cannot be replayed")
+    if grayscale_prob:
+        raise ConfigError(f"grayscale_prob={grayscale_prob}: random grayscale cannot be replayed")
+    if gaussian_blur_prob:
+        raise ConfigError(f"gaussian_blur_prob={gaussian_blur_prob}: gaussian blur cannot be replayed")
+    if interpolation not in ("random", "bilinear", "bicubic"):
+        raise ConfigError(f"interpolation={interpolation!r} cannot be replayed; use 'random', 'bilinear' or 'bicubic'")
+    if re_count != 1:
+        raise ConfigError(f"re_count={re_count}: only one erased box per view can be replayed")
+    if re_num_splits:
+        raise ConfigError(f"re_num_splits={re_num_splits}: split random erasing cannot be replayed")
+    if re_mode not in ("pixel", "const"):
+        raise ConfigError(f"re_mode={re_mode!r} cannot be replayed; use 'pixel' (per-pixel noise) or 'const'")
+    if cutmix_minmax is not None:
+        raise ConfigError(f"cutmix_minmax={cutmix_minmax!r}: min/max CutMix boxes cannot be replayed")
+    if not correct_lam:
+        raise ConfigError("correct_lam=False cannot be replayed: a stored CutMix λ is the box's share")
+    if mixup_mode != "elem":
+        raise ConfigError(f"mixup_mode={mixup_mode!r}: views are mixed per element ('elem'); per-batch or per-pair "
+                          "parameters cannot be stored per view")
+    mean = tuple(float(m) for m in mean)
+    std = tuple(float(s) for s in std)
+    img_mean = tuple(min(255, round(255 * x)) for x in mean)  # timm's aa_params['img_mean']
+    fields: dict[str, Any] = dict(
+        output_size=(oh, ow), crop_scale=tuple(scale or (0.08, 1.0)), crop_ratio=tuple(ratio or (3 / 4, 4 / 3)),
+        flip_prob=hflip, interpolation=interpolation, mean=mean, std=std,
+    )
+    if auto_augment:
+        hparams: dict[str, Any] = dict(translate_const=int(min(oh, ow) * 0.45), img_mean=img_mean)
+        if interpolation != "random":
+            from timm.data.transforms import str_to_pil_interp
+
+            hparams["interpolation"] = str_to_pil_interp(interpolation)
+        family, cfg = timm_ra_config(auto_augment, hparams)
+        fields.update(ra_family=family, ra_config=cfg, fill=img_mean, ra_prob=ra_prob,
+                      ra_num_ops=FAM.family_slots(family, FAM.canonical_config(cfg, family)))
+    if re_prob > 0:
+        fields.update(erase_prob=re_prob, erase_scale=(0.02, 1 / 3), erase_ratio=(0.3, 1 / 0.3),
+                      erase_value="random" if re_mode == "pixel" else img_mean)
+    if mixup_alpha > 0 or cutmix_alpha > 0:
+        fields.update(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
+                      switch_prob=switch_prob)
+    return Policy(**fields)
+
+
+# ------------------------------------------------------------------ torchvision
+def _fill3(value: Any, what: str) -> tuple[int, int, int]:
+    if value is None:
+        return (0, 0, 0)
+    if isinstance(value, dict):
+        raise ConfigError(f"{what}={value!r}: a per-type fill dictionary cannot be replayed; pass one value")
+    vals = [value] * 3 if isinstance(value, (int, float)) else list(value)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3 or any(float(v) != int(v) or not 0 <= int(v) <= 255 for v in vals):
+        raise ConfigError(f"{what}={value!r} must be a uint8 value or three")
+    return tuple(int(v) for v in vals)  # type: ignore[return-value]
+
+
+_STAGES = ("crop", "flip", "augment", "erase")
+
+
+def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
+    """The policy of a torchvision (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
+    RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET) (optionally in a
+    RandomApply), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
+    ToDtype, ConvertImageDtype). Anything else is refused by name. ``overrides`` set Policy fields
+    the transforms do not say (e.g. mixing)."""
+    seq = list(getattr(transforms, "transforms", transforms))
+    fields: dict[str, Any] = {}
+    stage = -1  # the replay order: crop, flip, augment, erase (normalisation is applied last anyway)
+    dtype = "uint8"  # what RandomErasing's value is measured in: uint8, float in [0, 1], normalised
+    erase_value: Any = None
+    seen_crop = False
+
+    def advance(name: str, t: Any) -> None:
+        nonlocal stage
+        i = _STAGES.index(name)
+        if i <= stage:
+            raise ConfigError(f"{type(t).__name__} after a later stage: the replay order is crop, flip, "
+                              f"augmentation, erasing")
+        stage = i
+
+    for t in seq:
+        name = type(t).__name__
+        if name == "RandomApply":
+            inner = list(getattr(t, "transforms", []))
+            if len(inner) != 1 or type(inner[0]).__name__ not in ("RandAugment", "TrivialAugmentWide", "AutoAugment"):
+                raise ConfigError("RandomApply can only wrap one RandAugment, TrivialAugmentWide or AutoAugment")
+            fields["ra_prob"] = float(t.p)
+            t, name = inner[0], type(inner[0]).__name__
+        if name == "RandomResizedCrop":
+            advance("crop", t)
+            seen_crop = True
+            interp = _interp_name(t.interpolation, "RandomResizedCrop.interpolation")
+            if interp not in ("bilinear", "bicubic"):
+                raise ConfigError(f"RandomResizedCrop(interpolation={interp!r}) cannot be replayed; use bilinear or bicubic")
+            if getattr(t, "antialias", True) is False:
+                raise ConfigError("RandomResizedCrop(antialias=False) cannot be replayed (the kernels antialias)")
+            fields.update(output_size=_size(list(t.size) if len(t.size) == 2 else t.size[0], "RandomResizedCrop.size"),
+                          crop_scale=tuple(t.scale), crop_ratio=tuple(t.ratio), interpolation=interp)
+        elif name == "RandomCrop":
+            advance("crop", t)
+            seen_crop = True
+            pad = t.padding
+            if pad is None:
+                pad = 0
+            if not isinstance(pad, int):
+                pads = list(pad)
+                if len(set(pads)) != 1:
+                    raise ConfigError(f"RandomCrop(padding={t.padding!r}): only the same padding on every side "
+                                      "can be replayed")
+                pad = int(pads[0])
+            if t.pad_if_needed:
+                raise ConfigError("RandomCrop(pad_if_needed=True) cannot be replayed")
+            if t.padding_mode != "constant":
+                raise ConfigError(f"RandomCrop(padding_mode={t.padding_mode!r}) cannot be replayed; use 'constant'")
+            fill = t.fill
+            if isinstance(fill, dict):  # v2 keeps a per-type dictionary; one value for every type is fine
+                values = {repr(v) for v in fill.values()}
+                if len(values) != 1:
+                    raise ConfigError(f"RandomCrop(fill={fill!r}) cannot be replayed; pass one value")
+                fill = next(iter(fill.values()))
+            fields.update(output_size=_size(list(t.size), "RandomCrop.size"), crop_mode="padded",
+                          crop_padding=pad, pad_fill=_fill3(fill, "RandomCrop.fill"))
+        elif name == "RandomHorizontalFlip":
+            advance("flip", t)
+            fields["flip_prob"] = float(t.p)
+        elif name in ("RandAugment", "TrivialAugmentWide", "AutoAugment"):
+            advance("augment", t)
+            interp = _interp_name(t.interpolation, f"{name}.interpolation")
+            if interp not in ("nearest", "bilinear"):
+                raise ConfigError(f"{name}(interpolation={interp!r}) cannot be replayed; use nearest or bilinear")
+            fill = getattr(t, "fill", None)
+            if isinstance(fill, dict):
+                values = list(fill.values())
+                if len({repr(v) for v in values}) != 1:
+                    raise ConfigError(f"{name}(fill={fill!r}) cannot be replayed; pass one value")
+                fill = values[0]
+            fields.update(ra_interpolation=interp, fill=_fill3(fill, f"{name}.fill"))
+            if name == "RandAugment":
+                fields.update(ra_family="torchvision", ra_num_ops=int(t.num_ops), ra_magnitude=int(t.magnitude),
+                              ra_num_magnitude_bins=int(t.num_magnitude_bins))
+            elif name == "TrivialAugmentWide":
+                fields.update(ra_family="trivialaugment", ra_num_ops=1,
+                              ra_num_magnitude_bins=int(t.num_magnitude_bins))
+            else:
+                if getattr(t.policy, "value", t.policy) != "imagenet":
+                    raise ConfigError(f"AutoAugment(policy={t.policy}) cannot be replayed; use AutoAugmentPolicy.IMAGENET")
+                fields.update(ra_family="autoaugment", ra_num_ops=2)
+        elif name == "RandomErasing":
+            advance("erase", t)
+            if getattr(t, "inplace", False) not in (False, True):  # pragma: no cover - attribute shape
+                pass
+            fields.update(erase_prob=float(t.p), erase_scale=tuple(t.scale), erase_ratio=tuple(t.ratio))
+            erase_value = (t.value, dtype)
+        elif name == "Normalize":
+            fields.update(mean=tuple(float(m) for m in t.mean), std=tuple(float(s) for s in t.std))
+            if getattr(t, "inplace", False):
+                pass
+            dtype = "normalised"
+        elif name in ("ToTensor",):
+            dtype = "float"
+        elif name in ("PILToTensor", "ToImage"):
+            dtype = "uint8"
+        elif name in ("ToDtype", "ConvertImageDtype"):
+            import torch
+
+            target = getattr(t, "dtype", None)
+            if isinstance(target, dict):
+                target = next(iter(target.values()))
+            scale = getattr(t, "scale", True) if name == "ToDtype" else True
+            if target is not None and getattr(target, "is_floating_point", False):
+                if not scale:
+                    raise ConfigError(f"{name}(scale=False) to a float type cannot be replayed (values stay 0..255)")
+                dtype = "float"
+            elif target == torch.uint8:
+                dtype = "uint8"
+        else:
+            raise ConfigError(f"{name} cannot be replayed; supported: RandomResizedCrop, RandomCrop, "
+                              "RandomHorizontalFlip, RandAugment, TrivialAugmentWide, AutoAugment(IMAGENET), "
+                              "RandomErasing, Normalize, ToTensor, PILToTensor, ToImage, ToDtype")
+    if not seen_crop:
+        raise ConfigError("the transforms have no RandomResizedCrop or RandomCrop; a view needs one")
+    if erase_value is not None:
+        value, where = erase_value
+        mean = fields.get("mean", IMAGENET_MEAN)
+        std = fields.get("std", IMAGENET_STD)
+        fields["erase_value"] = _erase_value(value, where, mean, std)
+    fields.update(overrides)
+    return Policy(**fields)
+
+
+def _erase_value(value: Any, where: str, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """RandomErasing's value as the uint8 pixel it stands for, given where in the pipeline it erases."""
+    if isinstance(value, str):
+        if value != "random":
+            raise ConfigError(f"RandomErasing(value={value!r}) cannot be replayed")
+        return "random"  # torchvision draws normal noise; replayed as uniform uint8 noise (docs/replay.md)
+    vals = [value] * 3 if isinstance(value, (int, float)) else list(value)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise ConfigError(f"RandomErasing(value={value!r}) must be one value or three")
+    if where == "normalised":
+        px = [(v * s + m) * 255 for v, m, s in zip(vals, mean, std)]
+    elif where == "float":
+        px = [v * 255 for v in vals]
+    else:
+        px = list(vals)
+    out = tuple(int(round(v)) for v in px)
+    if any(not 0 <= v <= 255 for v in out):
+        raise ConfigError(f"RandomErasing(value={value!r}) is the pixel {out}, outside [0, 255]")
+    return out
