@@ -147,7 +147,8 @@ class Policy:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie in [0, 1]")
         if not 0 <= self.ra_num_ops <= MAX_RA_OPS:
-            raise ConfigError(f"ra_num_ops={self.ra_num_ops} must lie in [0, {MAX_RA_OPS}]")
+            raise ConfigError(f"ra_num_ops={self.ra_num_ops} must lie in [0, {MAX_RA_OPS}] (the kernels apply at most "
+                              f"{MAX_RA_OPS} ops per view)")
         if not 2 <= self.ra_num_magnitude_bins <= 128:
             raise ConfigError(f"ra_num_magnitude_bins={self.ra_num_magnitude_bins} must lie in [2, 128]")
         if not 0 <= self.ra_magnitude < self.ra_num_magnitude_bins:
