@@ -811,3 +811,85 @@ def pil_transform_model(img: torch.Tensor, m: list[float], interp: str, fill, a:
     out = torch.trunc(acc).clamp(0, 255)
     out = torch.where(outside[None], torch.tensor(list(fill), dtype=torch.float64)[:, None, None], out)
     return out.to(torch.uint8)
+
+
+# ------------------------------------------------------------------ whole views, any policy: rows -> PIL
+def pil_matrix_from_row(p: list[int], h: int, w: int) -> list[float]:
+    """The inverse of :func:`affine_row`: PIL's affine matrix of a geometric op's Q16 parameters."""
+    a, b, d, e = p[0] / Q16, p[1] / Q16, p[3] / Q16, p[4] / Q16
+    c = p[2] / (2 * Q16) + 0.5 - (a * w + b * h) / 2
+    f = p[5] / (2 * Q16) + 0.5 - (d * w + e * h) / 2
+    return [a, b, c, d, e, f]
+
+
+def pil_apply_row(pil: Image.Image, r: list[int], out_hw: tuple[int, int]) -> Image.Image:
+    """PIL (timm's functions) applying what one kernel row holds: crop + resize with the row's filter
+    (``RandomResizedCropAndInterpolation``), flip, then each op with the row's parameters and
+    interpolation. The erase box is left out (compare outside it)."""
+    from PIL import ImageEnhance
+
+    oh, ow = out_hw
+    t, l, h, w = r[A.CROP_TOP:A.CROP_W + 1]
+    filt = Image.Resampling.BICUBIC if r[A.RESIZE_FILTER] == 1 else Image.Resampling.BILINEAR
+    x = pil.crop((l, t, l + w, t + h)).resize((ow, oh), filt)
+    if r[A.FLIP]:
+        x = x.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    fill = tuple(r[A.FILL:A.FILL + 3])
+    for s in range(r[A.NUM_OPS]):
+        base = A.OPS + s * A.OP_STRIDE
+        name = _reference.KERNEL_OPS[r[base]]
+        p = r[base + 1:base + 7]
+        if name in A.GEOMETRIC:
+            resample = [Image.Resampling.NEAREST, Image.Resampling.BILINEAR,
+                        Image.Resampling.BICUBIC][r[base + A.OP_INTERP]]
+            x = x.transform(x.size, Image.Transform.AFFINE, pil_matrix_from_row(p, oh, ow), resample=resample,
+                            fillcolor=fill)
+        elif name in ("Brightness", "Color", "Contrast", "Sharpness"):
+            x = getattr(ImageEnhance, name)(x).enhance(p[0] / Q16)
+        elif name == "Posterize":
+            x = x.point([v & p[0] for v in range(256)] * 3)
+        elif name == "Solarize":
+            x = ImageOps.solarize(x, p[0])
+        elif name == "SolarizeAdd":
+            x = x.point([min(255, max(0, v + p[1])) if v < p[0] else v for v in range(256)] * 3)
+        elif name == "AutoContrast":
+            x = ImageOps.autocontrast(x)
+        elif name == "Equalize":
+            x = ImageOps.equalize(x)
+        elif name == "Invert":
+            x = ImageOps.invert(x)
+    return x
+
+
+def chain_policy_pil(policy, images: list[Crop], views_per_image: int, seed: int = 0) -> ChainStat:
+    """Views of ``policy`` replayed by us and by PIL (timm's path) from the same kernel rows."""
+    g = np.random.default_rng(seed)
+    st = ChainStat()
+    oh, ow = policy.output_size
+    for c in images:
+        h, w = c.tensor.shape[1:]
+        params = policy.sample(g, views_per_image, h, w)
+        rows = A.encode(params, policy, [(h, w)] * views_per_image)
+        out = _reference.augment([c.tensor] * views_per_image, rows, oh, ow)
+        pil = c.pil
+        for k in range(views_per_image):
+            r = [int(v) for v in rows[k].tolist()]
+            theirs = to_tensor(pil_apply_row(pil, r, (oh, ow)))
+            a = out[k].clone()
+            et, el, eh, ew = r[A.ERASE_TOP:A.ERASE_W + 1]
+            if eh and ew:
+                theirs[:, et:et + eh, el:el + ew] = a[:, et:et + eh, el:el + ew]
+            desc = "+".join(f"{_reference.KERNEL_OPS[r[A.OPS + s * A.OP_STRIDE]]}"
+                            f"/{'nlc'[r[A.OPS + s * A.OP_STRIDE + A.OP_INTERP]]}" for s in range(r[A.NUM_OPS]))
+            st.add(a, theirs, f"{c.name} view {k} ({'bicubic' if r[A.RESIZE_FILTER] else 'bilinear'} crop; {desc})")
+    return st
+
+
+def timm_policy(output_size=(224, 224)):
+    """timm's ImageNet training recipe: rand-m9-mstd0.5-inc1, random bilinear/bicubic, erasing 0.25 pixel."""
+    from reinforced_data.policy import Policy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Policy.from_timm(input_size=output_size[0], auto_augment="rand-m9-mstd0.5-inc1",
+                                interpolation="random", re_prob=0.25, re_mode="pixel")
