@@ -26,11 +26,14 @@ static_assert(OPS + MAX_OPS * OP_STRIDE <= RESIZE_FILTER, "op slots overlap the 
 constexpr int MIX_MODE = 0, MIX_LAM = 1, MIX_BOX = 2;
 constexpr int NUM_MIX_ARGS = 6;
 
-// RandAugment op ids (reinforced_data.policy.RA_OPS order)
+// Kernel op ids (reinforced_data._reference.KERNEL_OPS order; policy.RA_OPS names them)
 enum Op : int {
   IDENTITY = 0, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE, BRIGHTNESS, COLOR,
-  CONTRAST, SHARPNESS, POSTERIZE, SOLARIZE, AUTOCONTRAST, EQUALIZE, NUM_OP_IDS
+  CONTRAST, SHARPNESS, POSTERIZE, SOLARIZE, AUTOCONTRAST, EQUALIZE, INVERT, SOLARIZE_ADD, NUM_OP_IDS
 };
+// Interpolation of the geometric ops (the OP_INTERP slot) and the resize filters (RESIZE_FILTER)
+enum Interp : int { INTERP_NEAREST = 0, INTERP_BILINEAR, INTERP_BICUBIC, NUM_INTERPS };
+enum Filter : int { FILTER_TRIANGLE = 0, FILTER_BICUBIC, NUM_FILTERS };
 
 }  // namespace args
 }  // namespace reinforced_data

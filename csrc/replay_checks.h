@@ -12,6 +12,7 @@
 namespace reinforced_data {
 
 constexpr int64_t MAX_OUTPUT_SIZE = 4096;
+constexpr int32_t MAX_CROP = 65535;  // crop height, width, |top| and |left| are at most this
 
 // args_cpu: the rows, already on the CPU (the CUDA wrapper copies them first).
 inline void check_augment(const std::vector<at::Tensor>& images, const at::Tensor& args_cpu,
@@ -35,12 +36,17 @@ inline void check_augment(const std::vector<at::Tensor>& images, const at::Tenso
     TORCH_CHECK(img.device() == images[0].device(), "augment: images[", b, "] is on ", img.device(),
                 ", images[0] on ", images[0].device());
     const int32_t* r = a + b * NUM_ARGS;
-    const int64_t H = img.size(1), W = img.size(2);
-    TORCH_CHECK(r[CROP_H] >= 1 && r[CROP_W] >= 1 && r[CROP_TOP] >= 0 && r[CROP_LEFT] >= 0 &&
-                    (int64_t)r[CROP_TOP] + r[CROP_H] <= H && (int64_t)r[CROP_LEFT] + r[CROP_W] <= W,
-                "augment: args[", b, "] crop (top=", r[CROP_TOP], ", left=", r[CROP_LEFT], ", height=",
-                r[CROP_H], ", width=", r[CROP_W], ") lies outside images[", b, "] of size ", H, "x", W);
+    // The crop box may reach outside the image (those pixels read PAD_FILL); its size and position
+    // are bounded so that every coordinate sum fits int32 comfortably.
+    TORCH_CHECK(r[CROP_H] >= 1 && r[CROP_W] >= 1 && r[CROP_H] <= MAX_CROP && r[CROP_W] <= MAX_CROP &&
+                    r[CROP_TOP] >= -MAX_CROP && r[CROP_TOP] <= MAX_CROP && r[CROP_LEFT] >= -MAX_CROP &&
+                    r[CROP_LEFT] <= MAX_CROP,
+                "augment: args[", b, "] crop (top=", r[CROP_TOP], ", left=", r[CROP_LEFT], ", height=", r[CROP_H],
+                ", width=", r[CROP_W], ") must have height and width in [1, ", MAX_CROP, "] and top and left in [-",
+                MAX_CROP, ", ", MAX_CROP, "]");
     TORCH_CHECK(r[FLIP] == 0 || r[FLIP] == 1, "augment: args[", b, "] flip must be 0 or 1, got ", r[FLIP]);
+    TORCH_CHECK(r[RESIZE_FILTER] >= 0 && r[RESIZE_FILTER] < NUM_FILTERS, "augment: args[", b,
+                "] resize filter must be 0 (triangle) or 1 (bicubic), got ", r[RESIZE_FILTER]);
     for (int c = 0; c < 3; ++c) {
       TORCH_CHECK(r[FILL + c] >= 0 && r[FILL + c] <= 255, "augment: args[", b, "] fill[", c,
                   "] must lie in [0, 255], got ", r[FILL + c]);
@@ -48,6 +54,8 @@ inline void check_augment(const std::vector<at::Tensor>& images, const at::Tenso
                       (r[ERASE_VALUE + c] < 0) == (r[ERASE_VALUE] < 0),
                   "augment: args[", b, "] erase value[", c, "] must lie in [0, 255] (or all three be -1), got ",
                   r[ERASE_VALUE + c]);
+      TORCH_CHECK(r[PAD_FILL + c] >= 0 && r[PAD_FILL + c] <= 255, "augment: args[", b, "] pad fill[", c,
+                  "] must lie in [0, 255], got ", r[PAD_FILL + c]);
     }
     const bool erase = r[ERASE_H] != 0 || r[ERASE_W] != 0;
     TORCH_CHECK(!erase || (r[ERASE_H] >= 1 && r[ERASE_W] >= 1 && r[ERASE_TOP] >= 0 && r[ERASE_LEFT] >= 0 &&
@@ -61,17 +69,31 @@ inline void check_augment(const std::vector<at::Tensor>& images, const at::Tenso
       const int32_t* p = r + OPS + s * OP_STRIDE;
       TORCH_CHECK(p[0] >= 0 && p[0] < NUM_OP_IDS, "augment: args[", b, "] op ", s, " has unknown op id ", p[0],
                   " (ids are 0..", NUM_OP_IDS - 1, ")");
+      const bool geometric = p[0] >= SHEAR_X && p[0] <= ROTATE;
+      if (geometric) {
+        TORCH_CHECK(p[OP_INTERP] >= 0 && p[OP_INTERP] < NUM_INTERPS, "augment: args[", b, "] op ", s,
+                    " interpolation must be 0 (nearest), 1 (bilinear) or 2 (bicubic), got ", p[OP_INTERP]);
+      } else {
+        TORCH_CHECK(p[OP_INTERP] == 0, "augment: args[", b, "] op ", s,
+                    " interpolation must be 0 for a non-geometric op, got ", p[OP_INTERP]);
+      }
       switch (p[0]) {
         case BRIGHTNESS: case COLOR: case CONTRAST: case SHARPNESS:
           TORCH_CHECK(p[1] >= 0, "augment: args[", b, "] op ", s, " factor must be >= 0, got ", p[1]);
           break;
-        case POSTERIZE:
-          TORCH_CHECK(p[1] >= 0 && p[1] <= 255, "augment: args[", b, "] op ", s,
-                      " posterize mask must lie in [0, 255], got ", p[1]);
+        case POSTERIZE:  // (0xFF << (8 - bits)) & 0xFF <=> 256 - mask is a power of two (1 .. 256)
+          TORCH_CHECK(p[1] >= 0 && p[1] <= 255 && ((256 - p[1]) & (255 - p[1])) == 0, "augment: args[", b, "] op ",
+                      s, " posterize mask must be (0xFF << (8 - bits)) & 0xFF with bits in 0..8, got ", p[1]);
           break;
         case SOLARIZE:
           TORCH_CHECK(p[1] >= 0 && p[1] <= 256, "augment: args[", b, "] op ", s,
                       " solarize threshold must lie in [0, 256], got ", p[1]);
+          break;
+        case SOLARIZE_ADD:
+          TORCH_CHECK(p[1] >= 0 && p[1] <= 256, "augment: args[", b, "] op ", s,
+                      " solarize_add threshold must lie in [0, 256], got ", p[1]);
+          TORCH_CHECK(p[2] >= -255 && p[2] <= 255, "augment: args[", b, "] op ", s,
+                      " solarize_add addend must lie in [-255, 255], got ", p[2]);
           break;
         default:
           break;  // geometric parameters are any int32: sources outside the image take the fill
@@ -96,10 +118,11 @@ inline void check_mix(const at::Tensor& a, const at::Tensor& b, const at::Tensor
   const int64_t H = a.size(2), W = a.size(3);
   for (int64_t i = 0; i < a.size(0); ++i) {
     const int32_t* r = p + i * NUM_MIX_ARGS;
-    TORCH_CHECK(r[MIX_MODE] >= 0 && r[MIX_MODE] <= 2, "mix: args[", i, "] mode must be 0, 1 or 2, got ", r[MIX_MODE]);
+    TORCH_CHECK(r[MIX_MODE] >= 0 && r[MIX_MODE] <= 3, "mix: args[", i, "] mode must be 0, 1, 2 or 3, got ",
+                r[MIX_MODE]);
     TORCH_CHECK(r[MIX_LAM] >= 0 && r[MIX_LAM] <= 255, "mix: args[", i, "] lambda must lie in [0, 255], got ",
                 r[MIX_LAM]);
-    if (r[MIX_MODE] == 2) {
+    if (r[MIX_MODE] == 2 || r[MIX_MODE] == 3) {  // CutMix, or MixUp then CutMix
       const int32_t* box = r + MIX_BOX;
       TORCH_CHECK(box[0] >= 0 && box[1] >= 0 && box[2] >= 0 && box[3] >= 0 && (int64_t)box[0] + box[2] <= H &&
                       (int64_t)box[1] + box[3] <= W,

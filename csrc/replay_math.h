@@ -20,32 +20,51 @@ constexpr int64_t Q16 = 1 << 16;
 RD_HD int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 RD_HD uint8_t clamp_u8(int64_t v) { return (uint8_t)clamp64(v, 0, 255); }
 
-// Unnormalised triangle-filter weight of input j (of n) for output i (of m); s = max(n, m).
-RD_HD int64_t raw_weight(int64_t i, int64_t j, int64_t n, int64_t m) {
+// floor(a / b) for b > 0 (C++ division truncates towards zero)
+RD_HD int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Unnormalised resampling weight of input j (of n) for output i (of m). With s = max(n, m),
+// d = |(2j+1)m - (2i+1)n| and D = 2s (the filter's unit support, widened by n/m when shrinking):
+//   filter 0 (triangle): max(0, D - d)
+//   filter 1 (bicubic, Keys a = -0.5, scaled by 2 D^2): floor((3d^3 - 5d^2 D + 2D^3) / D) for d < D,
+//     floor((-d^3 + 5d^2 D - 8d D^2 + 4D^3) / D) for d < 2D, else 0 (may be negative).
+// int64 is exact: d < 2D <= 4 * 65535 where the cubic terms are evaluated, so d^3 < 2^56.
+RD_HD int64_t raw_weight(int64_t i, int64_t j, int64_t n, int64_t m, int filter) {
   const int64_t s = n > m ? n : m;
   int64_t d = (2 * j + 1) * m - (2 * i + 1) * n;
   if (d < 0) d = -d;
-  const int64_t w = 2 * s - d;
-  return w > 0 ? w : 0;
+  const int64_t D = 2 * s;
+  if (filter == 0) return d < D ? D - d : 0;
+  if (d < D) return floor_div(3 * d * d * d - 5 * d * d * D + 2 * D * D * D, D);
+  if (d < 2 * D) return floor_div(-d * d * d + 5 * d * d * D - 8 * d * D * D + 4 * D * D * D, D);
+  return 0;
 }
 
-// Inputs [*first, *first + *count) carry non-zero weight for output i.
-RD_HD void tap_range(int64_t i, int64_t n, int64_t m, int64_t* first, int64_t* count) {
+// Half-width of the filter's support in the units of d: 2s (triangle) or 4s (bicubic).
+RD_HD int64_t filter_support(int64_t n, int64_t m, int filter) {
   const int64_t s = n > m ? n : m;
-  // |(2j+1)m - (2i+1)n| < 2s  <=>  (2i+1)n - 2s < (2j+1)m < (2i+1)n + 2s
-  int64_t lo = ((2 * i + 1) * n - 2 * s) / (2 * m) - 1;  // may undershoot by one: harmless
-  int64_t hi = ((2 * i + 1) * n + 2 * s) / (2 * m) + 1;
+  return filter == 0 ? 2 * s : 4 * s;
+}
+
+// Inputs [*first, *first + *count) hold every input with a non-zero weight for output i.
+RD_HD void tap_range(int64_t i, int64_t n, int64_t m, int filter, int64_t* first, int64_t* count) {
+  const int64_t R = filter_support(n, m, filter);
+  // |(2j+1)m - (2i+1)n| < R  <=>  (2i+1)n - R < (2j+1)m < (2i+1)n + R
+  int64_t lo = ((2 * i + 1) * n - R) / (2 * m) - 1;  // may undershoot by one: harmless
+  int64_t hi = ((2 * i + 1) * n + R) / (2 * m) + 1;
   if (lo < 0) lo = 0;
   if (hi > n - 1) hi = n - 1;
   *first = lo;
   *count = hi - lo + 1;
 }
 
-// Normalised fixed-point weight: round(raw * 2^14 / total), half up.
+// Normalised fixed-point weight: floor((raw * 2^14 + floor(total / 2)) / total), total > 0;
+// floored also for a negative raw (bicubic).
 RD_HD int32_t norm_weight(int64_t raw, int64_t total) {
-  return (int32_t)(((raw << WEIGHT_BITS) + total / 2) / total);
+  return (int32_t)floor_div(raw * (1 << WEIGHT_BITS) + total / 2, total);
 }
 
+// Clamped (acc + 2^13) >> 14; the arithmetic shift floors a negative acc (bicubic weights).
 RD_HD uint8_t round_weighted(int64_t acc) {
   return clamp_u8((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS);
 }
@@ -76,6 +95,13 @@ RD_HD uint8_t sharpness(int64_t x, int64_t s, int64_t f) {
 
 RD_HD uint8_t solarize(int64_t x, int64_t threshold) { return (uint8_t)(x >= threshold ? 255 - x : x); }
 
+RD_HD uint8_t invert(int64_t x) { return (uint8_t)(255 - x); }
+
+// x < threshold ? clamp(x + add, 0, 255) : x
+RD_HD uint8_t solarize_add(int64_t x, int64_t threshold, int64_t add) {
+  return x < threshold ? clamp_u8(x + add) : (uint8_t)x;
+}
+
 RD_HD uint8_t autocontrast(int64_t x, int64_t lo, int64_t hi) {
   return hi > lo ? (uint8_t)((x - lo) * 255 / (hi - lo)) : (uint8_t)x;
 }
@@ -93,6 +119,45 @@ RD_HD uint8_t equalize_entry(int64_t below, int64_t step) { return clamp_u8((bel
 RD_HD int64_t affine_src(int64_t a0, int64_t a1, int64_t t, int64_t x2, int64_t y2) {
   return (a0 * x2 + a1 * y2 + t + Q16) >> 17;
 }
+
+// Interpolated sampling of the geometric ops. N = a*(2x+1-W) + b*(2y+1-H) + t (int64) is the
+// source coordinate in units of 2^-17 pixel (pixel k's centre at k * 2^17). Returns the number of
+// taps (2 bilinear, 4 bicubic), sets *first to the first tap's index and w to the taps' Q11
+// weights (they sum to 2048):
+//   bilinear: taps x0, x0 + 1 with (2048 - f, f), x0 = N >> 17, f = (N >> 6) & 2047;
+//   bicubic (Keys a = -0.5): taps x0 - 1 .. x0 + 2 with, for S = 2048,
+//     w[-1] = floor((-f^3 + 2f^2 S - f S^2) / 2S^2), w[1] = floor((-3f^3 + 4f^2 S + f S^2) / 2S^2),
+//     w[2] = floor((f^3 - f^2 S) / 2S^2), w[0] = S - the other three.
+RD_HD void cubic_q11(int64_t f, int32_t* w) {
+  const int64_t S = 2048, S2 = 2 * S * S;
+  const int64_t f2 = f * f, f3 = f2 * f;
+  const int64_t wm1 = floor_div(-f3 + 2 * f2 * S - f * S * S, S2);
+  const int64_t wp1 = floor_div(-3 * f3 + 4 * f2 * S + f * S * S, S2);
+  const int64_t wp2 = floor_div(f3 - f2 * S, S2);
+  w[0] = (int32_t)wm1;
+  w[1] = (int32_t)(S - wm1 - wp1 - wp2);
+  w[2] = (int32_t)wp1;
+  w[3] = (int32_t)wp2;
+}
+
+RD_HD int interp_taps(int interp, int64_t N, int64_t* first, int32_t* w) {
+  const int64_t x0 = N >> 17, f = (N >> 6) & 2047;  // arithmetic shifts: floor
+  if (interp == 1) {
+    *first = x0;
+    w[0] = (int32_t)(2048 - f);
+    w[1] = (int32_t)f;
+    return 2;
+  }
+  *first = x0 - 1;
+  cubic_q11(f, w);
+  return 4;
+}
+
+// The interpolated value from acc = sum_j wy[j] * sum_i wx[i] * P(tap): Q22, rounded half up (floor
+// of acc + 2^21 over 2^22, also for negative acc) and clamped. |acc| <= 255 * (sum |w|)^2 with
+// sum |w| <= 2562 over the four bicubic taps (2048 bilinear): < 1.68e9, so with the rounding term
+// it fits int32 (checked for every f in tests).
+RD_HD uint8_t interp_round(int32_t acc) { return clamp_u8((acc + (1 << 21)) >> 22); }
 
 // The key of pixel (c, y, x) of an H x W view for erase_noise: its index in [3, H, W],
 // ((c*H + y)*W + x), as uint32 (below 3 * 4096^2: it fits).

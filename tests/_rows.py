@@ -9,14 +9,18 @@ import torch
 
 import _util
 from reinforced_data import _args
+from reinforced_data._reference import KERNEL_OPS
 from reinforced_data.policy import RA_OPS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-OP_ID = {name: i for i, name in enumerate(RA_OPS)}
+OP_ID = {name: i for i, name in enumerate(KERNEL_OPS)}
+OPS_END = _args.OPS + _args.MAX_RA_OPS * _args.OP_STRIDE  # the op slots end here
+UNUSED = _args.PAD_FILL + 3  # slots from here on are unused
 
 
-def _row(crop, flip=0, fill=(0, 0, 0), erase=(0, 0, 0, 0), erase_value=(0, 0, 0), erase_seed=0, ops=()):
-    """One augment row; ``ops`` is a list of (op id, [6 params])."""
+def _row(crop, flip=0, fill=(0, 0, 0), erase=(0, 0, 0, 0), erase_value=(0, 0, 0), erase_seed=0, ops=(),
+         resize_filter=0, pad_fill=(0, 0, 0)):
+    """One augment row; ``ops`` is a list of (op id, [6 params]) or (op id, [6 params, interpolation])."""
     r = np.zeros(_args.NUM_ARGS, dtype=np.int64)
     r[_args.CROP_TOP:_args.CROP_W + 1] = crop
     r[_args.FLIP] = flip
@@ -29,6 +33,8 @@ def _row(crop, flip=0, fill=(0, 0, 0), erase=(0, 0, 0, 0), erase_value=(0, 0, 0)
         base = _args.OPS + s * _args.OP_STRIDE
         r[base] = op
         r[base + 1:base + 1 + len(p)] = p  # 6 parameters, optionally the interpolation
+    r[_args.RESIZE_FILTER] = resize_filter
+    r[_args.PAD_FILL:_args.PAD_FILL + 3] = pad_fill
     return r
 
 
@@ -37,12 +43,20 @@ def _rows(rows) -> torch.Tensor:
 
 
 def _random_op(g: np.random.Generator, oh: int, ow: int):
-    op = RA_OPS[int(g.integers(len(RA_OPS)))]
+    """A random kernel op with its parameters; geometric ops get a random interpolation."""
+    op = KERNEL_OPS[int(g.integers(len(KERNEL_OPS)))]
+    if op == "Invert":
+        return OP_ID[op], [0] * 6
+    if op == "SolarizeAdd":
+        return OP_ID[op], [int(g.integers(0, 257)), int(g.integers(-255, 256)), 0, 0, 0, 0]
     nb = int(g.choice([2, 10, 31]))
     b = 0 if op in UNPARAMETERISED_OPS else int(g.integers(0, nb))
     if op in SIGNED_OPS and g.random() < 0.5:
         b = -b
-    return OP_ID[op], _args.op_params(op, b, nb, oh, ow)
+    p = _args.op_params(op, b, nb, oh, ow)
+    if op in _args.GEOMETRIC:
+        p = p + [int(g.integers(3))]
+    return OP_ID[op], p
 
 
 OUTPUT_SIZES = [(17, 31), (1, 1), (1, 13), (13, 1), (2, 2), (3, 3), (40, 40), (31, 17), (64, 48), (224, 224)]
@@ -59,6 +73,9 @@ def _random_source_and_crop(g: np.random.Generator, oh: int, ow: int):
         w = int(g.integers(max(ow, 8), 3 * max(ow, 8)))
     if g.random() < 0.25:
         crop = (0, 0, h, w)  # the crop is the whole image
+    elif g.random() < 0.2:  # a box reaching outside the image, or wholly outside it: padded
+        ch, cw = int(g.integers(1, h + 9)), int(g.integers(1, w + 9))
+        crop = (int(g.integers(-ch - 3, h + 4)), int(g.integers(-cw - 3, w + 4)), ch, cw)
     else:
         ch, cw = int(g.integers(1, h + 1)), int(g.integers(1, w + 1))
         crop = (int(g.integers(0, h - ch + 1)), int(g.integers(0, w - cw + 1)), ch, cw)
@@ -79,10 +96,12 @@ def _random_batch(g: np.random.Generator, n: int, oh: int, ow: int, seed: int):
             value = tuple(int(v) for v in g.integers(0, 256, 3)) if kind == 1 else (-1, -1, -1)
             eseed = int(g.integers(0, 1 << 16))
         r = _row(crop, flip=int(g.integers(2)), fill=tuple(int(v) for v in g.integers(0, 256, 3)), erase=erase,
-                 erase_value=value, erase_seed=eseed, ops=ops)
-        if g.random() < 0.3:  # garbage in the unused op slots must be ignored
+                 erase_value=value, erase_seed=eseed, ops=ops, resize_filter=int(g.integers(2)),
+                 pad_fill=tuple(int(v) for v in g.integers(0, 256, 3)))
+        if g.random() < 0.3:  # garbage in the unused op slots and the unused tail must be ignored
             used = _args.OPS + len(ops) * _args.OP_STRIDE
-            r[used:] = g.integers(INT32_MIN, INT32_MAX, _args.NUM_ARGS - used, endpoint=True)
+            r[used:OPS_END] = g.integers(INT32_MIN, INT32_MAX, OPS_END - used, endpoint=True)
+            r[UNUSED:] = g.integers(INT32_MIN, INT32_MAX, _args.NUM_ARGS - UNUSED, endpoint=True)
         rows.append(r)
     return images, _rows(rows)
 
@@ -92,10 +111,10 @@ def _random_mix(g, b, h, w):
     p = torch.from_numpy(g.integers(0, 256, (b, 3, h, w), dtype=np.uint8))
     rows = []
     for i in range(b):
-        mode = i % 3
+        mode = i % 4
         bh, bw = int(g.integers(0, h + 1)), int(g.integers(0, w + 1))
         box = (int(g.integers(0, h - bh + 1)), int(g.integers(0, w - bw + 1)), bh, bw)
-        if mode != 2 and g.random() < 0.5:
+        if mode < 2 and g.random() < 0.5:
             box = (0, 0, 0, 0)
         rows.append((mode, int(g.integers(0, 256)), *box))
     return a, p, torch.tensor(rows, dtype=torch.int32)

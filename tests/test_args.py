@@ -68,12 +68,15 @@ def test_layout_constants_match_header():
     assert set(c) <= set(names) | {"MAX_OPS"}, f"header constants unknown to the test: {set(c) - set(names)}"
     ops = _header_enum(REPO / "csrc" / "replay_args.h", "Op")
     assert ops[-1] == "NUM_OP_IDS"
-    assert [o.replace("_", "") for o in ops[:-1]] == [o.upper() for o in RA_OPS]
+    assert [o.replace("_", "") for o in ops[:-1]] == [o.upper() for o in _reference.KERNEL_OPS]
+    assert RA_OPS == _reference.KERNEL_OPS[:len(RA_OPS)]  # a policy's op id is the kernel's
+    assert _header_enum(REPO / "csrc" / "replay_args.h", "Interp")[-1] == "NUM_INTERPS"
 
 
 def test_other_shared_constants_match():
     checks = _header_constants(REPO / "csrc" / "replay_checks.h")
     assert checks["MAX_OUTPUT_SIZE"] == policy_mod.MAX_OUTPUT_SIZE
+    assert checks["MAX_CROP"] == _reference.MAX_CROP
     math_h = _header_constants(REPO / "csrc" / "replay_math.h")
     assert math_h["WEIGHT_BITS"] == _reference.WEIGHT_BITS
     assert math_h["Q16"] == _args.Q16
@@ -132,10 +135,12 @@ def _expect_error(images, rows, match, oh=12, ow=10):
 
 
 TARGETED = [  # (description, {field: value}, message fragment)
-    ("crop below", dict(CROP_TOP=11, CROP_H=20), r"args\[0\] crop"),
-    ("crop right", dict(CROP_LEFT=16, CROP_W=25), r"args\[0\] crop"),
-    ("crop negative top", dict(CROP_TOP=-1), r"args\[0\] crop"),
-    ("crop negative left", dict(CROP_LEFT=-5), r"args\[0\] crop"),
+    ("crop far below", dict(CROP_TOP=65536), r"args\[0\] crop"),
+    ("crop far right", dict(CROP_LEFT=65536), r"args\[0\] crop"),
+    ("crop far above", dict(CROP_TOP=-65536), r"args\[0\] crop"),
+    ("crop far left", dict(CROP_LEFT=-65536), r"args\[0\] crop"),
+    ("crop too high", dict(CROP_H=65536), r"args\[0\] crop"),
+    ("crop too wide", dict(CROP_W=65536), r"args\[0\] crop"),
     ("crop zero height", dict(CROP_H=0), r"args\[0\] crop"),
     ("crop negative width", dict(CROP_W=-3), r"args\[0\] crop"),
     ("crop overflow", dict(CROP_TOP=INT32_MAX, CROP_H=INT32_MAX), r"args\[0\] crop"),
@@ -152,13 +157,21 @@ TARGETED = [  # (description, {field: value}, message fragment)
     ("erase value mixed", dict(ERASE_VALUE=-1), r"erase value"),
     ("num_ops 5", dict(NUM_OPS=5), r"num_ops"),
     ("num_ops -1", dict(NUM_OPS=-1), r"num_ops"),
-    ("op id 14", dict(OPS=14), r"unknown op id"),
+    ("op id 16", dict(OPS=16), r"unknown op id"),
     ("op id -1", dict(OPS=-1), r"unknown op id"),
     ("op id last slot", {"OPS_plus24": 99}, r"unknown op id"),
     ("negative factor", dict(OPS_plus1=-1), r"factor"),
     ("posterize mask", dict(OPS_plus9=256), r"posterize"),
     ("solarize threshold", dict(OPS_plus17=257), r"solarize"),
     ("solarize negative", dict(OPS_plus17=-1), r"solarize"),
+    ("posterize mask not a prefix", dict(OPS_plus9=7), r"posterize mask"),
+    ("interpolation 3", {"OPS_plus31": 3}, r"op 3 interpolation"),
+    ("interpolation -1", {"OPS_plus31": -1}, r"op 3 interpolation"),
+    ("interpolation of a colour op", dict(OPS_plus7=1), r"op 0 interpolation must be 0"),
+    ("resize filter 2", dict(RESIZE_FILTER=2), r"resize filter"),
+    ("resize filter -1", dict(RESIZE_FILTER=-1), r"resize filter"),
+    ("pad fill 256", dict(PAD_FILL_plus2=256), r"pad fill\[2\]"),
+    ("pad fill -1", dict(PAD_FILL=-1), r"pad fill\[0\]"),
 ]
 
 

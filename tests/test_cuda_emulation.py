@@ -89,21 +89,23 @@ def augment_both(emu, images, rows, oh, ow, what=""):
 
 # -- max_taps ---------------------------------------------------------------------------
 
-def _true_max_taps(n: int, m: int) -> int:
-    """Most source taps with nonzero weight for one output index (n -> m resampling)."""
+def _true_max_taps(n: int, m: int, filter: int = 0) -> int:
+    """Most source taps in the filter's support for one output index (n -> m resampling):
+    |(2j+1)m - (2i+1)n| < 2s (triangle) or 4s (bicubic), s = max(n, m)."""
     s = max(n, m)
     i = np.arange(m)[:, None]
     j = np.arange(n)[None, :]
-    nz = (2 * s - np.abs((2 * j + 1) * m - (2 * i + 1) * n)) > 0
+    nz = np.abs((2 * j + 1) * m - (2 * i + 1) * n) < (2 * s if filter == 0 else 4 * s)
     return int((nz.shape[1] - np.argmax(nz[:, ::-1], 1) - np.argmax(nz, 1)).max())
 
 
-def test_max_taps_bounds_the_taps(emu):
+@pytest.mark.parametrize("filter", [0, 1])
+def test_max_taps_bounds_the_taps(emu, filter):
     pairs = [(n, m) for n in range(1, 40) for m in range(1, 40)]
     rng = np.random.default_rng(0)
     pairs += [(int(rng.integers(1, 3000)), int(rng.integers(1, 600))) for _ in range(60)]
     pairs += [(2999, 1), (1, 600), (640, 224), (224, 640)]
-    too_small = [(n, m) for n, m in pairs if _true_max_taps(n, m) > emu.max_taps(n, m)]
+    too_small = [(n, m) for n, m in pairs if _true_max_taps(n, m, filter) > emu.max_taps(n, m, filter)]
     assert not too_small, too_small[:10]
 
 

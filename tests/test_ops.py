@@ -235,7 +235,7 @@ def test_mix_errors_name_the_argument():
     neg_box = rows.clone()
     neg_box[2, 2:] = torch.tensor([-1, 0, 2, 2])
     bad_mode = rows.clone()
-    bad_mode[1, 0] = 3
+    bad_mode[1, 0] = 4  # modes are 0..3
     bad_lam = rows.clone()
     bad_lam[0, 1] = 256
     cases = [

@@ -73,8 +73,9 @@ inline void resample_scalar(const uint8_t* src, int64_t sstride, int64_t x0, int
 
 // Resampling along the slow axis: for each output row o < m and x < width,
 //   dst[o * dstride + x] = round_weighted(sum_k w[o*K + k] * src[(start[o] + k) * sstride + x]).
-// int32 accumulation is exact: weights are >= 0 and a row's weights sum to at most
-// 2^14 + K/2, so acc <= 255 * (2^14 + K/2) < 2^31 for K < 2^22 (larger K: int64 path).
+// int32 accumulation is exact: a row's triangle weights (>= 0) sum to at most 2^14 + K/2, and
+// its bicubic weights (some negative) have sum |w| < 1.3 * 2^14 (replay_cpu_taps.h), so
+// |acc| <= 255 * max(2^14 + K/2, 1.3 * 2^14) < 2^31 for K < 2^22 (larger K: int64 path).
 template <class VV = V>
 void resample_rows(const uint8_t* src, int64_t sstride, int64_t width, const Taps& t, int64_t m, uint8_t* dst,
                    int64_t dstride) {
@@ -132,8 +133,10 @@ void resample_rows(const uint8_t* src, int64_t sstride, int64_t width, const Tap
           a1 = VV::srai32(VV::add32(a1, half), M::WEIGHT_BITS);
           a2 = VV::srai32(VV::add32(a2, half), M::WEIGHT_BITS);
           a3 = VV::srai32(VV::add32(a3, half), M::WEIGHT_BITS);
-          // values are >= 0: saturating to int16 and then to [0, 255] is round_weighted's clamp
-          // (the unpack/pack pairs work within 16-byte lanes, so the byte order is kept)
+          // the arithmetic shift floors negative sums (bicubic) as round_weighted does; the values
+          // lie in (-2^10, 2^10), so saturating to int16 (exact) and then to [0, 255] (packus) is
+          // round_weighted's clamp (the unpack/pack pairs work within 16-byte lanes, so the byte
+          // order is kept). pmaddwd multiplies the zero-extended pixels by signed int16 weights.
           VV::storeu(out + x, VV::packus16(VV::packs32(a0, a1), VV::packs32(a2, a3)));
           if (x + VV::N >= width) break;
         }
@@ -147,18 +150,57 @@ void resample_rows(const uint8_t* src, int64_t sstride, int64_t width, const Tap
 }
 
 // Crop, resize (horizontal pass rounded to uint8, then vertical pass) and flip, into
-// dst [3, oh, ow]. The horizontal pass runs straight on the rows where the ISA has byte
-// shuffles (AVX2), else as a slow-axis pass over the transposed crop of all three channels
-// ([cw, 3*ch]), so that both passes use the vectorised resample_rows. Both read the source
-// in its own layout (Source): a planar crop is transposed channel by channel; an interleaved
-// crop is one [ch, px*cw] byte matrix whose transpose has channel c of column x in row
-// x*px + c, the [cw, 3*ch] layout itself when px == 3 (px == 4: one unused row per column,
+// dst [3, oh, ow], with the row's resize filter. The horizontal pass runs straight on the rows
+// where the ISA has byte shuffles (AVX2), else as a slow-axis pass over the transposed crop of all
+// three channels ([cw, 3*ch]), so that both passes use the vectorised resample_rows. Both read the
+// source in its own layout (Source): a planar crop is transposed channel by channel; an
+// interleaved crop is one [ch, px*cw] byte matrix whose transpose has channel c of column x in
+// row x*px + c, the [cw, 3*ch] layout itself when px == 3 (px == 4: one unused row per column,
 // stepped over by the row stride px*ch).
+// A crop box that reaches outside the image (or lies wholly outside it) is first copied into a
+// planar [3, ch, cw] buffer holding PAD_FILL outside the image, which is then resized as a
+// whole-image crop.
 template <class VV = V>
-void resize(const Source& src, const int32_t* r, int64_t oh, int64_t ow, uint8_t* dst, Scratch& s) {
-  const int64_t top = r[args::CROP_TOP], left = r[args::CROP_LEFT], ch = r[args::CROP_H], cw = r[args::CROP_W];
-  build_taps(cw, ow, r[args::FLIP] != 0, s.th, s);
-  build_taps(ch, oh, false, s.tv, s);
+void resize(const Source& src_in, const int32_t* r, int64_t oh, int64_t ow, uint8_t* dst, Scratch& s) {
+  int64_t top = r[args::CROP_TOP], left = r[args::CROP_LEFT];
+  const int64_t ch = r[args::CROP_H], cw = r[args::CROP_W];
+  const int filter = r[args::RESIZE_FILTER];
+  Source src = src_in;
+  if (top < 0 || left < 0 || top + ch > src_in.H || left + cw > src_in.W) {
+    s.padded.resize(3 * ch * cw);
+    uint8_t* pd = s.padded.data();
+    const int64_t y0 = std::max<int64_t>(top, 0), y1 = std::min<int64_t>(top + ch, src_in.H);
+    const int64_t x0 = std::max<int64_t>(left, 0), x1 = std::min<int64_t>(left + cw, src_in.W);
+    for (int c = 0; c < 3; ++c) {
+      uint8_t* plane = pd + c * ch * cw;
+      const uint8_t fill = (uint8_t)r[args::PAD_FILL + c];
+      if (y1 <= y0 || x1 <= x0) {
+        std::memset(plane, fill, ch * cw);
+        continue;
+      }
+      std::memset(plane, fill, (y0 - top) * cw);
+      std::memset(plane + (y1 - top) * cw, fill, (top + ch - y1) * cw);
+      for (int64_t y = y0; y < y1; ++y) {
+        uint8_t* o = plane + (y - top) * cw;
+        std::memset(o, fill, x0 - left);
+        std::memset(o + (x1 - left), fill, left + cw - x1);
+        const uint8_t* in = src_in.p + c * src_in.sc + y * src_in.sh;
+        uint8_t* out = o + (x0 - left);
+        if (src_in.px == 1) std::memcpy(out, in + x0, x1 - x0);
+        else for (int64_t x = x0; x < x1; ++x) out[x - x0] = in[x * src_in.px];
+      }
+    }
+    src.p = pd;
+    src.H = ch;
+    src.W = cw;
+    src.sc = ch * cw;
+    src.sh = cw;
+    src.px = 1;
+    src.end = pd + 3 * ch * cw;
+    top = left = 0;
+  }
+  build_taps(cw, ow, r[args::FLIP] != 0, filter, s.th, s);
+  build_taps(ch, oh, false, filter, s.tv, s);
   const int64_t rows3 = 3 * ch;
   s.tmp.resize(rows3 * ow);
   bool done = false;
@@ -336,6 +378,16 @@ inline void op_solarize(uint8_t* x, int64_t n, int64_t threshold) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] >= t ? (uint8_t)(255 - x[i]) : x[i];
 }
 
+inline void op_invert(uint8_t* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = (uint8_t)(255 - x[i]);
+}
+
+inline void op_solarize_add(uint8_t* x, int64_t n, int64_t threshold, int64_t add) {
+  uint8_t lut[256];
+  for (int v = 0; v < 256; ++v) lut[v] = M::solarize_add(v, threshold, add);
+  apply_lut(x, n, lut);
+}
+
 inline void op_autocontrast(uint8_t* img, int64_t n) {
   for (int c = 0; c < 3; ++c) {
     uint8_t* a = img + c * n;
@@ -398,11 +450,80 @@ inline void shifted_row(const uint8_t* in, uint8_t* out, int64_t w, int64_t dx, 
   std::memset(out + x1, fill, w - x1);
 }
 
-// Geometric ops: out(x, y) = in(sx, sy) or the fill, with sx, sy = affine_src(...) (replay_math.h).
+// Q11 tap weights of the 2048 fractions f: NT = 2 (bilinear) or 4 (bicubic) per f, as
+// replay_math.h's interp_taps gives them.
+template <int NT>
+const int32_t* interp_table() {
+  static const std::vector<int32_t> table = [] {
+    std::vector<int32_t> t(2048 * NT);
+    for (int64_t f = 0; f < 2048; ++f) {
+      int64_t first;
+      M::interp_taps(NT == 2 ? 1 : 2, f << 6, &first, t.data() + f * NT);
+    }
+    return t;
+  }();
+  return table.data();
+}
+
+// Geometric ops with bilinear (NT = 2) or bicubic (NT = 4) interpolation: for output (x, y),
+// N = a*(2x+1-W) + b*(2y+1-H) + t per axis (int64; it steps by 2*a0, 2*a3 along a row), taps
+// N >> 17 (- 1 for bicubic) onwards with the Q11 weights of f = (N >> 6) & 2047 (a table lookup),
+//   out = interp_round(sum_j wy[j] * sum_i wx[i] * P(y0 + j, x0 + i)),  P = fill[c] outside the image.
+// int32 is exact: |row sum| <= 255 * 2562 and |total| < 1.68e9 (see interp_round). Pixels whose
+// taps all lie inside read them without checks.
+template <int NT>
+void affine_interp(const uint8_t* in, uint8_t* out, int64_t h, int64_t w, const int32_t* p, const int32_t* fill) {
+  const int32_t* tab = interp_table<NT>();
+  const int64_t n = h * w;
+  const int64_t a0 = p[0], a1 = p[1], t0 = p[2], a3 = p[3], a4 = p[4], t1 = p[5];
+  for (int64_t y = 0; y < h; ++y) {
+    const int64_t y2 = 2 * y + 1 - h;
+    int64_t nx = a0 * (1 - w) + a1 * y2 + t0, ny = a3 * (1 - w) + a4 * y2 + t1;
+    for (int64_t x = 0; x < w; ++x, nx += 2 * a0, ny += 2 * a3) {
+      const int64_t x0 = (nx >> 17) - (NT == 4), y0 = (ny >> 17) - (NT == 4);
+      const int32_t* wx = tab + ((nx >> 6) & 2047) * NT;
+      const int32_t* wy = tab + ((ny >> 6) & 2047) * NT;
+      const int64_t o = y * w + x;
+      if (x0 >= 0 && x0 + NT <= w && y0 >= 0 && y0 + NT <= h) {
+        for (int c = 0; c < 3; ++c) {
+          const uint8_t* q = in + c * n + y0 * w + x0;
+          int32_t acc = 0;
+          for (int j = 0; j < NT; ++j, q += w) {
+            int32_t row = 0;
+            for (int i = 0; i < NT; ++i) row += wx[i] * (int32_t)q[i];
+            acc += wy[j] * row;
+          }
+          out[c * n + o] = M::interp_round(acc);
+        }
+        continue;
+      }
+      for (int c = 0; c < 3; ++c) {
+        const uint8_t* src = in + c * n;
+        int32_t acc = 0;
+        for (int j = 0; j < NT; ++j) {
+          const int64_t sy = y0 + j;
+          int32_t row = 0;
+          for (int i = 0; i < NT; ++i) {
+            const int64_t sx = x0 + i;
+            const int32_t v = sx >= 0 && sx < w && sy >= 0 && sy < h ? src[sy * w + sx] : fill[c];
+            row += wx[i] * v;
+          }
+          acc += wy[j] * row;
+        }
+        out[c * n + o] = M::interp_round(acc);
+      }
+    }
+  }
+}
+
+// Geometric ops: out(x, y) = in(sx, sy) or the fill, with sx, sy = affine_src(...) (replay_math.h)
+// for interp 0 (nearest); bilinear / bicubic interpolation (interp 1, 2) in affine_interp.
 // p = (a0, a1, t0, a3, a4, t1).
 template <class VV = V>
-void op_affine(const uint8_t* in, uint8_t* out, int64_t h, int64_t w, const int32_t* p, const int32_t* fill,
-               Scratch& s) {
+void op_affine(const uint8_t* in, uint8_t* out, int64_t h, int64_t w, const int32_t* p, int interp,
+               const int32_t* fill, Scratch& s) {
+  if (interp == args::INTERP_BILINEAR) return affine_interp<2>(in, out, h, w, p, fill);
+  if (interp == args::INTERP_BICUBIC) return affine_interp<4>(in, out, h, w, p, fill);
   const int64_t n = h * w;
   const int64_t a0 = p[0], a1 = p[1], t0 = p[2], a3 = p[3], a4 = p[4], t1 = p[5];
   if (a0 == M::Q16 && a3 == 0) {
@@ -495,7 +616,7 @@ void apply_op(uint8_t*& img, uint8_t*& other, int64_t h, int64_t w, const int32_
     case args::IDENTITY:
       return;
     case args::SHEAR_X: case args::SHEAR_Y: case args::TRANSLATE_X: case args::TRANSLATE_Y: case args::ROTATE:
-      op_affine<VV>(img, other, h, w, op + 1, fill, s);
+      op_affine<VV>(img, other, h, w, op + 1, op[args::OP_INTERP], fill, s);
       std::swap(img, other);
       return;
     case args::BRIGHTNESS:
@@ -521,6 +642,12 @@ void apply_op(uint8_t*& img, uint8_t*& other, int64_t h, int64_t w, const int32_
       return;
     case args::AUTOCONTRAST:
       op_autocontrast(img, n);
+      return;
+    case args::INVERT:
+      op_invert(img, 3 * n);
+      return;
+    case args::SOLARIZE_ADD:
+      op_solarize_add(img, 3 * n, f, op[2]);
       return;
     case args::EQUALIZE:
       op_equalize(img, n);
@@ -574,17 +701,18 @@ void augment_view(const Source& src, const int32_t* r, int64_t oh, int64_t ow, u
   erase(dst, oh, ow, r);
 }
 
-// MixUp / CutMix of one view (C channels of H x W).
+// MixUp / CutMix / both of one view (C channels of H x W).
 inline void mix_view(const uint8_t* a, const uint8_t* b, uint8_t* out, int64_t C, int64_t H, int64_t W,
                      const int32_t* q) {
   const int64_t size = C * H * W;
-  if (q[args::MIX_MODE] == 1) {
+  const int mode = q[args::MIX_MODE];
+  if (mode == 1 || mode == 3) {  // MixUp (mode 3: then the CutMix box below)
     const uint32_t lam = (uint32_t)q[args::MIX_LAM];
     for (int64_t i = 0; i < size; ++i) out[i] = M::mixup(a[i], b[i], lam);
-    return;
+  } else {
+    std::memcpy(out, a, size);
   }
-  std::memcpy(out, a, size);
-  if (q[args::MIX_MODE] == 2) {
+  if (mode == 2 || mode == 3) {
     const int64_t t = q[args::MIX_BOX], l = q[args::MIX_BOX + 1], h = q[args::MIX_BOX + 2], w = q[args::MIX_BOX + 3];
     for (int64_t c = 0; c < C; ++c)
       for (int64_t y = t; y < t + h; ++y) std::memcpy(out + (c * H + y) * W + l, b + (c * H + y) * W + l, w);

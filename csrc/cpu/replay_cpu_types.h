@@ -40,6 +40,7 @@ struct Scratch {
   std::vector<uint8_t> hctl;
   std::vector<int16_t> hwt;
   std::vector<uint8_t> rowpad;
+  std::vector<uint8_t> padded;  // [3, ch, cw]: a crop reaching outside the image, padded
 };
 
 // A source image as the kernels read it: channel c, row y, column x is the byte at

@@ -93,15 +93,17 @@ struct ViewDesc {
   int64_t tmp_off;         // offset of this view's [3, crop_h, out_w] intermediate
   int64_t wx_off, wy_off;  // offsets (int32 elements) of its column / row weight tables
   int32_t kx, ky;          // weight slots per output column / row
+  int32_t H, W;            // the source's height and width (crop pixels outside read PAD_FILL)
   int32_t row[NUM_ARGS];   // the validated argument row
 };
-static_assert(sizeof(ViewDesc) == 64 + 4 * NUM_ARGS, "ViewDesc layout");
+static_assert(sizeof(ViewDesc) == 72 + 4 * NUM_ARGS, "ViewDesc layout");
 
-// Upper bound on the taps tap_range returns for n inputs -> m outputs: its range spans
-// less than 2s/m + 3 inputs (s = max(n, m)), and never more than n.
-int32_t max_taps(int64_t n, int64_t m) {
-  const int64_t s = std::max(n, m);
-  return (int32_t)std::min<int64_t>(n, (2 * s + m - 1) / m + 3);
+// Upper bound on the slots tap_range's taps need for n inputs -> m outputs with `filter`: the
+// inputs with non-zero weight (|(2j+1)m - (2i+1)n| < R, R = 2s triangle, 4s bicubic, s = max(n, m))
+// span less than R/m + 1, and tap_range's range starts at most two before them; never more than n.
+int32_t max_taps(int64_t n, int64_t m, int filter) {
+  const int64_t R = rm::filter_support(n, m, filter);
+  return (int32_t)std::min<int64_t>(n, (R + m - 1) / m + 3);
 }
 
 int blocks_per_view(int64_t work, int64_t B) {
@@ -155,18 +157,21 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t m = horizontal ? ow : oh;
   const int64_t o = horizontal ? i : i - ow;
   const int64_t slots = horizontal ? d.kx : d.ky;
+  const int filter = d.row[RESIZE_FILTER];
   int32_t* wt = w + (horizontal ? d.wx_off : d.wy_off) + o;  // slot k at wt[k * m]
   int64_t first = 0, count = 0;
-  rm::tap_range(o, n, m, &first, &count);
-  if (count > slots) count = slots;  // never (max_taps bounds it); keeps writes in bounds
+  rm::tap_range(o, n, m, filter, &first, &count);
+  if (count > slots) count = slots;  // only zero-weight taps past the support (max_taps); keeps writes in bounds
   int64_t total = 0;
-  for (int64_t k = 0; k < count; ++k) total += rm::raw_weight(o, first + k, n, m);
-  for (int64_t k = 0; k < count; ++k) wt[k * m] = rm::norm_weight(rm::raw_weight(o, first + k, n, m), total);
+  for (int64_t k = 0; k < count; ++k) total += rm::raw_weight(o, first + k, n, m, filter);
+  for (int64_t k = 0; k < count; ++k)
+    wt[k * m] = rm::norm_weight(rm::raw_weight(o, first + k, n, m, filter), total);
   meta[idx * 2] = (int32_t)first;
   meta[idx * 2 + 1] = (int32_t)count;
 }
 
-// tmp[c, y, x] = round(sum_k crop[c, y, first + k] * wx[x', k]), x' = flip ? out_w-1-x : x
+// tmp[c, y, x] = round(sum_k crop[c, y, first + k] * wx[x', k]), x' = flip ? out_w-1-x : x;
+// crop pixels outside the source image read PAD_FILL.
 __global__ void __launch_bounds__(kThreads)
     hpass_kernel(const ViewDesc* __restrict__ descs, const int32_t* __restrict__ meta,
                  const int32_t* __restrict__ w, uint8_t* __restrict__ tmp, int oh, int ow, int T) {
@@ -181,6 +186,9 @@ __global__ void __launch_bounds__(kThreads)
   uint8_t* __restrict__ dst = tmp + d.tmp_off;
   const int32_t* __restrict__ vm = meta + b * ((int64_t)ow + oh) * 2;
   const int32_t* __restrict__ wx = w + d.wx_off;
+  const int64_t H = d.H, W = d.W;
+  const int32_t f0 = d.row[PAD_FILL], f1 = d.row[PAD_FILL + 1], f2 = d.row[PAD_FILL + 2];
+  const bool inside = top >= 0 && left >= 0 && top + ch <= H && left + d.row[CROP_W] <= W;
   const int plane = ch * ow;
   for (int p = t * kThreads + threadIdx.x; p < plane; p += T * kThreads) {
     const int y = p / ow;
@@ -188,15 +196,34 @@ __global__ void __launch_bounds__(kThreads)
     const int wi = flip ? ow - 1 - x : x;
     const int first = vm[2 * wi], count = vm[2 * wi + 1];
     const int32_t* __restrict__ wk = wx + wi;  // tap k at wk[k * ow]
-    const uint8_t* __restrict__ q = src + (top + y) * sh + (left + first) * sw;
-    // |acc| < 255 * (2^14 + count) < 2^31: int32 is exact
+    // |acc| < 255 * max(2^14 + count, 1.3 * 2^14) < 2^31 (bicubic weights: sum |w| < 1.3 * 2^14): int32 is exact
     int32_t a0 = 0, a1 = 0, a2 = 0;
-    for (int k = 0; k < count; ++k) {
-      const int32_t wv = wk[k * ow];
-      const uint8_t* __restrict__ qk = q + k * sw;
-      a0 += (int32_t)qk[0] * wv;
-      a1 += (int32_t)qk[sc] * wv;
-      a2 += (int32_t)qk[2 * sc] * wv;
+    if (inside) {
+      const uint8_t* __restrict__ q = src + (top + y) * sh + (left + first) * sw;
+      for (int k = 0; k < count; ++k) {
+        const int32_t wv = wk[k * ow];
+        const uint8_t* __restrict__ qk = q + k * sw;
+        a0 += (int32_t)qk[0] * wv;
+        a1 += (int32_t)qk[sc] * wv;
+        a2 += (int32_t)qk[2 * sc] * wv;
+      }
+    } else {  // a padded crop: taps outside the image read PAD_FILL
+      const int64_t sy = top + y;
+      const bool row_in = sy >= 0 && sy < H;
+      for (int k = 0; k < count; ++k) {
+        const int32_t wv = wk[k * ow];
+        const int64_t sx = left + first + k;
+        int32_t v0 = f0, v1 = f1, v2 = f2;
+        if (row_in && sx >= 0 && sx < W) {
+          const uint8_t* __restrict__ qk = src + sy * sh + sx * sw;
+          v0 = qk[0];
+          v1 = qk[sc];
+          v2 = qk[2 * sc];
+        }
+        a0 += v0 * wv;
+        a1 += v1 * wv;
+        a2 += v2 * wv;
+      }
     }
     dst[p] = rm::round_weighted(a0);
     dst[plane + p] = rm::round_weighted(a1);
@@ -368,6 +395,38 @@ __global__ void __launch_bounds__(kThreads)
     switch (op) {
       case SHEAR_X: case SHEAR_Y: case TRANSLATE_X: case TRANSLATE_Y: case ROTATE: {
         const int64_t x2 = 2 * x + 1 - ow, y2 = 2 * y + 1 - oh;
+        const int interp = prm[OP_INTERP - 1];
+        if (interp != INTERP_NEAREST) {  // bilinear / bicubic: replay_math.h's interp_taps, interp_round
+          const int64_t nx = (int64_t)prm[0] * x2 + (int64_t)prm[1] * y2 + prm[2];
+          const int64_t ny = (int64_t)prm[3] * x2 + (int64_t)prm[4] * y2 + prm[5];
+          int64_t x0, y0;
+          int32_t wx[4], wy[4];
+          const int nt = rm::interp_taps(interp, nx, &x0, wx);
+          rm::interp_taps(interp, ny, &y0, wy);
+          int32_t acc[3] = {0, 0, 0};  // exact in int32 (see interp_round)
+          for (int j = 0; j < nt; ++j) {
+            const int64_t sy = y0 + j;
+            int32_t rs[3] = {0, 0, 0};
+            for (int i = 0; i < nt; ++i) {
+              const int64_t sx = x0 + i;
+              if (sx >= 0 && sx < ow && sy >= 0 && sy < oh) {
+                const int q = (int)sy * ow + (int)sx;
+                rs[0] += wx[i] * (int32_t)s[q];
+                rs[1] += wx[i] * (int32_t)s[plane + q];
+                rs[2] += wx[i] * (int32_t)s[2 * plane + q];
+              } else {
+                rs[0] += wx[i] * r[FILL];
+                rs[1] += wx[i] * r[FILL + 1];
+                rs[2] += wx[i] * r[FILL + 2];
+              }
+            }
+            for (int c = 0; c < 3; ++c) acc[c] += wy[j] * rs[c];
+          }
+          v0 = rm::interp_round(acc[0]);
+          v1 = rm::interp_round(acc[1]);
+          v2 = rm::interp_round(acc[2]);
+          break;
+        }
         const int64_t sx = rm::affine_src(prm[0], prm[1], prm[2], x2, y2);
         const int64_t sy = rm::affine_src(prm[3], prm[4], prm[5], x2, y2);
         if (sx >= 0 && sx < ow && sy >= 0 && sy < oh) {
@@ -432,6 +491,16 @@ __global__ void __launch_bounds__(kThreads)
         v1 = lut[1][v1];
         v2 = lut[2][v2];
         break;
+      case INVERT:
+        v0 = rm::invert(v0);
+        v1 = rm::invert(v1);
+        v2 = rm::invert(v2);
+        break;
+      case SOLARIZE_ADD:
+        v0 = rm::solarize_add(v0, prm[0], prm[1]);
+        v1 = rm::solarize_add(v1, prm[0], prm[1]);
+        v2 = rm::solarize_add(v2, prm[0], prm[1]);
+        break;
       default:  // IDENTITY
         break;
     }
@@ -453,9 +522,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t e = (int64_t)t * kThreads + threadIdx.x; e < n; e += (int64_t)T * kThreads) {
     const int64_t i = base + e;
     uint8_t res = a[i];
-    if (mode == 1) {
-      res = rm::mixup(a[i], bb[i], q);
-    } else if (mode == 2) {
+    if (mode == 1 || mode == 3) res = rm::mixup(a[i], bb[i], q);  // MixUp (mode 3: then CutMix)
+    if (mode == 2 || mode == 3) {
       const int64_t pix = e % hw;
       const int64_t y = pix / W, x = pix - y * W;
       if (y >= top && y < top + bh && x >= left && x < left + bw) res = bb[i];
@@ -513,11 +581,14 @@ at::Tensor augment_impl(const std::vector<at::Tensor>& images, const at::Tensor&
     d.sc = img.stride(0);
     d.sh = img.stride(1);
     d.sw = img.stride(2);
+    // (a crop reaches at most 2 * 65535 pixels from the origin: clamping larger sizes changes nothing)
+    d.H = (int32_t)std::min<int64_t>(img.size(1), std::numeric_limits<int32_t>::max());
+    d.W = (int32_t)std::min<int64_t>(img.size(2), std::numeric_limits<int32_t>::max());
     const int64_t ch = d.row[CROP_H], cw = d.row[CROP_W];
     d.tmp_off = tmp_total;
     tmp_total += 3 * ch * out_w;
-    d.kx = max_taps(cw, out_w);
-    d.ky = max_taps(ch, out_h);
+    d.kx = max_taps(cw, out_w, d.row[RESIZE_FILTER]);
+    d.ky = max_taps(ch, out_h, d.row[RESIZE_FILTER]);
     d.wx_off = w_total;
     w_total += out_w * d.kx;
     d.wy_off = w_total;

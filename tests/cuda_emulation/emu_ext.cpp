@@ -28,7 +28,7 @@ at::Tensor emu_normalize(at::Tensor x, at::Tensor lut, bool cl) {
 }
 long divergent() { return emu::g_divergent.load(); }
 long launches() { return emu::g_launches.load(); }
-int32_t max_taps(int64_t n, int64_t m) { return rdc::max_taps(n, m); }
+int32_t max_taps(int64_t n, int64_t m, int64_t filter) { return rdc::max_taps(n, m, (int)filter); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("augment", &emu_augment, "augment kernels, emulated on the host");
