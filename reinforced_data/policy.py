@@ -5,8 +5,15 @@ draws the concrete parameters of K views of one image in one call and returns th
 a numpy structured array (:meth:`Policy.param_dtype`). Every field is an integer that is
 applied as it is stored: sampling quantises, replay never rounds a parameter again.
 
-The distributions follow torchvision's ``RandomResizedCrop``, ``RandomHorizontalFlip``,
-``RandAugment`` and ``RandomErasing`` and timm's ``Mixup`` (see docs/replay.md).
+The distributions follow torchvision's ``RandomResizedCrop`` / ``RandomCrop``,
+``RandomHorizontalFlip``, ``RandAugment`` / ``TrivialAugmentWide`` / ``AutoAugment`` and
+``RandomErasing``, timm's ``RandAugment`` / ``AutoAugment`` (``ra_family``, see
+:mod:`reinforced_data._families`), timm's ``Mixup`` and apple/ml-dr's sequential MixUp + CutMix
+(see docs/replay.md; tests/test_samplers.py compares each with the library's own sampler).
+Fields added after format version 1 (:data:`V2_DEFAULTS`) are left out of :meth:`Policy.to_dict`
+while they hold their defaults, so a policy version 1 could express serialises as before.
+Policies from timm's arguments or a torchvision pipeline: :meth:`Policy.from_timm`,
+:meth:`Policy.from_torchvision` (:mod:`reinforced_data.recipes`).
 """
 
 from __future__ import annotations

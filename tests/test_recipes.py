@@ -28,6 +28,8 @@ def test_version1_policies_serialise_as_before():
     for name in ("rrc", "rrc_ra_re", "rrc_ra_re_mix", "torchvision", "timm", "paper_imagenet"):
         d = Policy.preset(name).to_dict()
         assert set(d) == V1_FIELDS, name
+    assert set(V2_DEFAULTS) | V1_FIELDS == {f for f in Policy.__dataclass_fields__}
+    assert Policy(**V2_DEFAULTS) == Policy()  # the defaults of the new fields are version 1's behaviour
 
 
 def test_every_new_field_round_trips():

@@ -132,6 +132,17 @@ def measure_torchvision(family: str, n: int = N_TV, n_ours: int = N_OURS) -> dic
     return out
 
 
+def test_autoaugment_applied_ops_match_the_table_exactly():
+    """The number of applied ops per view against the probabilities of torchvision's IMAGENET table."""
+    expected = np.zeros(3)
+    for (_, p1, _), (_, p2, _) in FAM.AUTOAUGMENT_IMAGENET:
+        expected += np.array([(1 - p1) * (1 - p2), p1 * (1 - p2) + p2 * (1 - p1), p1 * p2]) / 25
+    s = Policy.preset("autoaugment").sample(np.random.default_rng(9), N_OURS, 16, 16)
+    counts = np.bincount((s["ra_op"] != 0).sum(axis=1), minlength=3)
+    assert scipy_stats.chisquare(counts, expected * N_OURS).pvalue > P_MIN
+    assert np.abs(counts / N_OURS - expected).max() < 0.003
+
+
 @pytest.mark.parametrize("family", ["torchvision", "trivialaugment", "autoaugment"])
 def test_torchvision_family_sampler(family):
     m = measure_torchvision(family)
