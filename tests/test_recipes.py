@@ -393,3 +393,7 @@ def test_sample_encode_replay_on_a_photo(name):
     if policy.crop_mode == "padded":  # some pixels of some view come from outside the image
         fill = torch.tensor(policy.pad_fill, dtype=torch.uint8)[:, None, None]
         assert ((out == fill).all(dim=1)).any()
+    from reinforced_data import _ops
+
+    if _ops.compiled_available():  # the compiled kernels give the same bytes (kernel tests cover far more)
+        assert torch.equal(replay([img] * k, params, policy, backend="compiled", **kw), out)
