@@ -293,3 +293,92 @@ def test_normalize(emu, dtype, channels_last):
     exp = R.normalize(a, lut, channels_last)
     assert_same(got, exp, f"normalize {dtype} channels_last={channels_last}")
     assert got.stride() == exp.stride()
+
+
+# -- rows v2: interpolation, resize filters, padded crops, new ops, mix mode 3 -----------------
+
+def test_random_rows_v2(emu):
+    """Random rows over many sizes: padded crops, both resize filters, every interpolation and
+    kernel op (tests/_rows.py draws them), against the reference."""
+    from _rows import _random_batch
+
+    g = np.random.default_rng(2026)
+    for oh, ow in [(17, 31), (1, 1), (3, 3), (40, 40), (31, 17)]:
+        images, rows = _random_batch(g, 10, oh, ow, seed=oh * 100 + ow)
+        augment_both(emu, images, rows, oh, ow, f"random rows {oh}x{ow}")
+
+
+@pytest.mark.parametrize("interp", [1, 2])
+def test_geometric_interpolation(emu, interp):
+    """Each geometric op at extreme and middle bins with bilinear / bicubic sampling, channels-last
+    and planar sources, erasing on some rows."""
+    oh, ow = 19, 27
+    nb = 31
+    imgs = _util.image_batch([(30, 41)] * 4, 8)
+    rows, ims = [], []
+    for op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+        for k, mag in enumerate([-(nb - 1), -5, 7, nb - 1]):
+            img = imgs[k]
+            if k % 2:
+                img = img.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+            r = _base_row([0, 0, img.shape[1], img.shape[2]], k % 2)
+            r[A.NUM_OPS] = 1
+            r[A.OPS] = RA_OPS.index(op)
+            r[A.OPS + 1:A.OPS + 7] = A.op_params(op, mag, nb, oh, ow)
+            r[A.OPS + A.OP_INTERP] = interp
+            if k == 3:
+                r[A.ERASE_TOP:A.ERASE_W + 1] = [2, 3, 7, 9]
+                r[A.ERASE_VALUE:A.ERASE_VALUE + 3] = -1
+                r[A.ERASE_SEED] = 99
+            rows.append(r)
+            ims.append(img)
+    augment_both(emu, ims, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, f"interp {interp}")
+
+
+@pytest.mark.parametrize("out", [(13, 21), (64, 48), (1, 1)])
+def test_bicubic_and_padded_crops(emu, out):
+    """Bicubic and triangle resizes, up and down, of crops inside, partly outside and wholly
+    outside the source (PAD_FILL), in every source layout."""
+    oh, ow = out
+    src = _util.smooth_image(37, 53, 12)
+    boxes = [(0, 0, 37, 53), (5, 7, 20, 11), (-4, -4, 45, 61), (-10, 30, 20, 40), (30, -6, 20, 9),
+             (40, 60, 5, 5), (-50, -50, 3, 200), (0, 0, 1, 1), (36, 52, 4, 4)]
+    rows = []
+    for k, box in enumerate(boxes):
+        for filt in (0, 1):
+            r = _base_row(list(box), (k + filt) % 2)
+            r[A.RESIZE_FILTER] = filt
+            r[A.PAD_FILL:A.PAD_FILL + 3] = [3 * k, 255 - k, 128]
+            rows.append(r)
+    rows = torch.from_numpy(np.stack(rows).astype(np.int32))
+    exp = R.augment([src] * len(rows), rows, oh, ow)
+    for name, img in {"contiguous": src, **_layouts(src)}.items():
+        assert_same(emu.augment([img] * len(rows), rows, oh, ow), exp, f"{name} sources {out}")
+
+
+def test_new_ops(emu):
+    """Invert and SolarizeAdd (thresholds and addends at their ends) after other ops."""
+    oh, ow = 15, 22
+    imgs = _util.image_batch([(30, 41)] * 6, 9)
+    inv, sadd = A.OPS, A.OPS + A.OP_STRIDE
+    rows = []
+    for k, (t, add) in enumerate([(0, 255), (256, -255), (128, 110), (77, -3), (255, 255), (1, 0)]):
+        r = _base_row([1, 2, 25, 30], k % 2)
+        r[A.NUM_OPS] = 3
+        r[inv] = R.KERNEL_OPS.index("Invert")
+        r[sadd] = R.KERNEL_OPS.index("SolarizeAdd")
+        r[sadd + 1:sadd + 3] = [t, add]
+        r[A.OPS + 2 * A.OP_STRIDE] = R.KERNEL_OPS.index("Equalize")
+        rows.append(r)
+    augment_both(emu, imgs, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, "Invert, SolarizeAdd")
+
+
+def test_mix_mode_3(emu):
+    a, b = _ab()
+    margs = torch.tensor([[3, 255, 0, 0, 0, 0], [3, 0, 0, 0, 13, 17], [3, 100, 2, 3, 5, 7], [3, 17, 12, 16, 1, 1],
+                          [1, 100, 2, 3, 5, 7], [2, 100, 2, 3, 5, 7]], dtype=torch.int32)
+    exp = R.mix(a, b, margs)
+    assert_same(emu.mix(a, b, margs), exp, "mix mode 3")
+    # mode 3 is MixUp, then the CutMix box from the same partner
+    assert torch.equal(exp[2, :, 2:7, 3:10], b[2, :, 2:7, 3:10])
+    assert torch.equal(exp[2, :, 8:], R.mix(a, b, margs[4:5].expand(6, 6))[2, :, 8:])
