@@ -42,7 +42,9 @@ def _random_policy(g: np.random.Generator):
 
 def _raw_records(g: np.random.Generator, policy, sizes: list[tuple[int, int]]) -> np.ndarray:
     """Records with every field uniform over what ``_args.encode`` accepts."""
-    from reinforced_data._args import _MAG_HIGH, _MAG_LOW
+    from reinforced_data._args import _mag_bounds
+
+    _MAG_LOW, _MAG_HIGH = _mag_bounds(policy.ra_ops())  # the ops of the policy's family
 
     b = len(sizes)
     p = np.zeros(b, dtype=policy.param_dtype())
@@ -70,6 +72,42 @@ def _raw_records(g: np.random.Generator, policy, sizes: list[tuple[int, int]]) -
     return p
 
 
+def _v2_fields(g: np.random.Generator, rows, sizes: list[tuple[int, int]]):
+    """Kernel rows with the row-v2 fields drawn over their valid ranges, whatever the policy sampled:
+    the resize filter, the pad fill, crops moved partly or wholly outside the source, the
+    interpolation of geometric ops, and some op slots replaced by Invert / SolarizeAdd."""
+    from reinforced_data import _args as A
+    from reinforced_data._reference import KERNEL_OPS
+
+    rows = rows.clone()
+    for i, (h, w) in enumerate(sizes):
+        r = rows[i]
+        r[A.RESIZE_FILTER] = int(g.integers(2))
+        r[A.PAD_FILL:A.PAD_FILL + 3] = torch_tensor(g.integers(0, 256, 3))
+        if g.random() < 0.3:
+            ch, cw = int(r[A.CROP_H]), int(r[A.CROP_W])
+            r[A.CROP_TOP] = int(g.integers(-ch - 2, h + 3))
+            r[A.CROP_LEFT] = int(g.integers(-cw - 2, w + 3))
+        for s in range(int(r[A.NUM_OPS])):
+            base = A.OPS + s * A.OP_STRIDE
+            if KERNEL_OPS[int(r[base])] in A.GEOMETRIC:
+                r[base + A.OP_INTERP] = int(g.integers(3))
+            elif g.random() < 0.2:
+                r[base:base + A.OP_STRIDE] = 0
+                if g.random() < 0.5:
+                    r[base] = KERNEL_OPS.index("Invert")
+                else:
+                    r[base] = KERNEL_OPS.index("SolarizeAdd")
+                    r[base + 1], r[base + 2] = int(g.integers(0, 257)), int(g.integers(-255, 256))
+    return rows
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.as_tensor(np.asarray(values, dtype=np.int32))
+
+
 def fuzz(cases: int, seed: int) -> int:
     """Run ``cases`` random batches; return the number of views compared. Raises on a difference."""
     import torch
@@ -95,12 +133,16 @@ def fuzz(cases: int, seed: int) -> int:
             params = _raw_records(g, policy, sizes)
         oh, ow = policy.output_size
         rows = _args.encode(params, policy, sizes)
+        if g.random() < 0.5:
+            rows = _v2_fields(g, rows, sizes)
         got = op.augment(images, rows, oh, ow)
         want = _reference.augment(images, rows, oh, ow)
         if not torch.equal(got, want):
             raise AssertionError(f"case {case} (seed {seed}): augment differs; policy {policy.to_json()}, params {params!r}")
         if policy.mixing:
             mrows = _args.encode_mix(params, policy)
+            if g.random() < 0.5:  # mode 3 (MixUp, then the CutMix box) on any row with a valid box
+                mrows[:, _args.MIX_MODE] = 3
             partner = want.flip(0).contiguous()
             if not torch.equal(op.mix(got, partner, mrows), _reference.mix(want, partner, mrows)):
                 raise AssertionError(f"case {case} (seed {seed}): mix differs; params {params!r}")
