@@ -213,13 +213,8 @@ def timm_upper_bound(cfg: dict) -> float:
 
 
 def family_ops(family: str, config_text: str = "") -> tuple[str, ...]:
-    """The op list a stored op id indexes (index 0 is Identity).
-
-    The "torchvision" family's ids are the kernel op ids (version 1's meaning: they index
-    ``RA_OPS``); its sampler draws the first 14, torchvision's RandAugment ops."""
-    if family == "torchvision":
-        return KERNEL_OPS
-    if family == "trivialaugment":
+    """The op list a stored op id indexes (index 0 is Identity)."""
+    if family in ("torchvision", "trivialaugment"):
         return TORCHVISION_OPS
     if family == "autoaugment":
         return AUTOAUGMENT_OPS

@@ -344,8 +344,8 @@ def test_randaugment_op_and_sign_distribution():
     p = Policy(ra_num_ops=2, ra_magnitude=9)
     s = p.sample(np.random.default_rng(14), N, 64, 64)
     ops = s["ra_op"].reshape(-1)
-    family = RA_OPS[:14]  # torchvision's RandAugment ops (RA_OPS also holds the kernels' later ops)
-    assert p.ra_ops() == RA_OPS and ops.max() < len(family)
+    family = p.ra_ops()  # torchvision's 14 RandAugment ops (RA_OPS also holds the kernels' later ops)
+    assert family == RA_OPS[:14] and ops.max() < len(family)
     counts = np.bincount(ops, minlength=len(family))
     expected = ops.size / len(family)
     assert (np.abs(counts - expected) < 5 * np.sqrt(expected)).all(), counts
