@@ -139,8 +139,9 @@ def _brightness_factor(factor: float, search: int = 64) -> int:
 
 @lru_cache(maxsize=32)
 def _op_table(num_bins: int, height: int, width: int, family: str = "torchvision") -> np.ndarray:
-    """int32 [num_ops, 2*num_bins - 1, 6]: the parameters of every (op, signed bin), ops of the family's list."""
-    names = FAM.family_ops(family)
+    """int32 [num_ops, 2*num_bins - 1, 6]: the parameters of every (op, signed bin), ops of the family's list
+    (for "torchvision", every kernel op of RA_OPS: Invert and SolarizeAdd, which it never samples, get zeros)."""
+    names = RA_OPS if family == "torchvision" else FAM.family_ops(family)
     table = np.zeros((len(names), 2 * num_bins - 1, 6), dtype=np.int64)
     for i, op in enumerate(names):
         for b in range(-(num_bins - 1), num_bins):
