@@ -19,6 +19,8 @@ import _util
 from reinforced_data import _args, _reference
 from reinforced_data.policy import RA_OPS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
 
+TV_OPS = Policy().ra_ops()  # torchvision's RandAugment ops (the default family), ids 0..13 of RA_OPS
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # fallback warning: see test_import_fallback.py
     from reinforced_data.replay import replay
@@ -67,7 +69,7 @@ RA_IMAGE_SIZES = ((224, 224), (224, 224), (224, 224), (224, 224), (168, 224))
 
 
 def _ra_cases():
-    for op in RA_OPS:
+    for op in TV_OPS:
         if op in UNPARAMETERISED_OPS:
             yield op, 0
             continue
@@ -142,7 +144,7 @@ def test_geometric_fill_matches_torchvision(ra_images, op):
 def test_magnitude_tables_match_torchvision(num_bins, hw):
     h, w = hw
     space = tv2.RandAugment._AUGMENTATION_SPACE
-    for op in RA_OPS:
+    for op in TV_OPS:
         theirs = space[op][0](num_bins, h, w)
         ours = _args._magnitudes(op, num_bins, h, w)
         if theirs is None:
