@@ -370,14 +370,15 @@ class Policy:
 
 
 # Named configurations. "rrc" and "rrc_ra_re" are the paper's ImageNet+ variants;
-# "torchvision" and "timm" mirror those libraries' ImageNet training defaults.
+# "torchvision" and "timm" (below) mirror those libraries' ImageNet training defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "rrc": dict(),
     "rrc_ra_re": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.25),
     "rrc_ra_re_mix": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.25, mixup_alpha=0.2,
                           cutmix_alpha=1.0, mix_prob=1.0, switch_prob=0.5),
     "torchvision": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.5),
-    "timm": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.25, erase_value="random"),
+    # rrc_ra_re with per-pixel noise erasing (release 1 called it "timm")
+    "rrc_ra_re_noise": dict(ra_num_ops=2, ra_magnitude=9, erase_prob=0.25, erase_value="random"),
 }
 
 CIFAR100_MEAN = (0.507075159237, 0.4865488733149, 0.440917843367)  # apple/ml-dr's CIFAR-100 configs
@@ -415,6 +416,9 @@ PRESETS.update({
     "trivialaugment": dict(ra_family="trivialaugment", ra_num_ops=1),
     "autoaugment": dict(ra_family="autoaugment", ra_num_ops=2),
 })
+# "timm" is timm's recipe itself (release 1's "timm" preset was torchvision's RandAugment at a third
+# of timm's strength; files keep their whole policy, so those files replay as they were written).
+PRESETS["timm"] = PRESETS["timm_rand_m9_mstd05_inc1"]
 
 
 # ---------------------------------------------------------------- samplers

@@ -127,8 +127,8 @@ def from_timm(
     re_count: int = 1,
     re_num_splits: int = 0,
     train_crop_mode: str | None = None,
-    mixup_alpha: float = 0.8,
-    cutmix_alpha: float = 1.0,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
     cutmix_minmax: Sequence[float] | None = None,
     mix_prob: float = 1.0,
     switch_prob: float = 0.5,
@@ -140,7 +140,8 @@ def from_timm(
 
     Arguments are timm's (``mix_prob`` is Mixup's ``prob``, ``mixup_mode`` its ``mode``); defaults
     are timm's ImageNet training recipe (``rand-m9-mstd0.5-inc1``, random interpolation, random
-    erasing 0.25 per pixel, MixUp 0.8 / CutMix 1.0). ``ra_prob`` (not timm's) runs the
+    erasing 0.25 per pixel) and, like timm's ``train.py``, no mixing unless ``mixup_alpha`` or
+    ``cutmix_alpha`` is given (e.g. 0.8 and 1.0, timm's DeiT-style recipes). ``ra_prob`` (not timm's) runs the
     augmentation stage on that share of views only. What cannot be replayed is refused by name.
     """
     oh, ow = _size(input_size)

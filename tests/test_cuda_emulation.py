@@ -124,7 +124,8 @@ def _rows_for(images, policy, seed):
 @pytest.mark.parametrize("preset", ["rrc", "rrc_ra_re", "timm"])
 def test_presets(emu, preset, out):
     imgs = _util.image_batch(SIZES, 3)
-    kw = {} if preset == "rrc" else dict(ra_num_ops=4, erase_prob=0.7)
+    # "timm" is timm's own recipe (two ops per view, random interpolation, noise erasing)
+    kw = {"rrc": {}, "rrc_ra_re": dict(ra_num_ops=4, erase_prob=0.7), "timm": dict(erase_prob=0.7)}[preset]
     pol = Policy.preset(preset, output_size=out, **kw)
     seed = ["rrc", "rrc_ra_re", "timm"].index(preset) * 10 + out[0]
     augment_both(emu, imgs, _rows_for(imgs, pol, seed), *out, what=preset)

@@ -184,8 +184,11 @@ def test_sample_dtype_and_shape():
         s = p.sample(np.random.default_rng(0), 5, 100, 120)
         assert s.shape == (5,) and s.dtype == p.param_dtype(), name
     assert set(Policy.preset("rrc").param_dtype().names) == {"crop", "flip"}
-    assert set(Policy.preset("timm").param_dtype().names) == {"crop", "flip", "ra_op", "ra_mag", "erase",
-                                                              "erase_seed"}
+    assert set(Policy.preset("rrc_ra_re_noise").param_dtype().names) == {"crop", "flip", "ra_op", "ra_mag", "erase",
+                                                                         "erase_seed"}
+    # timm's recipe: random crop filter, int16 magnitudes and per-op interpolation
+    timm = Policy.preset("timm").param_dtype()
+    assert {"crop_filter", "ra_interp"} <= set(timm.names) and timm["ra_mag"].base == np.int16
     assert set(Policy.preset("rrc_ra_re_mix").param_dtype().names) >= {"mix_mode", "mix_lam", "mix_box"}
 
 

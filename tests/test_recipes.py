@@ -25,7 +25,7 @@ V1_FIELDS = {"output_size", "crop_scale", "crop_ratio", "flip_prob", "ra_num_ops
 
 # ------------------------------------------------------------------ serialisation
 def test_version1_policies_serialise_as_before():
-    for name in ("rrc", "rrc_ra_re", "rrc_ra_re_mix", "torchvision", "timm", "paper_imagenet"):
+    for name in ("rrc", "rrc_ra_re", "rrc_ra_re_mix", "torchvision", "rrc_ra_re_noise", "paper_imagenet"):
         d = Policy.preset(name).to_dict()
         assert set(d) == V1_FIELDS, name
     assert set(V2_DEFAULTS) | V1_FIELDS == {f for f in Policy.__dataclass_fields__}
@@ -121,9 +121,11 @@ def test_from_timm_resolves_rand_strings_as_timm(config_str):
 def test_from_timm_defaults_and_presets():
     p = Policy.from_timm()
     assert p.ra_family == "timm" and p.interpolation == "random" and p.erase_prob == 0.25
-    assert p.erase_value == "random" and p.mixing and p.mixup_alpha == 0.8 and p.cutmix_alpha == 1.0
+    assert p.erase_value == "random" and not p.mixing  # like timm's train.py: mixing only when asked
+    m = Policy.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0)
+    assert m.mixing and (m.mixup_alpha, m.cutmix_alpha, m.mix_prob, m.switch_prob) == (0.8, 1.0, 1.0, 0.5)
     assert p.ra_spec()["magnitude_noise"] == "gauss" and p.ra_spec()["magnitude_std"] == 0.5
-    assert Policy.preset("timm_rand_m9_mstd05_inc1") == Policy.from_timm(mixup_alpha=0, cutmix_alpha=0)
+    assert Policy.preset("timm_rand_m9_mstd05_inc1") == Policy.from_timm() == Policy.preset("timm")
     aa = Policy.from_timm(auto_augment="original-mstd0.5", mixup_alpha=0, cutmix_alpha=0, re_mode="const")
     t = timm_aa.auto_augment_transform("original-mstd0.5", dict(translate_const=100, img_mean=(124, 116, 104)))
     assert aa.ra_family == "timm_autoaugment" and aa.ra_num_ops == 2

@@ -62,7 +62,7 @@ def _sample(preset: str, encoding: str, records_per_chunk: int, n: int = 5, view
     return h, params, idx, val, pi, pv
 
 
-CASES = [("rrc_ra_re", "log_uint8", 0), ("rrc_ra_re_mix", "log_uint8", 4), ("timm", "float16", 3)]
+CASES = [("rrc_ra_re", "log_uint8", 0), ("rrc_ra_re_mix", "log_uint8", 4), ("rrc_ra_re_noise", "float16", 3)]
 
 # SHA-256 of the inflated chunk bytes of _sample's records, and of its header attributes as
 # JSON, as written by the single-module store.py before it became a package (checked equal
@@ -72,7 +72,7 @@ GOLDEN = {
                                     "9319df1b4ec3acb958ad3b50d0b9a380149b7bb6aa9401142fbdfbf4e2467020"),
     ("rrc_ra_re_mix", "log_uint8", 4): ("95a301cbb907ae7511dcec7306183ae86556b72589d07bcd96068a998c080c0c",
                                         "4702d76338620c2388a641f82cf6d95ec5f7ec336de184dea22fcfb354e36ac7"),
-    ("timm", "float16", 3): ("ca8632f2d844384331ad1732ccc7b249c6461c2a4f0b5ac5461473625d348cc1",
+    ("rrc_ra_re_noise", "float16", 3): ("ca8632f2d844384331ad1732ccc7b249c6461c2a4f0b5ac5461473625d348cc1",
                              "39f2591673d98da48715779bdfd88a78dfb1889ee018b0582822aadef5c20db0"),
 }
 

@@ -216,14 +216,18 @@ def _row_edits():
     solarize, posterize = RA_OPS.index("Solarize"), RA_OPS.index("Posterize")
     op0 = A.OPS
     return [
-        ("crop-negative-top", {A.CROP_TOP: -1}),
-        ("crop-outside", {A.CROP_H: SIZE[0] + 1}),
+        # boxes may reach outside the image (padded crops read the pad fill there), within 16 bits
+        ("crop-top-beyond-16-bits", {A.CROP_TOP: -65536}),
+        ("crop-height-beyond-16-bits", {A.CROP_H: 65536}),
+        ("resize-filter-2", {A.RESIZE_FILTER: 2}),
+        ("pad-fill-256", {A.PAD_FILL + 1: 256}),
         ("flip-2", {A.FLIP: 2}),
         ("fill-256", {A.FILL: 256}),
         ("erase-value-mixed", {A.ERASE_VALUE: -1}),
         ("erase-box-negative", {A.ERASE_TOP: -1, A.ERASE_H: 2, A.ERASE_W: 2}),
         ("num-ops-5", {A.NUM_OPS: 5}),
-        ("op-id-14", {A.NUM_OPS: 1, op0: 14}),
+        ("op-id-16", {A.NUM_OPS: 1, op0: 16}),
+        ("interp-3", {A.NUM_OPS: 1, op0: 5, op0 + A.OP_INTERP: 3}),
         ("solarize-negative-threshold", {A.NUM_OPS: 1, op0: solarize, op0 + 1: -1}),
         ("posterize-mask-256", {A.NUM_OPS: 1, op0: posterize, op0 + 1: 256}),
         ("brightness-negative-factor", {A.NUM_OPS: 1, op0: RA_OPS.index("Brightness"), op0 + 1: -5}),
@@ -249,7 +253,7 @@ def test_direct_op_calls_refuse_the_same_rows(what, edit):
 
 
 @pytest.mark.compiled
-@pytest.mark.parametrize("row", [(3, 0, 0, 0, 0, 0), (1, 256, 0, 0, 0, 0), (1, -1, 0, 0, 0, 0), (2, 255, -1, 0, 2, 2), (2, 0, 10, 0, 7, 2)])
+@pytest.mark.parametrize("row", [(4, 0, 0, 0, 0, 0), (3, 0, 10, 0, 7, 2), (1, 256, 0, 0, 0, 0), (1, -1, 0, 0, 0, 0), (2, 255, -1, 0, 2, 2), (2, 0, 10, 0, 7, 2)])
 def test_direct_mix_calls_refuse_the_same_rows(row):
     from reinforced_data import _reference
 
