@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--teacher", action="append", required=True, metavar="SPEC", help="a teacher (see below); repeat "
                    "for an ensemble, whose probabilities are averaged")
     r.add_argument("-o", "--output", required=True, help="the .h5 file to write (per rank: OUT-RRRRR-of-WWWWW.h5)")
-    r.add_argument("--policy", default="rrc_ra_re", help="a preset (rrc, rrc_ra_re, rrc_ra_re_mix, torchvision, timm),"
-                   " a JSON object or a JSON file; default rrc_ra_re")
+    r.add_argument("--policy", default="rrc_ra_re", help="a preset (rrc, rrc_ra_re, rrc_ra_re_mix, torchvision, timm, "
+                   "trivialaugment, autoaugment, paper_imagenet, paper_imagenet_mix, paper_cifar, paper_cifar_ra_re, "
+                   "...), a JSON object or a JSON file; default rrc_ra_re")
     r.add_argument("--output-size", type=_size, metavar="SIZE",
                    help="override the policy's view size (e.g. 224 or 160,128)")
     r.add_argument("-K", "--views", type=int, default=50, help="augmented views per image (default 50)")
