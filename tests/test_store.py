@@ -389,6 +389,22 @@ def test_other_hdf5_format(tmp_path):
         S.ReinforcementFile(p)
 
 
+@pytest.mark.parametrize("policy", ["timm", "paper_imagenet_mix", "paper_cifar_ra_re", "rrc_ra_re_noise"])
+def test_format_version_follows_the_policy(tmp_path, policy):
+    """Policies with a field release 1 did not know are written as version 2 (an older reader
+    refuses them as newer); the others stay version 1. Both read back record for record."""
+    p = str(tmp_path / "r.h5")
+    h = make_header(policy, seed=3)
+    rows = write_file(p, h)
+    with h5py.File(p, "r") as f:
+        assert f.attrs["format_version"] == (1 if policy == "rrc_ra_re_noise" else 2)
+    f = S.ReinforcementFile(p)
+    assert f.header.policy == h.policy
+    for i, (params, idx, _, pi, pv) in rows.items():
+        r = f.read(i, 1)
+        assert r.params.tobytes() == params[1].tobytes() and np.array_equal(r.indices, idx[1])
+
+
 def test_newer_format_version(tmp_path):
     p = str(tmp_path / "r.h5")
     write_file(p, make_header())
