@@ -253,3 +253,23 @@ def test_interpolation_weights_bound():
     assert worst <= 2562 and 255 * worst * worst + (1 << 21) < 2**31
     # the bicubic weights at f = 0 are the identity: (0, 2048, 0, 0)
     assert w[:, 0].tolist() == [0, 2048, 0, 0]
+
+
+@compiled
+@pytest.mark.parametrize("interp", [1, 2])
+def test_row_shift_path_of_interpolated_shear_and_translate(photos, interp, monkeypatch):
+    """Rows with a0 = 2^16 and a3 = 0 (ShearX, TranslateX/Y, also fractional and with a vertical
+    scale) take the C++ row-shift path for bilinear/bicubic: equal to the reference, borders and
+    fill included."""
+    g = np.random.default_rng(10 + interp)
+    img = photos["astronaut"]
+    h, w = img["contiguous"].shape[1:]
+    rows = []
+    for k in range(12):
+        a1 = int(g.integers(-40000, 40000)) if k % 3 == 0 else 0
+        a4 = 65536 if k % 4 else int(g.integers(50000, 80000))
+        p = [65536, a1, int(g.integers(-6e6, 6e6)), 0, a4, int(g.integers(-6e6, 6e6)), interp]
+        rows.append(_row((0, 0, h, w), flip=k % 2, fill=(3, 130, 250), ops=[(OP_ID["TranslateX"], p)]))
+    rows = _rows(rows)
+    layouts = {k: [v] * len(rows) for k, v in img.items()}
+    _assert_same(layouts, rows, 48, 40, f"row-shift interp {interp}", monkeypatch)

@@ -476,6 +476,52 @@ void affine_interp(const uint8_t* in, uint8_t* out, int64_t h, int64_t w, const 
   const int32_t* tab = interp_table<NT>();
   const int64_t n = h * w;
   const int64_t a0 = p[0], a1 = p[1], t0 = p[2], a3 = p[3], a4 = p[4], t1 = p[5];
+  if (a0 == M::Q16 && a3 == 0) {
+    // (ShearX, TranslateX/Y) Along a row N_y is constant and N_x steps by exactly 2^17: every
+    // output of the row has the same weights wx, wy and taps shifted by one per pixel. Copy the
+    // NT source rows it reads (fill outside the image) into `line`, then the same integer sums
+    // as below, in an order the compiler vectorises: exact, so the bytes are equal.
+    std::vector<uint8_t> line(NT * (w + NT));
+    std::vector<int32_t> acc(w), rowsum(w);
+    for (int64_t y = 0; y < h; ++y) {
+      const int64_t y2 = 2 * y + 1 - h;
+      const int64_t nx = a0 * (1 - w) + a1 * y2 + t0, ny = a4 * y2 + t1;
+      const int64_t x0 = (nx >> 17) - (NT == 4), y0 = (ny >> 17) - (NT == 4);
+      const int32_t* wx = tab + ((nx >> 6) & 2047) * NT;
+      const int32_t* wy = tab + ((ny >> 6) & 2047) * NT;
+      const int64_t L = w + NT - 1;  // source columns x0 .. x0 + L - 1
+      const int64_t in0 = std::min<int64_t>(L, std::max<int64_t>(0, -x0));  // first column inside
+      const int64_t in1 = std::max<int64_t>(in0, std::min<int64_t>(L, w - x0));  // one past the last
+      for (int c = 0; c < 3; ++c) {
+        for (int j = 0; j < NT; ++j) {
+          uint8_t* ln = line.data() + j * (w + NT);
+          const int64_t sy = y0 + j;
+          if (sy < 0 || sy >= h) {
+            std::memset(ln, fill[c], L);
+            continue;
+          }
+          std::memset(ln, fill[c], in0);
+          std::memcpy(ln + in0, in + c * n + sy * w + x0 + in0, in1 - in0);
+          std::memset(ln + in1, fill[c], L - in1);
+        }
+        std::fill(acc.begin(), acc.end(), 0);
+        for (int j = 0; j < NT; ++j) {
+          const uint8_t* ln = line.data() + j * (w + NT);
+          int32_t* rs = rowsum.data();
+          for (int64_t x = 0; x < w; ++x) rs[x] = 0;
+          for (int i = 0; i < NT; ++i) {
+            const int32_t wi = wx[i];
+            for (int64_t x = 0; x < w; ++x) rs[x] += wi * (int32_t)ln[x + i];
+          }
+          const int32_t wj = wy[j];
+          for (int64_t x = 0; x < w; ++x) acc[x] += wj * rs[x];
+        }
+        uint8_t* o = out + c * n + y * w;
+        for (int64_t x = 0; x < w; ++x) o[x] = M::interp_round(acc[x]);
+      }
+    }
+    return;
+  }
   for (int64_t y = 0; y < h; ++y) {
     const int64_t y2 = 2 * y + 1 - h;
     int64_t nx = a0 * (1 - w) + a1 * y2 + t0, ny = a3 * (1 - w) + a4 * y2 + t1;
