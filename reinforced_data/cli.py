@@ -45,7 +45,10 @@ examples:
 
 
 def _size(text: str) -> list[int]:
-    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give SIZE or HEIGHT,WIDTH in whole pixels") from None
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2:

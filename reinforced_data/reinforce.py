@@ -512,9 +512,14 @@ class Reinforcement:
                               generation={**self.summary.to_dict(), "torch": torch.__version__,
                                           "python": platform.python_version(),
                                           "compiled_replay": compiled_available()})
-            except BaseException:
+            except BaseException as e:
                 with contextlib.suppress(Exception):  # a failing close must not hide why we stopped
                     writer.close()
+                if isinstance(e, ConfigError) and self.mode != "resume" and not writer.written.any():
+                    # a configuration this run cannot carry out (e.g. an image the policy cannot crop)
+                    # leaves no empty file behind to block the corrected rerun
+                    with contextlib.suppress(OSError):
+                        os.remove(self.path)
                 raise
             writer.close()
         except (OSError, RuntimeError) as e:

@@ -171,9 +171,14 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
         for v in range(k):
             if mixed[v]:
                 j, pv = partners[v]
-                kind = "mixup" if int(params["mix_mode"][v]) == 1 else "cutmix"
-                lam = int(params["mix_lam"][v]) / 255.0
-                prow.append(Panel(pv_views[v], [f"image {j} view {pv}", f"{kind} {1 - lam:.2f}", ""]))
+                mode = int(params["mix_mode"][v])
+                kind = {1: "mixup", 2: "cutmix", 3: "mixup+cutmix"}[mode]
+                share = 1.0 - int(params["mix_lam"][v]) / 255.0  # the partner's share of the view
+                if mode == 3:  # MixUp with weight λ, then the partner's CutMix box
+                    box = params["mix_box"][v]
+                    cut = float(box[2]) * float(box[3]) / float(policy.output_size[0] * policy.output_size[1])
+                    share = cut + share * (1.0 - cut)
+                prow.append(Panel(pv_views[v], [f"image {j} view {pv}", f"{kind} {share:.2f}", ""]))
             else:
                 prow.append(Panel(None, ["(not mixed)", "", ""]))
         rows.append(prow)

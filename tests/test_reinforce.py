@@ -8,6 +8,7 @@ import pytest
 
 import _reinforce_util as U
 from reinforced_data import store as S
+from reinforced_data.errors import ConfigError
 from reinforced_data.policy import Policy
 from reinforced_data.reinforce import _rank_indices, block_order, image_rng, reinforce
 from reinforced_data.replay import replay
@@ -249,3 +250,15 @@ def test_pipeline_object_stages_and_defaults(ds, tmp_path):
         Reinforcement(ds, U.TinyTeacher(CLASSES), str(tmp_path / "x.h5"), seed=-1)
     with pytest.raises(ConfigError, match="pass resume or overwrite, not both"):
         Reinforcement(ds, U.TinyTeacher(CLASSES), str(tmp_path / "x.h5"), resume=True, overwrite=True)
+
+
+def test_a_policy_the_images_refuse_leaves_no_file(ds, tmp_path):
+    """A configuration error found while sampling (an image too small for a padded crop) removes
+    the file this run created before writing any row, so the corrected rerun is not blocked."""
+    path = tmp_path / "r.h5"
+    big = Policy.preset("paper_cifar", output_size=(64, 64))  # 20-36 px images cannot hold a 64 px crop
+    with pytest.raises(ConfigError, match="padded by 4"):
+        run(ds, path, pol=big)
+    assert not path.exists()
+    run(ds, path, pol=Policy.preset("paper_cifar", output_size=(16, 16)))
+    assert path.exists()

@@ -31,7 +31,7 @@ def _data() -> SyntheticImages:
 def files(tmp_path_factory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("show")
     out = {}
-    for name, preset in (("plain", "rrc_ra_re"), ("mix", "rrc_ra_re_mix")):
+    for name, preset in (("plain", "rrc_ra_re"), ("mix", "rrc_ra_re_mix"), ("seq", "paper_imagenet_mix")):
         out[name] = str(d / f"{name}.h5")
         reinforce(_data(), TinyTeacher(8), out[name], policy=Policy.preset(preset, output_size=(24, 24)),
                   num_views=K, topk=3, block_size=6, progress=False)
@@ -86,6 +86,27 @@ def test_mixed_views_show_their_partners(files, tmp_path):
             assert partner.image is None
     out = show(files["mix"], SPEC, 2, views=K, out=tmp_path / "m.png")
     assert _png_size(out) == grid_pixels(2, 1 + K, 3)
+
+
+def test_sequential_mixing_captions_name_both_and_the_partner_share(files):
+    """The paper's mixing: mode 3 (MixUp, then the partner's CutMix box) is captioned as both, with
+    the partner's share of the view: the box plus (1 - λ) of the rest."""
+    found = 0
+    for index in range(12):
+        rows = view_panels(files["seq"], _data(), index, views=K)
+        with ReinforcementFile(files["seq"]) as f:
+            recs = f.read_image(index)
+        for v in range(K):
+            mode = int(recs.params["mix_mode"][v])
+            if mode == 0:
+                continue
+            kind, share = rows[1][1 + v].caption[1].split()
+            assert kind == {1: "mixup", 2: "cutmix", 3: "mixup+cutmix"}[mode]
+            lam = recs.params["mix_lam"][v] / 255.0
+            cut = recs.params["mix_box"][v][2] * recs.params["mix_box"][v][3] / (24 * 24) if mode == 3 else 0.0
+            assert float(share) == pytest.approx(cut + (1 - lam) * (1 - cut), abs=0.006)
+            found += mode == 3
+    assert found > 0
 
 
 def test_bad_index(files, tmp_path):
