@@ -579,6 +579,48 @@ def chain_policy_rrc_ra_re(images: list[Crop], views_per_image: int, seed: int =
     return st
 
 
+def chain_policy_torchvision_family(preset: str, images: list[Crop], views_per_image: int, seed: int = 0,
+                                    output_size=(112, 112)) -> ChainStat:
+    """Whole views of a torchvision family preset (``trivialaugment``, ``autoaugment``) replayed by
+    us and applied by torchvision's own op function (``_apply_image_or_video_transform``) at the
+    magnitude of the stored bin in that family's table, with the same crop and flip."""
+    from reinforced_data import _families as FAM
+    from reinforced_data.policy import Policy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from reinforced_data.replay import replay
+    policy = Policy.preset(preset, output_size=output_size)
+    names = policy.ra_ops()
+    nb = FAM.AUTOAUGMENT_BINS if policy.ra_family == "autoaugment" else policy.ra_num_magnitude_bins
+    oh, ow = output_size
+    g = np.random.default_rng(seed)
+    st = ChainStat()
+    for c in images:
+        h, w = c.tensor.shape[1:]
+        params = policy.sample(g, views_per_image, h, w)
+        out = replay([c.tensor] * views_per_image, params, policy, backend="reference")
+        for k in range(views_per_image):
+            p = params[k]
+            t, l, ch, cw = (int(v) for v in p["crop"])
+            x = TF.resized_crop(c.tensor, t, l, ch, cw, [oh, ow], interpolation=InterpolationMode.BILINEAR,
+                                antialias=True)
+            if int(p["flip"]):
+                x = TF.horizontal_flip(x)
+            done = []
+            for op_id, b in zip(np.atleast_1d(p["ra_op"]), np.atleast_1d(p["ra_mag"])):
+                op, b = names[int(op_id)], int(b)
+                if op == "Identity":
+                    continue
+                table = FAM.torchvision_magnitudes(policy.ra_family, op, nb, oh, ow)
+                mag = 0.0 if table is None else float(table[abs(b)]) * (-1.0 if b < 0 else 1.0)
+                x = TF.invert(x) if op == "Invert" else _TV_RA._apply_image_or_video_transform(
+                    x, op, mag, interpolation=InterpolationMode.NEAREST, fill={"others": list(policy.fill)})
+                done.append(f"{op}{b:+d}")
+            st.add(out[k], x, f"{c.name} view {k} ({'+'.join(done) or 'no op'})")
+    return st
+
+
 # ------------------------------------------------------------------ tables
 def _pct(v: float) -> str:
     if v == 0:

@@ -340,3 +340,18 @@ def test_timm_recipe_views_close_to_pil(photos):
     assert st.share(2) <= 0.708 * MARGIN
     assert st.share(32) <= 0.5 * MARGIN
     assert max(st.frac) <= 0.506 * MARGIN
+
+
+@pytest.mark.parametrize("preset,share2,share32,frac", [("trivialaugment", 0.417, 0.0417, 0.0891),
+                                                        ("autoaugment", 0.667, 0.0, 0.0880)])
+def test_torchvision_family_views_close_to_torchvision(photos, preset, share2, share32, frac):
+    """Whole views of TrivialAugmentWide and AutoAugment(IMAGENET) against torchvision's own op
+    function at the stored bin's magnitude of that family's table (same crop and flip): the
+    resize's +-1 differences, amplified by Equalize / Solarize / Posterize, and nearest-neighbour
+    ties of large rotations (TrivialAugment reaches 135 degrees) are what differ."""
+    sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
+    st = F.chain_policy_torchvision_family(preset, sources, 6, seed=0)
+    assert len(st.max_abs) == 24
+    assert st.share(2) <= share2 * MARGIN
+    assert st.share(32) <= share32 * MARGIN
+    assert max(st.frac) <= frac * MARGIN
