@@ -158,7 +158,8 @@ class Policy:
                               f"{MAX_RA_OPS} ops per view)")
         if not 2 <= self.ra_num_magnitude_bins <= 128:
             raise ConfigError(f"ra_num_magnitude_bins={self.ra_num_magnitude_bins} must lie in [2, 128]")
-        if not 0 <= self.ra_magnitude < self.ra_num_magnitude_bins:
+        # only torchvision's RandAugment has a fixed magnitude; TrivialAugment draws a bin, the others use tables
+        if not 0 <= self.ra_magnitude < (self.ra_num_magnitude_bins if self.ra_family == "torchvision" else 128):
             raise ConfigError(
                 f"ra_magnitude={self.ra_magnitude} must lie in [0, ra_num_magnitude_bins)"
             )

@@ -11,6 +11,7 @@ or transform. timm and torchvision are imported only when these functions are ca
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 from . import _families as FAM
@@ -135,15 +136,32 @@ def from_timm(
     mixup_mode: str = "elem",
     correct_lam: bool = True,
     ra_prob: float = 1.0,
+    **mixup_kwargs: Any,
 ) -> Policy:
     """The policy of ``timm.data.create_transform(is_training=True, ...)`` followed by ``timm.data.Mixup``.
 
-    Arguments are timm's (``mix_prob`` is Mixup's ``prob``, ``mixup_mode`` its ``mode``); defaults
-    are timm's ImageNet training recipe (``rand-m9-mstd0.5-inc1``, random interpolation, random
-    erasing 0.25 per pixel) and, like timm's ``train.py``, no mixing unless ``mixup_alpha`` or
-    ``cutmix_alpha`` is given (e.g. 0.8 and 1.0, timm's DeiT-style recipes). ``ra_prob`` (not timm's) runs the
-    augmentation stage on that share of views only. What cannot be replayed is refused by name.
+    Arguments are timm's (``mix_prob`` is Mixup's ``prob``, ``mixup_mode`` its ``mode``), but the
+    defaults are NOT ``create_transform``'s bare defaults: they are timm's ImageNet training recipe
+    (``train.py``'s ``--aa rand-m9-mstd0.5-inc1``, ``--train-interpolation random``, ``--reprob 0.25``
+    with ``--remode pixel``). ``create_transform``'s own defaults (``auto_augment=None`` with
+    ``color_jitter=0.4``) cannot be replayed, because colour jitter is not replayable; pass
+    ``auto_augment=None, color_jitter=0`` for no augmentation stage. Like ``train.py``, there is no
+    mixing unless ``mixup_alpha`` or ``cutmix_alpha`` is given (e.g. 0.8 and 1.0, timm's DeiT-style
+    recipes). ``ra_prob`` (not timm's) runs the augmentation stage on that share of views only.
+
+    Mixup's ``num_classes`` is accepted and ignored (it does not change the views); its
+    ``label_smoothing`` is a loss setting and is refused unless 0: smooth the targets in your loss
+    (or ``ReinforcedDataset(label_smoothing=...)``). Every numeric argument is checked up front, and
+    what cannot be replayed is refused by name.
     """
+    _check_timm_numbers(dict(hflip=hflip, vflip=vflip, grayscale_prob=grayscale_prob,
+                             gaussian_blur_prob=gaussian_blur_prob, re_prob=re_prob, mix_prob=mix_prob,
+                             switch_prob=switch_prob, ra_prob=ra_prob,
+                             **({} if color_jitter_prob is None else dict(color_jitter_prob=color_jitter_prob))),
+                        dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha))
+    _check_mixup_kwargs(mixup_kwargs)
+    mean = _triple(mean, "mean", positive=False)
+    std = _triple(std, "std", positive=True)
     oh, ow = _size(input_size)
     if train_crop_mode not in (None, "rrc"):
         raise ConfigError(f"train_crop_mode={train_crop_mode!r} cannot be replayed; use 'rrc' (RandomResizedCrop)")
@@ -175,8 +193,6 @@ def from_timm(
     if mixup_mode != "elem":
         raise ConfigError(f"mixup_mode={mixup_mode!r}: views are mixed per element ('elem'); per-batch or per-pair "
                           "parameters cannot be stored per view")
-    mean = tuple(float(m) for m in mean)
-    std = tuple(float(s) for s in std)
     img_mean = tuple(min(255, round(255 * x)) for x in mean)  # timm's aa_params['img_mean']
     fields: dict[str, Any] = dict(
         output_size=(oh, ow), crop_scale=tuple(scale or (0.08, 1.0)), crop_ratio=tuple(ratio or (3 / 4, 4 / 3)),
@@ -200,6 +216,54 @@ def from_timm(
     return Policy(**fields)
 
 
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _check_timm_numbers(probs: dict, alphas: dict) -> None:
+    """Probabilities must be finite numbers in [0, 1], alphas finite numbers >= 0 (checked before use)."""
+    for name, value in probs.items():
+        if not _is_real(value) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}={value!r} must be a finite number in [0, 1] (a probability); pass one "
+                              "in that range")
+    for name, value in alphas.items():
+        if not _is_real(value) or value < 0:
+            raise ConfigError(f"{name}={value!r} must be a finite number >= 0 (0 turns it off); pass one in that "
+                              "range")
+
+
+def _check_mixup_kwargs(kwargs: dict) -> None:
+    """timm.data.Mixup's loss-side arguments: num_classes is ignored, label_smoothing must be 0."""
+    kwargs = dict(kwargs)
+    num_classes = kwargs.pop("num_classes", None)
+    smoothing = kwargs.pop("label_smoothing", 0.0)
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        raise ConfigError(f"from_timm got unknown arguments {names}; pass create_transform or Mixup arguments "
+                          "(see help(Policy.from_timm))")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ConfigError(f"num_classes={num_classes!r} must be a positive int (it is ignored: it does not "
+                          "change the views)")
+    if not _is_real(smoothing) or smoothing != 0:
+        raise ConfigError(f"label_smoothing={smoothing!r} is a loss setting and does not change the views; "
+                          "leave it out here and smooth the targets in your loss "
+                          "(or ReinforcedDataset(label_smoothing=...))")
+
+
+def _triple(value: Any, name: str, positive: bool) -> tuple[float, float, float]:
+    """mean / std: three finite numbers (std also > 0), one per RGB channel."""
+    try:
+        vals = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        vals = ()
+    if len(vals) != 3 or not all(math.isfinite(v) and (v > 0 or not positive) for v in vals):
+        need = "three finite numbers > 0" if positive else "three finite numbers"
+        raise ConfigError(f"{name}={value!r} must be {need}, one per RGB channel; pass e.g. {name}="
+                          f"{IMAGENET_STD if positive else IMAGENET_MEAN}")
+    return vals  # type: ignore[return-value]
+
+
 # ------------------------------------------------------------------ torchvision
 def _fill3(value: Any, what: str) -> tuple[int, int, int]:
     if value is None:
@@ -221,14 +285,39 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
     """The policy of a torchvision (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
     RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET) (optionally in a
     RandomApply), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
-    ToDtype, ConvertImageDtype). Anything else is refused by name. ``overrides`` set Policy fields
-    the transforms do not say (e.g. mixing)."""
-    seq = list(getattr(transforms, "transforms", transforms))
+    ToDtype, ConvertImageDtype). One transform alone is read as a one-element pipeline. Anything else is
+    refused by name, and so is what torchvision would not run or what replay would not reproduce: two
+    Normalize, Normalize on uint8 data, RandAugment / TrivialAugmentWide / AutoAugment after the float
+    conversion (they must see the uint8 image). ``overrides`` set Policy fields the transforms do not
+    say (e.g. mixing); unknown names are refused.
+
+    mean / std: from the Normalize. Without a Normalize but with a float conversion (ToTensor,
+    ToDtype(float, scale=True), ConvertImageDtype(float)) the pipeline returns ``v / 255``, so mean is
+    (0, 0, 0) and std (1, 1, 1): ``replay`` with a float ``out_dtype`` gives exactly those values.
+    Without any conversion the pipeline returns uint8 images: mean / std keep Policy's (ImageNet)
+    defaults, and ``replay(..., out_dtype=torch.uint8)`` gives what the pipeline gives.
+    """
+    unknown = sorted(set(overrides) - set(Policy.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"from_torchvision got unknown overrides {', '.join(unknown)}; pass Policy fields "
+                          "(see help(Policy))")
+    if transforms is None:
+        raise ConfigError("transforms=None: pass a torchvision Compose, a list of transforms or one transform")
+    if type(transforms).__name__ == "Compose":
+        seq = list(transforms.transforms)
+    elif isinstance(transforms, (list, tuple)):
+        seq = list(transforms)
+    elif type(transforms).__module__.startswith("torchvision."):
+        seq = [transforms]
+    else:
+        raise ConfigError(f"transforms={transforms!r} is not a torchvision transform; pass a torchvision "
+                          "Compose, a list of transforms or one transform")
     fields: dict[str, Any] = {}
     stage = -1  # the replay order: crop, flip, augment, erase (normalisation is applied last anyway)
     dtype = "uint8"  # what RandomErasing's value is measured in: uint8, float in [0, 1], normalised
     erase_value: Any = None
     seen_crop = False
+    seen_normalize = False
 
     def advance(name: str, t: Any) -> None:
         nonlocal stage
@@ -285,6 +374,10 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
             fields["flip_prob"] = float(t.p)
         elif name in ("RandAugment", "TrivialAugmentWide", "AutoAugment"):
             advance("augment", t)
+            if dtype != "uint8":
+                raise ConfigError(f"{name} after the float conversion or Normalize cannot be replayed (torchvision "
+                                  f"would run it on float data); put {name} before ToTensor / ToDtype / Normalize, "
+                                  "while the image is uint8")
             interp = _interp_name(t.interpolation, f"{name}.interpolation")
             if interp not in ("nearest", "bilinear"):
                 raise ConfigError(f"{name}(interpolation={interp!r}) cannot be replayed; use nearest or bilinear")
@@ -300,7 +393,7 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
                               ra_num_magnitude_bins=int(t.num_magnitude_bins))
             elif name == "TrivialAugmentWide":
                 fields.update(ra_family="trivialaugment", ra_num_ops=1,
-                              ra_num_magnitude_bins=int(t.num_magnitude_bins))
+                              ra_num_magnitude_bins=int(t.num_magnitude_bins))  # a random bin: no ra_magnitude
             else:
                 if getattr(t.policy, "value", t.policy) != "imagenet":
                     raise ConfigError(f"AutoAugment(policy={t.policy}) cannot be replayed; use AutoAugmentPolicy.IMAGENET")
@@ -310,8 +403,16 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
             if getattr(t, "inplace", False) not in (False, True):  # pragma: no cover - attribute shape
                 pass
             fields.update(erase_prob=float(t.p), erase_scale=tuple(t.scale), erase_ratio=tuple(t.ratio))
-            erase_value = (t.value, dtype)
+            value = "random" if t.value is None else t.value  # v2 stores value='random' as None
+            erase_value = (value, dtype)
         elif name == "Normalize":
+            if seen_normalize:
+                raise ConfigError("Normalize appears twice: only one Normalize can be replayed; keep one "
+                                  "(its mean and std)")
+            if dtype == "uint8":
+                raise ConfigError("Normalize on uint8 data: torchvision refuses it; put ToTensor or "
+                                  "ToDtype(torch.float32, scale=True) before Normalize")
+            seen_normalize = True
             fields.update(mean=tuple(float(m) for m in t.mean), std=tuple(float(s) for s in t.std))
             if getattr(t, "inplace", False):
                 pass
@@ -339,6 +440,8 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
                               "RandomErasing, Normalize, ToTensor, PILToTensor, ToImage, ToDtype")
     if not seen_crop:
         raise ConfigError("the transforms have no RandomResizedCrop or RandomCrop; a view needs one")
+    if not seen_normalize and dtype == "float":  # the pipeline returns v / 255: replay's float output
+        fields.update(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     if erase_value is not None:
         value, where = erase_value
         mean = fields.get("mean", IMAGENET_MEAN)

@@ -399,3 +399,103 @@ def test_sample_encode_replay_on_a_photo(name):
 
     if _ops.compiled_available():  # the compiled kernels give the same bytes (kernel tests cover far more)
         assert torch.equal(replay([img] * k, params, policy, backend="compiled", **kw), out)
+
+
+# ------------------------------------------------------------------ review findings: recipes refuse clearly
+from reinforced_data.errors import ConfigError  # noqa: E402
+
+
+@pytest.mark.parametrize("T", [T1, v2], ids=["v1", "v2"])
+def test_from_torchvision_refuses_pipelines_it_cannot_replay(T):
+    conv = [T.ToTensor()] if T is T1 else [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    norm = T.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    rrc = T.RandomResizedCrop(64)
+    cases = [
+        ([rrc, *conv, norm, T.Normalize((0.1, 0.1, 0.1), (0.5, 0.5, 0.5))], "only one Normalize"),
+        ([rrc, norm], "Normalize on uint8"),
+        ([rrc, *conv, T.RandAugment()], "RandAugment after the float"),
+        ([rrc, *conv, norm, T.TrivialAugmentWide()], "TrivialAugmentWide after the float"),
+        ([rrc, *conv, T.AutoAugment()], "AutoAugment after the float"),
+        ([rrc, *conv, T.RandomApply([T.RandAugment()], p=0.5)], "RandAugment after the float"),
+    ]
+    if T is v2:
+        cases.append(([rrc, T.ToImage(), T.ConvertImageDtype(torch.float32), T.RandAugment()], "RandAugment"))
+    for transforms, fragment in cases:
+        with pytest.raises(ConfigError, match=fragment):
+            Policy.from_torchvision(T.Compose(transforms))
+
+
+@pytest.mark.parametrize("T", [T1, v2], ids=["v1", "v2"])
+def test_from_torchvision_mean_std_follow_the_pipelines_output(T):
+    from reinforced_data.replay import replay
+
+    conv = [T.ToTensor()] if T is T1 else [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    p = Policy.from_torchvision(T.Compose([T.RandomResizedCrop(32), *conv]))
+    assert p.mean == (0.0, 0.0, 0.0) and p.std == (1.0, 1.0, 1.0)  # not ImageNet's: the pipeline gives v / 255
+    img = _photo()
+    params = p.sample(np.random.default_rng(0), 2, *img.shape[1:])
+    u8 = replay([img] * 2, params, p, backend="reference")
+    f = replay([img] * 2, params, p, backend="reference", out_dtype=torch.float32)
+    assert torch.allclose(f, u8.float() / 255, atol=1e-6, rtol=0)
+    # RandAugment before the conversion is fine; with a Normalize its mean / std are used
+    q = Policy.from_torchvision(T.Compose([T.RandomResizedCrop(32), T.RandAugment(), *conv,
+                                           T.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))]))
+    assert q.mean == (0.5, 0.4, 0.3) and q.ra_num_ops == 2
+    # no conversion: uint8 output, Policy's defaults kept
+    assert Policy.from_torchvision(T.Compose([T.RandomResizedCrop(32)])).mean == Policy().mean
+
+
+def test_from_torchvision_argument_errors_are_config_errors():
+    p = Policy.from_torchvision(v2.Compose([v2.RandomResizedCrop(32), v2.ToImage(),
+                                            v2.RandomErasing(p=0.3, value="random")]))
+    assert p.erase_value == "random" and p.erase_prob == 0.3
+    assert Policy.from_torchvision(T1.Compose([T1.RandomResizedCrop(32), T1.ToTensor(),
+                                               T1.RandomErasing(value="random")])).erase_value == "random"
+    single = Policy.from_torchvision(v2.RandomResizedCrop(48))
+    assert single.output_size == (48, 48)
+    assert Policy.from_torchvision(T1.RandomCrop(32, padding=4)).crop_mode == "padded"
+    for bad, fragment in [(None, "transforms=None"), (3, "transforms=3"), ("rrc", "not a torchvision")]:
+        with pytest.raises(ConfigError, match=fragment):
+            Policy.from_torchvision(bad)
+    with pytest.raises(ConfigError, match="foo"):
+        Policy.from_torchvision(v2.Compose([v2.RandomResizedCrop(32)]), foo=2)
+    assert Policy.from_torchvision(v2.RandomResizedCrop(32), mixup_alpha=0.2).mixup_alpha == 0.2
+
+
+@pytest.mark.parametrize("bins", [2, 5, 31])
+def test_trivialaugment_with_few_bins_replays(bins):
+    from reinforced_data.replay import replay
+
+    p = Policy.from_torchvision(v2.Compose([v2.RandomResizedCrop((48, 40)),
+                                            v2.TrivialAugmentWide(num_magnitude_bins=bins)]))
+    assert p.ra_family == "trivialaugment" and p.ra_num_magnitude_bins == bins
+    assert Policy.from_json(p.to_json()) == p
+    img = _photo()
+    params = p.sample(np.random.default_rng(1), 4, *img.shape[1:])
+    out = replay([img] * 4, params, p, backend="reference")
+    assert out.shape == (4, 3, 48, 40) and out.dtype == torch.uint8
+    with pytest.raises(ConfigError, match="ra_magnitude"):  # RandAugment's fixed magnitude is still checked
+        Policy(ra_num_magnitude_bins=5, ra_magnitude=9)
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(mixup_alpha=-1), "mixup_alpha"), (dict(mixup_alpha=float("nan")), "mixup_alpha"),
+    (dict(cutmix_alpha=float("inf")), "cutmix_alpha"), (dict(mix_prob=5), "mix_prob"),
+    (dict(switch_prob=-3), "switch_prob"), (dict(re_prob=-1), "re_prob"), (dict(re_prob=float("nan")), "re_prob"),
+    (dict(ra_prob=7, auto_augment=None, color_jitter=0), "ra_prob"), (dict(hflip=2), "hflip"),
+    (dict(vflip=float("nan")), "vflip"), (dict(mean=(0.5,)), "mean"), (dict(std=(0.5, 0.5)), "std"),
+    (dict(std=(0.5, 0.0, 0.5)), "std"), (dict(mean=(0.5, float("nan"), 0.5)), "mean"), (dict(mean=None), "mean"),
+    (dict(label_smoothing=0.1), "label_smoothing"), (dict(num_classes=0), "num_classes"),
+    (dict(foo=2), "foo"), (dict(prob=0.5), "prob"),
+])
+def test_from_timm_validates_every_argument_up_front(kwargs, argument):
+    with pytest.raises(ConfigError, match=argument):
+        Policy.from_timm(**kwargs)
+
+
+def test_from_timm_accepts_mixups_loss_arguments_that_do_not_change_views():
+    p = Policy.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=1000, label_smoothing=0.0)
+    assert p == Policy.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0)
+    from reinforced_data.recipes import from_timm
+
+    assert "rand-m9-mstd0.5-inc1" in from_timm.__doc__ and "colour jitter is not replayable" in from_timm.__doc__
