@@ -547,19 +547,13 @@ def tv_chain_view(img: torch.Tensor, p, policy, interp: str = "nearest") -> torc
     return x
 
 
-def chain_policy_rrc_ra_re(images: list[Crop], views_per_image: int, seed: int = 0,
-                           output_size=(224, 224)) -> ChainStat:
-    """``rrc_ra_re`` views replayed by us and applied by torchvision with the same records.
-
-    The erase box is compared outside only (inside, both sides hold our noise by construction:
-    torchvision draws its noise from another distribution).
-    """
-    from reinforced_data.policy import Policy
-
+def _chain(policy, images: list[Crop], views_per_image: int, seed: int, theirs_view, describe) -> ChainStat:
+    """Views of ``policy`` replayed by us (reference) beside ``theirs_view(image, record)``, the
+    library applying the same record. The erase box is compared outside only (inside, both sides
+    hold our noise by construction: torchvision draws its noise from another distribution)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         from reinforced_data.replay import replay
-    policy = Policy.preset("rrc_ra_re", output_size=output_size)
     g = np.random.default_rng(seed)
     st = ChainStat()
     for c in images:
@@ -567,16 +561,25 @@ def chain_policy_rrc_ra_re(images: list[Crop], views_per_image: int, seed: int =
         params = policy.sample(g, views_per_image, h, w)
         out = replay([c.tensor] * views_per_image, params, policy, backend="reference")
         for k in range(views_per_image):
-            theirs = tv_chain_view(c.tensor, params[k], policy)
+            theirs = theirs_view(c.tensor, params[k])
             a = out[k].clone()
             if "erase" in params.dtype.names:
                 et, el, eh, ew = (int(v) for v in params[k]["erase"])
                 if eh and ew:
                     theirs[:, et:et + eh, el:el + ew] = a[:, et:et + eh, el:el + ew]
-            ops = "+".join(f"{RA_OPS[int(o)]}{int(m):+d}" for o, m in zip(np.atleast_1d(params[k]["ra_op"]),
-                                                                           np.atleast_1d(params[k]["ra_mag"])))
-            st.add(a, theirs, f"{c.name} view {k} ({ops})")
+            st.add(a, theirs, f"{c.name} view {k} ({describe(params[k])})")
     return st
+
+
+def chain_policy_rrc_ra_re(images: list[Crop], views_per_image: int, seed: int = 0,
+                           output_size=(224, 224)) -> ChainStat:
+    """``rrc_ra_re`` views replayed by us and applied by torchvision with the same records."""
+    from reinforced_data.policy import Policy
+
+    policy = Policy.preset("rrc_ra_re", output_size=output_size)
+    return _chain(policy, images, views_per_image, seed, lambda img, p: tv_chain_view(img, p, policy),
+                  lambda p: "+".join(f"{RA_OPS[int(o)]}{int(m):+d}"
+                                     for o, m in zip(np.atleast_1d(p["ra_op"]), np.atleast_1d(p["ra_mag"]))))
 
 
 def chain_policy_torchvision_family(preset: str, images: list[Crop], views_per_image: int, seed: int = 0,
@@ -587,38 +590,29 @@ def chain_policy_torchvision_family(preset: str, images: list[Crop], views_per_i
     from reinforced_data import _families as FAM
     from reinforced_data.policy import Policy
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        from reinforced_data.replay import replay
     policy = Policy.preset(preset, output_size=output_size)
     names = policy.ra_ops()
     nb = FAM.AUTOAUGMENT_BINS if policy.ra_family == "autoaugment" else policy.ra_num_magnitude_bins
     oh, ow = output_size
-    g = np.random.default_rng(seed)
-    st = ChainStat()
-    for c in images:
-        h, w = c.tensor.shape[1:]
-        params = policy.sample(g, views_per_image, h, w)
-        out = replay([c.tensor] * views_per_image, params, policy, backend="reference")
-        for k in range(views_per_image):
-            p = params[k]
-            t, l, ch, cw = (int(v) for v in p["crop"])
-            x = TF.resized_crop(c.tensor, t, l, ch, cw, [oh, ow], interpolation=InterpolationMode.BILINEAR,
-                                antialias=True)
-            if int(p["flip"]):
-                x = TF.horizontal_flip(x)
-            done = []
-            for op_id, b in zip(np.atleast_1d(p["ra_op"]), np.atleast_1d(p["ra_mag"])):
-                op, b = names[int(op_id)], int(b)
-                if op == "Identity":
-                    continue
-                table = FAM.torchvision_magnitudes(policy.ra_family, op, nb, oh, ow)
-                mag = 0.0 if table is None else float(table[abs(b)]) * (-1.0 if b < 0 else 1.0)
-                x = TF.invert(x) if op == "Invert" else _TV_RA._apply_image_or_video_transform(
-                    x, op, mag, interpolation=InterpolationMode.NEAREST, fill={"others": list(policy.fill)})
-                done.append(f"{op}{b:+d}")
-            st.add(out[k], x, f"{c.name} view {k} ({'+'.join(done) or 'no op'})")
-    return st
+
+    def applied(p):
+        return [(names[int(o)], int(b)) for o, b in zip(np.atleast_1d(p["ra_op"]), np.atleast_1d(p["ra_mag"]))
+                if names[int(o)] != "Identity"]
+
+    def theirs(img, p):
+        t, l, ch, cw = (int(v) for v in p["crop"])
+        x = TF.resized_crop(img, t, l, ch, cw, [oh, ow], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        if int(p["flip"]):
+            x = TF.horizontal_flip(x)
+        for op, b in applied(p):
+            table = FAM.torchvision_magnitudes(policy.ra_family, op, nb, oh, ow)
+            mag = 0.0 if table is None else float(table[abs(b)]) * (-1.0 if b < 0 else 1.0)
+            x = TF.invert(x) if op == "Invert" else _TV_RA._apply_image_or_video_transform(
+                x, op, mag, interpolation=InterpolationMode.NEAREST, fill={"others": list(policy.fill)})
+        return x
+
+    return _chain(policy, images, views_per_image, seed, theirs,
+                  lambda p: "+".join(f"{op}{b:+d}" for op, b in applied(p)) or "no op")
 
 
 # ------------------------------------------------------------------ tables
