@@ -299,6 +299,21 @@ def _op_arrays(params: np.ndarray, b: int, n_names: int) -> tuple[np.ndarray, np
     return ops, mags
 
 
+def _refuse_magnitudes(ops: np.ndarray, mags: np.ndarray, names: tuple[str, ...], low: np.ndarray,
+                       high: np.ndarray, what: str, unit: str = "") -> None:
+    """Raise a ConfigError naming the first stored magnitude outside its op's [low, high] (0 for
+    ops without a magnitude); ``what`` names the op (``{op}`` is replaced), ``unit`` the scale."""
+    bad = (mags < low) | (mags > high)
+    if bad.any():
+        v, s = (int(i[0]) for i in np.nonzero(bad))
+        op = what.format(op=names[int(ops[v, s])])
+        allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s])}, {int(high[v, s])}]"
+        raise ConfigError(
+            f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for {op}, whose magnitude"
+            f"{unit} must be {allowed}"
+        )
+
+
 def _encode_torchvision_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int, oh: int, ow: int) -> None:
     family = policy.ra_family
     names = policy.ra_ops()
@@ -312,16 +327,8 @@ def _encode_torchvision_ops(params: np.ndarray, policy: Policy, rows: np.ndarray
             f"params['ra_mag'] holds {int(mags[v, s])}; magnitudes must lie in (-{nb}, {nb}) (view {v}, slot {s})"
         )
     low_of, high_of = (_MAG_LOW, _MAG_HIGH) if family == "torchvision" else _mag_bounds(names)
-    low, high = low_of[ops], np.where(high_of[ops] > 0, nb - 1, 0)
-    bad = (mags < low * (nb - 1)) | (mags > high)
-    if bad.any():  # per op: signed ops ±(nb-1), Posterize/Solarize [0, nb-1], the rest 0
-        v, s = (int(i[0]) for i in np.nonzero(bad))
-        op = names[int(ops[v, s])]
-        allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s]) * (nb - 1)}, {nb - 1}]"
-        raise ConfigError(
-            f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for {op}, "
-            f"whose magnitude must be {allowed}"
-        )
+    # per op: signed ops ±(nb-1), Posterize/Solarize [0, nb-1], the rest 0
+    _refuse_magnitudes(ops, mags, names, low_of[ops] * (nb - 1), np.where(high_of[ops] > 0, nb - 1, 0), "{op}")
     table = _op_table(nb, oh, ow) if family == "torchvision" else _op_table(nb, oh, ow, family)
     kernel_id = np.array([FAM.KERNEL_ID[o] for o in names], dtype=np.int64)
     interp = FAM.INTERP_CODES[policy.ra_interpolation]
@@ -342,17 +349,8 @@ def _encode_timm_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: in
     cap = int(round(FAM.timm_upper_bound(cfg) * FAM.MAG_SCALE))
     signed = np.array([o in FAM.TIMM_SIGNED for o in names])[ops]
     unparam = np.array([o in FAM.TIMM_UNPARAMETERISED for o in names])[ops]
-    low = np.where(signed, -cap, 0)
-    high = np.where(unparam, 0, cap)
-    bad = (mags < low) | (mags > high)
-    if bad.any():
-        v, s = (int(i[0]) for i in np.nonzero(bad))
-        op = names[int(ops[v, s])]
-        allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s])}, {int(high[v, s])}]"
-        raise ConfigError(
-            f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for timm's {op}, whose magnitude "
-            f"(hundredths of a level) must be {allowed}"
-        )
+    _refuse_magnitudes(ops, mags, names, np.where(signed, -cap, 0), np.where(unparam, 0, cap),
+                       "timm's {op}", " (hundredths of a level)")
     geometric = np.array([o in FAM.TIMM_GEOMETRIC for o in names])[ops]
     if "ra_interp" in (params.dtype.names or ()):
         interp = params["ra_interp"].astype(np.int64).reshape(b, -1)
