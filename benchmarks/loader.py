@@ -575,6 +575,16 @@ def verdicts(configs: list[Config], workers: list[int]) -> str:
     return "\n".join(out)
 
 
+def error_bar(value: float, rates: list[float]) -> tuple[float, float]:
+    """Lengths (below, above) of a min–max error bar around ``value``, never negative.
+
+    ``value`` is computed another way than ``rates`` (``1e3 / cpu_ms`` against
+    ``images / cpu``), so when it equals the extreme rate float rounding can put it an ulp
+    outside, and matplotlib refuses a negative ``yerr``.
+    """
+    return max(0.0, value - min(rates)), max(0.0, max(rates) - value)
+
+
 def plot(configs: list[Config], workers: list[int], path: str, title: str) -> str:
     """Grouped bar charts of images/s (wall clock) and per-core images/s (CPU time); "" or why not drawn."""
     try:
@@ -597,12 +607,12 @@ def plot(configs: list[Config], workers: list[int], path: str, title: str) -> st
                 c = _find(configs, k, w)
                 if c is None:
                     continue
-                r = sorted(rate(c, e) for e in zip(c.wall, c.cpu))
                 med = value(c)
+                down, up = error_bar(med, [rate(c, e) for e in zip(c.wall, c.cpu)])
                 xs.append(i + (j - (len(workers) - 1) / 2) * width)
                 ys.append(med)
-                lo.append(med - r[0])
-                hi.append(r[-1] - med)
+                lo.append(down)
+                hi.append(up)
             bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"num_workers={w}")
             ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
         ax.set_xticks(range(len(keys)), keys, fontsize=8)

@@ -125,3 +125,20 @@ def test_quick_run_measures_every_row(tmp_path):
     assert "![images/s](loader.png)" in text
     # the recorded results are never overwritten by a smoke run
     assert (os.path.getmtime(results) if os.path.exists(results) else None) == before
+
+
+def test_error_bar_is_never_negative(monkeypatch):
+    """The values that made the chart refuse ``yerr``: the CPU panel's median rate computed as
+    ``1e3 / cpu_ms`` lies an ulp below ``images / cpu`` for the same epoch."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        monkeypatch.setenv(var, os.environ.get(var, "1"))  # the script sets them on import: restored after
+    monkeypatch.syspath_prepend(BENCH)
+    from loader import error_bar
+
+    images, cpu = 2182, 72.15678783375485
+    value = 1e3 / (cpu / images * 1e3)
+    rates = [images / cpu]
+    assert value - rates[0] < 0  # the rounding that used to give a negative length below the bar
+    down, up = error_bar(value, rates)
+    assert down == 0.0 and 0.0 <= up < 1e-12
+    assert error_bar(10.0, [8.0, 10.0, 13.0]) == (2.0, 3.0)
