@@ -12,6 +12,7 @@ same rows, which is what makes them bit-identical. The layout is mirrored in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -413,8 +414,14 @@ def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:
 
 
 def normalize_lut(policy: Policy, dtype: torch.dtype) -> torch.Tensor:
-    """[3, 256] table: ``lut[c, v] = (v / 255 - mean[c]) / std[c]`` in ``dtype``."""
+    """[3, 256] table: ``lut[c, v] = (v / 255 - mean[c]) / std[c]`` in ``dtype``, with the policy's mean and std."""
+    return normalization_lut(policy.mean, policy.std, dtype)
+
+
+def normalization_lut(mean: Sequence[float], std: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+    """[3, 256] table: ``lut[c, v] = (v / 255 - mean[c]) / std[c]``, computed in float64 and rounded once to
+    ``dtype``: the one normalisation of replayed views (and of the teachers' inputs)."""
     v = torch.arange(256, dtype=torch.float64) / 255.0
-    mean = torch.tensor(policy.mean, dtype=torch.float64)[:, None]
-    std = torch.tensor(policy.std, dtype=torch.float64)[:, None]
+    mean = torch.tensor(tuple(mean), dtype=torch.float64)[:, None]
+    std = torch.tensor(tuple(std), dtype=torch.float64)[:, None]
     return ((v[None, :] - mean) / std).to(dtype)

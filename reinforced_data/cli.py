@@ -35,6 +35,9 @@ teacher specs (--teacher, repeat for an ensemble):
   HEAD.pth                an AdaptiveEnsembleHead file written by head.save()
   module:callable[=CKPT]  a factory returning an nn.Module
   '{"model": ..., "checkpoint": ..., "input_size": 224, "mean": [...], "std": [...]}'
+a teacher without a normalisation of its own (mean/std in its spec or checkpoint, timm's
+pretrained config for NAME, a head's) is fed the views normalised with the policy's mean/std,
+as the student gets them
 
 examples:
   reinforced-data reinforce --data /data/imagenet/train --teacher convnext_base.fb_in22k_ft_in1k \\

@@ -459,6 +459,8 @@ class Reinforcement:
 
         # teachers and device
         self.ensemble = ensemble = _teacher_ensemble(teachers, device)
+        # teachers without a normalisation of their own see the tensor the student will get
+        ensemble.bind_normalization(policy.mean, policy.std)
         self.device = dev = ensemble.device
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -711,7 +713,9 @@ def reinforce(
         dataset: an ImageFolder path, ``"synthetic:N"``, or a map-style dataset whose items
             are ``(image, label)`` with a uint8 image (tensor [3, H, W] or PIL).
         teachers: a :class:`TeacherEnsemble`, an ``nn.Module``, or teacher specs
-            (see :class:`~reinforced_data.teachers.TeacherSpec`).
+            (see :class:`~reinforced_data.teachers.TeacherSpec`). A teacher without a
+            normalisation of its own (a plain module, say) is fed the views normalised with
+            the policy's mean and std, exactly as ``ReinforcedDataset`` gives them to the student.
         output: the file to write; with several ranks, each writes
             :func:`~reinforced_data.store.shard_path` of it.
         policy: a :class:`Policy`, preset name, or JSON.

@@ -19,9 +19,20 @@ input size and normalisation, and maps a batch of uint8 views ``[B, 3, H, W]`` (
 
 Members run in eval mode under ``torch.inference_mode``; on a GPU in channels-last
 memory format under bf16 autocast. A module you pass is used in place: moved to the
-ensemble's device and put in eval mode; its parameters' ``requires_grad`` is left alone. Each member's view is resized (bilinear, antialiased)
-to its input size when that differs from the view's, then normalised with its mean and
-std. Non-finite outputs raise :class:`NonFiniteOutputError` naming the image.
+ensemble's device and put in eval mode; its parameters' ``requires_grad`` is left alone.
+Each member's view is normalised with its mean and std (through the lookup table replay
+normalises with), then resized (bilinear, antialiased) to its input size when that
+differs from the view's. Non-finite outputs raise :class:`NonFiniteOutputError` naming
+the image.
+
+Normalisation: a teacher that has its own keeps it: ``mean`` / ``std`` given here, a
+checkpoint's ``data_config`` (:func:`save_checkpoint`), or the ``pretrained_cfg`` of the
+module (timm models, ``AdaptiveEnsembleHead``; for a timm name, only when timm's
+pretrained weights are loaded: the config of an architecture built for a checkpoint does
+not describe the checkpoint's weights). Any other teacher is fed exactly what the student
+gets, the view normalised with the policy's mean and std: generation binds them
+(:meth:`TeacherEnsemble.bind_normalization`); a stand-alone ensemble uses ImageNet's (the
+default ``Policy``'s) until then.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _reference
+from ._args import normalization_lut
 from ._checkpoint import classifier_names, read_checkpoint, split_spec, state_dict_of
 from .errors import ConfigError, NonFiniteOutputError
 from .policy import IMAGENET_MEAN, IMAGENET_STD
@@ -80,8 +93,9 @@ class TeacherSpec:
     ``model``: a timm model name, or ``"package.module:callable"``; ``checkpoint``: a
     local weights file; ``pretrained``: load timm's pretrained weights (default: when no
     checkpoint is given); ``num_classes``: inferred from the checkpoint when omitted;
-    ``input_size`` / ``mean`` / ``std``: override timm's pretrained config (needed for a
-    checkpoint trained at another resolution or normalisation).
+    ``input_size`` / ``mean`` / ``std``: override timm's pretrained config and the
+    checkpoint's; without a ``mean`` and ``std`` of its own the teacher is fed the
+    student's normalisation (the policy's; see :class:`Teacher`).
     """
 
     model: str | None = None
@@ -142,6 +156,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str | None 
         arch = cfg.get("architecture")
     if arch is None:
         raise ConfigError("pass arch= (a timm model name or 'module:callable') to save this model")
+    if (mean is None) != (std is None):
+        raise ConfigError("pass mean and std together, or neither to have the teacher fed the policy's normalisation")
     data = {
         "arch": arch,
         "state_dict": model.state_dict(),
@@ -163,7 +179,8 @@ def _infer_num_classes(arch: str, sd: dict) -> int | None:
 
 
 def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
-    """(model, data config) for a spec; data config keys: name, checkpoint, input_size, mean, std."""
+    """(model, data config) for a spec; data config keys: name, checkpoint, pretrained_cfg_normalization (whether
+    the model's ``pretrained_cfg`` describes the weights it holds), and input_size, mean, std where known."""
     from .ensemble import AdaptiveEnsembleHead
 
     ckpt = read_checkpoint(spec.checkpoint, "teacher checkpoint") if spec.checkpoint else None
@@ -174,6 +191,7 @@ def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
                              f"backbones; give it without a model name, not as {spec.model}={spec.checkpoint}")
         model = AdaptiveEnsembleHead.from_checkpoint(ckpt, spec.checkpoint)
         name = "AdaptiveEnsembleHead(" + " + ".join(ckpt["archs"]) + ")"
+        cfg_describes_weights = True  # the head's pretrained_cfg is the one the file stores
     else:
         name = spec.model or (ckpt.get("arch") if ckpt else None)
         if name is None:
@@ -184,8 +202,10 @@ def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
         num_classes = spec.num_classes or (ckpt or {}).get("num_classes")
         if ":" in name and not name.startswith(("hf-hub:", "hf_hub:")):
             model, what = _model_from_factory(name, num_classes, spec.num_classes is not None), "the module"
+            cfg_describes_weights = sd is None  # the module as its factory made it
         else:
             model, what = _timm_model(name, sd, num_classes, spec.pretrained), "timm model"
+            cfg_describes_weights = sd is None and spec.pretrained is not False  # timm's pretrained weights
         if sd is not None:
             try:
                 model.load_state_dict(sd)
@@ -196,7 +216,8 @@ def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
     for key, val in (("input_size", spec.input_size), ("mean", spec.mean), ("std", spec.std)):
         if val is not None:
             data_cfg[key] = val
-    return model, {"name": name, "checkpoint": spec.checkpoint, **{k: v for k, v in data_cfg.items() if v is not None}}
+    return model, {"name": name, "checkpoint": spec.checkpoint, "pretrained_cfg_normalization": cfg_describes_weights,
+                   **{k: v for k, v in data_cfg.items() if v is not None}}
 
 
 def _model_from_factory(ref: str, num_classes: int | None, insist: bool) -> nn.Module:
@@ -255,13 +276,19 @@ def _timm_data_config(model: nn.Module) -> dict:
 class Teacher(nn.Module):
     """One member: a classifier and the preprocessing it expects.
 
-    ``input_size`` None keeps the view's size; ``mean`` / ``std`` default to timm's
-    pretrained config for timm models and to ImageNet's otherwise.
+    ``input_size`` None keeps the view's size unless the model's ``pretrained_cfg`` names
+    one. ``mean`` / ``std``: the normalisation of the teacher's own, given or read from the
+    model's ``pretrained_cfg`` (timm models, ``AdaptiveEnsembleHead``) unless
+    ``pretrained_cfg_normalization`` is False (a config that does not describe the weights,
+    e.g. a timm architecture built empty for a checkpoint). Without one
+    (``own_normalization`` False) the teacher is fed the student's normalisation:
+    :meth:`bind_normalization` sets it (generation binds the policy's), ImageNet's until then.
+    ``mean`` / ``std`` always hold the normalisation in use.
     """
 
     def __init__(self, model: nn.Module, name: str | None = None, input_size: int | Sequence[int] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 checkpoint: str | None = None) -> None:
+                 checkpoint: str | None = None, *, pretrained_cfg_normalization: bool = True) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"a teacher must be an nn.Module, got {type(model).__name__}")
@@ -270,25 +297,53 @@ class Teacher(nn.Module):
         self.name = name or type(model).__name__
         self.checkpoint = checkpoint
         self.input_size = _pair(input_size if input_size is not None else timm_cfg.get("input_size"))
-        self.mean = _triple("mean", mean if mean is not None else timm_cfg.get("mean", IMAGENET_MEAN))
-        self.std = _triple("std", std if std is not None else timm_cfg.get("std", IMAGENET_STD))
-        if min(self.std) <= 0:
-            raise ConfigError(f"teacher {self.name}: std must be positive")
-        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_scale", 1.0 / (255.0 * torch.tensor(self.std).view(1, 3, 1, 1)), persistent=False)
+        own = timm_cfg if pretrained_cfg_normalization else {}
+        mean = mean if mean is not None else own.get("mean")
+        std = std if std is not None else own.get("std")
+        if (mean is None) != (std is None):
+            raise ConfigError(f"teacher {self.name}: give mean and std together, or neither to feed it the "
+                              "student's normalisation (the policy's mean and std)")
+        self.own_normalization = mean is not None
+        # the normalisation a config claims for weights this model does not hold: a hint when it is not used
+        self._config_claims = None if self.own_normalization or "mean" not in timm_cfg or "std" not in timm_cfg \
+            else (_triple("mean", timm_cfg["mean"]), _triple("std", timm_cfg["std"]))
+        self._set_normalization(mean if mean is not None else IMAGENET_MEAN, std if std is not None else IMAGENET_STD)
         self.weights_sha256 = weights_sha256(model)
 
+    def _set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = _triple("mean", mean)
+        self.std = _triple("std", std)
+        if min(self.std) <= 0:
+            raise ConfigError(f"teacher {self.name}: std {self.std} must be positive")
+        old = getattr(self, "_lut", None)
+        lut = normalization_lut(self.mean, self.std, torch.float32)
+        self.register_buffer("_lut", lut if old is None else lut.to(old.device), persistent=False)
+
+    def bind_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Feed this teacher views normalised with ``mean`` / ``std`` unless it has a normalisation of its own."""
+        if self.own_normalization:
+            return
+        self._set_normalization(mean, std)
+        claims = self._config_claims
+        if claims is not None and max(abs(a - b) for a, b in zip(claims[0] + claims[1], self.mean + self.std)) > 1e-6:
+            log.warning("teacher %s is fed the student's normalisation (mean %s, std %s), not the mean %s, std %s its "
+                        "architecture's timm config gives for other weights; if its checkpoint was trained with "
+                        "those, give them as mean/std in its spec", self.name, self.mean, self.std, *claims)
+
     def preprocess(self, views: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 3, H, W] → float32, resized to the input size and normalised."""
-        x = views.float()
+        """uint8 [B, 3, H, W] → float32, normalised as replay normalises views, then resized to the input size."""
+        if views.dtype != torch.uint8:
+            raise ConfigError(f"teacher {self.name} takes uint8 views [B, 3, H, W]; got {views.dtype}")
+        x = _reference.normalize(views, self._lut)  # the normalize op's specification: the same table, same values
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        return (x - 255.0 * self._mean) * self._scale
+        return x
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         return self.model(self.preprocess(views))
 
     def describe(self) -> dict:
+        """What the stored file says of this teacher: ``mean`` / ``std`` and ``input_size`` as it was fed."""
         return {"name": self.name, "checkpoint": os.path.abspath(self.checkpoint) if self.checkpoint else None,
                 "input_size": list(self.input_size) if self.input_size else None, "mean": list(self.mean),
                 "std": list(self.std), "weights_sha256": self.weights_sha256}
@@ -299,7 +354,9 @@ class TeacherEnsemble(nn.Module):
 
     ``members``: teacher specs (strings or :class:`TeacherSpec`), :class:`Teacher`
     objects, or plain ``nn.Module`` classifiers (which get ``input_size`` / ``mean`` /
-    ``std`` from these arguments, or timm's config, or ImageNet's normalisation).
+    ``std`` from these arguments, or their ``pretrained_cfg``). A member without a
+    normalisation of its own is fed the student's: :meth:`bind_normalization` (generation
+    binds the policy's mean and std), ImageNet's until then.
     ``amp`` (bf16 autocast) and ``channels_last`` default to True on CUDA devices.
     """
 
@@ -324,7 +381,8 @@ class TeacherEnsemble(nn.Module):
             if isinstance(m, TeacherSpec):
                 model, cfg = _build_from_spec(m)
                 built.append(Teacher(model, name=cfg["name"], input_size=cfg.get("input_size", input_size),
-                                     mean=cfg.get("mean", mean), std=cfg.get("std", std), checkpoint=cfg["checkpoint"]))
+                                     mean=cfg.get("mean", mean), std=cfg.get("std", std), checkpoint=cfg["checkpoint"],
+                                     pretrained_cfg_normalization=cfg["pretrained_cfg_normalization"]))
             elif isinstance(m, nn.Module):
                 built.append(Teacher(m, input_size=input_size, mean=mean, std=std))
             else:
@@ -345,6 +403,14 @@ class TeacherEnsemble(nn.Module):
 
     def describe(self) -> list[dict]:
         return [m.describe() for m in self.members]
+
+    def bind_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Feed the members without a normalisation of their own views normalised with ``mean`` / ``std``: the
+        tensor a student gets from ``ReinforcedDataset`` under a policy with these statistics."""
+        for m in self.members:
+            m.bind_normalization(mean, std)
+            log.info("teacher %s: fed views normalised with mean %s, std %s (%s)", m.name, m.mean, m.std,
+                     "its own" if m.own_normalization else "the student's")
 
     def num_classes(self, view_size: Sequence[int] = (32, 32)) -> int:
         """The number of classes every member predicts (one dummy forward, then cached)."""

@@ -207,6 +207,8 @@ def test_saved_head_file_is_a_teacher_spec(tmp_path, capsys):
     member = from_file.members[0]
     assert member.name == "AdaptiveEnsembleHead(resnet10t + resnet10t)" and member.checkpoint == path
     assert member.input_size == (SIZE, SIZE) and member.mean == pytest.approx((0.5, 0.4, 0.3))
+    from_file.bind_normalization((0.1, 0.1, 0.1), (0.9, 0.9, 0.9))  # the head keeps the normalisation it stores
+    assert member.own_normalization and member.mean == pytest.approx((0.5, 0.4, 0.3))
     views = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
     assert torch.allclose(from_file(views), teachers.TeacherEnsemble([head])(views), atol=1e-5)
     with pytest.raises(ValueError, match="names its own backbones"):

@@ -262,3 +262,70 @@ def test_a_policy_the_images_refuse_leaves_no_file(ds, tmp_path):
     assert not path.exists()
     run(ds, path, pol=Policy.preset("paper_cifar", output_size=(16, 16)))
     assert path.exists()
+
+
+# ---------------------------------------------------------------------- the teacher sees the student's tensor
+FAR_FROM_IMAGENET = dict(mean=(0.8, 0.2, 0.5), std=(0.15, 0.6, 0.3))
+
+
+def channel_teacher():
+    """A bare classifier of the normalised channel means: its output depends strongly on the normalisation."""
+    import torch
+    from torch import nn
+
+    linear = nn.Linear(3, CLASSES)
+    with torch.no_grad():
+        linear.weight.copy_(4.0 * torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [-1, -1, -1]]))
+        grey = (0.5 - torch.tensor(FAR_FROM_IMAGENET["mean"])) / torch.tensor(FAR_FROM_IMAGENET["std"])
+        linear.bias.copy_(-linear.weight @ grey)  # trained, say, on the policy's normalisation: grey is undecided
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
+
+
+def _label_agreement(ds, path, teacher):
+    """For a bare ``teacher`` run on the float32 tensor ``ReinforcedDataset`` returns for each
+    stored view: the share of views whose stored top-1 is its top-1, and the share whose stored
+    top-k probabilities are its own within the log-uint8 quantisation (3.2 %)."""
+    import torch
+
+    from reinforced_data.dataset import ReinforcedDataset
+
+    top1 = probs_ok = total = 0
+    teacher.eval()
+    with S.ReinforcementFile(path) as f:
+        for j in range(K):
+            views = ReinforcedDataset(ds, f, views=[j], out_dtype=torch.float32)
+            for i in range(N):
+                x, _ = views[i]
+                stored = f.read(i, j)
+                with torch.no_grad():
+                    p = torch.softmax(teacher(x[None]), 1)[0].numpy()
+                top1 += int(p.argmax()) == int(stored.indices[0])
+                probs_ok += bool(np.allclose(stored.probs, p[stored.indices], rtol=0.033, atol=1.2e-7))
+                total += 1
+    return top1 / total, probs_ok / total
+
+
+def test_a_bare_teacher_labels_the_tensor_the_student_gets(ds, tmp_path):
+    """Under a policy normalising far from ImageNet's, a bare module's stored labels are its
+    predictions on ReinforcedDataset's own float32 view: same top-1, probabilities within the
+    log-uint8 quantisation. Fed ImageNet's normalisation instead (the old default), they are not."""
+    import dataclasses
+
+    from reinforced_data.policy import IMAGENET_MEAN, IMAGENET_STD
+
+    pol = dataclasses.replace(policy(), **FAR_FROM_IMAGENET)
+    teacher = channel_teacher()
+    run(ds, tmp_path / "r.h5", pol=pol, teacher=teacher, device="cpu")  # float32 teachers: no bf16 rounding
+    with S.ReinforcementFile(tmp_path / "r.h5") as f:
+        stored = f.teachers[0]
+        assert (stored["mean"], stored["std"]) == (list(pol.mean), list(pol.std))  # what it was fed
+        assert stored["input_size"] is None
+    assert ("teacher:          Sequential (input 16x16 = the view's, mean [0.8, 0.2, 0.5], std [0.15, 0.6, 0.3] = "
+            "the policy's, as the student's views)") in S.format_inspect(S.inspect_file(str(tmp_path / "r.h5")))
+    top1, probs_ok = _label_agreement(ds, tmp_path / "r.h5", teacher)
+    assert top1 >= 0.99 and probs_ok == 1.0, (top1, probs_ok)
+    # the test has teeth: a teacher fed ImageNet's normalisation stores labels for other tensors
+    old = TeacherEnsemble(teacher, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    run(ds, tmp_path / "imagenet.h5", pol=pol, teacher=old, device="cpu")
+    top1, probs_ok = _label_agreement(ds, tmp_path / "imagenet.h5", teacher)
+    assert top1 < 0.5 and probs_ok < 0.5, (top1, probs_ok)

@@ -237,6 +237,19 @@ def test_format_inspect_text():
     assert not any(line.startswith("dataset:") for line in lines)
 
 
+def test_format_inspect_says_what_each_teacher_was_fed():
+    policy = {"output_size": [32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    teachers = [{"name": "bare", "checkpoint": None, "input_size": None, "mean": [0.5, 0.5, 0.5],
+                 "std": [0.25, 0.25, 0.25]},
+                {"name": "resnet", "checkpoint": None, "input_size": [224, 224], "mean": [0.485, 0.456, 0.406],
+                 "std": [0.229, 0.224, 0.225]}]
+    lines = S.format_inspect(_info(policy=policy, teachers=teachers)).splitlines()
+    assert ("teacher:          bare (input 32x32 = the view's, mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25] = "
+            "the policy's, as the student's views)") in lines
+    assert ("teacher:          resnet (input 224x224, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225])"
+            in lines)
+
+
 def test_format_inspect_incomplete_shard_and_mismatch():
     text = S.format_inspect(_info(complete=False, images_written=1, shard={"rank": 1, "world_size": 2},
                                   teacher_top1_agreement=None, generation=None, dataset_matches=False,

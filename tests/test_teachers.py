@@ -204,3 +204,89 @@ def test_one_spec_parser_for_teachers_and_backbones(tmp_path):
         T.TeacherEnsemble(f"resnet10t={ckpt}")
     with pytest.raises(ConfigError, match="cannot read backbone checkpoint"):
         create_backbone(f"resnet10t={ckpt}")
+
+
+# ---------------------------------------------------------------------- normalisation: its own, or the student's
+POLICY_MEAN, POLICY_STD = (0.8, 0.2, 0.5), (0.15, 0.6, 0.3)
+OWN_MEAN, OWN_STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+def test_a_bare_member_is_fed_the_students_tensor_bit_for_bit():
+    """Without a normalisation of its own a member uses ImageNet's until bound; bound to a policy's
+    statistics, its input is exactly the float32 tensor replay (and ReinforcedDataset) makes of the view."""
+    import numpy as np
+
+    from reinforced_data.policy import IMAGENET_MEAN, IMAGENET_STD, Policy
+    from reinforced_data.replay import replay
+
+    ens = T.TeacherEnsemble(U.TinyTeacher(4))
+    member = ens.members[0]
+    assert not member.own_normalization and (member.mean, member.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    pol = Policy.preset("rrc_ra_re", output_size=(16, 16), mean=POLICY_MEAN, std=POLICY_STD)
+    ens.bind_normalization(pol.mean, pol.std)
+    assert (member.mean, member.std) == (POLICY_MEAN, POLICY_STD)
+    assert (ens.describe()[0]["mean"], ens.describe()[0]["std"]) == (list(POLICY_MEAN), list(POLICY_STD))
+    img = torch.randint(0, 256, (3, 24, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    params = pol.sample(np.random.default_rng(0), 8, 24, 30)
+    student = replay([img] * 8, params, pol, out_dtype=torch.float32)
+    assert torch.equal(member.preprocess(replay([img] * 8, params, pol)), student)
+    with torch.no_grad():
+        assert torch.equal(ens(replay([img] * 8, params, pol)), torch.softmax(member.model(student), 1))
+
+
+def _bound(member: T.Teacher) -> tuple:
+    member.bind_normalization(POLICY_MEAN, POLICY_STD)
+    return member.own_normalization, member.mean, member.std, (member.describe()["mean"], member.describe()["std"])
+
+
+def test_members_with_their_own_normalisation_keep_it(tmp_path, monkeypatch):
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg("test_resnet")
+    timm_own = (True, tuple(cfg.mean), tuple(cfg.std), (list(cfg.mean), list(cfg.std)))
+    own = (True, OWN_MEAN, OWN_STD, (list(OWN_MEAN), list(OWN_STD)))
+    assert _bound(T.Teacher(U.TinyTeacher(4), mean=OWN_MEAN, std=OWN_STD)) == own
+    assert _bound(T.TeacherEnsemble(U.TinyTeacher(4), mean=OWN_MEAN, std=OWN_STD).members[0]) == own
+    spec = json.dumps({"model": "_reinforce_util:tiny_teacher", "mean": OWN_MEAN, "std": OWN_STD})
+    assert _bound(T.TeacherEnsemble(spec).members[0]) == own
+    model = timm.create_model("test_resnet", num_classes=4)
+    path = str(tmp_path / "t.pth")
+    T.save_checkpoint(model, path, mean=OWN_MEAN, std=OWN_STD)  # its data_config
+    assert _bound(T.TeacherEnsemble(path).members[0]) == own
+    assert _bound(T.TeacherEnsemble(model).members[0]) == timm_own  # a module's pretrained_cfg
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: real("test_resnet", num_classes=3))
+    assert _bound(T.TeacherEnsemble("test_resnet.r160_in1k").members[0]) == timm_own  # timm's pretrained weights
+
+
+def test_members_without_their_own_normalisation_follow_the_policy(tmp_path, caplog):
+    import timm
+
+    follows = (False, POLICY_MEAN, POLICY_STD, (list(POLICY_MEAN), list(POLICY_STD)))
+    assert _bound(T.TeacherEnsemble(U.TinyTeacher(4)).members[0]) == follows
+    assert _bound(T.TeacherEnsemble("_reinforce_util:tiny_teacher").members[0]) == follows
+    assert "timm config" not in caplog.text
+    # a timm architecture built empty for a checkpoint: its pretrained_cfg describes other weights
+    model = timm.create_model("test_resnet", num_classes=4)
+    path, sd_path = str(tmp_path / "t.pth"), str(tmp_path / "sd.pth")
+    T.save_checkpoint(model, path)
+    torch.save({"state_dict": model.state_dict()}, sd_path)
+    for spec in (path, f"test_resnet={sd_path}", T.TeacherSpec(model="test_resnet", pretrained=False)):
+        member = T.TeacherEnsemble(spec).members[0]
+        caplog.clear()
+        assert _bound(member) == follows
+        assert member.input_size == tuple(timm.models.get_pretrained_cfg("test_resnet").input_size[1:])
+        # the normalisation timm's config claims for other weights is named, in case the checkpoint used it
+        cfg = timm.models.get_pretrained_cfg("test_resnet")
+        assert f"not the mean {tuple(cfg.mean)}, std {tuple(cfg.std)} its architecture's timm" in caplog.text
+
+
+def test_mean_and_std_come_together():
+    from reinforced_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="give mean and std together"):
+        T.Teacher(U.TinyTeacher(4), mean=OWN_MEAN)
+    with pytest.raises(ConfigError, match="give mean and std together"):
+        T.TeacherEnsemble(T.TeacherSpec(model="_reinforce_util:tiny_teacher", std=OWN_STD))
+    with pytest.raises(ConfigError, match="pass mean and std together"):
+        T.save_checkpoint(U.TinyTeacher(4), "unused.pth", arch="_reinforce_util:tiny_teacher", mean=OWN_MEAN)

@@ -198,10 +198,17 @@ def format_inspect(info: dict) -> str:
                                 "none (written before header digests: its header cannot be checked)"),
         f"policy:           {json.dumps(info['policy'], sort_keys=True)}",
     ]
+    # what each teacher was fed: its input size (null: the view's) and the normalisation it stored
+    policy = info["policy"]
+    view_size = ("x".join(map(str, policy["output_size"])) + " = the view's" if policy.get("output_size")
+                 else "view size")
     for t in info["teachers"]:
-        size = "x".join(map(str, t["input_size"])) if t.get("input_size") else "view size"
+        size = "x".join(map(str, t["input_size"])) if t.get("input_size") else view_size
+        norm = f"mean {t.get('mean')}, std {t.get('std')}"
+        if policy.get("mean") is not None and [t.get("mean"), t.get("std")] == [policy["mean"], policy.get("std")]:
+            norm += " = the policy's, as the student's views"
         src = f" from {t['checkpoint']}" if t.get("checkpoint") else ""
-        lines.append(f"teacher:          {t.get('name')}{src} (input {size}, mean {t.get('mean')}, std {t.get('std')})")
+        lines.append(f"teacher:          {t.get('name')}{src} (input {size}, {norm})")
     lines += [
         f"seed:             {info['seed']} (mixing block size {info['mix_block_size']})",
         "shard:            " + (f"rank {shard['rank']} of {shard['world_size']}" if shard["world_size"] > 1 else
