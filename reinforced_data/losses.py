@@ -6,14 +6,26 @@ gives them (batched):
 * dense: float probabilities ``[B, C]``;
 * sparse: a pair ``(indices int64 [B, k], probs float [B, k])``: the listed classes get
   ``probs`` and the mass ``1 - probs.sum(1)`` is spread uniformly over the ``C - k``
-  classes not listed; listed probabilities that sum to more than 1, or that list every
-  class, are renormalised to sum to 1 (as :class:`ReinforcedDataset` builds its targets);
+  classes not listed; listed probabilities that sum to more than 1 (by at most
+  :data:`MASS_TOLERANCE`), or that list every class, are renormalised to sum to 1 (as
+  :class:`ReinforcedDataset` builds its targets);
 * hard: class indices int64 ``[B]``.
+
+Unless ``check_targets=False``, every batch is checked, in a few reductions and one host
+synchronisation, to be what it claims to be, and a :class:`~reinforced_data.errors.ConfigError`
+names the first bad row:
+
+* dense: finite, non-negative, each row summing to 1 within :data:`MASS_TOLERANCE`;
+* sparse: indices in ``[0, C)``, none listed twice; probabilities finite and non-negative,
+  summing to more than 0 and at most ``1 + MASS_TOLERANCE`` (within ``MASS_TOLERANCE`` of 1
+  when every class is listed);
+* hard: labels in ``[0, C)``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +34,12 @@ from torch import nn
 from .errors import ConfigError
 
 __all__ = ["KDLoss", "hard_labels", "kd_loss"]
+
+#: How far from 1 a soft target's mass may be. It covers bfloat16 rounding (under 0.4 %) and
+#: the stored log_uint8 codes (under 3.2 % per probability); within it a wrong mass only
+#: rescales that row's gradient (KL against ``q`` is minimised at ``q / q.sum()``), while a
+#: target summing to 0 or 2, or logits passed as a target, lie far outside.
+MASS_TOLERANCE = 0.05
 
 
 def _is_sparse(target: Any) -> bool:
@@ -69,9 +87,81 @@ def _sparse_kl(x: torch.Tensor, indices: torch.Tensor, probs: torch.Tensor) -> t
     return (neg_entropy - cross).sum()
 
 
+# ---------------------------------------------------------------------- target checks
+def _refuse_out_of_bounds(bounds: Sequence[tuple[torch.Tensor, float, float]], explain: Callable[[int], str]) -> None:
+    """Raise :class:`ConfigError` with ``explain(first bad row)`` unless every tensor ``[B, ...]``
+    of ``bounds`` lies within its ``[low, high]`` (NaN never does). The happy path is a global
+    minimum (and maximum) per tensor and one host synchronisation; the bad row is looked for only then."""
+    if not len(bounds[0][0]):
+        return
+    capped = [(t, high) for t, _, high in bounds if high < math.inf]  # amax only where needed: big q has none
+    stats = torch.stack([t.amin() for t, _, _ in bounds] + [t.amax() for t, _ in capped]).tolist()
+    if all(low <= v for (_, low, _), v in zip(bounds, stats)) and \
+            all(v <= high for (_, high), v in zip(capped, stats[len(bounds):])):
+        return
+    bad = torch.stack([(~((t >= low) & (t <= high))).reshape(len(t), -1).any(1) for t, low, high in bounds]).any(0)
+    rows = bad.nonzero()  # empty only if the minima and maxima were rounded (indices past 2**24 in float32)
+    if len(rows):
+        raise ConfigError(explain(int(rows[0, 0])))
+
+
+def _bad_probability(probs: torch.Tensor, classes: Sequence[int]) -> str | None:
+    """What is wrong with one row's probabilities ``probs`` (of ``classes``) other than their sum."""
+    values = probs.tolist()
+    for v, j in zip(values, classes):
+        if not math.isfinite(v):
+            return f"gives class {j} the probability {v}"
+    for v, j in zip(values, classes):
+        if v < 0:
+            return f"gives class {j} the negative probability {v:.4g}"
+    return None
+
+
+def _check_dense(q: torch.Tensor) -> None:
+    mass = q.sum(1)
+
+    def explain(r: int) -> str:
+        what = _bad_probability(q[r], range(q.shape[1])) or f"sums to {float(mass[r]):.4g}, not 1"
+        return f"target row {r} {what}: soft targets must be probability distributions (finite, non-negative, " \
+               "summing to 1)"
+    _refuse_out_of_bounds([(q, 0.0, math.inf), (mass, 1 - MASS_TOLERANCE, 1 + MASS_TOLERANCE)], explain)
+
+
+def _check_sparse(indices: torch.Tensor, probs: torch.Tensor, c: int) -> None:
+    k = indices.shape[1]
+    mass = probs.sum(1)
+    bounds = [(indices, 0, c - 1), (probs, 0.0, math.inf),
+              (mass, 1 - MASS_TOLERANCE if k == c else torch.finfo(probs.dtype).tiny, 1 + MASS_TOLERANCE)]
+    if k > 1:  # sorted, a class listed twice is a gap of 0
+        bounds.append((indices.sort(1).values.diff(1), 1, math.inf))
+
+    def explain(r: int) -> str:
+        row = indices[r].tolist()
+        outside = [j for j in row if not 0 <= j < c]
+        if outside:
+            what = f"lists class {outside[0]}, outside [0, {c})"
+        elif len(set(row)) < k:
+            what = f"lists class {next(j for j in row if row.count(j) > 1)} twice"
+        else:
+            what = _bad_probability(probs[r], row) or f"lists probabilities summing to {float(mass[r]):.4g}" + (
+                ", not 1" if k == c else ", more than 1" if mass[r] > 1 else "")
+        return (f"sparse target row {r} {what}: a sparse target lists distinct classes in [0, {c}) with finite, "
+                "non-negative probabilities summing to " + ("1" if k == c else "at most 1 (the rest is spread over "
+                                                            "the unlisted classes)"))
+    _refuse_out_of_bounds(bounds, explain)
+
+
+def _check_hard(y: torch.Tensor, c: int) -> None:
+    _refuse_out_of_bounds([(y, 0, c - 1)], lambda r: (
+        f"hard label row {r} is {int(y[r])}, outside [0, {c}): labels must be class indices of the logits' "
+        f"{c} classes"))
+
+
 def kd_loss(logits: torch.Tensor, target: Any, temperature: float = 1.0, alpha: float = 0.0,
-            label_smoothing: float = 0.0) -> torch.Tensor:
-    """Functional form of :class:`KDLoss`."""
+            label_smoothing: float = 0.0, check_targets: bool = True) -> torch.Tensor:
+    """Functional form of :class:`KDLoss` (which see): ``temperature`` divides the student's
+    logits only, the target is used as given; ``check_targets`` refuses targets that are not
+    distributions (or class indices) with a :class:`ConfigError` naming the first bad row."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise ConfigError(f"logits must be a [batch, classes] tensor, got "
                           f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
@@ -82,18 +172,28 @@ def kd_loss(logits: torch.Tensor, target: Any, temperature: float = 1.0, alpha: 
         if isinstance(target, torch.Tensor) and not target.is_floating_point():
             if target.shape != (b,):
                 raise ConfigError(f"hard labels must have shape [{b}], got {tuple(target.shape)}")
-            return F.cross_entropy(z, target.long(), label_smoothing=label_smoothing)
+            y = target.long()
+            if check_targets:
+                _check_hard(y, c)
+            return F.cross_entropy(z, y, label_smoothing=label_smoothing)
         x = z / temperature
         if _is_sparse(target):
             indices, probs = target
-            if indices.shape != probs.shape or indices.dim() != 2 or indices.shape[0] != b or indices.shape[1] > c:
-                raise ConfigError(f"a sparse target must be (indices, probs) of one shape [{b}, k<={c}]; got "
-                                  f"{tuple(indices.shape)} and {tuple(probs.shape)}")
-            kd = _sparse_kl(x, indices.long(), probs.to(dt)) / b
+            if indices.shape != probs.shape or indices.dim() != 2 or indices.shape[0] != b or \
+                    not 1 <= indices.shape[1] <= c:
+                raise ConfigError(f"a sparse target must be (indices, probs) of one shape [{b}, k] with 1 <= k <= {c}; "
+                                  f"got {tuple(indices.shape)} and {tuple(probs.shape)}")
+            indices, probs = indices.long(), probs.to(dt)
+            if check_targets:
+                _check_sparse(indices, probs.detach(), c)
+            kd = _sparse_kl(x, indices, probs) / b
         elif isinstance(target, torch.Tensor):
             if target.shape != (b, c):
                 raise ConfigError(f"a dense target must have the logits' shape {(b, c)}, got {tuple(target.shape)}")
-            kd = F.kl_div(F.log_softmax(x, dim=1), target.to(dt), reduction="batchmean")
+            q = target.to(dt)
+            if check_targets:
+                _check_dense(q.detach())
+            kd = F.kl_div(F.log_softmax(x, dim=1), q, reduction="batchmean")
         else:
             raise ConfigError(f"a target must be a tensor or an (indices, probs) pair, not {type(target).__name__}")
         kd = kd * (temperature ** 2)
@@ -113,9 +213,22 @@ class KDLoss(nn.Module):
     cross-entropy with ``label_smoothing``). Computed in float32 (float64 for float64
     logits), also under autocast. ``label_smoothing`` applies to the cross-entropy on hard
     labels only.
+
+    ``temperature`` T divides the *student's* logits only: the target is used as given, and
+    the targets of a reinforcement file are the teachers' probabilities at T = 1. Keep
+    T = 1 unless you know why; Hinton-style T = 2 to 4 here makes the student match a
+    sharpened teacher (its optimum is ``logits = T * log(target)``; see docs/kd.md).
+
+    ``check_targets`` (default True) refuses, with a one-line :class:`ConfigError` naming
+    the first bad row, soft targets that are not probability distributions (finite,
+    non-negative, summing to 1 within :data:`MASS_TOLERANCE`; see the module docstring for
+    sparse targets) and labels outside ``[0, C)``. It costs a few reductions and one host
+    synchronisation per batch; turn it off once the target pipeline is known good if that
+    synchronisation matters (e.g. a small model on a GPU).
     """
 
-    def __init__(self, temperature: float = 1.0, alpha: float = 0.0, label_smoothing: float = 0.0) -> None:
+    def __init__(self, temperature: float = 1.0, alpha: float = 0.0, label_smoothing: float = 0.0,
+                 check_targets: bool = True) -> None:
         super().__init__()
         if not 0 < temperature < float("inf"):
             raise ConfigError(f"temperature={temperature} must be a positive, finite number")
@@ -124,9 +237,11 @@ class KDLoss(nn.Module):
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing={label_smoothing} must lie in [0, 1)")
         self.temperature, self.alpha, self.label_smoothing = float(temperature), float(alpha), float(label_smoothing)
+        self.check_targets = bool(check_targets)
 
     def forward(self, logits: torch.Tensor, target: Any) -> torch.Tensor:
-        return kd_loss(logits, target, self.temperature, self.alpha, self.label_smoothing)
+        return kd_loss(logits, target, self.temperature, self.alpha, self.label_smoothing, self.check_targets)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, alpha={self.alpha}, label_smoothing={self.label_smoothing}"
+        return (f"temperature={self.temperature}, alpha={self.alpha}, label_smoothing={self.label_smoothing}"
+                + ("" if self.check_targets else ", check_targets=False"))
