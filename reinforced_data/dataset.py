@@ -16,6 +16,13 @@ DataLoader reseeds its workers from the main process's generator every epoch (an
 persistent worker's generator moves on), so every epoch still gets new views and
 ``torch.manual_seed`` keeps a run reproducible.
 
+A DataLoader fetches a batch with :meth:`ReinforcedDataset.__getitems__`, which does the
+batch's work at once: the view choices (the hash vectorised over numpy uint64; without
+``set_epoch``, one draw per item in order, as item by item), one read of all records
+(:meth:`ReinforcementFile.read_many`), the targets, and one ``replay`` call. It returns
+what ``[dataset[i] for i in indices]`` returns, bit for bit; ``dataset[i]`` is the batch
+of one.
+
 Batch replay (``batch_replay=True`` or :meth:`ReinforcedDataset.loader`): workers return
 the decoded uint8 sources and their records; replay runs once per batch on ``device``
 (e.g. the GPU), giving the same bytes as the per-sample path.
@@ -26,7 +33,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,8 +55,9 @@ RESIDUALS = ("uniform", "renormalize")
 _M64 = (1 << 64) - 1
 
 
-def _mix64(x: int) -> int:
-    """splitmix64's finaliser: a well-spread 64-bit hash of a 64-bit integer."""
+def _mix64(x: Any) -> Any:
+    """splitmix64's finaliser: a well-spread 64-bit hash of a 64-bit integer, or of each of a
+    uint64 array's (which wraps where the masks cut a Python integer: the same values)."""
     x = (x + 0x9E3779B97F4A7C15) & _M64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
@@ -214,17 +222,58 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         After :meth:`set_epoch`, a function of ``(seed, epoch, index)``; otherwise it uses
         one draw from torch's default generator (so each call differs).
         """
+        return int(self._choices(np.array([index], dtype=np.int64))[0])
+
+    def _choices(self, indices: np.ndarray, on_original: Callable[[int], None] | None = None) -> np.ndarray:
+        """:meth:`choice` of each of ``indices`` (int64 array, in order), vectorised.
+
+        Without :meth:`set_epoch`, one draw per index from torch's default generator, in
+        order, as :meth:`choice` called for each. ``on_original(j)`` is called for each
+        original sample ``j`` right after its draw, where the per-item path reads it: the
+        dataset's transform may draw from the same generator before the next item's draw.
+        """
         e = self._epoch_np.item(0)
-        if e < 0:
-            e = (1 << 63) | int(torch.randint(0, 1 << 62, ()).item())
+        if e >= 0 or on_original is None or self.p >= 1.0:
+            out = self._pick(indices, e if e >= 0 else None)
+            if on_original is not None and self.p < 1.0:
+                for j in np.flatnonzero(out < 0).tolist():
+                    on_original(j)
+            return out
+        out = np.empty(indices.size, dtype=np.int64)
+        start = 0
+        while start < indices.size:  # draw for the rest; keep the draws up to the first original
+            state = torch.get_rng_state()
+            picked = self._pick(indices[start:], None)
+            first = np.flatnonzero(picked < 0)
+            stop = indices.size if not first.size else start + int(first[0]) + 1
+            out[start:stop] = picked[:stop - start]
+            if first.size:  # rewind the generator to just after the original's draw, then read it
+                torch.set_rng_state(state)
+                torch.randint(0, 1 << 62, (stop - start,))
+                on_original(stop - 1)
+            start = stop
+        return out
+
+    def _pick(self, indices: np.ndarray, epoch: int | None) -> np.ndarray:
+        """Views (-1: original) of ``indices`` (int64) in ``epoch``, or, for None, under one draw each
+        from torch's default generator: the hash of ``(seed, epoch, index)`` of the module docstring.
+        The hash takes Python integers or uint64 arrays alike; a single index is hashed as an int
+        (numpy's per-call cost would be most of the work)."""
         seed, k0 = self._seed_key
         if seed != self.seed:  # the seed was changed after construction
             seed, k0 = self._seed_key = (self.seed, _mix64(self.seed))
-        key = _mix64(_mix64(k0 ^ e) ^ index)
-        if self.p < 1.0 and ((_mix64(key ^ 1) >> 11) * (1.0 / (1 << 53))) >= self.p:
-            return -1
-        n = len(self.views)
-        return self.views[((_mix64(key ^ 2) >> 32) * n) >> 32] if n > 1 else self.views[0]
+        one = indices.size == 1
+        if epoch is None:  # a draw in [0, 2^62) with the top bit set: apart from any epoch
+            draws = torch.randint(0, 1 << 62, indices.shape)
+            epoch = (1 << 63) | (int(draws.item()) if one else draws.numpy().astype(np.uint64))
+        key = _mix64(_mix64(k0 ^ epoch) ^ (int(indices[0]) if one else indices.astype(np.uint64)))
+        views = self.views if one else np.asarray(self.views, dtype=np.int64)
+        n = len(views)
+        out = views[((_mix64(key ^ 2) >> 32) * n) >> 32] if n > 1 else views[0]
+        if self.p < 1.0:
+            coin = (_mix64(key ^ 1) >> 11) * (1.0 / (1 << 53)) >= self.p
+            out = (-1 if coin else out) if one else np.where(coin, -1, out)
+        return np.full(indices.size, out, dtype=np.int64) if np.ndim(out) == 0 else out
 
     def _index(self, index: Any) -> int:
         try:
@@ -239,21 +288,29 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         return i
 
     # ------------------------------------------------------------------ targets
-    def _soft_target(self, indices: np.ndarray, probs: np.ndarray) -> Any:
-        """The target of a stored view (see the class docstring for the convention)."""
-        k, c = probs.shape[0], self.num_classes
-        s = float(probs.sum(dtype=np.float64))
-        if self.residual == "renormalize" or s >= 1.0 or k == c:  # quantised probs may sum just above 1
-            probs = probs / np.float32(s) if s > 0 else np.full(k, 1.0 / k, np.float32)
-            rest = 0.0
-        else:
-            rest = (1.0 - s) / (c - k)
+    def _soft_targets(self, indices: np.ndarray, probs: np.ndarray) -> list:
+        """The targets of stored views (rows of ``indices`` / ``probs``, [m, k]); see the class
+        docstring for the convention."""
+        m, k = probs.shape
+        c = self.num_classes
+        s = probs.sum(axis=1, dtype=np.float64)
+        # the top-k rescaled to sum to 1: asked for, all classes listed, or quantised probs summing to 1 or above
+        norm = True if self.residual == "renormalize" or k == c else s >= 1.0
+        if norm is True or norm.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scaled = probs / s.astype(np.float32)[:, None]
+            zero = s <= 0
+            if zero.any():
+                scaled[zero] = np.float32(1.0 / k)
+            probs = scaled if norm is True else np.where(norm[:, None], scaled, probs)
         if self.target == "sparse":
-            return torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)), \
-                torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))
-        t = np.full(c, rest, dtype=np.float32)
-        t[indices] = probs
-        return torch.from_numpy(t)
+            return list(zip(_rows(np.ascontiguousarray(indices, dtype=np.int64)),
+                            _rows(np.ascontiguousarray(probs, dtype=np.float32))))
+        t = np.empty((m, c), dtype=np.float32)
+        # the residual mass spread over the other classes
+        t[:] = 0.0 if norm is True else np.where(norm, 0.0, (1.0 - s) / (c - k)).astype(np.float32)[:, None]
+        t[np.arange(m)[:, None], indices] = probs
+        return _rows(t)
 
     def _one_hot(self, label: int) -> Any:
         c, eps = self.num_classes, self.label_smoothing
@@ -274,14 +331,15 @@ class ReinforcedDataset(torch.utils.data.Dataset):
     def _source(self, index: int) -> torch.Tensor:
         return self._raw[index][0]
 
-    def _records(self, index: int, view: int):
-        """(record, partner record or None) of one stored view."""
-        f = self.file
-        rec = f.read(index, view)
-        partner = None
-        if rec.partner is not None and int(rec.params["mix_mode"]) != 0:
-            partner = f.read(*rec.partner)
-        return rec, partner
+    def _original(self, index: int) -> tuple:
+        """An original sample: the dataset's own item (through its transform), a one-hot target."""
+        img = self.dataset[index][0]
+        if not isinstance(img, torch.Tensor):
+            raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as "
+                              f"{type(img).__name__}, but replayed views are {self.out_dtype} tensors; give the "
+                              "dataset a transform that returns tensors like the replayed views")
+        self._check_original(tuple(img.shape), img.dtype, exact=True)
+        return img, self._one_hot(int(self.file.labels[index]))
 
     def _check_original(self, shape: tuple, dtype: torch.dtype, exact: bool) -> None:
         """An original sample must batch with the replayed views: same shape, and the same dtype
@@ -303,30 +361,66 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             f"{what} does not fit stored view {view} of {self._path} ({e}); the image changed since the "
             "file was generated: regenerate the file")
 
-    def __getitem__(self, index: int):
-        i = self._index(index)
-        view = self.choice(i)
-        if view < 0:
-            img = self.dataset[i][0]
-            if not isinstance(img, torch.Tensor):
-                raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as "
-                                  f"{type(img).__name__}, but replayed views are {self.out_dtype} tensors; give the "
-                                  "dataset a transform that returns tensors like the replayed views")
-            self._check_original(tuple(img.shape), img.dtype, exact=True)
-            return img, self._one_hot(int(self.file.labels[i]))
-        rec, prec = self._records(i, view)
-        target = self._soft_target(rec.indices, rec.probs)
-        src = self._source(i)
-        psrc = self._source(rec.partner[0]) if prec is not None else None
+    def _replay(self, srcs: list, params: np.ndarray, partners: list | None, partner_params: np.ndarray | None):
+        kwargs = {} if partners is None else {"partners": partners, "partner_params": partner_params}
+        return replay(srcs, params, self.policy, out_dtype=self.out_dtype, channels_last=self.channels_last,
+                      backend=self.backend, **kwargs)
+
+    def _reinforced(self, images: np.ndarray, views: np.ndarray) -> list:
+        """The items of stored views ``views`` of ``images``: their records read at once, targets
+        made at once, sources decoded, and (without batch replay) all replayed in one call."""
+        f = self.file
+        recs = f.read_many(images, views)
+        params = recs.params
+        srcs = [self._source(i) for i in images.tolist()]
+        psrcs: list = [None] * len(srcs)
+        pparams = None
+        if recs.partner_index is not None and (params["mix_mode"] != 0).any():
+            # the partner's own stored view is replayed and mixed in
+            m = np.flatnonzero(params["mix_mode"] != 0)
+            pparams = params.copy()  # an unmixed view's partner is itself (mix_mode 0 leaves it as it is)
+            pparams[m] = f.read_many(recs.partner_index[m], recs.partner_view[m]).params
+            for j, p in zip(m.tolist(), recs.partner_index[m].tolist()):
+                psrcs[j] = self._source(p)
+        targets = self._soft_targets(recs.indices, recs.probs)
         if self.batch_replay:
-            return src, rec.params, psrc, (prec.params if prec is not None else None), target
-        kwargs = {} if prec is None else {"partners": [psrc], "partner_params": prec.params}
+            return [(src, params[j], psrc, None if psrc is None else pparams[j], targets[j])
+                    for j, (src, psrc) in enumerate(zip(srcs, psrcs))]
+        partners = None if pparams is None else [s if p is None else p for s, p in zip(srcs, psrcs)]
         try:
-            out = replay([src], rec.params, self.policy, out_dtype=self.out_dtype,
-                         channels_last=self.channels_last, backend=self.backend, **kwargs)
-        except ValueError as e:
-            raise self._replay_error(i, view, e) from e
-        return out[0], target
+            out = self._replay(srcs, params, partners, pparams)
+        except ValueError as e:  # name the first image that does not fit its view
+            for j, (src, psrc) in enumerate(zip(srcs, psrcs)):
+                try:
+                    self._replay([src], params[j:j + 1], None if psrc is None else [psrc],
+                                 None if psrc is None else pparams[j:j + 1])
+                except ValueError as e1:
+                    raise self._replay_error(int(images[j]), int(views[j]), e1) from e1
+            raise self._replay_error(int(images[0]), int(views[0]), e) from e  # pragma: no cover
+        return list(zip(out.unbind(0), targets))
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        """The items of ``indices`` (what DataLoader's fetcher calls for a batch): the per-item
+        results of ``[self[i] for i in indices]``, with the per-batch work done at once."""
+        idx = np.array([self._index(i) for i in indices], dtype=np.int64)
+        if not idx.size:
+            return []
+        items: list = [None] * idx.size
+
+        def original(j: int) -> None:
+            items[j] = self._original(int(idx[j]))
+
+        views = self._choices(idx, original)
+        if self.p >= 1.0:  # no original samples
+            return self._reinforced(idx, views)
+        r = np.flatnonzero(views >= 0)
+        if r.size:
+            for j, item in zip(r.tolist(), self._reinforced(idx[r], views[r])):
+                items[j] = item
+        return items
+
+    def __getitem__(self, index: int):
+        return self.__getitems__([index])[0]
 
     # ------------------------------------------------------------------ batch replay
     def loader(self, batch_size: int = 1, shuffle: bool = False, num_workers: int = 0,
@@ -385,6 +479,11 @@ def _source_strides(h: int, w: int, hwc: int) -> tuple[int, int, int]:
     return (1, 3 * w, 3) if hwc else (h * w, w, 1)
 
 
+def _rows(a: np.ndarray) -> list[torch.Tensor]:
+    """The rows of a numpy array as tensors sharing its memory."""
+    return [torch.from_numpy(a[0])] if a.shape[0] == 1 else list(torch.from_numpy(a).unbind(0))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
@@ -432,9 +531,16 @@ def collate_sources(items: list[tuple]) -> dict:
         layout.append((total, h, w, int(hwc)))
         total += 3 * h * w
     flat = _shared_uint8(total)
-    base = flat.storage_offset()
-    for (off, h, w, hwc), s in zip(layout, srcs):
-        flat.as_strided((3, h, w), _source_strides(h, w, hwc), base + off).copy_(s)
+    if srcs and all(lay[1:] == layout[0][1:] for lay in layout):  # one size, one memory order: one copy
+        _, h, w, hwc = layout[0]
+        if hwc:
+            torch.stack([s.permute(1, 2, 0) for s in srcs], out=flat.view(len(srcs), h, w, 3))
+        else:
+            torch.stack(srcs, out=flat.view(len(srcs), 3, h, w))
+    else:
+        base = flat.storage_offset()
+        for (off, h, w, hwc), s in zip(layout, srcs):
+            flat.as_strided((3, h, w), _source_strides(h, w, hwc), base + off).copy_(s)
     return {
         "flat": flat,
         "layout": torch.tensor(layout, dtype=torch.int64).reshape(-1, 4),

@@ -45,7 +45,7 @@ def user_transform():
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("rd")
     out = {}
-    for name in ("rrc_ra_re", "rrc_ra_re_mix"):
+    for name in ("rrc_ra_re", "rrc_ra_re_mix", "paper_imagenet_mix"):
         out[name] = str(d / f"{name}.h5")
         reinforce(base(), U.TinyTeacher(CLASSES), out[name], policy=Policy.preset(name, output_size=(SIZE, SIZE)),
                   num_views=K, topk=TOPK, seed=5, progress=False, block_size=8)
@@ -191,6 +191,86 @@ def test_views_subset(plain):
             ReinforcedDataset(base(), plain, views=bad)
 
 
+# ---------------------------------------------------------------------- batched items
+def _same(a, b) -> bool:
+    """Two items (or parts of them) equal to the bit: tensors, tuples of them, records, None."""
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and a.stride() == b.stride() and torch.equal(a, b))
+    if isinstance(a, np.void):
+        return isinstance(b, np.void) and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    return a is None and b is None
+
+
+def _random_transform(out_dtype):
+    """The user's transform for original samples, drawing from torch's generator (a random flip)."""
+    from torchvision.transforms import v2
+
+    if out_dtype == torch.uint8:
+        return v2.Compose([v2.Resize((SIZE, SIZE)), v2.RandomHorizontalFlip()])
+    return v2.Compose([user_transform(), v2.RandomHorizontalFlip()])
+
+
+@pytest.mark.parametrize("which,options", [
+    ("rrc_ra_re", {}),
+    ("rrc_ra_re", {"target": "sparse", "residual": "renormalize", "out_dtype": torch.uint8}),
+    ("rrc_ra_re", {"p": 0.5, "label_smoothing": 0.1, "views": [1, 3], "channels_last": True}),
+    ("rrc_ra_re", {"p": 0.0, "target": "sparse", "views": 1}),
+    ("rrc_ra_re_mix", {"p": 0.5, "target": "sparse"}),
+    ("paper_imagenet_mix", {"p": 0.5, "target": "sparse", "out_dtype": torch.uint8}),
+    ("paper_imagenet_mix", {"residual": "renormalize", "views": 3}),
+])
+@pytest.mark.parametrize("batch_replay", [False, True])
+@pytest.mark.parametrize("epoch", [None, 3])
+def test_batched_items_are_the_per_item_items(files, which, options, batch_replay, epoch):
+    """``__getitems__`` (what DataLoader calls for a batch) gives, item for item, what ``ds[i]`` gives
+    one at a time, and leaves torch's generator where the per-item calls leave it. Without
+    set_epoch the view choice draws from that generator, and so does the originals' transform."""
+    b = base(transform=_random_transform(options.get("out_dtype", torch.float32)))
+    ds = ReinforcedDataset(b, files[which], batch_replay=batch_replay, **options)
+    if epoch is not None:
+        ds.set_epoch(epoch)
+    order = [int(i) for i in np.random.default_rng(1).permutation(N)] + [5, 5, -1]  # repeats, a negative index
+    torch.manual_seed(7)
+    want = [ds[i] for i in order]
+    want_next = torch.rand(3)
+    torch.manual_seed(7)
+    got = [item for s in range(0, len(order), 8) for item in ds.__getitems__(order[s:s + 8])]
+    assert torch.equal(torch.rand(3), want_next)
+    assert len(got) == len(want)
+    for j, (g, w) in enumerate(zip(got, want)):
+        assert _same(g, w), (j, order[j])
+    originals = sum(len(w) == 2 for w in want) if batch_replay else None
+    if batch_replay and options.get("p", 1.0) == 0.5:
+        assert 0 < originals < len(want)  # both kinds met in the batches
+    if batch_replay and which != "rrc_ra_re" and options.get("p", 1.0) > 0:
+        assert any(len(w) == 5 and w[2] is not None for w in want)  # a partner's view was mixed in
+    if epoch is None:  # the draws move on: another batch gets other views
+        assert [ds.choice(i) for i in range(N)] != [ds.choice(i) for i in range(N)] or ds.p == 0
+
+
+def test_a_dataloader_fetches_whole_batches(plain):
+    """DataLoader calls ``__getitems__`` once per batch, in its workers too, and the batches hold the items."""
+    calls = []
+
+    class Counting(ReinforcedDataset):
+        def __getitems__(self, indices):
+            calls.append(len(indices))
+            return super().__getitems__(indices)
+
+    ds = Counting(base(transform=user_transform()), plain, p=0.5, target="sparse")
+    ds.set_epoch(1)
+    imgs, (idx, probs) = next(iter(DataLoader(ds, batch_size=N)))
+    assert calls == [N]
+    want = [ds[i] for i in range(N)]
+    assert torch.equal(imgs, torch.stack([w[0] for w in want]))
+    assert torch.equal(probs, torch.stack([w[1][1] for w in want]))
+    loader = DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context="fork")
+    assert torch.equal(torch.cat([x for x, _ in loader]), imgs)
+
+
 # ---------------------------------------------------------------------- view choice
 def test_set_epoch_is_deterministic_and_changes_the_views(plain):
     a = ReinforcedDataset(base(), plain, seed=3)
@@ -215,6 +295,8 @@ def test_without_set_epoch_every_call_draws_from_torch(plain):
     torch.manual_seed(0)
     assert [ds.choice(i) for i in range(N)] == first
     assert first != second and ds.epoch is None
+    torch.manual_seed(0)  # the batched choice draws once per index, in order: the same views
+    assert ds._choices(np.arange(N)).tolist() == first and ds._choices(np.arange(N)).tolist() == second
 
 
 def _choice_spec(seed: int, epoch: int, index: int, p: float, views: list[int]) -> int:
@@ -238,6 +320,7 @@ def test_view_choice_follows_the_spec_after_pickling_copying_and_a_seed_change(p
     ds.set_epoch(2)
     want = [_choice_spec(5, 2, i, 0.7, [0, 2, 3]) for i in range(N)]
     assert [ds.choice(i) for i in range(N)] == want and -1 in want
+    assert ds._choices(np.arange(N)).tolist() == want  # the batched choice: the same hash, vectorised
     clone = pickle.loads(pickle.dumps(ds))
     assert [clone.choice(i) for i in range(N)] == want
     ds.set_epoch(7)  # the epoch is shared memory: a copy (as ReinforcedLoader makes) sees it
@@ -416,6 +499,25 @@ def test_batch_replay_with_original_samples_and_a_sampler(plain):
             odd[0]
 
 
+def test_collate_packs_each_source_in_its_own_memory_order(plain):
+    """Sources of one size and memory order are packed in one copy, mixed ones one by one: either
+    way each lies at its offset of the flat buffer in its own order (channels-last stays so)."""
+    from reinforced_data.dataset import _source_strides, collate_sources
+
+    ds = ReinforcedDataset(base(), plain, batch_replay=True)
+    ds.set_epoch(0)
+    _, params, _, _, target = ds[0]
+    g = torch.Generator().manual_seed(0)
+    chw = [torch.randint(0, 256, (3, 8, 10), dtype=torch.uint8, generator=g) for _ in range(3)]
+    hwc = [torch.randint(0, 256, (8, 10, 3), dtype=torch.uint8, generator=g).permute(2, 0, 1) for _ in range(3)]
+    for srcs in (chw, hwc, chw[:2] + hwc[:1] + [chw[2][:, :5]]):
+        batch = collate_sources([(s, params, None, None, target) for s in srcs])
+        assert batch["flat"].numel() == sum(s.numel() for s in srcs)
+        for (off, h, w, channels_last), s in zip(batch["layout"].tolist(), srcs):
+            assert channels_last == (s.stride(0) == 1)
+            assert torch.equal(batch["flat"].as_strided((3, h, w), _source_strides(h, w, channels_last), off), s)
+
+
 @pytest.mark.cuda
 def test_batch_replay_on_cuda_gives_the_cpu_bytes(mixed):
     ds = ReinforcedDataset(base(), mixed, out_dtype=torch.uint8, target="sparse")
@@ -467,6 +569,9 @@ def test_mismatched_datasets_are_refused(plain):
     ds.set_epoch(0)
     with pytest.raises(DatasetMismatchError, match=rf"image \d+ does not fit stored view \d of {plain}"):
         [ds[i] for i in range(N)]
+    first = next(i for i in range(N) if i not in image_sample_indices(N))
+    with pytest.raises(DatasetMismatchError, match=rf"image {first} does not fit stored view \d of {plain}"):
+        collect(DataLoader(ds, batch_size=N))  # a whole batch at once names the first image at fault
     with pytest.raises(DatasetMismatchError, match="does not fit its stored views"):
         collect(ds.loader(batch_size=N))
     other = base()
@@ -502,6 +607,8 @@ def test_incomplete_damaged_and_foreign_files_are_refused(plain, tmp_path):
     ds[4]
     with pytest.raises(CorruptFileError, match=rf"\(5, \d\) in {bad}"):
         ds[5]
+    with pytest.raises(CorruptFileError, match=rf"\(5, \d\) in {bad}"):
+        ds.__getitems__([3, 4, 5, 6])
 
 
 def test_index_and_arguments_errors(plain):

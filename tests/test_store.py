@@ -171,6 +171,36 @@ def test_write_read_roundtrip_and_attributes(tmp_path):
             r.read(0, K)
 
 
+@pytest.mark.parametrize("policy,k", [("rrc_ra_re_mix", K), ("rrc_ra_re", 45)])  # one chunk / two per image
+def test_read_many_gives_what_read_gives_for_each_pair(tmp_path, policy, k):
+    path = str(tmp_path / "r.h5")
+    h = make_header(policy, k=k)
+    write_file(path, h)
+    assert h.codec().chunks_per_image == (1 if k == K else 2)
+    rng = np.random.default_rng(0)
+    images, views = rng.integers(0, N, 60), rng.integers(0, k, 60)
+    images[:4], views[:4] = 4, [0, 0, 1, k - 1]  # repeated records, and records sharing a chunk
+    with S.ReinforcementFile(path) as r:
+        r._file()
+        for direct in (True, False):  # inflated directly / through HDF5's pipeline
+            r._direct = direct
+            for pairs in ((images, views), (images[:1], views[:1]), (images[:0], views[:0])):
+                got = r.read_many(*pairs)
+                assert got.params.dtype == h.policy.param_dtype() and got.params.shape == (len(pairs[0]),)
+                for j, (i, v) in enumerate(zip(*pairs)):
+                    want, one = r.read(i, v), got.record(j)
+                    assert one.params.tobytes() == want.params.tobytes()
+                    for a, b in ((one.indices, want.indices), (one.probs, want.probs)):
+                        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+                    assert one.partner == want.partner
+        with pytest.raises(IndexError, match=f"image index {N} out of range"):
+            r.read_many([0, N], [0, 0])
+        with pytest.raises(IndexError, match=f"view {k} out of range"):
+            r.read_many([0, 1], [0, k])
+        with pytest.raises(ValueError, match="one view per image"):
+            r.read_many([0, 1], [0])
+
+
 def test_reader_is_picklable_for_dataloader_workers(tmp_path):
     import pickle
 
@@ -192,6 +222,8 @@ def test_incomplete_file_is_refused_unless_accepted(tmp_path):
         r.read(1, 0)
         with pytest.raises(S.IncompleteFileError, match="image 5 .* has not been written"):
             r.read(5, 0)
+        with pytest.raises(S.IncompleteFileError, match="image 5 .* has not been written"):
+            r.read_many([1, 2, 5, 7], [0, 0, 0, 0])
 
 
 def test_finish_refuses_missing_rows(tmp_path):
@@ -455,6 +487,8 @@ def test_damaged_record_is_an_error_not_a_wrong_label(tmp_path):
     with S.ReinforcementFile(p) as r:
         with pytest.raises(S.CorruptFileError, match=r"record \(2, 0\) .* out of range .*index is 250"):
             r.read(2, 0)
+        with pytest.raises(S.CorruptFileError, match=r"record \(2, 0\) .* out of range .*index is 250"):
+            r.read_many([1, 3, 2, 2], [0, 0, 0, 1])  # the first record at fault is named
         with pytest.raises(S.CorruptFileError, match="image 2 .* out of range"):
             r.read_image(2)
 
@@ -482,6 +516,8 @@ def test_damaged_chunk_index_is_a_corrupt_file_error(tmp_path):
                 r.read_image(3)
             with pytest.raises(S.CorruptFileError, match="records of image 3 .* damaged"):
                 r.read(3, 1)
+            with pytest.raises(S.CorruptFileError, match="records of image 3 .* damaged"):
+                r.read_many([3, 3, 5], [1, 2, 0])
 
 
 # ---------------------------------------------------------------------- dataset identity

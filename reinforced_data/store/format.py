@@ -11,7 +11,8 @@ and usable on its own):
   ``records_per_chunk`` consecutive views of one image, stored *byte-plane major* (the
   [n, R] byte matrix of the packed records, transposed to [R, n]) and deflated, with the
   sorted probabilities quantised to 8 bits in log space and delta-coded;
-* :class:`Record` / :class:`ImageRecords`: one decoded view / all views of one image.
+* :class:`Record` / :class:`ImageRecords`: one decoded view / several as arrays (all views of
+  one image, or one record per (image, view) pair of a batch).
 """
 
 from __future__ import annotations
@@ -315,7 +316,8 @@ class Record:
 
 @dataclass
 class ImageRecords:
-    """All K stored views of one image."""
+    """Stored views as arrays, one row each: all K views of one image (``read_image``), or
+    one (image, view) record per row (``read_many``)."""
 
     params: np.ndarray  # [K] Policy.param_dtype()
     indices: np.ndarray  # [K, k] int64
@@ -324,6 +326,7 @@ class ImageRecords:
     partner_view: np.ndarray | None  # [K] int64
 
     def record(self, view: int) -> Record:
+        """Row ``view`` as a :class:`Record`."""
         partner = None
         if self.partner_index is not None:
             partner = (int(self.partner_index[view]), int(self.partner_view[view]))

@@ -334,46 +334,112 @@ class ReinforcementFile:
 
     def _planes(self, index: int, group: int) -> np.ndarray:
         """The byte planes of one chunk, flat: byte b of its record j is at ``b * n + j``."""
+        return self._chunks([(index, group)])[0]
+
+    def _chunks(self, chunks: list[tuple[int, int]]) -> np.ndarray:
+        """The byte planes of chunks ``(image, group)``, one row each ([len, chunk_bytes]), as :meth:`_planes`."""
         if self._f is None or self._pid != os.getpid():
             self._file()
+        size = self.codec.chunk_bytes
+        parts = []
+        index = chunks[0][0] if chunks else -1
         try:
-            if self._direct:
-                mask, data = self._records.id.read_direct_chunk((index, group, 0))
-                if mask == 0:
-                    planes = np.frombuffer(zlib.decompress(data), dtype=np.uint8)
-                    if planes.size != self.codec.chunk_bytes:
-                        raise OSError(f"chunk holds {planes.size} bytes, expected {self.codec.chunk_bytes}")
-                    return planes
-            return self._records[index, group]
+            read = self._records.id.read_direct_chunk if self._direct else None
+            for index, group in chunks:
+                if read is not None:
+                    mask, data = read((index, group, 0))
+                    if mask == 0:
+                        data = zlib.decompress(data)
+                        if len(data) != size:
+                            raise OSError(f"chunk holds {len(data)} bytes, expected {size}")
+                        parts.append(data)
+                        continue
+                parts.append(self._records[index, group].tobytes())
         except (OSError, RuntimeError, zlib.error) as e:  # h5py: RuntimeError for a damaged chunk index
             raise CorruptFileError(
                 f"records of image {index} in {self.path} cannot be read ({str(e).splitlines()[0]}); "
                 "the file is truncated or damaged") from None
+        return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(len(parts), size)
 
     def read_image(self, index: int) -> ImageRecords:
         """All K stored views of image ``index``."""
         index = self._check_row(index)
         c = self.codec
-        recs = np.concatenate([c.from_planes(self._planes(index, g)) for g in range(c.chunks_per_image)])
+        recs = np.concatenate([c.from_planes(p) for p in self._chunks([(index, g) for g in range(c.chunks_per_image)])])
         recs = recs[:self.num_views]
         return self._unpack(recs, index)
+
+    def _check_view(self, view: int) -> int:
+        view = int(view)
+        if not 0 <= view < self.num_views:
+            raise IndexError(f"view {view} out of range for {self.num_views} views per image")
+        return view
+
+    def _out_of_range(self, index: int, view: int, e: Exception) -> CorruptFileError:
+        return CorruptFileError(f"record ({index}, {view}) in {self.path} is out of range ({e})")
+
+    def _bad_partner(self, index: int, view: int) -> CorruptFileError:
+        return CorruptFileError(f"record ({index}, {view}) in {self.path} names a partner out of range")
 
     def read(self, index: int, view: int) -> Record:
         """Stored view ``view`` of image ``index``."""
         index = self._check_row(index)
-        view = int(view)
-        if not 0 <= view < self.num_views:
-            raise IndexError(f"view {view} out of range for {self.num_views} views per image")
+        view = self._check_view(view)
         c = self.codec
         g, j = divmod(view, c.per_chunk)
         buf = self._planes(index, g)[j::c.per_chunk].tobytes()
         try:
             params, indices, probs, partner = c.unpack_one(buf)
         except ValueError as e:
-            raise CorruptFileError(f"record ({index}, {view}) in {self.path} is out of range ({e})") from None
+            raise self._out_of_range(index, view, e) from None
         if partner is not None and (partner[0] >= self.num_images or partner[1] >= self.num_views):
-            raise CorruptFileError(f"record ({index}, {view}) in {self.path} names a partner out of range")
+            raise self._bad_partner(index, view)
         return Record(params, indices, probs, partner)
+
+    def read_many(self, images: Any, views: Any) -> ImageRecords:
+        """Stored view ``views[j]`` of image ``images[j]`` for every ``j``, as arrays (row ``j``).
+
+        The batched :meth:`read`: each chunk is read and inflated once, however many of the
+        records lie in it, and the records are decoded together. Errors name the first
+        record (image, view) at fault, as :meth:`read` does.
+        """
+        images = np.asarray(images, dtype=np.int64).reshape(-1)
+        views = np.asarray(views, dtype=np.int64).reshape(-1)
+        if images.size != views.size:
+            raise ValueError(f"got {images.size} image indices but {views.size} views; pass one view per image")
+        if images.size == 1:  # one record: read() decodes it in fewer numpy calls
+            rec = self.read(int(images[0]), int(views[0]))
+            pi, pv = (None, None) if rec.partner is None else (np.array(rec.partner[:1]), np.array(rec.partner[1:]))
+            return ImageRecords(rec.params.reshape(1), rec.indices[None], rec.probs[None], pi, pv)
+        bad = (images < 0) | (images >= self.num_images)
+        bad[~bad] = ~self.written[images[~bad]]
+        if bad.any():
+            self._check_row(int(images[bad.argmax()]))  # raises, naming it
+        bad = (views < 0) | (views >= self.num_views)
+        if bad.any():
+            self._check_view(int(views[bad.argmax()]))
+        c = self.codec
+        groups, cols = np.divmod(views, c.per_chunk)
+        chunks, slot = np.unique(images * c.chunks_per_image + groups, return_inverse=True)
+        planes = self._chunks([divmod(key, c.chunks_per_image) for key in chunks.tolist()])
+        # byte b of record j of a chunk is at b * n + j: gather each record's bytes, then see them as records
+        planes = planes.reshape(chunks.size, c.record_size, c.per_chunk)
+        recs = np.ascontiguousarray(planes[slot.reshape(-1), :, cols]).view(c.record_dtype).reshape(-1)
+        try:
+            out = c.unpack(recs)
+        except ValueError:
+            for j in range(recs.size):  # find the record at fault
+                try:
+                    c.unpack(recs[j:j + 1])
+                except ValueError as e:
+                    raise self._out_of_range(int(images[j]), int(views[j]), e) from None
+            raise  # pragma: no cover - a batch fails only where one of its records does
+        if out.partner_index is not None:
+            bad = (out.partner_index >= self.num_images) | (out.partner_view >= self.num_views)
+            if bad.any():
+                j = int(bad.argmax())
+                raise self._bad_partner(int(images[j]), int(views[j]))
+        return out
 
     def _unpack(self, recs: np.ndarray, index: int) -> ImageRecords:
         try:
