@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import platform
+
+from reinforced_data._machine import cpu_model  # noqa: F401  (the scripts import it from here)
 
 
 def write_table(text: str, path: str) -> None:
@@ -13,13 +14,8 @@ def write_table(text: str, path: str) -> None:
         f.write(text if text.endswith("\n") else text + "\n")
 
 
-def cpu_model() -> str:
-    """The processor's name (Linux: /proc/cpuinfo's "model name"), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def publish(text: str, path: str) -> None:
+    """Print a finished table, write it to ``path`` and say where."""
+    print(text)
+    write_table(text, path)
+    print(f"wrote {path}")

@@ -48,7 +48,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
-from _results import cpu_model, write_table  # noqa: E402
+from _results import cpu_model, publish  # noqa: E402
 from torch import nn  # noqa: E402
 
 torch.set_num_threads(1)
@@ -265,10 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Total time {time.perf_counter() - t_all:.0f} s.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_table(text, out)
-    print(f"wrote {out}")
+    publish("\n".join(lines) + "\n", out)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,13 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-from reinforced_data.demo import DemoSettings, add_demo_parser, main, run_demo
+from collections.abc import Sequence
+
+from reinforced_data.demo import (DemoResult, DemoSettings, Estimate, RunResult, StepResult, add_demo_parser,
+                                   chosen_k, conclusions, main, paired, run_demo)
 from reinforced_data.errors import ConfigError
 from reinforced_data.shapes import SHAPE_CLASSES, ShapesDataset, draw_shape_image
 
 # smaller than --quick: seconds, not minutes
-TINY = dict(quick=True, epochs=2, views=4, train_images=192, test_images=96, teacher_epochs=1, batch_size=32,
-            grid_images=2, grid_views=3, progress=False, threads=1)
+TINY = dict(quick=True, epochs=(1, 2), seeds=2, views=4, train_images=192, test_images=96, teacher_epochs=1,
+            batch_size=32, grid_images=2, grid_views=3, progress=False, threads=1)
 
 
 def test_shapes_dataset_is_deterministic_and_balanced():
@@ -54,7 +58,7 @@ def test_shapes_dataset_is_deterministic_and_balanced():
 
 def _table_rows(text: str) -> dict[str, list[str]]:
     rows = {}
-    for line in text.splitlines():
+    for line in text.split("\n\n| epochs")[0].splitlines():
         if line.startswith("| ") and not line.startswith("| model") and not line.startswith("|---"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0]] = cells[1:]
@@ -62,33 +66,87 @@ def _table_rows(text: str) -> dict[str, list[str]]:
 
 
 def test_demo_outputs_and_determinism(tmp_path):
-    r1 = run_demo(tmp_path / "a", seed=1, **TINY)
+    r1 = run_demo(tmp_path / "a", seed=1, jobs=2, **TINY)
     files = r1.files
-    for key in ("table", "json", "plot", "grid", "reinforcement"):
+    for key in ("results.md", "results.json", "cost.png", "accuracy.png", "views.png", "reinforcement"):
         assert os.path.isfile(files[key]), key
         assert os.path.dirname(os.path.abspath(files[key])) == os.path.abspath(tmp_path / "a")
-    for key in ("plot", "grid"):
+    for key in ("cost.png", "accuracy.png", "views.png"):
         with Image.open(files[key]) as im:
             assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 100
-    rows = _table_rows(open(files["table"]).read())
-    assert list(rows) == ["teacher (AdaptiveEnsembleHead, 2 weak learners)", "student: plain",
+    text = open(files["results.md"]).read()
+    rows = _table_rows(text)
+    assert list(rows) == ["teacher (AdaptiveEnsembleHead, 2 weak learners; once)", "student: plain",
                           "student: online KD", "student: reinforced"]
-    for name, (acc, seconds, rel, rate) in rows.items():
-        assert 0.0 <= float(acc.rstrip("%")) <= 100.0, name
-        assert float(seconds) > 0 and float(rate) > 0, name
-    assert rows["student: plain"][2] == "1.00x"
-    data = json.load(open(files["json"]))
-    assert set(data["students"]) == {"plain", "online KD", "reinforced"}
-    for r in [r1.teacher, *r1.students.values()]:
-        assert 0.0 <= r.accuracy <= 1.0 and r.seconds > 0 and r.images > 0
-    for r in r1.students.values():
-        assert len(r.history) == TINY["epochs"] and r.history[-1] == r.accuracy
+    for name in ("student: plain", "student: online KD", "student: reinforced"):
+        acc, per_seed, seconds, rel = rows[name]
+        mean, std = (float(v) for v in acc.split("±"))
+        per = [float(v) for v in per_seed.split(",")]
+        assert len(per) == 2 and mean == pytest.approx(np.mean(per), abs=0.01)
+        assert std == pytest.approx(np.std(per, ddof=1), abs=0.01)
+        assert float(seconds) > 0 and rel.endswith("x"), name
+    assert rows["student: plain"][3] == "1.00x"
+    assert "reinforced − plain" in text and "Conclusions (computed" in text
+    data = json.load(open(files["results.json"]))
+    runs = data["runs"]
+    # every arm, seed and budget was trained once, with one accuracy per epoch
+    assert sorted((r["arm"], r["seed"], r["epochs"]) for r in runs) == sorted(
+        (a, sd, e) for a in ("plain", "online KD", "reinforced") for sd in (1, 2) for e in (1, 2))
+    for r in runs:
+        assert len(r["history"]) == r["epochs"] and r["history"][-1] == r["accuracy"]
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["cpu_seconds"] > 0 and r["images"] > 0
+    assert set(data["paired"]) == {"reinforced - plain", "reinforced - online KD"}
+    assert 0.0 <= r1.teacher.accuracy <= 1.0 and r1.reinforcement.cpu_seconds > 0
 
-    # same seed, same accuracies (times differ)
-    r2 = run_demo(tmp_path / "b", seed=1, **TINY)
+    # same seed, same accuracies, whatever the number of processes (times differ)
+    r2 = run_demo(tmp_path / "b", seed=1, jobs=1, **TINY)
     assert r2.teacher.accuracy == r1.teacher.accuracy
-    for k in r1.students:
-        assert r2.students[k].history == r1.students[k].history, k
+    key = lambda r: (r.arm, r.seed, r.epochs)  # noqa: E731
+    assert {key(r): r.history for r in r2.runs} == {key(r): r.history for r in r1.runs}
+
+
+def _run(arm: str, seed: int, acc: float, cpu: float, epochs: int = 4) -> RunResult:
+    return RunResult(arm, seed, epochs, acc, cpu, cpu, 100, [acc] * epochs)
+
+
+def _result(runs: list[RunResult], reinforce_cpu: float = 10.0) -> DemoResult:
+    s = DemoSettings(epochs=(2, 4), seeds=3)
+    return DemoResult(s, "data", "cpu", StepResult(0.9, 1.0, 1.0), StepResult(None, reinforce_cpu, 1.0), 1, runs,
+                      "out", {})
+
+
+def test_estimates_and_paired_differences():
+    e = Estimate.of([0.1, 0.2, 0.3])
+    assert e.mean == pytest.approx(0.2) and e.std == pytest.approx(0.1)
+    assert e.high - e.mean == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-4)  # t(0.975, 2 df)
+    assert Estimate.of([0.5]).low == Estimate.of([0.5]).high == 0.5
+    assert "no interval" in Estimate.of([0.5]).interval()
+    runs = [_run("plain", sd, a, 1.0) for sd, a in enumerate((0.50, 0.60, 0.70))]
+    runs += [_run("reinforced", sd, a, 1.1) for sd, a in enumerate((0.55, 0.66, 0.74))]
+    d = paired(runs, "reinforced", "plain", 4)
+    assert d.n == 3 and d.mean == pytest.approx(0.05) and d.std == pytest.approx(np.std([.05, .06, .04], ddof=1))
+
+
+def test_conclusions_follow_the_numbers():
+    def runs(gain: Sequence[float], kd_cost: float) -> list[RunResult]:
+        out = []
+        for e in (2, 4):
+            for sd in range(3):
+                out.append(_run("plain", sd, 0.6 + 0.01 * sd, 1.0 * e, e))
+                out.append(_run("online KD", sd, 0.65 + 0.01 * sd, kd_cost * e, e))
+                out.append(_run("reinforced", sd, 0.6 + 0.01 * sd + gain[sd], 1.2 * e, e))
+        return out
+
+    clear = conclusions(_result(runs((0.06, 0.07, 0.065), kd_cost=2.0)))
+    assert "above plain: the whole interval is above 0" in clear[0]
+    assert "within 1 point of online KD or above it" in clear[1]
+    assert any("paid back against online KD after 3.1 trainings" in c for c in clear)  # 10 / (8 - 4.8)
+    assert any("reaches 67.50 %, above online KD's 66.00 %" in c for c in clear)  # reinforced at 4 epochs vs KD at 4
+    noisy = conclusions(_result(runs((0.08, -0.06, 0.01), kd_cost=1.0)))
+    assert "the interval contains 0" in noisy[0]
+    assert any("never paid back" in c for c in noisy)
+    worse = conclusions(_result(runs((-0.05, -0.06, -0.05), kd_cost=2.0)))
+    assert "below plain" in worse[0] and "below online KD by more than 1 point" in worse[1]
 
 
 def test_demo_on_an_image_folder(tmp_path, capsys):
@@ -96,9 +154,9 @@ def test_demo_on_an_image_folder(tmp_path, capsys):
     ShapesDataset("train", 96, seed=2, num_classes=4).write_image_folder(root / "train")
     ShapesDataset("test", 48, seed=2, num_classes=4).write_image_folder(root / "val")
     tiny = {k: v for k, v in TINY.items() if k not in ("train_images", "test_images", "quick")}
-    result = run_demo(tmp_path / "out", data=str(root), quick=True, **tiny)
-    assert "ImageFolder" in result.dataset and len(result.students) == 3
-    assert os.path.isfile(result.files["grid"])
+    result = run_demo(tmp_path / "out", data=str(root), quick=True, jobs=1, **tiny)
+    assert "ImageFolder" in result.dataset and {r.arm for r in result.runs} == {"plain", "online KD", "reinforced"}
+    assert os.path.isfile(result.files["views.png"])
     assert str(tmp_path / "out") in capsys.readouterr().err  # the folder is named at the end
 
 
@@ -107,11 +165,27 @@ def test_command_line(tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     add_demo_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["demo", "--quick", "--out", "x", "--seed", "3", "--views", "7", "--epochs", "2"])
-    assert (args.quick, args.out, args.seed, args.views, args.epochs) == (True, "x", 3, 7, 2)
+    args = parser.parse_args(["demo", "--quick", "--out", "x", "--seed", "3", "--views", "7", "--epochs", "2,4",
+                              "--seeds", "5", "--jobs", "1", "--k-sweep", "4,8"])
+    assert (args.quick, args.out, args.seed, args.views, args.epochs, args.seeds, args.jobs, args.k_sweep) == \
+        (True, "x", 3, 7, (2, 4), 5, 1, (4, 8))
     assert callable(args.func)
     assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.match(r"reinforced-data: error: .*train/", err[0])
-    with pytest.raises(ConfigError):
-        DemoSettings(epochs=0).validate()
+    for bad in (dict(epochs=0), dict(seeds=0), dict(jobs=-1)):
+        with pytest.raises(ConfigError):
+            DemoSettings(**bad).validate()
+    assert DemoSettings(epochs=(40, 10, 20, 10)).epochs == (10, 20, 40)
+    assert DemoSettings(epochs=5).main_epochs == 5
+
+
+def test_k_is_chosen_by_the_one_standard_error_rule():
+    def sweep(k: int, accs: Sequence[float]) -> list[RunResult]:
+        return [dataclasses.replace(_run("reinforced", sd, a, 1.0), views=k, evaluated_on="held-out")
+                for sd, a in enumerate(accs)]
+
+    runs = sweep(8, (0.70, 0.71, 0.72)) + sweep(16, (0.79, 0.80, 0.81)) + sweep(32, (0.79, 0.81, 0.83))
+    # best: K=32, mean 0.81, standard error 0.02 / sqrt(3); K=16's mean 0.80 lies within it, K=8's does not
+    assert chosen_k(runs) == 16
+    assert chosen_k(sweep(8, (0.5, 0.5)) + sweep(64, (0.9, 0.9))) == 64
