@@ -227,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reinforced-data: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("reinforced-data: interrupted; committed rows are kept, continue with --resume", file=sys.stderr)
+        print("reinforced-data: interrupted" + ("; committed rows are kept, continue with --resume"
+                                                if args.command == "reinforce" else ""), file=sys.stderr)
         return 130
 
 

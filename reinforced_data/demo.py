@@ -138,6 +138,10 @@ class DemoSettings:
             raise ConfigError(f"epochs={self.epochs} must be one or more budgets >= 1")
         if self.jobs is not None and self.jobs < 0:
             raise ConfigError(f"jobs={self.jobs} must be >= 0 (0: as many as the cores allow)")
+        if self.threads is not None and self.threads < 0:
+            raise ConfigError(f"threads={self.threads} must be >= 0 (0: torch's choice)")
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be >= 0")
         if self.view_size < 8 or self.image_size < self.view_size // 2:
             raise ConfigError(f"view_size={self.view_size} must be >= 8 and image_size={self.image_size} at least "
                               "half of it")
@@ -222,6 +226,9 @@ def _load_data(s: DemoSettings, policy) -> _Data:
         train, test = ImageFolder(os.path.join(root, "train")), ImageFolder(os.path.join(root, "val"))
         if train.classes != test.classes:
             raise ConfigError(f"--data {root}: train/ and val/ have different class folders")
+        if len(train.classes) < 2:
+            raise ConfigError(f"--data {root}: train/ has {len(train.classes)} class folder; a classifier needs at "
+                              "least 2")
         name = f"ImageFolder {root}: {len(train.classes)} classes, {len(train)} train / {len(test)} val images"
     raw_train, raw_test = RawImages(train), RawImages(test)
     sources = [raw_train[i][0] for i in range(len(train))]
@@ -359,14 +366,30 @@ def _parallel(fn: Callable, tasks: Sequence[tuple], jobs: int, shared: dict[str,
             return out
         ctx = multiprocessing.get_context("fork")
         results: list[Any] = [None] * len(tasks)
-        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=ctx) as pool:
+        pool = concurrent.futures.ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=ctx)
+        try:
             futures = {pool.submit(_in_child, (fn, t)): i for i, t in enumerate(tasks)}
             for fut in concurrent.futures.as_completed(futures):
                 results[futures[fut]] = fut.result()
                 done(results[futures[fut]])
+        except concurrent.futures.process.BrokenProcessPool:
+            _stop(pool)
+            raise ReinforcedDataError("a training process of the demo died (killed, or out of memory?); run it "
+                                      "again, with --jobs 1 to train in this process") from None
+        except BaseException:  # Ctrl-C or a failed run: stop now, not after every queued run
+            _stop(pool)
+            raise
+        pool.shutdown()
         return results
     finally:
         _SHARED.clear()
+
+
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Clock:

@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 
 from reinforced_data.demo import (DemoResult, DemoSettings, Estimate, RunResult, StepResult, add_demo_parser,
                                    chosen_k, conclusions, main, paired, run_demo)
-from reinforced_data.errors import ConfigError
+from reinforced_data.errors import ConfigError, ReinforcedDataError
 from reinforced_data.shapes import SHAPE_CLASSES, ShapesDataset, draw_shape_image
 
 # smaller than --quick: seconds, not minutes
@@ -189,3 +191,29 @@ def test_k_is_chosen_by_the_one_standard_error_rule():
     # best: K=32, mean 0.81, standard error 0.02 / sqrt(3); K=16's mean 0.80 lies within it, K=8's does not
     assert chosen_k(runs) == 16
     assert chosen_k(sweep(8, (0.5, 0.5)) + sweep(64, (0.9, 0.9))) == 64
+
+
+def _die_or_wait(what: str) -> str:
+    if what == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if what == "fail":
+        raise ValueError("a run failed")
+    time.sleep(60)
+    return what
+
+
+def test_a_failed_or_killed_training_process_stops_the_demo_at_once():
+    from reinforced_data.demo import _parallel
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="a run failed"):  # the queued and running 60 s runs are not waited for
+        _parallel(_die_or_wait, [("fail",), ("wait",), ("wait",), ("wait",)], 2, {})
+    with pytest.raises(ReinforcedDataError, match="training process of the demo died"):
+        _parallel(_die_or_wait, [("die",), ("wait",), ("wait",)], 2, {})
+    assert time.monotonic() - t0 < 30
+
+
+def test_bad_settings_are_refused():
+    for bad in (dict(threads=-1), dict(seed=-1)):
+        with pytest.raises(ConfigError):
+            DemoSettings(**bad).validate()
