@@ -183,6 +183,9 @@ def kd_loss(logits: torch.Tensor, target: Any, temperature: float = 1.0, alpha: 
                     not 1 <= indices.shape[1] <= c:
                 raise ConfigError(f"a sparse target must be (indices, probs) of one shape [{b}, k] with 1 <= k <= {c}; "
                                   f"got {tuple(indices.shape)} and {tuple(probs.shape)}")
+            if indices.is_floating_point() or indices.dtype == torch.bool or not probs.is_floating_point():
+                raise ConfigError(f"a sparse target is (integer class indices, float probabilities); got "
+                                  f"({indices.dtype}, {probs.dtype}): are the two swapped?")
             indices, probs = indices.long(), probs.to(dt)
             if check_targets:
                 _check_sparse(indices, probs.detach(), c)

@@ -314,3 +314,12 @@ def test_check_targets_false_skips_the_check():
     refused(s, 2 * p, "sums to 2")
     # KL(2p || s) = 2 KL(p || s) + 2 log 2: computed as asked, unchecked
     torch.testing.assert_close(KDLoss(check_targets=False)(s, 2 * p), 2 * KDLoss()(s, p) + 2 * math.log(2))
+
+
+def test_sparse_targets_need_integer_indices_and_float_probabilities():
+    logits = torch.zeros(4, 5)
+    idx, probs = torch.tensor([[2], [1], [0], [3]]), torch.full((4, 1), 0.9)
+    for bad in ((idx.float() + 0.7, probs), (probs, idx), (idx, idx)):
+        with pytest.raises(ConfigError, match="are the two swapped"):
+            KDLoss()(logits, bad)
+    assert torch.isfinite(KDLoss()(logits, (idx, probs)))
