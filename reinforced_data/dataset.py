@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -277,9 +278,9 @@ class ReinforcedDataset(torch.utils.data.Dataset):
 
     def _index(self, index: Any) -> int:
         try:
-            i = int(index)
-        except (TypeError, ValueError):
-            raise TypeError(f"index must be an integer, got {type(index).__name__}") from None
+            i = operator.index(index)  # ints, numpy integers, one-element integer tensors; not 2.7
+        except TypeError:
+            raise TypeError(f"index must be an integer, got {type(index).__name__} {index!r}") from None
         n = len(self.dataset)
         if i < 0:
             i += n

@@ -667,6 +667,7 @@ class DemoResult:
         d = dataclasses.asdict(self)
         d["summary"] = {arm: {str(e): {k: dataclasses.asdict(v) for k, v in self.summary(arm, e).items()}
                               for e in self.settings.epochs} for arm in ARMS}
+        d["chosen_k"] = chosen_k(self.k_sweep) if self.k_sweep else None
         d["paired"] = {f"reinforced - {b}": {str(e): dataclasses.asdict(self.paired("reinforced", b, e))
                                              for e in self.settings.epochs} for b in ("plain", "online KD")}
         return d

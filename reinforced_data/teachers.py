@@ -42,6 +42,7 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -313,8 +314,9 @@ class Teacher(nn.Module):
     def _set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean = _triple("mean", mean)
         self.std = _triple("std", std)
-        if min(self.std) <= 0:
-            raise ConfigError(f"teacher {self.name}: std {self.std} must be positive")
+        if not all(math.isfinite(v) for v in self.mean + self.std) or min(self.std) <= 0:
+            raise ConfigError(f"teacher {self.name}: mean {self.mean} must be finite and std {self.std} finite and "
+                              "positive")
         old = getattr(self, "_lut", None)
         lut = normalization_lut(self.mean, self.std, torch.float32)
         self.register_buffer("_lut", lut if old is None else lut.to(old.device), persistent=False)

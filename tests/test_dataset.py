@@ -616,6 +616,12 @@ def test_index_and_arguments_errors(plain):
     with pytest.raises(IndexError, match=rf"index {N} out of range .*{os.path.basename(plain)}"):
         ds[N]
     assert ds[-1][0].shape == (3, SIZE, SIZE)
+    fixed = ReinforcedDataset(base(), plain)
+    fixed.set_epoch(0)
+    assert torch.equal(fixed[np.int64(2)][0], fixed[torch.tensor(2)][0])  # integer kinds are indices
+    for bad in (2.7, "2", None):  # anything else is refused, not truncated
+        with pytest.raises(TypeError, match="index must be an integer"):
+            ds[bad]
     for kw in ({"p": 1.5}, {"target": "soft"}, {"residual": "none"}, {"label_smoothing": 1.0},
                {"out_dtype": torch.int32}, {"backend": "gpu"}, {"seed": -1}, {"p": "0.5"}, {"seed": 1.5},
                {"label_smoothing": "0"}):

@@ -290,3 +290,9 @@ def test_mean_and_std_come_together():
         T.TeacherEnsemble(T.TeacherSpec(model="_reinforce_util:tiny_teacher", std=OWN_STD))
     with pytest.raises(ConfigError, match="pass mean and std together"):
         T.save_checkpoint(U.TinyTeacher(4), "unused.pth", arch="_reinforce_util:tiny_teacher", mean=OWN_MEAN)
+
+
+def test_non_finite_normalisation_is_refused():
+    for mean, std in (((float("nan"), 0.0, 0.0), (1.0, 1.0, 1.0)), ((0.5,) * 3, (float("inf"), 1.0, 1.0))):
+        with pytest.raises(T.ConfigError, match="finite"):
+            T.Teacher(torch.nn.Linear(3, 2), mean=mean, std=std)
