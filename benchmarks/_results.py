@@ -7,6 +7,18 @@ import os
 from reinforced_data._machine import cpu_model  # noqa: F401  (the scripts import it from here)
 
 
+def one_torch_thread() -> None:
+    """Pin torch's intra- and inter-op pools to one thread (per-core figures). The OMP/MKL
+    variables must be set by the script itself, before torch is imported."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (e.g. imported into a running process)
+        pass
+
+
 def write_table(text: str, path: str) -> None:
     """Write ``text`` (a finished markdown table) to ``path``, making its folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

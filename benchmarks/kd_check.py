@@ -48,14 +48,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
-from _results import cpu_model, publish  # noqa: E402
+from _results import cpu_model, one_torch_thread, publish  # noqa: E402
 from torch import nn  # noqa: E402
 
-torch.set_num_threads(1)
-try:
-    torch.set_num_interop_threads(1)
-except RuntimeError:  # already set (imported into a running process)
-    pass
+one_torch_thread()
 
 from reinforced_data import losses as L  # noqa: E402
 

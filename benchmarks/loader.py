@@ -72,13 +72,9 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Sampler  # noqa: E402
 
 import _photos  # noqa: E402
-from _results import cpu_model, write_table  # noqa: E402
+from _results import cpu_model, one_torch_thread, write_table  # noqa: E402
 
-torch.set_num_threads(1)
-try:
-    torch.set_num_interop_threads(1)
-except RuntimeError:  # already set (imported into a running process)
-    pass
+one_torch_thread()
 
 DEFAULT_OUT = os.path.join(HERE, "results", "loader.md")
 QUICK_OUT = os.path.join(HERE, ".data", "loader_quick.md")  # gitignored

@@ -62,13 +62,9 @@ for _p in (HERE, ROOT):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _results import write_table  # noqa: E402
+from _results import one_torch_thread, write_table  # noqa: E402
 
-torch.set_num_threads(1)
-try:
-    torch.set_num_interop_threads(1)
-except RuntimeError:  # already set (e.g. imported into a running process)
-    pass
+one_torch_thread()
 
 import _photos  # noqa: E402
 

@@ -59,14 +59,10 @@ for _p in (HERE, ROOT):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
-try:
-    torch.set_num_interop_threads(1)
-except RuntimeError:
-    pass
-
 import _photos  # noqa: E402
-from _results import write_table  # noqa: E402
+from _results import one_torch_thread, write_table  # noqa: E402
+
+one_torch_thread()
 from replay import cpu_model, loader_layout, versions  # noqa: E402
 
 from reinforced_data.policy import Policy  # noqa: E402
