@@ -610,10 +610,15 @@ class Estimate:
         return f"{100 * self.mean:+.2f} [{100 * self.low:+.2f}, {100 * self.high:+.2f}]"
 
 
+def k_estimates(sweep: Sequence[RunResult]) -> dict[int, Estimate]:
+    """Held-out accuracy over seeds for each K of a K sweep, in increasing K."""
+    return {k: Estimate.of([r.accuracy for r in sweep if r.views == k]) for k in sorted({r.views for r in sweep})}
+
+
 def chosen_k(sweep: Sequence[RunResult]) -> int:
     """The smallest K whose mean held-out accuracy lies within one standard error of the best K's mean
     (the one-standard-error rule: a larger K costs more reinforcement and must earn it)."""
-    est = {k: Estimate.of([r.accuracy for r in sweep if r.views == k]) for k in sorted({r.views for r in sweep})}
+    est = k_estimates(sweep)
     best = max(est.values(), key=lambda e: e.mean)
     return min(k for k, e in est.items() if e.mean >= best.mean - best.std / math.sqrt(best.n))
 
@@ -727,8 +732,7 @@ def conclusions(result: DemoResult) -> list[str]:
                                            "never paid back in CPU time."))
     if len(s.epochs) >= 2:
         a, b = s.epochs[-2], s.epochs[-1]
-        d = Estimate.of([r.accuracy for r in _runs(result.runs, "plain", b).values()]).mean - \
-            Estimate.of([r.accuracy for r in _runs(result.runs, "plain", a).values()]).mean
+        d = result.summary("plain", b)["accuracy"].mean - result.summary("plain", a)["accuracy"].mean
         lines.append(f"Plain from {a} to {b} epochs: {100 * d:+.2f} points (mean)"
                      + (": plain has levelled off." if abs(d) < 0.01 else ": plain is still changing."))
     return lines
@@ -767,8 +771,7 @@ def results_table(result: DemoResult) -> str:
         lines += ["", f"K sweep: reinforced students on the first K of {max(s.k_sweep)} stored views, trained on the "
                   f"training images outside the held-out tenth and scored on it (not on the test set), {e} epochs:",
                   "", "| K | held-out accuracy (%) |", "|---|---|"]
-        for k in s.k_sweep:
-            acc = Estimate.of([r.accuracy for r in result.k_sweep if r.views == k])
+        for k, acc in k_estimates(result.k_sweep).items():
             lines.append(f"| {k} | {acc.points()} |")
         lines += ["", f"K chosen by the one-standard-error rule on the held-out split (the smallest K whose mean is "
                   f"within one standard error of the best mean): {chosen_k(result.k_sweep)}."]
