@@ -13,8 +13,8 @@
    * *plain*: hard labels, the same augmentation drawn on the fly (fresh
      :meth:`Policy.sample` parameters every epoch, replayed in batches);
    * *online KD*: the teacher labels every on-the-fly view at every step (:class:`KDLoss`);
-   * *reinforced*: :class:`~reinforced_data.ReinforcedDataset` over the file, batch replay
-     in a standard ``DataLoader``, with :class:`KDLoss`: no teacher in the loop.
+   * *reinforced*: :class:`~reinforced_data.ReinforcedDataset` over the file in a standard
+     ``DataLoader`` (each batch fetched and replayed at once), with :class:`KDLoss`: no teacher in the loop.
 
    Training cost is the CPU time of the training loop (evaluation excluded). Runs are
    spread over ``jobs`` processes; each run is a pure function of its seed, so results do
@@ -537,13 +537,12 @@ def train_student(arm: str, seed: int, epochs: int, views: int | None = None, he
     if arm == "reinforced":
         from .dataset import ReinforcedDataset
 
-        # batch replay: the DataLoader collates sources and stored records, replay runs once per batch
-        ds = ReinforcedDataset(data.train, _SHARED["file"], out_dtype=torch.float32, seed=seed, views=views,
-                               batch_replay=True)
+        # the one-line swap: a plain DataLoader, which fetches each batch through __getitems__ (its
+        # records read at once, its views replayed in one call)
+        ds = ReinforcedDataset(data.train, _SHARED["file"], out_dtype=torch.float32, seed=seed, views=views)
         g = torch.Generator().manual_seed(seed)
         sampler = torch.utils.data.SubsetRandomSampler(indices.tolist(), generator=g)
-        loader: Any = ds.loader(batch_size=s.batch_size, sampler=sampler, drop_last=True, num_workers=0,
-                                device=device)
+        loader: Any = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, sampler=sampler, drop_last=True)
     else:
         loader = _OnTheFly(data, indices, policy, s.batch_size, seed, 30, device)
     teacher = _SHARED.get("teacher")
