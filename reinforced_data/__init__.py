@@ -7,10 +7,17 @@ Each public name is imported from its module on first use (PEP 562), so
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+import os
+
+#: (pid, parent pid) of the process when the package was first imported in it, before torch and
+#: everything slow: the launcher that started the process even when it died during the seconds of
+#: imports that follow (see :class:`reinforced_data.distributed.ParentWatch`).
+STARTED_UNDER = (os.getpid(), os.getppid())
+
+import importlib  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from ._version import __version__
 from .errors import ConfigError, ReinforcedDataError

@@ -34,6 +34,7 @@ import copy
 import logging
 import operator
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from ._datasets import RawImages, dataset_fingerprint
-from .errors import ConfigError, DatasetMismatchError, IncompleteFileError
+from .errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from .policy import Policy
 from .replay import BACKENDS, replay
 from .store import ReinforcementFile
@@ -124,6 +125,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         self.dataset = dataset
         self._raw = RawImages(dataset, strip=True)
         self._path = f.path
+        self._identity = f.identity  # a worker reopening the path checks it finds this file
         self._file: ReinforcementFile | None = f
         self.policy: Policy = f.policy
         self.num_classes: int = f.num_classes
@@ -185,7 +187,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
     def file(self) -> ReinforcementFile:
         """The reinforcement file (reopened lazily in each process)."""
         if self._file is None:
-            self._file = ReinforcementFile(self._path)
+            self._file = ReinforcementFile(self._path, identity=self._identity)
         return self._file
 
     def __getstate__(self) -> dict:
@@ -355,12 +357,53 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                               f"but replayed views are {self.out_dtype}; make the transform return the same "
                               + ("dtype" if exact else "kind"))
 
-    def _replay_error(self, index: int, view: int, e: Exception) -> DatasetMismatchError:
+    def _image_name(self, index: int) -> str:
         where = self._raw.path(index)
-        what = f"image {index}" + (f" ({where})" if where else "")
+        return f"image {index}" + (f" ({where})" if where else "")
+
+    def _replay_error(self, index: int, view: int, e: Exception) -> DatasetMismatchError:
         return DatasetMismatchError(
-            f"{what} does not fit stored view {view} of {self._path} ({e}); the image changed since the "
-            "file was generated: regenerate the file")
+            f"{self._image_name(index)} does not fit stored view {view} of {self._path} ({_one_record(e)}); the "
+            "image changed since the file was generated: regenerate the file (`reinforced-data inspect --verify "
+            "--data ...` checks every record against the images)")
+
+    def _check_records(self, images: np.ndarray, views: np.ndarray, params: np.ndarray, recs: Any,
+                       pparams: np.ndarray | None) -> None:
+        """Raise a :class:`CorruptFileError` naming the first record (image, view, field) whose values
+        no image could make valid (a flip of 2, an unknown op id, a magnitude out of range): damage
+        to the file, not a changed image. The partner records of mixed views are checked too."""
+        from ._args import encode, encode_mix
+
+        def check(rows: np.ndarray, mixing: bool) -> None:
+            encode(rows, self.policy)
+            if mixing:
+                encode_mix(rows, self.policy)
+
+        mixing = self.policy.mixing
+        todo = [(params, images, views, mixing)]
+        if pparams is not None:  # a partner contributes its own stored view, unmixed
+            m = np.flatnonzero(params["mix_mode"] != 0)
+            todo.append((pparams[m], recs.partner_index[m], recs.partner_view[m], False))
+        for rows, imgs, vws, mix in todo:
+            try:
+                check(rows, mix)
+                continue
+            except ConfigError:
+                pass
+            for j in range(rows.shape[0]):  # find the record at fault
+                try:
+                    check(rows[j:j + 1], mix)
+                except ConfigError as e:
+                    raise self._record_error(int(imgs[j]), int(vws[j]), e) from None
+
+    def _record_error(self, index: int, view: int, e: Exception) -> CorruptFileError:
+        msg = _one_record(e)
+        m = re.search(r"params\['(\w+)'\]", msg)
+        field = m.group(1) if m else "ra_mag" if "timm op" in msg else "parameters"
+        return CorruptFileError(
+            f"{self._path} is damaged: stored view {view} of {self._image_name(index)} holds an invalid '{field}' "
+            f"({msg}); check the whole file with `reinforced-data inspect --verify {self._path}`, then regenerate "
+            "it")
 
     def _replay(self, srcs: list, params: np.ndarray, partners: list | None, partner_params: np.ndarray | None):
         kwargs = {} if partners is None else {"partners": partners, "partner_params": partner_params}
@@ -384,13 +427,15 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             for j, p in zip(m.tolist(), recs.partner_index[m].tolist()):
                 psrcs[j] = self._source(p)
         targets = self._soft_targets(recs.indices, recs.probs)
-        if self.batch_replay:
+        if self.batch_replay:  # the batch is replayed elsewhere, where image and view are no longer known
+            self._check_records(images, views, params, recs, pparams)
             return [(src, params[j], psrc, None if psrc is None else pparams[j], targets[j])
                     for j, (src, psrc) in enumerate(zip(srcs, psrcs))]
         partners = None if pparams is None else [s if p is None else p for s, p in zip(srcs, psrcs)]
         try:
             out = self._replay(srcs, params, partners, pparams)
-        except ValueError as e:  # name the first image that does not fit its view
+        except ValueError as e:  # name the first damaged record, else the first image that does not fit its view
+            self._check_records(images, views, params, recs, pparams)
             for j, (src, psrc) in enumerate(zip(srcs, psrcs)):
                 try:
                     self._replay([src], params[j:j + 1], None if psrc is None else [psrc],
@@ -468,9 +513,14 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         out = torch.empty((len(rpos) + len(opos), 3, h, w), dtype=self.out_dtype, device=device,
                           memory_format=fmt)
-        out[torch.as_tensor(opos, device=device)] = orig.to(self.out_dtype)
+        # Batch positions as index tensors on the device: from pinned memory, copied without
+        # blocking the host (a copy from a Python list would wait for the training stream).
+        def positions(pos: list) -> torch.Tensor:
+            return torch.tensor(pos, dtype=torch.int64, pin_memory=cuda).to(device, non_blocking=cuda)
+
+        out[positions(opos)] = orig.to(self.out_dtype)
         if views is not None:
-            out[torch.as_tensor(rpos, device=device)] = views
+            out[positions(rpos)] = views
         return out, targets
 
 
@@ -478,6 +528,16 @@ def _source_strides(h: int, w: int, hwc: int) -> tuple[int, int, int]:
     """Strides of a [3, h, w] source packed at its offset of the flat batch buffer: channels-last
     (``[h, w, 3]`` bytes) or channel planes. One ``as_strided`` call, not a slice, a view and a permute."""
     return (1, 3 * w, 3) if hwc else (h * w, w, 1)
+
+
+def _one_record(e: Exception) -> str:
+    """The message of a replay error raised for a batch of one record, without its "view 0" (the
+    position in that batch, not the stored view the caller names)."""
+    msg = " ".join(str(e).split())
+    msg = re.sub(r"\(view 0, (slot \d+)\)", r"(\1)", msg)
+    msg = re.sub(r" \(view 0\)", "", msg)
+    msg = re.sub(r"; view 0 holds", "; it holds", msg)
+    return re.sub(r" of view 0\b", "", msg)
 
 
 def _rows(a: np.ndarray) -> list[torch.Tensor]:

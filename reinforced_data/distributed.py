@@ -35,9 +35,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import STARTED_UNDER
 from .errors import ConfigError, ReinforcedDataError
 
-__all__ = ["TIMEOUT_ENV", "DEFAULT_TIMEOUT_S", "timeout", "ParentWatch", "run_ranks"]
+__all__ = ["TIMEOUT_ENV", "DEFAULT_TIMEOUT_S", "timeout", "launcher_pid", "ParentWatch", "run_ranks"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,14 @@ def timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def launcher_pid() -> int:
+    """The parent this process started under: the one noted when the package was first imported
+    (:data:`reinforced_data.STARTED_UNDER`), so that a launcher that died during the
+    imports since is seen gone; in a process forked after that import, its parent now."""
+    pid, parent = STARTED_UNDER
+    return parent if pid == os.getpid() else os.getppid()
+
+
 class ParentWatch:
     """A daemon thread that ends this process (``os._exit(1)``) once its parent is gone.
 
@@ -71,17 +80,19 @@ class ParentWatch:
     """
 
     def __init__(self, interval: float = 1.0) -> None:
-        self.parent = os.getppid()
+        self.parent = launcher_pid()
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="reinforced_data-parent-watch", daemon=True)
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
             if os.getppid() != self.parent:
                 log.error("the launcher (pid %d) is gone: stopping this rank; committed rows are kept, continue "
                           "with --resume", self.parent)
                 os._exit(1)
+            if self._stop.wait(self.interval):
+                return
 
     @staticmethod
     def launched_by_torchrun() -> bool:

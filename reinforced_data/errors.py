@@ -14,7 +14,7 @@ __all__ = [
     "ReinforcedDataError", "ConfigError", "ReinforcementFileError", "NotReinforcementFileError",
     "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
     "SettingsMismatchError", "OutputExistsError", "FileAccessError", "NonFiniteOutputError",
-    "CompiledUnavailableError", "DatasetTypeError",
+    "CompiledUnavailableError", "DatasetTypeError", "FileReplacedError",
 ]
 
 
@@ -62,6 +62,11 @@ class SettingsMismatchError(ReinforcementFileError):
 
 class OutputExistsError(ReinforcementFileError, FileExistsError):
     """The output path exists and neither resume nor overwrite was asked for."""
+
+
+class FileReplacedError(ReinforcementFileError):
+    """Another file now lies at the path a reader (a dataset, a DataLoader worker) was built on:
+    reopening it by path would read other records under the first file's header."""
 
 
 class FileAccessError(ReinforcementFileError):

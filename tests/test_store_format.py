@@ -257,6 +257,9 @@ def test_format_inspect_incomplete_shard_and_mismatch():
     assert "complete:         NO (1 of 4 images written)" in text
     assert "shard:            rank 1 of 2" in text
     assert "teacher top-1" not in text and "generation:" not in text
-    assert text.endswith("dataset:          DOES NOT MATCH: the labels differ")
+    # the verdict ends the text
+    assert text.endswith("dataset:          DOES NOT MATCH: the labels differ\n"
+                         "verdict:          WRONG DATASET: the file was made for another dataset (see above)")
     merged = S.format_inspect(_info(shard={"rank": 0, "world_size": 1, "merged_from": 4}, dataset_matches=True))
-    assert "shard:            merged from 4 ranks" in merged and merged.endswith("dataset:          matches")
+    assert "shard:            merged from 4 ranks" in merged and "\ndataset:          matches\n" in merged
+    assert merged.splitlines()[-1].startswith("verdict:          readable, but only the header and")

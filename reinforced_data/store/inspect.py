@@ -15,7 +15,7 @@ from ..errors import ConfigError, CorruptFileError, DatasetMismatchError, Reinfo
 from .format import Fingerprint, _sha256
 from .reader import ReinforcementFile
 
-__all__ = ["inspect_file", "verify_file", "format_inspect"]
+__all__ = ["inspect_file", "verify_file", "format_inspect", "verdict"]
 
 
 def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = False, max_problems: int = 20) -> dict:
@@ -42,8 +42,12 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
     def problem(msg: str) -> None:
         nonlocal count
         count += 1
+        if hint is not None:  # the advice to run this very check
+            msg = msg.replace(f"; {hint}", "").replace(f": {hint}", "")
         if len(problems) < max_problems:
             problems.append(msg)
+
+    hint = None
 
     def report(images: int, records: int, opened: bool = True) -> dict:
         secs = time.perf_counter() - t0
@@ -57,6 +61,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         problem(str(e))
         return report(0, 0, opened=False)
     images = records = 0
+    hint = f._verify_hint
     with f:
         h, c = f.header, f.codec
         labels = f.labels
@@ -139,17 +144,21 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
         agree = total = 0
         entropy = 0.0
         unreadable = 0
+        params, images = [], []
         for i in rows:
             try:
                 r = f.read_image(int(i))
             except CorruptFileError:  # counted here; --verify names each
                 unreadable += 1
                 continue
+            params.append(r.params)
+            images.append(int(i))
             agree += int((r.indices[:, 0] == f.labels[i]).sum())
             p = r.probs.astype(np.float64)
             p = p / p.sum(axis=1, keepdims=True)
             entropy += float(-(p * np.log(np.maximum(p, 1e-30))).sum())
             total += r.indices.shape[0]
+        bad_params, first_bad = _check_params(h.policy, params, images)
         out = {
             "file": f.path, "format_version": h.format_version,
             # a set flag with a row unwritten is not complete (verify reports it as a problem)
@@ -163,6 +172,8 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             "library_version": h.library_version, "created": h.created, "file_bytes": f.file_size,
             "bytes_per_record": f.bytes_per_record, "record_bytes_uncompressed": f.codec.record_size,
             "stats_images": int(rows.size) - unreadable, "stats_unreadable_images": unreadable,
+            # parameters of the sampled images checked as replay checks them (without the images' sizes)
+            "stats_invalid_param_images": bad_params, "stats_first_invalid_params": first_bad,
             "teacher_top1_agreement": agree / total if total else None,
             "mean_entropy_nats": entropy / total if total else None,
             "generation": f.generation,
@@ -177,6 +188,64 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
     if verify:
         out["verify"] = verify_file(path, data=data, progress=progress)
     return out
+
+
+def _check_params(policy: Any, params: list[np.ndarray], images: list[int]) -> tuple[int, str | None]:
+    """(how many of ``images`` hold parameters replay would refuse, the first one's problem), checking
+    the records of a few hundred images at a time and, where a group fails, each of its images."""
+    from .._args import encode, encode_mix
+
+    def check(p: np.ndarray) -> None:
+        encode(p, policy)
+        if policy.mixing:
+            encode_mix(p, policy)
+
+    bad, first = 0, None
+    step = 256
+    for lo in range(0, len(params), step):
+        try:
+            check(np.concatenate(params[lo:lo + step]))
+            continue
+        except (ConfigError, ValueError):
+            pass
+        for i, p in zip(images[lo:lo + step], params[lo:lo + step]):
+            try:
+                check(p)
+            except (ConfigError, ValueError) as e:
+                bad += 1
+                if first is None:
+                    first = f"image {i}: {' '.join(str(e).split())}"
+    return bad, first
+
+
+def verdict(info: dict) -> str:
+    """The one line that ends ``reinforced-data inspect``: what the checks run found, and, when
+    not every record was checked (no ``--verify``), how to check them all."""
+    verify_cmd = f"`reinforced-data inspect --verify {info['file']}`"
+    problems = []
+    if info.get("complete_flag") and not info["complete"]:
+        problems.append("its complete flag is set but images are missing")
+    if info.get("stats_unreadable_images"):
+        problems.append(f"{info['stats_unreadable_images']} sampled images cannot be read")
+    if info.get("stats_invalid_param_images"):
+        problems.append(f"{info['stats_invalid_param_images']} sampled images hold parameters replay refuses "
+                        f"({info['stats_first_invalid_params']})")
+    v = info.get("verify")
+    if v is not None and not v["ok"]:
+        problems.append(f"{v['problem_count']} problem(s) found by --verify")
+    if problems:
+        then = "regenerate it" if v is not None else f"run {verify_cmd} to list every problem"
+        return f"verdict:          DAMAGED: {'; '.join(problems)}; {then}"
+    if info.get("dataset_matches") is False:
+        return "verdict:          WRONG DATASET: the file was made for another dataset (see above)"
+    if not info["complete"]:
+        head = (f"verdict:          INCOMPLETE: {info['images_written']} of {info['num_images']} images written; "
+                "continue it with `reinforced-data reinforce ... --resume`")
+        return head + ("" if v is not None else f"; {verify_cmd} checks every record written")
+    if v is not None:
+        return f"verdict:          OK: every record of its {v['images_checked']} images checked"
+    return (f"verdict:          readable, but only the header and {info.get('stats_images', 0)} sampled images were "
+            f"checked; run {verify_cmd} to check every record")
 
 
 def format_inspect(info: dict) -> str:
@@ -233,8 +302,13 @@ def format_inspect(info: dict) -> str:
     if "dataset_matches" in info:
         lines.append("dataset:          matches" if info["dataset_matches"] else
                      f"dataset:          DOES NOT MATCH: {info['dataset_mismatch']}")
+    if info.get("stats_invalid_param_images"):
+        lines.append(f"INVALID:          {info['stats_invalid_param_images']} of the images sampled for statistics "
+                     f"hold parameters replay refuses (first: {info['stats_first_invalid_params']}); run inspect "
+                     "--verify")
     if "verify" in info:
         lines += format_verify(info["verify"]).splitlines()
+    lines.append(verdict(info))
     return "\n".join(lines)
 
 
@@ -247,4 +321,6 @@ def format_verify(v: dict) -> str:
     lines = [head] + [f"problem:          {p}" for p in v["problems"]]
     if v["problem_count"] > len(v["problems"]):
         lines.append(f"problem:          ... and {v['problem_count'] - len(v['problems'])} more")
+    if not v.get("opened", True):  # nothing else will be printed: this is the verdict
+        lines.append("verdict:          UNREADABLE: the file cannot be opened (the problem above says why)")
     return "\n".join(lines)

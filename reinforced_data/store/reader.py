@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -21,8 +22,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, IncompleteFileError,
-                      NotReinforcementFileError, UnsupportedVersionError)
+from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, FileReplacedError,
+                      IncompleteFileError, NotReinforcementFileError, UnsupportedVersionError)
 from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str,
                      header_digest)
 
@@ -129,6 +130,89 @@ def _open_h5(path: str) -> h5py.File:
     raise AssertionError("unreachable")
 
 
+def _stored_eof(path: str) -> int | None:
+    """The file length HDF5's superblock records for ``path`` (superblock version 2 or 3, what
+    ``libver="latest"`` writes: signature, version, offset size O, 3 bytes, then base address,
+    extension address and end-of-file address, O bytes each, little-endian); None for other files."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12 + 4 * 8)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:8] != _HDF5_SIGNATURE or head[8] not in (2, 3) or head[9] not in (2, 4, 8):
+        return None
+    o = head[9]
+    if len(head) < 12 + 3 * o:
+        return None
+    base = int.from_bytes(head[12:12 + o], "little")
+    return base + int.from_bytes(head[12 + 2 * o:12 + 3 * o], "little")
+
+
+class _ZeroPadded(io.RawIOBase):
+    """A read-only view of a file cut short that reads as zeros from its end up to ``size``.
+
+    HDF5 refuses to open a file shorter than its superblock says; through this view it
+    opens, and whatever lay past the cut reads as zeros, which fails HDF5's checksums at
+    once (metadata) or fails to inflate (chunks): the parts before the cut are readable.
+    """
+
+    def __init__(self, path: str, size: int) -> None:
+        self._fh = open(path, "rb")
+        self._size, self._pos = size, 0
+        self._real = os.fstat(self._fh.fileno()).st_size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        got = 0
+        if self._pos < self._real:
+            self._fh.seek(self._pos)
+            got = self._fh.readinto(view[:min(n, self._real - self._pos)]) or 0
+        view[got:n] = bytes(n - got)
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _open_cut_short(path: str) -> h5py.File | None:
+    """Open read-only a file that is shorter on disk than its superblock records and that no
+    writer holds (a writer stopped by a file-size limit, say, whose closing could not extend
+    the file), reading what lies past its end as zeros; None for any other file.
+
+    Only a resuming writer, which holds the writer's lock, opens files this way: it copies
+    the committed rows whose chunks are whole into a clean file. Readers refuse such a file.
+    """
+    stored = _stored_eof(path)
+    if stored is None or os.path.getsize(path) >= stored or _marked_open_for_writing(path):
+        return None
+    view = _ZeroPadded(path, stored)
+    try:
+        f = h5py.File(view, "r")
+    except OSError as e:
+        view.close()
+        raise CorruptFileError(f"{path} is truncated (it has {os.path.getsize(path)} of its {stored} bytes) and "
+                               f"its header cannot be read ({str(e).splitlines()[0]}); regenerate it "
+                               "(reinforce --overwrite)") from None
+    f._padded_view = view  # closed with the handle's last reference
+    return f
+
+
 def _truncation(f: h5py.File, path: str) -> str | None:
     """"it has X of its Y bytes" when the file on disk is shorter than HDF5's record of its length."""
     with contextlib.suppress(OSError, RuntimeError, ValueError):
@@ -209,19 +293,34 @@ def _check_digest(f: h5py.File, path: str, labels: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------------- reader
+def _identity(f: h5py.File, complete: bool) -> tuple:
+    """What identifies the file behind an open handle: (device, inode, size, modification time in
+    ns, header digest or None, whether it was complete). See :meth:`ReinforcementFile._check_identity`."""
+    st = os.fstat(f.id.get_vfd_handle())
+    digest = f.attrs.get(DIGEST_ATTR)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, None if digest is None else _attr_str(digest),
+            bool(complete))
+
+
 class ReinforcementFile:
     """Read a reinforcement file.
 
     ``accept_incomplete=True`` opens a file whose generation has not finished (reading a
     row that was not written is still an error). The HDF5 handle is opened lazily in each
-    process, so an instance can be handed to DataLoader workers.
+    process, so an instance can be handed to DataLoader workers. Every process that opens
+    the file again by its path checks that it is still the file first opened (see
+    :attr:`identity`); another file there is a :class:`FileReplacedError`. ``identity``
+    (the :attr:`identity` of an earlier open) makes a new instance check the same.
     """
 
-    def __init__(self, path: str | os.PathLike, accept_incomplete: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, accept_incomplete: bool = False, *,
+                 identity: tuple | None = None) -> None:
         self.path = os.fspath(path)
         self.accept_incomplete = accept_incomplete
         self._f: h5py.File | None = None
         self._pid = None
+        #: (device, inode, size, mtime_ns, header digest, complete) of the file first opened; set below
+        self.identity: tuple | None = identity
         f = self._file()
         try:
             labels = _read_small(f, "labels")
@@ -245,6 +344,8 @@ class ReinforcementFile:
         if f["labels"].shape != (h.num_images,) or f["written"].shape != (h.num_images,):
             raise CorruptFileError(f"{self.path}: its labels or written dataset does not hold {h.num_images} rows")
         self.complete = bool(int(f.attrs.get("complete", 0)))
+        if identity is None:
+            self.identity = _identity(f, self.complete)
         try:
             self.written = _read_small(f, "written").astype(bool)
             self.labels = _read_small(f, "labels").astype(np.int64)
@@ -295,7 +396,15 @@ class ReinforcementFile:
     # -- handle management (fork-safe)
     def _file(self) -> h5py.File:
         if self._f is None or self._pid != os.getpid():
-            self._f = _open_h5(self.path)
+            self._f = None
+            f = _open_h5(self.path)
+            if self.identity is not None:
+                try:
+                    self._check_identity(f)
+                except BaseException:
+                    f.close()
+                    raise
+            self._f = f
             self._pid = os.getpid()
             _check_format(self._f, self.path)
             self._records = self._f["records"]
@@ -305,6 +414,24 @@ class ReinforcementFile:
             self._direct = (r.compression == "gzip" and not r.shuffle and not r.fletcher32
                             and r.scaleoffset is None and r.id.get_create_plist().get_nfilters() == 1)
         return self._f
+
+    def _check_identity(self, f: h5py.File) -> None:
+        """Refuse a file reopened by path that is not the one first opened: another inode or
+        header digest, or, for a file that was complete, another size or modification time
+        (a file still being written grows)."""
+        dev, ino, size, mtime, digest, complete = self.identity
+        now = _identity(f, complete)
+        if (now[0], now[1]) != (dev, ino):
+            what = "another file now lies at that path"
+        elif now[4] != digest:
+            what = "its header digest changed"
+        elif complete and (now[2], now[3]) != (size, mtime):
+            what = f"it was modified ({size} -> {now[2]} bytes)" if now[2] != size else "it was modified"
+        else:
+            return
+        raise FileReplacedError(
+            f"{self.path} was replaced after it was first opened ({what}); this process would read another file's "
+            "records: restart with the file there now, or put the original back")
 
     def close(self) -> None:
         if self._f is not None and self._pid == os.getpid():
@@ -358,7 +485,7 @@ class ReinforcementFile:
         except (OSError, RuntimeError, zlib.error) as e:  # h5py: RuntimeError for a damaged chunk index
             raise CorruptFileError(
                 f"records of image {index} in {self.path} cannot be read ({str(e).splitlines()[0]}); "
-                "the file is truncated or damaged") from None
+                f"the file is truncated or damaged: {self._verify_hint}") from None
         return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(len(parts), size)
 
     def read_image(self, index: int) -> ImageRecords:
@@ -375,11 +502,17 @@ class ReinforcementFile:
             raise IndexError(f"view {view} out of range for {self.num_views} views per image")
         return view
 
+    @property
+    def _verify_hint(self) -> str:
+        return f"check the whole file with `reinforced-data inspect --verify {self.path}`, then regenerate it"
+
     def _out_of_range(self, index: int, view: int, e: Exception) -> CorruptFileError:
-        return CorruptFileError(f"record ({index}, {view}) in {self.path} is out of range ({e})")
+        return CorruptFileError(f"record ({index}, {view}) in {self.path} is out of range ({e}): the file is "
+                                f"damaged; {self._verify_hint}")
 
     def _bad_partner(self, index: int, view: int) -> CorruptFileError:
-        return CorruptFileError(f"record ({index}, {view}) in {self.path} names a partner out of range")
+        return CorruptFileError(f"record ({index}, {view}) in {self.path} names a partner out of range: the file is "
+                                f"damaged; {self._verify_hint}")
 
     def read(self, index: int, view: int) -> Record:
         """Stored view ``view`` of image ``index``."""
@@ -445,10 +578,12 @@ class ReinforcementFile:
         try:
             out = self.codec.unpack(recs)
         except ValueError as e:
-            raise CorruptFileError(f"records of image {index} in {self.path} are out of range ({e})") from None
+            raise CorruptFileError(f"records of image {index} in {self.path} are out of range ({e}): the file is "
+                                   f"damaged; {self._verify_hint}") from None
         if out.partner_index is not None and (out.partner_index.max() >= self.num_images
                                               or out.partner_view.max() >= self.num_views):
-            raise CorruptFileError(f"records of image {index} in {self.path} name a partner out of range")
+            raise CorruptFileError(f"records of image {index} in {self.path} name a partner out of range: the file "
+                                   f"is damaged; {self._verify_hint}")
         return out
 
     # -- checks

@@ -5,6 +5,11 @@ single-writer/multiple-reader (SWMR) mode, whose ordered metadata writes keep th
 readable after the writer dies, even by ``kill -9``; a resumed writer copies such a file
 into a clean one first. Rows are committed by a ``written`` flag set only after their data
 is flushed; ``complete`` is set last.
+
+A write the system refuses part way (a file-size limit, EFBIG) can leave the file shorter
+than HDF5's own record of its length, and no longer marked open. A new file is therefore
+built in memory and written out whole, and a resumed writer that finds its file cut short
+recovers it as it does a killed writer's: every committed row whose chunks are whole.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from collections.abc import Iterable, Sequence
 import h5py
 import numpy as np
 
-from ..errors import (ConfigError, DatasetMismatchError, FileAccessError, OutputExistsError,
+from ..errors import (ConfigError, CorruptFileError, DatasetMismatchError, FileAccessError, OutputExistsError,
                       ReinforcementFileError, SettingsMismatchError)
 from .format import DEFLATE_LEVEL, DIGEST_ATTR, WRITTEN_CHUNK, Header, header_digest, smallest_uint
-from .reader import _check_digest, _check_format, _open_h5, _raise_damaged, _raise_open_error
+from .reader import (_check_digest, _check_format, _open_cut_short, _open_h5, _raise_damaged, _raise_open_error,
+                     _stored_eof)
 
 __all__ = ["ReinforcementWriter", "copy_rows", "seal_header"]
 
@@ -128,12 +134,14 @@ class ReinforcementWriter:
 
     @staticmethod
     def _create(path: str, header: Header, labels: np.ndarray) -> h5py.File:
+        # The file is built in memory and written out in one piece: HDF5 never writes it itself
+        # until it is whole, so a write the system refuses (a file-size limit, a full disk) is one
+        # plain OSError here, the partial file is removed, and no HDF5 handle is left half closed.
         tmp = path + ".creating"
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         c = header.codec()
-        f = h5py.File(tmp, "w", libver="latest")
-        try:
+        with h5py.File(os.path.basename(tmp), "w", libver="latest", driver="core", backing_store=False) as f:
             for k, v in header.to_attrs().items():
                 f.attrs[k] = v
             f.attrs["complete"] = np.uint8(0)
@@ -147,8 +155,16 @@ class ReinforcementWriter:
                              compression="gzip")
             seal_header(f)
             f.flush()
-            f.swmr_mode = True
-            f.flush()
+            image = f.id.get_file_image()
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(image)
+            f = _open_swmr_writer(tmp)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        try:
             os.replace(tmp, path)
         except BaseException:
             f.close()
@@ -159,7 +175,16 @@ class ReinforcementWriter:
 
     @classmethod
     def _reopen(cls, path: str, header: Header, labels: np.ndarray) -> h5py.File:
-        src = _open_h5(path)  # a SWMR reader of a file a killed writer left open
+        cut_short = False
+        try:
+            src = _open_h5(path)  # a SWMR reader of a file a killed writer left open
+        except CorruptFileError:
+            # a writer stopped by the system mid-write (a file-size limit) may close the file shorter than
+            # its superblock says; under the writer's lock, its rows are recovered below
+            src = _open_cut_short(path)
+            if src is None:
+                raise
+            cut_short = True
         try:
             _check_format(src, path)
             try:
@@ -183,33 +208,37 @@ class ReinforcementWriter:
             if old.library_version != header.library_version:
                 log.warning("%s was started by reinforced_data %s; resuming with %s", path,
                             old.library_version, header.library_version)
-            clean = not src.swmr_mode
+            if cut_short and int(src.attrs.get("complete", 0)):
+                # a finished file cut short afterwards (a copy stopped half way): not a writer's doing
+                raise CorruptFileError(
+                    f"{path} is truncated (it has {os.path.getsize(path)} of its {_stored_eof(path)} bytes) though "
+                    "its generation finished; restore it from where it was copied, or regenerate it "
+                    "(reinforce --overwrite)")
+            clean = not src.swmr_mode and not cut_short
         finally:
             src.close()
         if not clean:
-            cls._recover(path)
-        # Read-write and SWMR-writing in one call: opening "r+" and then switching swmr_mode on
-        # would leave, if killed in between, a file marked open for writing but not for SWMR,
-        # which HDF5 then refuses to open at all.
-        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-        try:
-            f = h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl))
-        except OSError as e:
-            _raise_open_error(path, e, writing=True)
+            cls._recover(path, cut_short)
+        f = _open_swmr_writer(path)
         if int(f.attrs.get("complete", 0)):
             log.info("%s is already complete", path)
         return f
 
     @staticmethod
-    def _recover(path: str) -> None:
+    def _recover(path: str, cut_short: bool = False) -> None:
         """Copy a file whose writer died (still marked open for SWMR writing), or that was cut
         short (a file-size limit), into a clean one: every committed row whose chunks are whole."""
-        log.warning("%s was left open by a writer that stopped; recovering its committed rows", path)
+        if cut_short:
+            log.warning("%s is shorter than its writer left it (a file-size limit?); recovering its committed rows",
+                        path)
+        else:
+            log.warning("%s was left open by a writer that stopped; recovering its committed rows", path)
         tmp = path + ".recovering"
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
-        src = h5py.File(path, "r", swmr=True)
+        src = _open_cut_short(path) if cut_short else h5py.File(path, "r", swmr=True)
+        if src is None:  # pragma: no cover - _reopen saw it cut short under the same lock
+            raise CorruptFileError(f"{path} changed while it was being recovered")
         try:
             try:
                 written = src["written"][:]
@@ -219,8 +248,15 @@ class ReinforcementWriter:
             # "generation" (the run's statistics) is left out: finish() writes it again, and a writer
             # stopped while writing it (a file-size limit, say) leaves it unreadable
             attrs = {k: src.attrs[k] for k in src.attrs if k != "generation"}
+            stats = None
+            with contextlib.suppress(OSError, RuntimeError, ValueError, KeyError):
+                stats = src.attrs.get("generation")
             with h5py.File(tmp, "w", libver="latest") as dst:
                 _copy_layout(src, dst, attrs)
+                if stats is not None:
+                    dst.attrs["generation"] = stats
+                elif int(attrs.get("complete", 0)):  # finish() writes the statistics again
+                    dst.attrs["complete"] = np.uint8(0)
                 dst["labels"][:] = labels
                 rows = np.flatnonzero(written)
                 whole = copy_rows(src["records"], dst["records"], rows, check_bytes=src["records"].chunks[2])
@@ -231,6 +267,10 @@ class ReinforcementWriter:
                     written[lost] = 0
                     dst.attrs["complete"] = np.uint8(0)
                 dst["written"][:] = written
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
         finally:
             src.close()
         os.replace(tmp, path)
@@ -300,6 +340,18 @@ class ReinforcementWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_swmr_writer(path: str) -> h5py.File:
+    """Open ``path`` read-write and SWMR-writing in one call: opening "r+" and then switching
+    swmr_mode on would leave, if killed in between, a file marked open for writing but not
+    for SWMR, which HDF5 then refuses to open at all."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    try:
+        return h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl))
+    except OSError as e:
+        _raise_open_error(path, e, writing=True)
 
 
 def seal_header(f: h5py.File) -> str:
