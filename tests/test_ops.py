@@ -230,6 +230,10 @@ def test_augment_argument_errors_name_the_argument():
         ([img], _rows([row]), 0, 10, r"out_h"),
         ([img], _rows([row]), 12, -1, r"out_w"),
         ([img], _rows([row]), 12, 5000, r"out_w"),
+        # crops may reach outside the image (padded crops), but not past +-65535 (csrc/replay_checks.h)
+        ([img], _rows([_with(row, CROP_TOP=65536)]), 12, 10, r"args\[0\] crop"),
+        ([img], _rows([_with(row, CROP_LEFT=-65536)]), 12, 10, r"args\[0\] crop"),
+        ([img], _rows([_with(row, CROP_H=0)]), 12, 10, r"args\[0\] crop"),
     ]
     for images, rows, oh, ow, match in cases:
         with pytest.raises(RuntimeError, match=match):
@@ -302,10 +306,41 @@ def test_cuda_random_rows_mix_normalize():
         for cl in (False, True):
             _util.assert_equal_views(torch.ops.reinforced_data.normalize(a.cuda(), lut.cuda(), cl),
                                      torch.ops.reinforced_data.normalize(a, lut, cl), what=f"CUDA normalize {dtype}")
-    # garbage rows raise on CUDA too
+    # a crop reaching outside the image reads the pad fill, on CUDA as on the CPU
     src = _util.smooth_image(30, 40, 5)
-    bad = _rows([_with(_valid_row(), CROP_TOP=100)])
-    with pytest.raises(RuntimeError, match=r"args\[0\] crop"):
-        torch.ops.reinforced_data.augment([src.cuda()], bad.cuda(), 12, 10)
+    outside = _rows([_with(_valid_row(), CROP_TOP=100), _with(_valid_row(), CROP_TOP=-7, CROP_LEFT=-9)])
+    _util.assert_equal_views(torch.ops.reinforced_data.augment([src.cuda()] * 2, outside.cuda(), 12, 10),
+                             torch.ops.reinforced_data.augment([src] * 2, outside, 12, 10), outside,
+                             "CUDA padded crops")
+    # garbage rows raise on CUDA too (tops past +-65535 are refused: csrc/replay_checks.h)
+    for bad in (_rows([_with(_valid_row(), CROP_TOP=65536)]), _rows([_with(_valid_row(), CROP_W=0)])):
+        with pytest.raises(RuntimeError, match=r"args\[0\] crop"):
+            torch.ops.reinforced_data.augment([src.cuda()], bad.cuda(), 12, 10)
     with pytest.raises(RuntimeError, match=r"images\[1\] is on"):
         torch.ops.reinforced_data.augment([src.cuda(), src], _rows([_valid_row()] * 2).cuda(), 12, 10)
+
+
+@compiled
+@pytest.mark.cuda
+def test_cuda_ops_with_host_rows_do_not_synchronize():
+    """augment, mix and normalize with argument rows on the host never wait for the stream
+    (torch.cuda.set_sync_debug_mode("error") raises on any host-device synchronisation)."""
+    g = np.random.default_rng(11)
+    images, rows = _random_batch(g, 8, 17, 31, seed=11)
+    a, b, mrows = _random_mix(g, 8, 17, 31)
+    lut = _args.normalize_lut(Policy(), torch.float32)
+    ga, gb, glut, gimages = a.cuda(), b.cuda(), lut.cuda(), [i.cuda() for i in images]
+    ops = torch.ops.reinforced_data
+    ops.mix(ga, gb, mrows)  # warm-up: module loading, first allocations
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        views = ops.augment(gimages, rows, 17, 31)
+        mixed = ops.mix(ga, gb, mrows)
+        normed = ops.normalize(mixed, glut, True)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    _util.assert_equal_views(views, ops.augment(images, rows, 17, 31), rows, "CUDA augment, host rows")
+    _util.assert_equal_views(mixed, ops.mix(a, b, mrows), mrows, "CUDA mix, host rows")
+    _util.assert_equal_views(normed, ops.normalize(ops.mix(a, b, mrows), lut, True), what="CUDA normalize")

@@ -222,6 +222,9 @@ def test_replay_mixed_records_need_partners():
 def test_cuda_matches_cpu_presets(name):
     policy = Policy.preset(name)
     sizes = [(1, 1), (5, 300), (240, 320), (333, 250), (64, 64), (100, 37), (224, 224), (500, 375)] * 2
+    if policy.crop_mode == "padded":  # RandomCrop refuses sources that, padded, are still below its output
+        pad, (oh, ow) = policy.crop_padding, policy.output_size
+        sizes = [(h, w) for h, w in sizes if h + 2 * pad >= oh and w + 2 * pad >= ow]
     images = _util.image_batch(sizes, seed=41)
     partners = _util.image_batch(sizes[::-1], seed=42)
     g = np.random.default_rng(43)

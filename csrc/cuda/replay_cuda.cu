@@ -673,8 +673,9 @@ void check_on(const at::Tensor& t, const at::Device& device, const char* what, c
               " (the CUDA device of ", owner, ")");
 }
 
-// args may be on the CPU (saves a copy: they are validated on the host anyway) or on
-// the images' CUDA device.
+// args may be on the CPU (saves a copy, and no host-device synchronisation: they are
+// validated on the host anyway, and the per-view table reaches the device from pinned memory)
+// or on the images' CUDA device (then copied to the host first, which waits for the stream).
 at::Tensor augment_cuda(at::TensorList images, const at::Tensor& args, int64_t out_h, int64_t out_w) {
   TORCH_CHECK(!images.empty() || args.is_cuda(), "augment: got no images and CPU args: nothing says which GPU");
   const at::Device device = images.empty() ? args.device() : images[0].device();
@@ -691,15 +692,32 @@ at::Tensor augment_cuda(at::TensorList images, const at::Tensor& args, int64_t o
   return augment_impl(imgs, args_cpu, out_h, out_w, device);
 }
 
+// Rows validated on the host, on their way to `device` without blocking the host: copied into
+// a fresh pinned block (so a later change to the caller's tensor cannot reach the kernel) and
+// from there asynchronously on the current stream; the caching host allocator keeps the block
+// until that copy has run. A copy from pageable memory would make the host wait for the stream.
+at::Tensor rows_to_device(const at::Tensor& rows_cpu, at::Device device) {
+  at::Tensor pinned = at::empty(rows_cpu.sizes(), rows_cpu.options().pinned_memory(true));
+  pinned.copy_(rows_cpu);
+  return pinned.to(device, at::kInt, /*non_blocking=*/true);
+}
+
+// args may be on the CPU (the fast path, and what replay() passes: validated there, then
+// copied as above) or on a's device (then copied to the host for validation, which waits for
+// the stream: a host-device synchronisation).
 at::Tensor mix_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& args) {
   TORCH_CHECK(a.is_cuda(), "mix: a must be a CUDA tensor, got ", a.device());
   check_on(b, a.device(), "mix: b", "a");
   TORCH_CHECK(args.is_cpu() || args.device() == a.device(), "mix: args is on ", args.device(),
               " but must be on the CPU or on ", a.device(), " (the device of a)");
   c10::cuda::CUDAGuard guard(a.device());
-  const at::Tensor args_cpu = args.to(at::kCPU).contiguous();
-  check_mix(a, b, args_cpu);
-  return mix_impl(a, b, args.to(a.device()));
+  if (args.is_cpu()) {
+    const at::Tensor args_cpu = args.contiguous();
+    check_mix(a, b, args_cpu);
+    return mix_impl(a, b, rows_to_device(args_cpu, a.device()));
+  }
+  check_mix(a, b, args.to(at::kCPU).contiguous());
+  return mix_impl(a, b, args);
 }
 
 at::Tensor normalize_cuda(const at::Tensor& x, const at::Tensor& lut, bool channels_last) {
