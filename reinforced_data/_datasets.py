@@ -6,8 +6,11 @@ that :class:`RawImages` returns during training: both go through :func:`to_uint8
 here, so the replayed view is the view the teacher saw.
 
 * File-backed folders (torchvision ``DatasetFolder`` / ``ImageFolder``: ``samples`` and
-  ``loader``) are read with their own ``loader`` on the file path: the user's
-  ``transform`` never runs (fast path).
+  ``loader``) are read from the file path: the user's ``transform`` never runs. With the
+  default (PIL) loader, 8-bit JPEGs of one or three components and 8-bit PNGs are decoded
+  straight to a uint8 tensor by ``torchvision.io`` (:func:`decode_file`), which gives PIL's
+  pixels without a PIL image or a numpy copy; every other file (CMYK, 16-bit, GIF, ...), and
+  every file when the decoder is ``"pil"``, goes through the dataset's own ``loader``.
 * Any other map-style dataset returning ``(image, label)`` is read through a shallow
   copy with ``transform`` (and torchvision's ``transforms``) removed when ``strip=True``;
   the caller's object is never mutated. With ``strip=False`` (generation), a dataset
@@ -109,11 +112,117 @@ def to_uint8_image(img: Any, index: int) -> torch.Tensor:
     return img
 
 
-def _file_backed(dataset: Any) -> bool:
-    """torchvision DatasetFolder / ImageFolder: a list of (path, label) and a loader."""
+#: the decoders of file-backed datasets: ``"tensor"`` (torchvision.io where :func:`decode_file`
+#: takes the file, else the dataset's loader) and ``"pil"`` (always the dataset's loader)
+DECODERS = ("tensor", "pil")
+
+
+def _tensor_format(data: np.ndarray) -> str | None:
+    """``"jpeg"`` or ``"png"`` when torchvision.io decodes the file to PIL's RGB pixels: an
+    8-bit JPEG with one (gray) or three components, or an 8-bit PNG that is gray, RGB, palette or
+    gray with alpha, or RGBA; None for anything else (CMYK/YCCK JPEG, 12-bit, 16-bit PNG, other formats, damage)."""
+    n = len(data)
+    if n > 33 and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[12:16].tobytes() == b"IHDR":
+        return "png" if data[24] == 8 and data[25] in (0, 2, 3, 4, 6) else None
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i = 2
+    while i + 9 < n:  # walk the marker segments up to the frame header (SOFn)
+        if data[i] != 0xFF:
+            return None
+        marker = int(data[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return "jpeg" if data[i + 4] == 8 and data[i + 9] in (1, 3) else None
+        if marker == 0xDA or marker == 0xD9:  # scan or end before a frame header
+            return None
+        i += 2 + (int(data[i + 2]) << 8 | int(data[i + 3]))
+    return None
+
+
+def _image_ops() -> Any:
+    """torchvision's image operators (``torch.ops.image``), or None where this torchvision has none.
+
+    They are called directly: the ``torchvision.io`` wrappers warn on every call that the image
+    codecs are deprecated in favour of TorchCodec, and add Python checks this path does not need."""
+    global _IMAGE_OPS
+    if _IMAGE_OPS is False:
+        try:
+            import torchvision.io as io
+
+            rgb = int(io.ImageReadMode.RGB.value)
+            ops = torch.ops.image
+            _IMAGE_OPS = (ops.read_file, ops.decode_jpeg, ops.decode_png, rgb) if io.image._has_image_ops() else None
+        except (ImportError, AttributeError, RuntimeError):
+            _IMAGE_OPS = None
+    return _IMAGE_OPS
+
+
+_IMAGE_OPS: Any = False  # not looked up yet
+
+
+def decode_file(path: str) -> torch.Tensor | None:
+    """The image file at ``path`` as uint8 ``[3, H, W]`` decoded by torchvision.io (a channels-last
+    view of the decoder's output, as PIL's pixels come), or None when :func:`_tensor_format` leaves
+    the file to PIL, or torchvision.io cannot read or decode it (the caller then reads it with PIL,
+    which decodes it or names the error)."""
+    ops = _image_ops()
+    if ops is None:
+        return None
+    read_file, decode_jpeg, decode_png, rgb = ops
+    try:
+        data = read_file(str(path))
+        kind = _tensor_format(data.numpy())
+        if kind is None:
+            return None
+        return decode_jpeg(data, rgb, False) if kind == "jpeg" else decode_png(data, rgb, False)
+    except RuntimeError:
+        return None
+
+
+def _default_loader(loader: Any) -> bool:
+    """Whether ``loader`` is torchvision's default (PIL) image loader, which :func:`decode_file` matches."""
+    try:
+        from torchvision import get_image_backend
+        from torchvision.datasets.folder import default_loader, pil_loader
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return False
+    return loader is pil_loader or (loader is default_loader and get_image_backend() == "PIL")
+
+
+def _pil_rgb(path: str) -> Any:
+    """timm ``ImageDataset``'s read of a file: ``Image.open(f).convert("RGB")`` (torchvision's ``pil_loader``)."""
+    from PIL import Image
+
+    with open(path, "rb") as fh:
+        return Image.open(fh).convert("RGB")
+
+
+def _timm_folder(dataset: Any) -> bool:
+    """A timm ``ImageDataset`` over a folder reader that returns each file as an RGB PIL image."""
+    reader = getattr(dataset, "reader", None)
+    return (type(dataset).__module__.startswith("timm.") and isinstance(getattr(reader, "samples", None), list)
+            and not getattr(dataset, "load_bytes", False) and getattr(dataset, "input_img_mode", None) == "RGB"
+            and getattr(dataset, "additional_features", None) is None and len(reader.samples) == len(dataset))
+
+
+def _folder(dataset: Any) -> tuple[list, Any, str | None] | None:
+    """``(samples, loader, root)`` of a file-backed dataset (samples: ``(path, label)`` per item), or None:
+    torchvision ``DatasetFolder`` / ``ImageFolder`` (its ``samples`` and ``loader``) and timm's
+    ``ImageDataset`` over a folder (its reader's ``samples``, read as :func:`_pil_rgb`)."""
     samples = getattr(dataset, "samples", None)
-    return (callable(getattr(dataset, "loader", None)) and isinstance(samples, (list, tuple))
-            and len(samples) == len(dataset))
+    if callable(getattr(dataset, "loader", None)) and isinstance(samples, (list, tuple)) and len(samples) == len(dataset):
+        return samples, dataset.loader, getattr(dataset, "root", None)
+    if _timm_folder(dataset):
+        return dataset.reader.samples, _pil_rgb, getattr(dataset.reader, "root", None)
+    return None
+
+
+def _file_backed(dataset: Any) -> bool:
+    """A dataset of image files whose items :class:`RawImages` reads by path (see :func:`_folder`)."""
+    return _folder(dataset) is not None
 
 
 def _without_transform(dataset: Any) -> Any:
@@ -149,28 +258,47 @@ class RawImages(torch.utils.data.Dataset):
 
     ``strip=True`` bypasses the dataset's own image transform (training: the user's
     dataset as they built it); ``strip=False`` reads items as they are and refuses
-    transformed images (generation). Errors name the index and, for files, the path.
+    transformed images (generation). ``decoder`` (file-backed datasets with the default
+    loader): ``"tensor"`` decodes JPEG/PNG with :func:`decode_file`, ``"pil"`` always calls
+    the loader; both give the same pixels where libjpeg-turbo and libpng agree, which a
+    :class:`~reinforced_data.dataset.ReinforcedDataset` checks on the fingerprint sample.
+    Errors name the index and, for files, the path.
     """
 
-    def __init__(self, dataset: Any, strip: bool = False) -> None:
+    def __init__(self, dataset: Any, strip: bool = False, decoder: str = "tensor") -> None:
+        if decoder not in DECODERS:
+            raise ConfigError(f"decoder={decoder!r}; choose one of {DECODERS}")
         self.dataset = dataset
         transformed = getattr(dataset, "transform", None) is not None
         self._refuse_transform = transformed and not strip
-        self.files = _file_backed(dataset) and not self._refuse_transform
+        folder = None if self._refuse_transform else _folder(dataset)
+        self.files = folder is not None
+        self._samples, self._loader = folder[:2] if folder else (None, None)
         self._items = dataset if (self.files or not strip) else _without_transform(dataset)
+        self.decoder = decoder
+        self._tensor_decode = decoder == "tensor" and self.files and (
+            self._loader is _pil_rgb or _default_loader(self._loader))
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    @property
+    def decoder_name(self) -> str | None:
+        """What decodes image files: ``"torchvision.io"`` (JPEG/PNG, the rest with PIL) or ``"PIL"``;
+        None for a dataset that is not file-backed (its items are the images)."""
+        return None if not self.files else "torchvision.io" if self._tensor_decode else "PIL"
+
     def path(self, index: int) -> str | None:
         """The file image ``index`` is read from, for file-backed datasets."""
-        return str(self.dataset.samples[index][0]) if self.files else None
+        return str(self._samples[index][0]) if self.files else None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.files:
-            path, label = self.dataset.samples[index]
+            path, label = self._samples[index]
             try:
-                img = self.dataset.loader(path)
+                img = decode_file(path) if self._tensor_decode else None
+                if img is None:
+                    img = self._loader(path)
             except FileNotFoundError:
                 raise FileNotFoundError(f"image {index}: {path} does not exist") from None
             except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated or not an image
@@ -209,8 +337,11 @@ def dataset_labels(dataset: Any) -> np.ndarray:
         inner = dataset_labels(dataset.dataset)
         return as_labels(inner[np.asarray(dataset.indices, dtype=np.int64)], n)
     targets = getattr(dataset, "targets", None)
-    if targets is None and hasattr(dataset, "samples"):
-        targets = [s[1] for s in dataset.samples]
+    if targets is None:
+        folder = _folder(dataset)
+        samples = folder[0] if folder else getattr(dataset, "samples", None)
+        if samples is not None:
+            targets = [s[1] for s in samples]
     if targets is None:
         log.warning("dataset has no .targets: reading all %d items once to collect their labels", n)
         targets = [int(dataset[i][1]) for i in range(n)]
@@ -218,11 +349,13 @@ def dataset_labels(dataset: Any) -> np.ndarray:
 
 
 def dataset_files(dataset: Any) -> list[str] | None:
-    """The dataset's file list (relative to its root) when it has one (ImageFolder's ``samples``)."""
-    samples = getattr(dataset, "samples", None) or getattr(dataset, "imgs", None)
+    """The dataset's file list (relative to its root) when it has one (ImageFolder's ``samples``,
+    timm ``ImageDataset``'s reader's)."""
+    folder = _folder(dataset)
+    samples, root = (folder[0], folder[2]) if folder else (
+        getattr(dataset, "samples", None) or getattr(dataset, "imgs", None), getattr(dataset, "root", None))
     if not samples:
         return None
-    root = getattr(dataset, "root", None)
     paths = [str(s[0]) if isinstance(s, (tuple, list)) else str(s) for s in samples]
     if root:
         paths = [os.path.relpath(p, root) for p in paths]
@@ -230,13 +363,17 @@ def dataset_files(dataset: Any) -> list[str] | None:
 
 
 def dataset_num_classes(dataset: Any) -> int | None:
-    classes = getattr(dataset, "classes", None)
+    classes = class_names(dataset)
     return len(classes) if classes is not None else None
 
 
 def class_names(dataset: Any) -> list[str] | None:
-    """The dataset's class names (``dataset.classes``) when it has them."""
+    """The dataset's class names (``dataset.classes``; for timm's ``ImageDataset``, its reader's
+    ``class_to_idx`` in index order) when it has them."""
     classes = getattr(dataset, "classes", None)
+    if classes is None and _timm_folder(dataset):
+        mapping = getattr(dataset.reader, "class_to_idx", None) or {}
+        classes = sorted(mapping, key=mapping.get) if sorted(mapping.values()) == list(range(len(mapping))) else None
     return [str(c) for c in classes] if classes is not None else None
 
 
@@ -251,15 +388,16 @@ def image_sample_indices(n: int, count: int = IMAGE_SAMPLE_SIZE) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, min(count, n)).round()})
 
 
-def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE) -> str | None:
+def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE, decoder: str = "tensor") -> str | None:
     """The sha256 of a fixed sample of the dataset's images, decoded through :class:`RawImages`
     (its transform bypassed): for each image of :func:`image_sample_indices`, its index,
     its height and width, and its uint8 pixels in HWC order. Two datasets with the same
-    labels but other pixels differ here. None when the images cannot be decoded (logged)."""
+    labels but other pixels differ here. None when the images cannot be decoded (logged).
+    ``decoder``: as :class:`RawImages`."""
     import hashlib
 
     h = hashlib.sha256()
-    raw = RawImages(dataset, strip=True)
+    raw = RawImages(dataset, strip=True, decoder=decoder)
     try:
         for i in image_sample_indices(len(dataset), count):
             img = raw[i][0]
@@ -273,14 +411,16 @@ def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE) -> str | N
     return h.hexdigest()
 
 
-def dataset_fingerprint(dataset: Any, labels: np.ndarray | None = None, images: bool = True):
+def dataset_fingerprint(dataset: Any, labels: np.ndarray | None = None, images: bool = True,
+                        decoder: str = "tensor"):
     """The :class:`~reinforced_data.store.Fingerprint` that identifies ``dataset``: its
     length, labels, file list, class count and (``images=True``) the hash of a fixed
-    sample of its decoded images (:func:`image_sample_sha256`: 8 images decoded)."""
+    sample of its decoded images (:func:`image_sample_sha256`: 8 images decoded with ``decoder``)."""
     from .store import Fingerprint
 
     labels = dataset_labels(dataset) if labels is None else labels
     fp = Fingerprint.of(labels, dataset_files(dataset), dataset_num_classes(dataset))
     if images:
-        fp = dataclasses.replace(fp, images_sha256=image_sample_sha256(dataset))
+        fp = dataclasses.replace(fp, images_sha256=image_sample_sha256(dataset, decoder=decoder),
+                                 images_decoder=RawImages(dataset, strip=True, decoder=decoder).decoder_name)
     return fp

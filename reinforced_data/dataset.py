@@ -31,6 +31,7 @@ the decoded uint8 sources and their records; replay runs once per batch on ``dev
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import operator
 import os
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._datasets import RawImages, dataset_fingerprint
+from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256
 from .errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from .policy import Policy
 from .replay import BACKENDS, replay
@@ -177,6 +178,17 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                 f"{f.path} was made for another dataset: the file holds {f.num_images} images, the dataset {n}; "
                 "pass the dataset the file was generated from")
         fp = dataset_fingerprint(self.dataset)
+        stored = f.fingerprint.images_sha256
+        if self._raw._tensor_decode and stored and fp.images_sha256 not in (None, stored):
+            # torchvision.io's pixels differ from the ones the file was made from (by the PIL loader,
+            # as files written before torchvision.io decoded them, or by another build of the libraries)
+            pil = image_sample_sha256(self.dataset, decoder="pil")
+            if pil == stored:
+                log.warning("%s: torchvision.io decodes the images to other pixels than the file was generated "
+                            "from (other libjpeg-turbo/libpng builds); reading every image with the dataset's "
+                            "PIL loader", f.path)
+                self._raw = RawImages(self.dataset, strip=True, decoder="pil")
+                fp = dataclasses.replace(fp, images_sha256=pil, images_decoder=self._raw.decoder_name)
         # labels, file list, class count and a sample of decoded images: one error naming the mismatch
         f.check_dataset(fingerprint=fp, images=True)
         top = int(f.labels.max(initial=0))

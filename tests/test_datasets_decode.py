@@ -13,6 +13,7 @@ from torchvision.datasets import ImageFolder
 import _reinforce_util as U
 from reinforced_data import _datasets as D
 from reinforced_data.dataset import ReinforcedDataset
+from reinforced_data.errors import DatasetMismatchError
 from reinforced_data.policy import Policy
 from reinforced_data.reinforce import _Decoded, reinforce
 from reinforced_data.replay import replay
@@ -86,6 +87,44 @@ def test_generation_and_training_decode_the_same_pixels(folder):
         modes.add(Image.open(path).mode)
     assert {"RGB", "L", "RGBA", "P", "CMYK", "LA"} <= modes
     assert user.transform is not None  # never mutated
+
+
+def test_the_tensor_decoder_gives_the_pil_loaders_pixels_on_every_mode(folder):
+    """JPEG (RGB, gray) and PNG (RGB, gray, RGBA, palette, gray + alpha) go through torchvision.io;
+    CMYK stays with PIL; on every file the two decoders give the same bytes."""
+    plain = ImageFolder(folder)
+    tensor, pil = D.RawImages(plain, decoder="tensor"), D.RawImages(plain, decoder="pil")
+    decoded = set()
+    for i, (path, _) in enumerate(plain.samples):
+        mode = Image.open(path).mode
+        fast = D.decode_file(path)
+        assert (fast is None) == (mode == "CMYK"), (path, mode)
+        if fast is not None:
+            decoded.add(mode)
+            assert torch.equal(fast, pil_pixels(path))
+        assert torch.equal(tensor[i][0], pil[i][0])
+    assert decoded == {"RGB", "L", "RGBA", "P", "LA"}
+    with pytest.raises(ValueError, match="decoder='png'"):
+        D.RawImages(plain, decoder="png")
+
+
+def test_the_tensor_decoder_leaves_other_files_and_loaders_to_pil(folder, tmp_path):
+    path = str(tmp_path / "deep.png")
+    Image.fromarray(np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 500).save(path)  # 16-bit gray
+    assert D.decode_file(path) is None
+    cut = str(tmp_path / "cut.jpg")
+    with open(ImageFolder(folder).samples[0][0], "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read()[:40])  # the frame header is missing
+    assert D.decode_file(cut) is None and D.decode_file(str(tmp_path / "missing.jpg")) is None
+    calls = []
+
+    def loader(p):
+        calls.append(p)
+        return Image.open(p).convert("RGB")
+
+    own = D.RawImages(ImageFolder(folder, loader=loader))
+    own[0]
+    assert calls == [ImageFolder(folder).samples[0][0]]  # a loader of the user's own is always called
 
 
 def test_replayed_views_are_the_views_the_teacher_labelled(folder, reinforced):
@@ -249,3 +288,60 @@ def test_a_subset_of_a_transformed_dataset_reads_its_raw_images():
     assert D.dataset_labels(sub).tolist() == [items.src.targets[3], items.src.targets[1]]
     plain = Subset(_Items(), [0])
     assert D._without_transform(plain) is plain
+
+
+def test_timms_image_dataset_is_read_by_path_with_labels_from_its_reader(folder, monkeypatch):
+    """timm's ImageDataset: labels, files and classes from its reader without decoding, pixels and
+    labels equal to its own items, and an item read by path through the one decode path."""
+    timm_data = pytest.importorskip("timm.data")
+    ds = timm_data.ImageDataset(folder, transform=train_transform())
+    plain = timm_data.ImageDataset(folder)
+
+    def no_items(self, index):
+        raise AssertionError("an item was decoded")
+
+    monkeypatch.setattr(type(ds), "__getitem__", no_items)
+    labels = D.dataset_labels(ds)
+    files = D.dataset_files(ds)
+    assert D.class_names(ds) == ["a", "b", "c"] and D.dataset_num_classes(ds) == 3
+    monkeypatch.undo()
+    assert labels.tolist() == [t for _, t in plain.reader.samples]
+    assert files == [os.path.relpath(p, folder) for p, _ in plain.reader.samples]
+    raw = D.RawImages(ds, strip=True)
+    assert raw.files and raw.path(0) == plain.reader.samples[0][0]
+    for i in range(len(plain)):
+        img, label = plain[i]
+        assert torch.equal(raw[i][0], torch.from_numpy(np.array(img)).permute(2, 0, 1)) and raw[i][1] == label
+    assert ds.transform is not None  # never mutated
+
+
+def test_a_file_whose_pixels_torchvision_io_does_not_reproduce_is_read_with_pil(folder, reinforced, monkeypatch,
+                                                                                   caplog, tmp_path):
+    """Where torchvision.io decodes other pixels than the file was made from (another library build,
+    simulated), the wrapper reads every image with PIL, says so once, and replays the file's views."""
+    real = D.decode_file
+
+    def other_build(path):
+        img = real(path)
+        return None if img is None else img ^ 1  # every value off by one bit
+
+    expected = ReinforcedDataset(ImageFolder(folder), reinforced, out_dtype=torch.uint8)
+    expected.set_epoch(0)
+    views = [expected[i][0] for i in range(len(expected))]
+    monkeypatch.setattr(D, "decode_file", other_build)
+    with caplog.at_level("WARNING"):
+        ds = ReinforcedDataset(ImageFolder(folder), reinforced, out_dtype=torch.uint8)
+    assert ds._raw.decoder == "pil" and "reading every image with the dataset's PIL loader" in caplog.text
+    assert ReinforcementFile(reinforced).fingerprint.images_decoder == "torchvision.io"
+    ds.set_epoch(0)
+    for i in range(len(ds)):
+        assert torch.equal(ds[i][0], views[i])
+    # neither decoder gives the file's pixels (an image changed): one error
+    import shutil
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(folder, copy)
+    first = ImageFolder(copy).samples[0][0]  # the fingerprint sample holds the first image
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first, quality=85)
+    with pytest.raises(DatasetMismatchError, match="was made for another dataset"):
+        ReinforcedDataset(ImageFolder(copy), reinforced)

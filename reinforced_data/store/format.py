@@ -138,6 +138,7 @@ class Fingerprint:
     files_sha256: str | None = None
     num_classes: int | None = None  # len(dataset.classes) when the dataset says
     images_sha256: str | None = None  # reinforced_data._datasets.image_sample_sha256
+    images_decoder: str | None = None  # what decoded image files: "torchvision.io" or "PIL" (None: not files)
 
     @classmethod
     def of(cls, labels: np.ndarray, files: Sequence[str] | None = None,
@@ -176,8 +177,9 @@ class Fingerprint:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["images_sha256"] is None:  # as files written before the image hash say it
-            del d["images_sha256"]
+        for key in ("images_sha256", "images_decoder"):
+            if d[key] is None:  # as files written before the field say it
+                del d[key]
         return d
 
 

@@ -177,6 +177,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             "teacher_top1_agreement": agree / total if total else None,
             "mean_entropy_nats": entropy / total if total else None,
             "generation": f.generation,
+            "images_decoder": h.fingerprint.images_decoder,
         }
         if data is not None:
             try:
@@ -299,6 +300,8 @@ def format_inspect(info: dict) -> str:
     if gen.get("seconds"):
         lines.append(f"generation:       {gen.get('images', 0)} images in {gen['seconds']['total']:.1f} s on "
                      f"{gen.get('device')}")
+    if info.get("images_decoder"):
+        lines.append(f"image decoder:    {info['images_decoder']} (what decoded the image files at generation)")
     if "dataset_matches" in info:
         lines.append("dataset:          matches" if info["dataset_matches"] else
                      f"dataset:          DOES NOT MATCH: {info['dataset_mismatch']}")
