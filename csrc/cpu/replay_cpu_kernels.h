@@ -392,8 +392,8 @@ inline void op_solarize_add(uint8_t* x, int64_t n, int64_t threshold, int64_t ad
 // vectorises. Equal to it because:
 //  - every intermediate fits int32: N * 2^16 < 6 * 256 * 2^16, |6kC| <= 6 * 2^15 * 255, H < 1.5 * 6C * 2^16;
 //  - the sector H div (C * 2^16) is the number of multiples 1..5 of C * 2^16 that H reaches (H < 6C * 2^16);
-//  - floor(X * 255999 / (255000 * 2^16)) with X = xi * 2^16 + xf (xf < 2^16) is xi or xi + 1 (X < 2^24, so
-//    X * 999 / 255000 < 2^16), and xi + 1 exactly when xf >= ceil(2^16 * (255000 - 999 xi) / 255999), which
+//  - floor(X * 255999 / (255000 * 2^16)) with X = xi * 2^16 + xf (xf < 2^16) is xi or xi + 1 (X <= M * 2^16
+//    <= 255 * 2^16, so X * 999 / 255000 < 2^16), and xi + 1 exactly when xf >= ceil(2^16 * (255000 - 999 xi) / 255999), which
 //    equals ceil((kHueA - kHueB * xi) / 2^13) for each of the 256 values of xi (tests/test_jitter.py checks
 //    all of them), i.e. when xf * 2^13 + kHueB * xi >= kHueA;
 //  - a grey pixel (C = 0) keeps its value (selected at the end).
