@@ -302,7 +302,7 @@ def exact_tv_op(img: torch.Tensor, op: str, signed_bin: int) -> torch.Tensor | N
     return out.to(torch.uint8)
 
 
-TV_OPS = [op for op in RA_OPS if op not in ("SolarizeAdd",)]
+TV_OPS = [op for op in RA_OPS if op not in ("SolarizeAdd", "Hue")]  # Hue: ColorJitter (measure_jitter_ops)
 
 
 def tv_bins(op: str, bins: Iterable[int] | None = None) -> list[int]:
