@@ -302,7 +302,7 @@ def exact_tv_op(img: torch.Tensor, op: str, signed_bin: int) -> torch.Tensor | N
     return out.to(torch.uint8)
 
 
-TV_OPS = [op for op in RA_OPS if op not in ("SolarizeAdd",)]
+TV_OPS = [op for op in RA_OPS if op not in ("SolarizeAdd", "Hue")]  # Hue: ColorJitter (measure_jitter_ops)
 
 
 def tv_bins(op: str, bins: Iterable[int] | None = None) -> list[int]:
@@ -615,6 +615,117 @@ def chain_policy_torchvision_family(preset: str, images: list[Crop], views_per_i
                   lambda p: "+".join(f"{op}{b:+d}" for op, b in applied(p)) or "no op")
 
 
+# ------------------------------------------------------------------ ColorJitter
+JITTER_FUNCS = ("adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue")
+#: the adjustments and the stored values swept per crop: factors in Q16, hue shifts in 1/65536 of a turn
+JITTER_SWEEP = {
+    "brightness": [39322, 45875, 52429, 58982, 72090, 78643, 85197, 91750],  # 0.6 .. 1.4
+    "contrast": [39322, 45875, 52429, 58982, 72090, 78643, 85197, 91750],
+    "saturation": [0, 19661, 39322, 58982, 72090, 91750, 131072],  # 0 .. 2
+    "hue": [-32768, -16384, -6554, -3277, -655, 655, 3277, 6554, 16384, 32767],  # -0.5 .. 0.5
+}
+
+
+def _jitter_row(h: int, w: int, comp: int, value: int) -> torch.Tensor:
+    from reinforced_data.policy import JITTER_KERNEL_OPS
+
+    return row(h, w, [(JITTER_KERNEL_OPS[comp], [value, 0, 0, 0, 0, 0], 0)])
+
+
+def library_jitter(x, comp: int, value: int, lib: str):
+    """torchvision's adjustment ``comp`` at the stored value: v2 on the uint8 tensor, or v1 on the PIL
+    image (timm's path: ImageEnhance, and PIL's 8-bit HSV for hue)."""
+    arg = value / 65536
+    if lib == "torchvision":
+        return getattr(TF, JITTER_FUNCS[comp])(x, arg)
+    import torchvision.transforms.functional as F1
+
+    return getattr(F1, JITTER_FUNCS[comp])(x, arg)
+
+
+def measure_jitter_ops(crops: list[Crop]) -> dict[Key, Stat]:
+    """Each ColorJitter adjustment alone over JITTER_SWEEP, ours against torchvision v2 (uint8 tensors)
+    and against v1 on PIL images (timm's path)."""
+    stats: dict[Key, Stat] = {}
+    for comp, name in enumerate(("brightness", "contrast", "saturation", "hue")):
+        for value in JITTER_SWEEP[name]:
+            for c in crops:
+                h, w = c.tensor.shape[1:]
+                a = ours(c.tensor, _jitter_row(h, w, comp, value))
+                label = f"{c.name} {name} {value / 65536:+.3f}"
+                stats.setdefault(("torchvision", name, "", value), Stat()).add(
+                    a, library_jitter(c.tensor, comp, value, "torchvision"), label)
+                stats.setdefault(("timm", name, "", value), Stat()).add(
+                    a, to_tensor(library_jitter(c.pil, comp, value, "pil")), label)
+    return stats
+
+
+def jitter_record(p, policy) -> list[tuple[int, int]]:
+    """(adjustment, stored value) in the view's order, the adjustments the policy jitters only."""
+    on = policy.jitter_components
+    if "jitter_order" not in p.dtype.names:
+        return []
+    vals = [int(v) for v in p["jitter_factor"]] + [int(p["jitter_hue"]) if 3 in on else 0]
+    order = [(int(p["jitter_order"]) >> (2 * j)) & 3 for j in range(4)]
+    return [(c, vals[c]) for c in order if c in on]
+
+
+def chain_policy_jitter(policy, images: list[Crop], views_per_image: int, seed: int = 0,
+                        lib: str = "torchvision") -> ChainStat:
+    """Whole views of a colour jitter policy replayed by us and by the library with the same record: the
+    resized crop (torchvision ``antialias=True`` or PIL's ``crop().resize()`` with the stored filter), the
+    flip, then each adjustment in the stored order (torchvision v2 on tensors, or v1 on PIL images)."""
+    oh, ow = policy.output_size
+
+    def theirs(img, p):
+        t, l, ch, cw = (int(v) for v in p["crop"])
+        filt = "bicubic" if ("crop_filter" in p.dtype.names and int(p["crop_filter"])) or \
+            policy.interpolation == "bicubic" else "bilinear"
+        if lib == "torchvision":
+            x = TF.resized_crop(img, t, l, ch, cw, [oh, ow], interpolation=TV_INTERP[filt], antialias=True)
+            if int(p["flip"]):
+                x = TF.horizontal_flip(x)
+        else:
+            x = Image.fromarray(img.permute(1, 2, 0).numpy()).crop((l, t, l + cw, t + ch)).resize(
+                (ow, oh), PIL_INTERP[filt])
+            if int(p["flip"]):
+                x = x.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        for comp, value in jitter_record(p, policy):
+            x = library_jitter(x, comp, value, lib)
+        return x if lib == "torchvision" else to_tensor(x)
+
+    names = ("B", "C", "S", "H")
+    return _chain(policy, images, views_per_image, seed, theirs,
+                  lambda p: "+".join(f"{names[c]}{v / 65536:.3f}" for c, v in jitter_record(p, policy)) or "none")
+
+
+def jitter_table(stats: dict[Key, Stat]) -> str:
+    lines = ["| adjustment | library | values identical (of swept) | share differing, worst value | max abs diff | "
+             "share >= 2 apart, worst value |", "|---|---|---|---|---|---|"]
+    for name in ("brightness", "contrast", "saturation", "hue"):
+        for lib in ("torchvision", "timm"):
+            cases = {k[3]: v for k, v in stats.items() if k[0] == lib and k[1] == name}
+            if not cases:
+                continue
+            same = sum(v.differ == 0 for v in cases.values())
+            worst = max(cases, key=lambda k: cases[k].differ / cases[k].values)
+            worst2 = max(cases, key=lambda k: cases[k].differ2 / cases[k].values)
+            lines.append(f"| {name} | {'torchvision v2' if lib == 'torchvision' else 'timm (v1 on PIL)'} | "
+                         f"{same} of {len(cases)} | {_pct(cases[worst].differ / cases[worst].values)} at "
+                         f"{worst / 65536:+.3f} | {max(v.max_abs for v in cases.values())} | "
+                         f"{_pct(cases[worst2].differ2 / cases[worst2].values)} at {worst2 / 65536:+.3f} |")
+    return "\n".join(lines)
+
+
+def jitter_policies(output_size=(224, 224)):
+    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) after RRC + flip, and timm train.py's defaults."""
+    from reinforced_data.policy import Policy
+
+    return (Policy(output_size=output_size, jitter_brightness=(0.6, 1.4), jitter_contrast=(0.6, 1.4),
+                   jitter_saturation=(0.6, 1.4), jitter_hue=(-0.1, 0.1)),
+            Policy.preset("timm_train_default", output_size=output_size))
+
+
 # ------------------------------------------------------------------ tables
 def _pct(v: float) -> str:
     if v == 0:
@@ -708,6 +819,9 @@ def main(argv=None) -> None:
                     "scikit-image's four)")
     ap.add_argument("--views", type=int, default=8, help="sampled views per photo in the whole-chain measurement")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "fidelity.md"))
+    ap.add_argument("--jitter-out", default=os.path.join(HERE, "results", "fidelity_jitter.md"))
+    ap.add_argument("--part", choices=("all", "jitter"), default="all",
+                    help="'jitter': only the ColorJitter tables (written to --jitter-out)")
     args = ap.parse_args(argv)
     import PIL
     import timm
@@ -728,14 +842,17 @@ def main(argv=None) -> None:
     crops += photo_crops(imagenet_like, [(224, 224)], 1, seed=2, scaled=True)
     crops += photo_crops(named, [(160, 224), (96, 128)], 1, seed=3)
     print(f"{len(crops)} op crops", flush=True)
+    sources = list(photo_crops(named, [(400, 500)], 1, seed=4)) + [
+        Crop(n, torch.from_numpy(np.array(a)).permute(2, 0, 1).contiguous())
+        for n, a in list(imagenet_like.items())]
+    jitter_main(args, crops, sources)
+    if args.part == "jitter":
+        return
     # torchvision v2 refuses BICUBIC for tensor affine / rotate: bicubic geometric ops are compared with PIL only
     ops_stats = measure_tv_ops(crops, interps=("nearest", "bilinear"), exact=True)
     print(f"torchvision ops {time.time() - t0:.0f} s", flush=True)
     timm_stats = measure_timm_ops(crops)
     print(f"timm ops {time.time() - t0:.0f} s", flush=True)
-    sources = list(photo_crops(named, [(400, 500)], 1, seed=4)) + [
-        Crop(n, torch.from_numpy(np.array(a)).permute(2, 0, 1).contiguous())
-        for n, a in list(imagenet_like.items())]
     rcases = resize_cases(sources, 4, [(224, 224), (160, 160), (96, 96)], seed=5)
     resize_stats = measure_resize(rcases, filters=("bilinear", "bicubic"))
     print(f"resize {time.time() - t0:.0f} s", flush=True)
@@ -812,6 +929,49 @@ kernel row ours replays.
     write_table(text, args.out)
     print(text)
 
+
+
+def jitter_main(args, crops: list[Crop], sources: list[Crop]) -> None:
+    """The ColorJitter tables: each adjustment over JITTER_SWEEP on the op crops, and whole views."""
+    import PIL
+    import torchvision
+
+    from _results import write_table
+
+    t0 = time.time()
+    stats = measure_jitter_ops(crops)
+    tvp, timmp = jitter_policies()
+    chain = [("ColorJitter(0.4, 0.4, 0.4, 0.1) after RRC + flip vs torchvision v2",
+              chain_policy_jitter(tvp, sources, args.views, seed=8)),
+             ("the same vs torchvision v1 on PIL images", chain_policy_jitter(tvp, sources, args.views, seed=8, lib="pil")),
+             ("timm train.py defaults (ColorJitter(0.4, 0.4, 0.4), random bilinear/bicubic RRC) vs timm's path (PIL)",
+              chain_policy_jitter(timmp, sources, args.views, seed=9, lib="pil")),
+             ("the same vs torchvision v2 on tensors", chain_policy_jitter(timmp, sources, args.views, seed=9))]
+    text = f"""# Fidelity of ColorJitter: the replay against torchvision and timm (PIL) with the same parameters
+
+Written by `python benchmarks/fidelity.py --part jitter --photos {args.photos} --views {args.views}` ({time.time() - t0:.0f} s).
+torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}; ours = the reference
+kernels (`reinforced_data._reference`, which the C++ and CUDA kernels equal bit for bit), one intra-op thread.
+
+## Each adjustment alone
+
+{len(crops)} op crops (as in fidelity.md). Ours: the kernel op at the stored value (factor in Q16, hue in 1/65536
+of a turn); torchvision v2: `F.adjust_*` on the uint8 tensor at that value; timm's path: torchvision v1's
+`F.adjust_*` on the PIL image (ImageEnhance; PIL's 8-bit HSV for hue). Swept: brightness and contrast
+0.6 .. 1.4, saturation 0 .. 2, hue -0.5 .. 0.5 (fidelity.JITTER_SWEEP). A share is over all uint8 values of
+all crops at one value.
+
+{jitter_table(stats)}
+
+## Whole views
+
+{args.views} sampled views per photo ({len(sources)} photos, 224 x 224 output), replayed by us and by the
+library with the same record (crop, flip, the adjustments in the stored order).
+
+{chain_table(chain)}
+"""
+    write_table(text, args.jitter_out)
+    print(text)
 
 
 # ------------------------------------------------------------------ PIL's geometric sampling, modelled

@@ -10,6 +10,8 @@ it (or from the same arguments) in one call, so both sides run the same recipe:
   timm families          Policy.from_timm(**kwargs) beside timm.data.create_transform(**kwargs)
                          on PIL images (auto_augment "rand-m9-mstd0.5-inc1" with random
                          bilinear/bicubic interpolation and pixel-noise erasing; "original")
+  colour jitter          torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) after RRC + flip (v2, tensors);
+                         timm train.py's defaults (color_jitter=0.4, no auto_augment, PIL images)
   the paper's            the paper's ImageNet configuration with its sequential MixUp + CutMix
                          beside the same torchvision pipeline followed by that mixing on tensors
                          (what apple/ml-dr runs); the paper's CIFAR RandomCrop(32, padding=4) +
@@ -149,6 +151,14 @@ def families(batch: int) -> list[Family]:
     tf = _tv_compose(T.RandAugment(num_ops=2, magnitude=9))
     out.append(Family("the paper's ImageNet + sequential MixUp/CutMix", "torchvision v2 + ml-dr mixing",
                       Policy.preset("paper_imagenet_mix"), _ml_dr_mixing(tf, batch), "tensor", mixed=True))
+    tf = _tv_compose(T.ColorJitter(0.4, 0.4, 0.4, 0.1), erase=0.0)
+    out.append(Family("torchvision ColorJitter(0.4, 0.4, 0.4, 0.1)", "torchvision v2", Policy.from_torchvision(tf),
+                      _per_view(tf, batch), "tensor"))
+    kw = dict(input_size=224, auto_augment=None, color_jitter=0.4, interpolation="random", re_prob=0.0,
+              mean=MEAN, std=STD)  # timm train.py's defaults
+    tf = create_transform(is_training=True, **kw)
+    out.append(Family("timm train.py defaults (color_jitter=0.4)", "timm", Policy.from_timm(**kw),
+                      _per_view(tf, batch), "pil"))
     for label, aug in (("the paper's CIFAR: RandomCrop(32, padding=4) + flip", None),
                        ("the paper's CIFAR + RandAugment(2, 9) + RandomErasing", T.RandAugment(num_ops=2, magnitude=9))):
         tf = _tv_compose(aug, erase=0.25 if aug is not None else 0.0, crop=T.RandomCrop(32, padding=4))
@@ -208,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh-pages", action="store_true",
                     help="keep glibc's default mmap threshold: every float32 batch is fresh memory")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--only", default=None, help="only the families whose name contains this text")
     args = ap.parse_args(argv)
     if not args.fresh_pages and any(os.environ.get(k) != v for k, v in MMAP_ENV.items()):
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], {**os.environ, **MMAP_ENV})
@@ -237,6 +248,8 @@ def main(argv=None) -> int:
     ]
     worst = None
     for fam in families(args.batch):
+        if args.only and args.only not in fam.name:
+            continue
         o, lb = measure(fam, photos, args, rng)
         mo, ml = statistics.median(o), statistics.median(lb)
         ratio = ml / mo

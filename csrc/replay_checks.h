@@ -95,6 +95,10 @@ inline void check_augment(const std::vector<at::Tensor>& images, const at::Tenso
           TORCH_CHECK(p[2] >= -255 && p[2] <= 255, "augment: args[", b, "] op ", s,
                       " solarize_add addend must lie in [-255, 255], got ", p[2]);
           break;
+        case HUE:  // k / 65536 of a turn, torchvision's hue_factor in [-0.5, 0.5]
+          TORCH_CHECK(p[1] >= -32768 && p[1] <= 32768, "augment: args[", b, "] op ", s,
+                      " hue shift must lie in [-32768, 32768], got ", p[1]);
+          break;
         default:
           break;  // geometric parameters are any int32: sources outside the image take the fill
       }

@@ -102,6 +102,45 @@ RD_HD uint8_t solarize_add(int64_t x, int64_t threshold, int64_t add) {
   return x < threshold ? clamp_u8(x + add) : (uint8_t)x;
 }
 
+// Hue shift (ColorJitter's hue) of one pixel by k / 65536 of a turn, |k| <= 32768: torchvision's
+// adjust_hue (RGB -> HSV, h += k / 65536 mod 1, HSV -> RGB, float -> uint8 by floor(y * 255.999))
+// evaluated exactly in integers. With M = max, m = min, C = M - m > 0, the hue times 6C is N in
+// [0, 6C) (M == r: g - b; else M == g: 2C + b - r; else 4C + r - g; +6C if negative). The shifted
+// hue in units of 1 / (6 * C * 2^16) of a turn is H = (N * 2^16 + 6kC) mod (6C * 2^16); its sector
+// i = H div (C * 2^16) and R = H mod (C * 2^16) give the middle channel X = m + R / 2^16 (sectors
+// 0, 2, 4: torchvision's t) or M - R / 2^16 (1, 3, 5: its q), output floor(X * 255999 / 255000);
+// the largest channel stays M and the smallest m (both exact integers). Grey pixels (C = 0) stay.
+RD_HD void hue(int64_t r, int64_t g, int64_t b, int64_t k, int* out) {
+  const int64_t M = r > g ? (r > b ? r : b) : (g > b ? g : b);
+  const int64_t m = r < g ? (r < b ? r : b) : (g < b ? g : b);
+  const int64_t C = M - m;
+  if (C == 0) {
+    out[0] = (int)r;
+    out[1] = (int)g;
+    out[2] = (int)b;
+    return;
+  }
+  int64_t N = M == r ? g - b : (M == g ? 2 * C + b - r : 4 * C + r - g);
+  if (N < 0) N += 6 * C;
+  const int64_t unit = C << 16, period = 6 * unit;
+  int64_t H = (N << 16) + 6 * k * C;  // in [-period / 2, 1.5 period)
+  if (H < 0) H += period;
+  if (H >= period) H -= period;
+  const int64_t i = (H >> 16) / C;  // = H div (C * 2^16)
+  const int64_t R = H - i * unit;
+  const int64_t X = (i & 1) ? (M << 16) - R : (m << 16) + R;  // the middle channel in Q16
+  const int mid = (int)(X * 255999 / (255000LL << 16));
+  const int hi = (int)M, lo = (int)m;
+  switch (i) {  // torchvision's sector table: (v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)
+    case 0: out[0] = hi; out[1] = mid; out[2] = lo; break;
+    case 1: out[0] = mid; out[1] = hi; out[2] = lo; break;
+    case 2: out[0] = lo; out[1] = hi; out[2] = mid; break;
+    case 3: out[0] = lo; out[1] = mid; out[2] = hi; break;
+    case 4: out[0] = mid; out[1] = lo; out[2] = hi; break;
+    default: out[0] = hi; out[1] = lo; out[2] = mid; break;
+  }
+}
+
 RD_HD uint8_t autocontrast(int64_t x, int64_t lo, int64_t hi) {
   return hi > lo ? (uint8_t)((x - lo) * 255 / (hi - lo)) : (uint8_t)x;
 }

@@ -20,7 +20,8 @@ import torch
 
 from . import _families as FAM
 from .errors import ConfigError
-from .policy import MAX_RA_OPS, RA_OPS, RESIZE_FILTERS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
+from .policy import (JITTER_COMPONENTS, JITTER_KERNEL_OPS, MAX_JITTER_FACTOR, MAX_RA_OPS, RA_OPS, RESIZE_FILTERS,
+                     SIGNED_OPS, UNPARAMETERISED_OPS, Policy)
 
 # --- augment() row layout (int32) -------------------------------------------------
 CROP_TOP, CROP_LEFT, CROP_H, CROP_W = 0, 1, 2, 3
@@ -281,6 +282,8 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
             _encode_timm_ops(params, policy, rows, b, oh, ow)
         else:
             _encode_torchvision_ops(params, policy, rows, b, oh, ow)
+    if policy.jittering or "jitter_order" in names:
+        _encode_jitter(params, policy, rows, b)
     return torch.from_numpy(rows.astype(np.int32))
 
 
@@ -373,6 +376,55 @@ def _encode_timm_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: in
             sel = (ops[:, s] == o) & (mags[:, s] == m)
             rows[sel, base:base + OP_INTERP] = timm_op_row(policy.ra_config, names[o], m, oh, ow)
         rows[:, base + OP_INTERP] = interp[:, s]
+
+
+def _encode_jitter(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int) -> None:
+    """ColorJitter's adjustments as kernel ops after the RandAugment-like stage's: the policy's enabled
+    adjustments, in the view's stored order; one at its identity value (factor 2^16, hue 0) becomes
+    Identity (the same bytes, no work)."""
+    names = params.dtype.names or ()
+    on = policy.jitter_components
+    if not on:
+        raise ConfigError("params have colour jitter fields, but the policy has no colour jitter")
+    for field in ("jitter_order", "jitter_factor") + (("jitter_hue",) if 3 in on else ()):
+        if field not in names:
+            raise ConfigError(f"params have no '{field}' field, but the policy jitters "
+                              f"{', '.join(JITTER_COMPONENTS[i] for i in on)}")
+    packed = _ints(params, "jitter_order", b, 1)[:, 0]
+    _refuse_first((packed < 0) | (packed > 255), "jitter_order", packed, "it must lie in [0, 255]")
+    order = (packed[:, None] >> np.arange(0, 8, 2)) & 3  # [b, 4]
+    _refuse_first(np.sort(order, axis=1) != np.arange(4), "jitter_order", order,
+                  "the four 2-bit entries must be a permutation of 0..3")
+    factor = _ints(params, "jitter_factor", b, 3)
+    cap = int(MAX_JITTER_FACTOR) << 16
+    _refuse_first((factor < 0) | (factor > cap), "jitter_factor", factor, f"factors (Q16) must lie in [0, {cap}]")
+    for i in range(3):
+        if i not in on:
+            _refuse_first(factor[:, i] != Q16, "jitter_factor", factor,
+                          f"this policy does not jitter {JITTER_COMPONENTS[i]}, whose factor must be {Q16} (1.0)")
+    value = np.concatenate([factor, np.zeros((b, 1), dtype=np.int64)], axis=1)
+    identity = np.array([Q16, Q16, Q16, 0])
+    if 3 in on:
+        hue = _ints(params, "jitter_hue", b, 1)[:, 0]
+        _refuse_first((hue < -(1 << 15)) | (hue > 1 << 15), "jitter_hue", hue,
+                      "the hue shift (1/65536 of a turn) must lie in [-32768, 32768]")
+        value[:, 3] = hue
+    enabled = np.zeros(4, dtype=bool)
+    enabled[list(on)] = True
+    comps = order[enabled[order]].reshape(b, len(on))  # the enabled adjustments, in the view's order
+    kernel = np.array([FAM.KERNEL_ID[o] for o in JITTER_KERNEL_OPS], dtype=np.int64)
+    first = int(rows[0, NUM_OPS]) if b else 0  # after the RandAugment-like stage's slots
+    if first + len(on) > MAX_RA_OPS:
+        raise ConfigError(f"{first} augmentation ops and {len(on)} colour jitter adjustments exceed the "
+                          f"{MAX_RA_OPS} ops per view the kernels hold")
+    rows[:, NUM_OPS] = first + len(on)
+    idx = np.arange(b)
+    for s, base in enumerate(range(OPS + first * OP_STRIDE, OPS + (first + len(on)) * OP_STRIDE, OP_STRIDE)):
+        c = comps[:, s]
+        v = value[idx, c]
+        same = v == identity[c]
+        rows[:, base] = np.where(same, 0, kernel[c])
+        rows[:, base + 1] = np.where(same, 0, v)
 
 
 def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:

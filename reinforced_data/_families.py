@@ -29,7 +29,7 @@ from .errors import ConfigError
 KERNEL_OPS: tuple[str, ...] = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
     "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
-    "Invert", "SolarizeAdd",
+    "Invert", "SolarizeAdd", "Hue",
 )
 KERNEL_ID = {name: i for i, name in enumerate(KERNEL_OPS)}
 

@@ -18,7 +18,7 @@ WEIGHT_BITS = 14  # resampling weights are normalised to sum to ~2**14
 KERNEL_OPS: tuple[str, ...] = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
     "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
-    "Invert", "SolarizeAdd",
+    "Invert", "SolarizeAdd", "Hue",
 )
 assert RA_OPS == KERNEL_OPS[:len(RA_OPS)], "policy.RA_OPS must list the kernel ops in their id order"
 _OP = {name: i for i, name in enumerate(KERNEL_OPS)}
@@ -185,6 +185,8 @@ def apply_op(x: torch.Tensor, op: int, p: list[int], fill: torch.Tensor) -> torc
         return 255 - x
     if name == "SolarizeAdd":  # threshold f, addend p[1]
         return torch.where(x < f, (x + p[1]).clamp(0, 255), x)
+    if name == "Hue":
+        return hue(x, f)
     if name == "AutoContrast":
         lo = x.amin(dim=(1, 2), keepdim=True)
         hi = x.amax(dim=(1, 2), keepdim=True)
@@ -205,6 +207,35 @@ def apply_op(x: torch.Tensor, op: int, p: list[int], fill: torch.Tensor) -> torc
             out[ch] = lut[x[ch]]
         return out
     raise ValueError(f"unknown RandAugment op id {op}")
+
+
+def hue(x: torch.Tensor, k: int) -> torch.Tensor:
+    """ColorJitter's hue shift by ``k / 65536`` of a turn: torchvision's ``adjust_hue`` (RGB -> HSV,
+    ``h = (h + k / 65536) mod 1``, HSV -> RGB, then ``floor(y * 255.999)`` to uint8) evaluated exactly.
+
+    With M, m the largest and smallest channel and C = M - m, the hue times 6C is an integer N in
+    [0, 6C); the shifted hue, in units of 1 / (6C * 2^16) of a turn, is H = (N * 2^16 + 6kC) mod
+    (6C * 2^16), its sector i = H div (C * 2^16) and R = H mod (C * 2^16). The largest channel stays M,
+    the smallest m, and the middle one is X = m + R / 2^16 (sectors 0, 2, 4) or M - R / 2^16 (1, 3, 5),
+    stored as floor(X * 255999 / 255000). Grey pixels (C = 0) are unchanged."""
+    r, g, b = x[0], x[1], x[2]
+    hi = torch.maximum(torch.maximum(r, g), b)
+    lo = torch.minimum(torch.minimum(r, g), b)
+    c = hi - lo
+    cs = c.clamp_min(1)
+    n = torch.where(hi == r, g - b, torch.where(hi == g, 2 * c + b - r, 4 * c + r - g))
+    n = torch.where(n < 0, n + 6 * c, n)
+    unit = cs << 16
+    h = torch.remainder((n << 16) + 6 * k * cs, 6 * unit)
+    i = h // unit
+    rem = h - i * unit
+    mid = torch.where(i % 2 == 1, (hi << 16) - rem, (lo << 16) + rem) * 255999 // (255000 << 16)
+    # torchvision's sector table: (v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)
+    table = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 0, 1], [2, 1, 0], [1, 2, 0], [0, 2, 1]], device=x.device)
+    which = table[i]  # [H, W, 3]: 0 the largest, 1 the middle, 2 the smallest
+    vals = torch.stack([hi, mid, lo], dim=-1)
+    out = torch.gather(vals, -1, which).permute(2, 0, 1)
+    return torch.where((c == 0)[None], x, out)
 
 
 # ------------------------------------------------------------------ erasing
@@ -274,6 +305,8 @@ def check_augment_rows(sizes: list[tuple[int, int]], args: torch.Tensor, out_h: 
                                    f"with bits in 0..8, got {p1}")
             if name == "Solarize" and not 0 <= p1 <= 256:
                 raise RuntimeError(f"augment: args[{b}] op {s} solarize threshold must lie in [0, 256], got {p1}")
+            if name == "Hue" and not -32768 <= p1 <= 32768:
+                raise RuntimeError(f"augment: args[{b}] op {s} hue shift must lie in [-32768, 32768], got {p1}")
             if name == "SolarizeAdd":
                 if not 0 <= p1 <= 256:
                     raise RuntimeError(f"augment: args[{b}] op {s} solarize_add threshold must lie in [0, 256], "

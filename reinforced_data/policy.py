@@ -70,6 +70,18 @@ V2_DEFAULTS: dict[str, Any] = {
     "ra_family": "torchvision", "ra_interpolation": "nearest", "ra_prob": 1.0, "ra_config": "",
     "mix_mode": "switch", "mixup_prob": 1.0, "cutmix_prob": 1.0, "mixup_lam_div": 1.0,
 }
+#: Fields added in format version 3 (ColorJitter), with the defaults that turn it off; to_dict()
+#: leaves them out while they hold these, so older policies serialise as before.
+V3_DEFAULTS: dict[str, Any] = {
+    "jitter_brightness": (1.0, 1.0), "jitter_contrast": (1.0, 1.0), "jitter_saturation": (1.0, 1.0),
+    "jitter_hue": (0.0, 0.0), "jitter_prob": 1.0,
+}
+#: ColorJitter's four adjustments, by the index torchvision's ``fn_idx`` permutation uses.
+JITTER_COMPONENTS: tuple[str, ...] = ("brightness", "contrast", "saturation", "hue")
+#: The kernel op of each adjustment (saturation is the blend with grey that Color is).
+JITTER_KERNEL_OPS: tuple[str, ...] = ("Brightness", "Contrast", "Color", "Hue")
+MAX_JITTER_FACTOR = 256.0  # brightness / contrast / saturation factors (Q16 in uint32: at most 2^24)
+JITTER_IDENTITY_ORDER = 0b11100100  # the permutation (0, 1, 2, 3), two bits per position
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,16 @@ class Policy:
     mixup_prob: float = 1.0
     cutmix_prob: float = 1.0
     mixup_lam_div: float = 1.0
+    # --- added in format version 3 (defaults: no colour jitter) ---
+    # ColorJitter (torchvision's semantics; timm's color_jitter builds one): factor ranges (lo, hi) for
+    # brightness, contrast and saturation ((1, 1) = off), hue shift range in [-0.5, 0.5] ((0, 0) = off),
+    # the four applied in a random order per view, after the RandAugment-like stage; jitter_prob is the
+    # chance a view is jittered at all (timm's color_jitter_prob, a RandomApply's p).
+    jitter_brightness: tuple[float, float] = (1.0, 1.0)
+    jitter_contrast: tuple[float, float] = (1.0, 1.0)
+    jitter_saturation: tuple[float, float] = (1.0, 1.0)
+    jitter_hue: tuple[float, float] = (0.0, 0.0)
+    jitter_prob: float = 1.0
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (lists, ints for floats) to the declared types, so a
@@ -180,6 +202,40 @@ class Policy:
         if min(self.std) < MIN_STD:
             raise ConfigError(f"std={self.std} must be at least {MIN_STD:g} (a smaller std gives infinite views)")
         self._validate_v2()
+        self._validate_v3()
+
+    def _validate_v3(self) -> None:
+        for name in ("jitter_brightness", "jitter_contrast", "jitter_saturation"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi <= MAX_JITTER_FACTOR:
+                raise ConfigError(f"{name}={getattr(self, name)} must be an ordered pair of factors in "
+                                  f"[0, {MAX_JITTER_FACTOR:g}] ((1, 1) turns it off)")
+        lo, hi = self.jitter_hue
+        if not -0.5 <= lo <= hi <= 0.5:
+            raise ConfigError(f"jitter_hue={self.jitter_hue} must be an ordered pair in [-0.5, 0.5] ((0, 0) turns "
+                              "it off)")
+        if not 0.0 <= self.jitter_prob <= 1.0:
+            raise ConfigError(f"jitter_prob={self.jitter_prob} must lie in [0, 1]")
+        n = len(self.jitter_components)
+        if n and self.ra_num_ops + n > MAX_RA_OPS:
+            raise ConfigError(f"ra_num_ops={self.ra_num_ops} with {n} colour jitter adjustments applies "
+                              f"{self.ra_num_ops + n} ops per view; the kernels hold at most {MAX_RA_OPS}")
+
+    @property
+    def jitter_components(self) -> tuple[int, ...]:
+        """The ColorJitter adjustments this policy draws (indices into :data:`JITTER_COMPONENTS`); empty
+        when it has no colour jitter. An adjustment whose range is the identity is off, as in torchvision."""
+        if self.jitter_prob <= 0:
+            return ()
+        ranges = (self.jitter_brightness, self.jitter_contrast, self.jitter_saturation)
+        on = [i for i, r in enumerate(ranges) if r != (1.0, 1.0)]
+        if self.jitter_hue != (0.0, 0.0):
+            on.append(3)
+        return tuple(on)
+
+    @property
+    def jittering(self) -> bool:
+        return bool(self.jitter_components)
 
     def _validate_v2(self) -> None:
         if self.crop_mode not in CROP_MODES:
@@ -268,7 +324,7 @@ class Policy:
         """Plain JSON-able fields; fields added after version 1 only where they differ from their defaults."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
-            if k in V2_DEFAULTS and v == V2_DEFAULTS[k]:
+            if (k in V2_DEFAULTS and v == V2_DEFAULTS[k]) or (k in V3_DEFAULTS and v == V3_DEFAULTS[k]):
                 continue
             if k == "ra_config":
                 v = json.loads(v)
@@ -325,6 +381,10 @@ class Policy:
             fields += [("ra_op", np.uint8, (n,)), ("ra_mag", mag, (n,))]
             if self.ra_random_interpolation:
                 fields += [("ra_interp", np.uint8, (n,))]
+        if self.jittering:
+            fields += [("jitter_order", np.uint8), ("jitter_factor", np.uint32, (3,))]
+            if 3 in self.jitter_components:
+                fields += [("jitter_hue", np.int16)]
         if self.erase_prob > 0:
             fields += [("erase", np.uint16, (4,))]
             if self.erase_value == "random":
@@ -355,6 +415,8 @@ class Policy:
             out["crop_filter"] = rng.integers(0, 2, size=k)
         if self.ra_num_ops:
             _sample_ra(rng, k, self, out)
+        if self.jittering:
+            _sample_jitter(rng, k, self, out)
         if self.erase_prob > 0:
             apply = rng.random(k) < self.erase_prob
             box = _sample_erase_box(rng, k, oh, ow, self.erase_scale, self.erase_ratio)
@@ -413,6 +475,10 @@ PRESETS.update({
     "timm_rand_m9_mstd05_inc1": dict(interpolation="random", ra_family="timm", ra_num_ops=2,
                                      ra_config=_TIMM_M9_MSTD05_INC1, fill=(124, 116, 104), erase_prob=0.25,
                                      erase_scale=(0.02, 1 / 3), erase_ratio=(0.3, 1 / 0.3), erase_value="random"),
+    # timm train.py's own defaults (no --aa, --color-jitter 0.4, --reprob 0, random interpolation):
+    # RRC + flip + torchvision's ColorJitter(0.4, 0.4, 0.4), as timm builds it.
+    "timm_train_default": dict(interpolation="random", jitter_brightness=(0.6, 1.4), jitter_contrast=(0.6, 1.4),
+                               jitter_saturation=(0.6, 1.4)),
     # torchvision's TrivialAugmentWide and AutoAugment(IMAGENET) after RRC + flip.
     "trivialaugment": dict(ra_family="trivialaugment", ra_num_ops=1),
     "autoaugment": dict(ra_family="autoaugment", ra_num_ops=2),
@@ -581,6 +647,32 @@ def _sample_ra(rng, k: int, policy: Policy, out: np.ndarray) -> None:
     out["ra_mag"] = mag
 
 
+def _sample_jitter(rng, k: int, policy: Policy, out: np.ndarray) -> None:
+    """torchvision's ColorJitter.get_params / make_params: a random order of the four adjustments
+    (``randperm(4)``), each enabled factor uniform over its range; with ``jitter_prob`` < 1 (timm's
+    ``RandomApply``), a view that is not jittered stores the identity (factors 1, hue 0, order 0..3).
+    Factors are stored in Q16 (uint32), the hue shift in 1/65536 of a turn (int16, +0.5 stored as -0.5:
+    the same shift)."""
+    applied = rng.random(k) < policy.jitter_prob if policy.jitter_prob < 1.0 else np.ones(k, dtype=bool)
+    order = np.argsort(rng.random((k, 4)), axis=1)
+    on = policy.jitter_components
+    factor = np.full((k, 3), 1 << 16, dtype=np.int64)
+    ranges = (policy.jitter_brightness, policy.jitter_contrast, policy.jitter_saturation)
+    for i in range(3):
+        if i in on:
+            lo, hi = ranges[i]
+            factor[:, i] = np.round(rng.uniform(lo, hi, size=k) * (1 << 16))
+    factor[~applied] = 1 << 16
+    packed = (order << np.arange(0, 8, 2)).sum(axis=1)
+    out["jitter_order"] = np.where(applied, packed, JITTER_IDENTITY_ORDER)
+    out["jitter_factor"] = factor
+    if 3 in on:
+        lo, hi = policy.jitter_hue
+        q = np.round(rng.uniform(lo, hi, size=k) * (1 << 16)).astype(np.int64)
+        q = (q + (1 << 15)) % (1 << 16) - (1 << 15)
+        out["jitter_hue"] = np.where(applied, q, 0)
+
+
 def _signed_bins(names, ops, bins, negative, signed_ops, unparameterised) -> np.ndarray:
     signed = np.isin(ops, [i for i, o in enumerate(names) if o in signed_ops])
     has_mag = ~np.isin(ops, [i for i, o in enumerate(names) if o in unparameterised])
@@ -655,6 +747,8 @@ _FIELD_KINDS: dict[str, Any] = {
     "crop_mode": "str", "interpolation": "str", "crop_padding": "int", "pad_fill": ("int", 3),
     "ra_family": "str", "ra_interpolation": "str", "ra_prob": "float", "ra_config": "config",
     "mix_mode": "str", "mixup_prob": "float", "cutmix_prob": "float", "mixup_lam_div": "float",
+    "jitter_brightness": ("float", 2), "jitter_contrast": ("float", 2), "jitter_saturation": ("float", 2),
+    "jitter_hue": ("float", 2), "jitter_prob": "float",
 }
 
 

@@ -143,9 +143,13 @@ def from_timm(
     Arguments are timm's (``mix_prob`` is Mixup's ``prob``, ``mixup_mode`` its ``mode``), but the
     defaults are NOT ``create_transform``'s bare defaults: they are timm's ImageNet training recipe
     (``train.py``'s ``--aa rand-m9-mstd0.5-inc1``, ``--train-interpolation random``, ``--reprob 0.25``
-    with ``--remode pixel``). ``create_transform``'s own defaults (``auto_augment=None`` with
-    ``color_jitter=0.4``) cannot be replayed, because colour jitter is not replayable; pass
-    ``auto_augment=None, color_jitter=0`` for no augmentation stage. Like ``train.py``, there is no
+    with ``--remode pixel``). ``train.py``'s bare defaults (no ``--aa``, ``--color-jitter 0.4``,
+    ``--reprob 0``) are ``from_timm(auto_augment=None, re_prob=0)``: timm's ColorJitter(0.4, 0.4, 0.4)
+    after the crop and flip (preset ``timm_train_default``). As in timm, ``color_jitter`` is used only
+    without ``auto_augment`` (or with ``force_color_jitter`` or a 3-Augment string), a number jitters
+    brightness, contrast and saturation, a 3- or 4-tuple sets each (the fourth is hue), and
+    ``color_jitter_prob`` applies it to that share of views; pass ``auto_augment=None, color_jitter=0``
+    for no augmentation stage. Like ``train.py``, there is no
     mixing unless ``mixup_alpha`` or ``cutmix_alpha`` is given (e.g. 0.8 and 1.0, timm's DeiT-style
     recipes). ``ra_prob`` (not timm's) runs the augmentation stage on that share of views only.
 
@@ -167,13 +171,9 @@ def from_timm(
         raise ConfigError(f"train_crop_mode={train_crop_mode!r} cannot be replayed; use 'rrc' (RandomResizedCrop)")
     if vflip:
         raise ConfigError(f"vflip={vflip}: vertical flips cannot be replayed")
-    jitter_on = color_jitter is not None and (not auto_augment or force_color_jitter)
-    if jitter_on and any(float(v) != 0 for v in (color_jitter if isinstance(color_jitter, (list, tuple))
-                                                  else (color_jitter,))):
-        raise ConfigError(f"color_jitter={color_jitter!r} cannot be replayed (timm applies it only without "
-                          "auto_augment); pass color_jitter=0 or an auto_augment string")
-    if color_jitter_prob is not None and jitter_on:
-        raise ConfigError(f"color_jitter_prob={color_jitter_prob}: color jitter cannot be replayed")
+    # timm applies colour jitter only without auto_augment, unless forced or with 3-Augment
+    jitter_on = color_jitter is not None and (not auto_augment or force_color_jitter or "3a" in str(auto_augment))
+    jitter = _timm_color_jitter(color_jitter, color_jitter_prob) if jitter_on else {}
     if grayscale_prob:
         raise ConfigError(f"grayscale_prob={grayscale_prob}: random grayscale cannot be replayed")
     if gaussian_blur_prob:
@@ -213,7 +213,43 @@ def from_timm(
     if mixup_alpha > 0 or cutmix_alpha > 0:
         fields.update(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
                       switch_prob=switch_prob)
+    fields.update(jitter)
     return Policy(**fields)
+
+
+def _timm_color_jitter(color_jitter: Any, color_jitter_prob: float | None) -> dict[str, Any]:
+    """timm's ``color_jitter`` (a number: brightness, contrast and saturation, no hue; or a 3- or 4-tuple)
+    as Policy fields, read from the ``torchvision.transforms.ColorJitter`` timm builds from it."""
+    if isinstance(color_jitter, (list, tuple)):
+        if len(color_jitter) not in (3, 4):
+            raise ConfigError(f"color_jitter={color_jitter!r} must be a number or 3 or 4 values (brightness, "
+                              "contrast, saturation[, hue]), as timm asserts")
+        values = tuple(color_jitter)
+    elif _is_real(color_jitter) and color_jitter >= 0:
+        values = (float(color_jitter),) * 3
+    else:
+        raise ConfigError(f"color_jitter={color_jitter!r} must be a number >= 0 or 3 or 4 values; pass e.g. 0.4")
+    from torchvision import transforms
+
+    try:
+        t = transforms.ColorJitter(*values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"color_jitter={color_jitter!r}: torchvision's ColorJitter refuses it ({e})") from None
+    fields = _jitter_fields(t)
+    if color_jitter_prob is not None:
+        fields["jitter_prob"] = float(color_jitter_prob)
+    return fields
+
+
+def _jitter_fields(t: Any) -> dict[str, Any]:
+    """A torchvision (v1 or v2) ColorJitter's resolved ranges as Policy fields (None: off)."""
+    fields: dict[str, Any] = {}
+    for attr, field in (("brightness", "jitter_brightness"), ("contrast", "jitter_contrast"),
+                        ("saturation", "jitter_saturation"), ("hue", "jitter_hue")):
+        value = getattr(t, attr, None)
+        if value is not None:
+            fields[field] = tuple(float(v) for v in value)
+    return fields
 
 
 def _is_real(value: Any) -> bool:
@@ -278,17 +314,17 @@ def _fill3(value: Any, what: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in vals)  # type: ignore[return-value]
 
 
-_STAGES = ("crop", "flip", "augment", "erase")
+_STAGES = ("crop", "flip", "augment", "jitter", "erase")
 
 
 def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
     """The policy of a torchvision (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
-    RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET) (optionally in a
-    RandomApply), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
+    RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET), ColorJitter (each
+    optionally in a RandomApply), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
     ToDtype, ConvertImageDtype). One transform alone is read as a one-element pipeline. Anything else is
     refused by name, and so is what torchvision would not run or what replay would not reproduce: two
     Normalize, Normalize on uint8 data, RandAugment / TrivialAugmentWide / AutoAugment after the float
-    conversion (they must see the uint8 image). ``overrides`` set Policy fields the transforms do not
+    conversion (they must see the uint8 image), and ColorJitter there too. ``overrides`` set Policy fields the transforms do not
     say (e.g. mixing); unknown names are refused.
 
     mean / std: from the Normalize. Without a Normalize but with a float conversion (ToTensor,
@@ -324,16 +360,18 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
         i = _STAGES.index(name)
         if i <= stage:
             raise ConfigError(f"{type(t).__name__} after a later stage: the replay order is crop, flip, "
-                              f"augmentation, erasing")
+                              f"augmentation, colour jitter, erasing")
         stage = i
 
     for t in seq:
         name = type(t).__name__
         if name == "RandomApply":
             inner = list(getattr(t, "transforms", []))
-            if len(inner) != 1 or type(inner[0]).__name__ not in ("RandAugment", "TrivialAugmentWide", "AutoAugment"):
-                raise ConfigError("RandomApply can only wrap one RandAugment, TrivialAugmentWide or AutoAugment")
-            fields["ra_prob"] = float(t.p)
+            if len(inner) != 1 or type(inner[0]).__name__ not in ("RandAugment", "TrivialAugmentWide", "AutoAugment",
+                                                                  "ColorJitter"):
+                raise ConfigError("RandomApply can only wrap one RandAugment, TrivialAugmentWide, AutoAugment or "
+                                  "ColorJitter")
+            fields["jitter_prob" if type(inner[0]).__name__ == "ColorJitter" else "ra_prob"] = float(t.p)
             t, name = inner[0], type(inner[0]).__name__
         if name == "RandomResizedCrop":
             advance("crop", t)
@@ -398,6 +436,13 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
                 if getattr(t.policy, "value", t.policy) != "imagenet":
                     raise ConfigError(f"AutoAugment(policy={t.policy}) cannot be replayed; use AutoAugmentPolicy.IMAGENET")
                 fields.update(ra_family="autoaugment", ra_num_ops=2)
+        elif name == "ColorJitter":
+            advance("jitter", t)
+            if dtype != "uint8":
+                raise ConfigError("ColorJitter after the float conversion or Normalize cannot be replayed (torchvision "
+                                  "would jitter float data); put ColorJitter before ToTensor / ToDtype / Normalize, "
+                                  "while the image is uint8")
+            fields.update(_jitter_fields(t))
         elif name == "RandomErasing":
             advance("erase", t)
             if getattr(t, "inplace", False) not in (False, True):  # pragma: no cover - attribute shape
@@ -437,7 +482,7 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
         else:
             raise ConfigError(f"{name} cannot be replayed; supported: RandomResizedCrop, RandomCrop, "
                               "RandomHorizontalFlip, RandAugment, TrivialAugmentWide, AutoAugment(IMAGENET), "
-                              "RandomErasing, Normalize, ToTensor, PILToTensor, ToImage, ToDtype")
+                              "ColorJitter, RandomErasing, Normalize, ToTensor, PILToTensor, ToImage, ToDtype")
     if not seen_crop:
         raise ConfigError("the transforms have no RandomResizedCrop or RandomCrop; a view needs one")
     if not seen_normalize and dtype == "float":  # the pipeline returns v / 255: replay's float output

@@ -49,6 +49,8 @@ def _random_op(g: np.random.Generator, oh: int, ow: int):
         return OP_ID[op], [0] * 6
     if op == "SolarizeAdd":
         return OP_ID[op], [int(g.integers(0, 257)), int(g.integers(-255, 256)), 0, 0, 0, 0]
+    if op == "Hue":
+        return OP_ID[op], [int(g.integers(-32768, 32769)), 0, 0, 0, 0, 0]
     nb = int(g.choice([2, 10, 31]))
     b = 0 if op in UNPARAMETERISED_OPS else int(g.integers(0, nb))
     if op in SIGNED_OPS and g.random() < 0.5:

@@ -131,6 +131,35 @@ def test_presets(emu, preset, out):
     augment_both(emu, imgs, _rows_for(imgs, pol, seed), *out, what=preset)
 
 
+@pytest.mark.parametrize("preset", ["timm_train_default", "trivialaugment"])
+def test_colour_jitter_policies(emu, preset):
+    """ColorJitter (brightness, contrast, saturation, hue in a random order per view; RandomApply's
+    identity views too), alone and after a TrivialAugmentWide op."""
+    imgs = _util.image_batch(SIZES, 4)
+    kw = dict(jitter_brightness=(0.5, 1.5), jitter_contrast=(0.4, 1.6), jitter_saturation=(0.0, 2.0))
+    if preset == "timm_train_default":
+        kw.update(jitter_hue=(-0.5, 0.5), jitter_prob=0.8, erase_prob=0.5)
+    pol = Policy.preset(preset, output_size=(21, 26), **kw)
+    for seed in range(3):
+        augment_both(emu, imgs, _rows_for(imgs, pol, 40 + seed), 21, 26, what=f"{preset} seed {seed}")
+
+
+def test_hue_every_colour(emu):
+    """The hue shift on a cube of colours (every 5th level of each channel) at shifts of every sector."""
+    v = torch.arange(0, 256, 5)
+    r, g, b = torch.meshgrid(v, v, v, indexing="ij")
+    cube = torch.stack([r.reshape(-1), g.reshape(-1), b.reshape(-1)]).reshape(3, 52 * 4, 52 * 13).to(torch.uint8)
+    H, W = cube.shape[1:]
+    rows = []
+    for k in (0, 1, -1, 5461, 10923, -16384, 21845, 32767, -32768, 32768, 777):
+        r = _base_row([0, 0, H, W], 0)
+        r[A.NUM_OPS] = 1
+        r[A.OPS] = R.KERNEL_OPS.index("Hue")
+        r[A.OPS + 1] = k
+        rows.append(r)
+    augment_both(emu, [cube] * len(rows), torch.from_numpy(np.stack(rows).astype(np.int32)), H, W, "hue")
+
+
 # -- every op, crafted rows --------------------------------------------------------------
 
 def _base_row(crop, flip):

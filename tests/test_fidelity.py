@@ -355,3 +355,51 @@ def test_torchvision_family_views_close_to_torchvision(photos, preset, share2, s
     assert st.share(2) <= share2 * MARGIN
     assert st.share(32) <= share32 * MARGIN
     assert max(st.frac) <= frac * MARGIN
+
+
+# ------------------------------------------------------------------ ColorJitter
+# (library, adjustment) -> (max |diff|, max share of differing values at any swept value, max share >= 2 apart),
+# over fidelity.JITTER_SWEEP on the crops (ours: the Q16 factor / 1/65536-turn shift the record stores)
+JITTER = {
+    ("torchvision", "brightness"): (0, 0.0, 0.0), ("torchvision", "contrast"): (0, 0.0, 0.0),
+    # float32 blend with the floored grey: +-1 where the exact value is within rounding of an integer
+    ("torchvision", "saturation"): (1, 0.000726 * MARGIN, 0.0),
+    # float32 HSV round trip against ours, exact: +-1 where float32 rounding crosses an integer
+    ("torchvision", "hue"): (1, 0.0000066 * MARGIN, 0.0),
+    ("timm", "brightness"): (0, 0.0, 0.0),
+    # PIL's Contrast blends with the rounded integer mean, its Color with the rounded grey
+    ("timm", "contrast"): (1, 0.178 * MARGIN, 0.0), ("timm", "saturation"): (1, 0.451 * MARGIN, 0.0),
+    # PIL's hue: 8-bit H, S and V (hue shifted by int(255 * factor) / 255 of a turn)
+    ("timm", "hue"): (11, 0.297 * MARGIN, 0.167 * MARGIN),
+}
+
+
+@pytest.fixture(scope="module")
+def jitter_stats(crops):
+    return F.measure_jitter_ops(crops)
+
+
+@pytest.mark.parametrize("lib,name", sorted(JITTER))
+def test_colour_jitter_adjustment_close_on_photos(jitter_stats, lib, name):
+    max_abs, share, share2 = JITTER[(lib, name)]
+    cases = {k[3]: v for k, v in jitter_stats.items() if k[0] == lib and k[1] == name}
+    assert len(cases) == len(F.JITTER_SWEEP[name])
+    assert max(v.max_abs for v in cases.values()) <= max_abs
+    assert max(v.differ / v.values for v in cases.values()) <= share
+    assert max(v.differ2 / v.values for v in cases.values()) <= share2
+
+
+@pytest.mark.parametrize("which,lib,max_abs,frac", [("torchvision", "torchvision", 5, 0.0243),
+                                                    ("torchvision", "pil", 14, 0.597),
+                                                    ("timm", "pil", 4, 0.390), ("timm", "torchvision", 4, 0.0227)])
+def test_colour_jitter_views_close(photos, which, lib, max_abs, frac):
+    """Whole views of ColorJitter(0.4, 0.4, 0.4, 0.1) ("torchvision") and of timm train.py's defaults
+    ("timm": ColorJitter(0.4, 0.4, 0.4), random bilinear/bicubic crop) against torchvision v2 on tensors and
+    against v1 on PIL images (timm's path) with the same record: the resize's +-1 differences scaled by the
+    factors, PIL's rounded grey and mean, and (with hue) PIL's 8-bit HSV."""
+    sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
+    policy = F.jitter_policies((112, 112))[0 if which == "torchvision" else 1]
+    st = F.chain_policy_jitter(policy, sources, 6, seed=0, lib=lib)
+    assert len(st.max_abs) == 24
+    assert max(st.max_abs) <= round(max_abs * MARGIN)
+    assert max(st.frac) <= frac * MARGIN

@@ -11,7 +11,7 @@ import pytest
 
 from reinforced_data import _args as A
 from reinforced_data import _families as FAM
-from reinforced_data.policy import PRESETS, V2_DEFAULTS, Policy
+from reinforced_data.policy import PRESETS, V2_DEFAULTS, V3_DEFAULTS, Policy
 
 torch = pytest.importorskip("torch")
 T1 = pytest.importorskip("torchvision.transforms")
@@ -28,8 +28,9 @@ def test_version1_policies_serialise_as_before():
     for name in ("rrc", "rrc_ra_re", "rrc_ra_re_mix", "torchvision", "rrc_ra_re_noise", "paper_imagenet"):
         d = Policy.preset(name).to_dict()
         assert set(d) == V1_FIELDS, name
-    assert set(V2_DEFAULTS) | V1_FIELDS == {f for f in Policy.__dataclass_fields__}
+    assert set(V2_DEFAULTS) | set(V3_DEFAULTS) | V1_FIELDS == {f for f in Policy.__dataclass_fields__}
     assert Policy(**V2_DEFAULTS) == Policy()  # the defaults of the new fields are version 1's behaviour
+    assert Policy(**V3_DEFAULTS) == Policy() and not Policy().jittering  # version 3's: no colour jitter
 
 
 def test_every_new_field_round_trips():
@@ -135,7 +136,10 @@ def test_from_timm_defaults_and_presets():
 
 
 @pytest.mark.parametrize("kwargs,argument", [
-    (dict(vflip=0.5), "vflip"), (dict(auto_augment=None), "color_jitter"),
+    (dict(vflip=0.5), "vflip"), (dict(auto_augment=None, color_jitter=(0.4, 0.4)), "color_jitter"),
+    (dict(auto_augment=None, color_jitter=-0.1), "color_jitter"), (dict(auto_augment=None, color_jitter="a"), "color_jitter"),
+    (dict(auto_augment=None, color_jitter=(0.4, 0.4, 0.4, 0.7)), "ColorJitter refuses"),
+    (dict(force_color_jitter=True), "at most 4"),
     (dict(re_count=2), "re_count"), (dict(re_mode="rand"), "re_mode"), (dict(re_num_splits=2), "re_num_splits"),
     (dict(auto_augment="augmix-m5"), "AugMix"), (dict(auto_augment="rand-m9-t3a"), "3-Augment"),
     (dict(auto_augment="rand-m9-x4"), "auto_augment"), (dict(cutmix_minmax=(0.2, 0.8)), "cutmix_minmax"),
@@ -178,7 +182,11 @@ def test_from_torchvision_reads_the_supported_transforms(T):
 @pytest.mark.parametrize("T", [T1, v2], ids=["v1", "v2"])
 def test_from_torchvision_refuses_by_name(T):
     cases = [
-        ([T.RandomResizedCrop(224), T.ColorJitter(0.4)], "ColorJitter"),
+        ([T.RandomResizedCrop(224), T.ToTensor() if T is T1 else T.ToDtype(torch.float32, scale=True), T.ColorJitter(0.4)],
+         "ColorJitter after the float conversion"),
+        ([T.RandomResizedCrop(224), T.ColorJitter(0.4), T.RandAugment()], "replay order"),
+        ([T.RandomResizedCrop(224), T.RandAugment(), T.ColorJitter(0.4, 0.4, 0.4)], "at most 4"),
+        ([T.RandomResizedCrop(224), T.RandomGrayscale()], "RandomGrayscale"),
         ([T.RandomResizedCrop(224), T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)], "IMAGENET"),
         ([T.RandomResizedCrop(224, interpolation=T.InterpolationMode.NEAREST)], "RandomResizedCrop"),
         ([T.RandomCrop(32, padding=4, padding_mode="reflect")], "padding_mode"),
@@ -498,4 +506,4 @@ def test_from_timm_accepts_mixups_loss_arguments_that_do_not_change_views():
     assert p == Policy.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0)
     from reinforced_data.recipes import from_timm
 
-    assert "rand-m9-mstd0.5-inc1" in from_timm.__doc__ and "colour jitter is not replayable" in from_timm.__doc__
+    assert "rand-m9-mstd0.5-inc1" in from_timm.__doc__ and "timm_train_default" in from_timm.__doc__

@@ -422,6 +422,87 @@ def test_mix_sequential_sampler():
     assert p > P_MIN and stat < crit, m
 
 
+# ------------------------------------------------------------------ ColorJitter
+def _library_jitter(which: str, n: int, args: tuple, p: float | None) -> list[tuple]:
+    """(order, brightness, contrast, saturation, hue) of n views as the library draws them: torchvision v2's
+    ``ColorJitter.make_params`` (torchvision's ``Compose``), or timm's path: torchvision v1's
+    ``ColorJitter.get_params`` inside ``transforms.RandomApply(p)`` when ``color_jitter_prob`` is set (a view
+    RandomApply skips is recorded with identity values, as ours stores it)."""
+    import torchvision.transforms as T1
+
+    torch.manual_seed(11)
+    out = []
+    if which == "v2":
+        t = v2.ColorJitter(*args)
+        for _ in range(n):
+            d = t.make_params([])
+            out.append((tuple(d["fn_idx"].tolist()), d["brightness_factor"], d["contrast_factor"],
+                        d["saturation_factor"], d["hue_factor"]))
+        return out
+    t = T1.ColorJitter(*args)
+    drawn: list = []
+    t.forward = lambda img: drawn.append(t.get_params(t.brightness, t.contrast, t.saturation, t.hue)) or img
+    wrapped = T1.RandomApply([t], p=p) if p is not None else t
+    for _ in range(n):
+        before = len(drawn)
+        wrapped(None)
+        if len(drawn) > before:
+            fn, b, c, s_, h = drawn[-1]
+            out.append((tuple(fn.tolist()), b, c, s_, h))
+        else:
+            out.append(((0, 1, 2, 3), None, None, None, None))
+    return out
+
+
+def _ours_jitter(policy: Policy, n: int, seed: int = 12) -> list[tuple]:
+    s = policy.sample(np.random.default_rng(seed), n, 64, 64)
+    on = policy.jitter_components
+    out = []
+    for v in range(n):
+        order = tuple((int(s["jitter_order"][v]) >> (2 * j)) & 3 for j in range(4))
+        f = [float(x) / 65536 if i in on else None for i, x in enumerate(s["jitter_factor"][v])]
+        h = float(s["jitter_hue"][v]) / 65536 if 3 in on else None
+        if order == (0, 1, 2, 3) and all(x in (None, 1.0) for x in f) and h in (None, 0.0):
+            f, h = [None] * 3, None  # the identity record of a view RandomApply skipped
+        out.append((order, *f, h))
+    return out
+
+
+def measure_jitter(which: str, args: tuple, p: float | None = None, n: int = N_TV, n_ours: int = N_OURS) -> dict:
+    from reinforced_data.recipes import _jitter_fields
+    import torchvision.transforms as T1
+
+    theirs = _library_jitter(which, n, args, p)
+    policy = Policy(**_jitter_fields(T1.ColorJitter(*args)), **({} if p is None else dict(jitter_prob=p)))
+    ours = _ours_jitter(policy, n_ours)
+    applied_t = Counter(r[1:] != (None,) * 4 for r in theirs)
+    applied_o = Counter(r[1:] != (None,) * 4 for r in ours)
+    orders_t = Counter(r[0] for r in theirs if r[1:] != (None,) * 4)
+    orders_o = Counter(r[0] for r in ours if r[1:] != (None,) * 4)
+    out = {"applied_p": chi2_p(applied_o, applied_t), "applied_diff": max_rate_diff(applied_o, applied_t),
+           "order_p": chi2_p(orders_o, orders_t), "order_diff": max_rate_diff(orders_o, orders_t)}
+    for i, name in enumerate(("brightness", "contrast", "saturation", "hue")):
+        a = [r[1 + i] for r in ours if r[1 + i] is not None]
+        b = [r[1 + i] for r in theirs if r[1 + i] is not None]
+        assert bool(a) == bool(b), name
+        if a:
+            out[f"{name}_ks"] = ks(a, b)
+    return out
+
+
+@pytest.mark.parametrize("which,args,p", [("v2", (0.4, 0.4, 0.4, 0.1), None), ("v1", (0.4, 0.4, 0.4), None),
+                                          ("v1", (0.3, (0.5, 1.2), 0.2, 0.5), 0.8)],
+                         ids=["torchvision-v2-0.4-0.1", "timm-0.4", "timm-tuple-prob0.8"])
+def test_colour_jitter_sampler(which, args, p):
+    """Order (24 permutations), each factor's distribution and RandomApply's rate against the library's draws."""
+    m = measure_jitter(which, args, p)
+    assert m["applied_p"] > P_MIN and m["applied_diff"] < RATE_TOL, m
+    assert m["order_p"] > P_MIN and m["order_diff"] < RATE_TOL, m
+    assert sum(k.endswith("_ks") for k in m) == (4 if len(args) == 4 else 3)
+    for k, (stat, pv, crit) in ((k, v) for k, v in m.items() if k.endswith("_ks")):
+        assert pv > P_MIN and stat < crit, (k, m)
+
+
 if __name__ == "__main__":  # print the measured statistics
     import time
 
@@ -435,3 +516,6 @@ if __name__ == "__main__":  # print the measured statistics
     print("rrc", measure_rrc())
     print("mixup switch", measure_mixup_switch())
     print("mix sequential", measure_mix_sequential())
+    print("colour jitter v2 (0.4, 0.4, 0.4, 0.1)", measure_jitter("v2", (0.4, 0.4, 0.4, 0.1)))
+    print("colour jitter timm 0.4", measure_jitter("v1", (0.4, 0.4, 0.4)))
+    print("colour jitter timm tuple, prob 0.8", measure_jitter("v1", (0.3, (0.5, 1.2), 0.2, 0.5), 0.8))

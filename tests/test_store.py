@@ -421,15 +421,17 @@ def test_other_hdf5_format(tmp_path):
         S.ReinforcementFile(p)
 
 
-@pytest.mark.parametrize("policy", ["timm", "paper_imagenet_mix", "paper_cifar_ra_re", "rrc_ra_re_noise"])
+@pytest.mark.parametrize("policy", ["timm", "paper_imagenet_mix", "paper_cifar_ra_re", "rrc_ra_re_noise",
+                                    "timm_train_default"])
 def test_format_version_follows_the_policy(tmp_path, policy):
     """Policies with a field release 1 did not know are written as version 2 (an older reader
-    refuses them as newer); the others stay version 1. Both read back record for record."""
+    refuses them as newer), those with colour jitter (version 3's fields) as version 3; the others
+    stay version 1. All read back record for record."""
     p = str(tmp_path / "r.h5")
     h = make_header(policy, seed=3)
     rows = write_file(p, h)
     with h5py.File(p, "r") as f:
-        assert f.attrs["format_version"] == (1 if policy == "rrc_ra_re_noise" else 2)
+        assert f.attrs["format_version"] == {"rrc_ra_re_noise": 1, "timm_train_default": 3}.get(policy, 2)
     f = S.ReinforcementFile(p)
     assert f.header.policy == h.policy
     for i, (params, idx, _, pi, pv) in rows.items():

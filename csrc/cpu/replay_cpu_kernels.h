@@ -388,6 +388,53 @@ inline void op_solarize_add(uint8_t* x, int64_t n, int64_t threshold, int64_t ad
   apply_lut(x, n, lut);
 }
 
+// Hue shift by k / 65536 of a turn: replay_math.h's hue in int32 and without branches, so the loop
+// vectorises. Equal to it because:
+//  - every intermediate fits int32: N * 2^16 < 6 * 256 * 2^16, |6kC| <= 6 * 2^15 * 255, H < 1.5 * 6C * 2^16;
+//  - the sector H div (C * 2^16) is the number of multiples 1..5 of C * 2^16 that H reaches (H < 6C * 2^16);
+//  - floor(X * 255999 / (255000 * 2^16)) with X = xi * 2^16 + xf (xf < 2^16) is xi or xi + 1 (X <= M * 2^16
+//    <= 255 * 2^16, so X * 999 / 255000 < 2^16), and xi + 1 exactly when xf >= ceil(2^16 * (255000 - 999 xi) / 255999), which
+//    equals ceil((kHueA - kHueB * xi) / 2^13) for each of the 256 values of xi (tests/test_jitter.py checks
+//    all of them), i.e. when xf * 2^13 + kHueB * xi >= kHueA;
+//  - a grey pixel (C = 0) keeps its value (selected at the end).
+constexpr int32_t kHueA = 534775845, kHueB = 2095063;
+
+// c ? a : b for c in {0, 1}, without a branch
+inline int32_t select32(int32_t c, int32_t a, int32_t b) { return b ^ ((a ^ b) & -c); }
+
+inline void op_hue(uint8_t* img, int64_t n, int64_t k) {
+  uint8_t* R = img;
+  uint8_t* G = img + n;
+  uint8_t* B = img + 2 * n;
+  const int32_t k6 = (int32_t)(6 * k);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t r = R[i], g = G[i], b = B[i];
+    const int32_t M = std::max(r, std::max(g, b)), m = std::min(r, std::min(g, b)), C = M - m;
+    const int32_t is_r = M == r, is_g = (M == g) & (M != r);
+    int32_t N = select32(is_r, g - b, select32(is_g, 2 * C + b - r, 4 * C + r - g));
+    N += (6 * C) & -(int32_t)(N < 0);
+    const int32_t unit = C << 16, period = 6 * unit;
+    int32_t H = (N << 16) + k6 * C;
+    H += period & -(int32_t)(H < 0);
+    H -= period & -(int32_t)(H >= period);
+    const int32_t sec = (H >= unit) + (H >= 2 * unit) + (H >= 3 * unit) + (H >= 4 * unit) + (H >= 5 * unit);
+    const int32_t rem = H - sec * unit;
+    const int32_t X = select32(sec & 1, (M << 16) - rem, (m << 16) + rem);
+    const int32_t xi = X >> 16;
+    const int32_t mid = xi + (((X & 65535) << 13) + kHueB * xi >= kHueA);
+    // torchvision's sector table: r is M in sectors 0, 5 and m in 2, 3; g is M in 1, 2 and m in 4, 5;
+    // b is M in 3, 4 and m in 0, 1; the middle value otherwise; a grey pixel (C = 0) keeps its values.
+    // (Unsigned range tests rather than ||, which would keep the loop from vectorising.)
+    const int32_t grey = C == 0;
+    const int32_t ro = select32((uint32_t)(sec - 1) > 3u, M, select32((uint32_t)(sec - 2) < 2u, m, mid));
+    const int32_t go = select32((uint32_t)(sec - 1) < 2u, M, select32(sec >= 4, m, mid));
+    const int32_t bo = select32((uint32_t)(sec - 3) < 2u, M, select32(sec < 2, m, mid));
+    R[i] = (uint8_t)select32(grey, r, ro);
+    G[i] = (uint8_t)select32(grey, g, go);
+    B[i] = (uint8_t)select32(grey, b, bo);
+  }
+}
+
 inline void op_autocontrast(uint8_t* img, int64_t n) {
   for (int c = 0; c < 3; ++c) {
     uint8_t* a = img + c * n;
@@ -697,6 +744,9 @@ void apply_op(uint8_t*& img, uint8_t*& other, int64_t h, int64_t w, const int32_
       return;
     case args::EQUALIZE:
       op_equalize(img, n);
+      return;
+    case args::HUE:
+      op_hue(img, n, f);
       return;
     default:
       TORCH_CHECK(false, "augment: unknown op id ", op[0]);  // unreachable: check_augment

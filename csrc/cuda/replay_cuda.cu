@@ -501,6 +501,14 @@ __global__ void __launch_bounds__(kThreads)
         v1 = rm::solarize_add(v1, prm[0], prm[1]);
         v2 = rm::solarize_add(v2, prm[0], prm[1]);
         break;
+      case HUE: {
+        int h[3];
+        rm::hue(v0, v1, v2, prm[0], h);
+        v0 = h[0];
+        v1 = h[1];
+        v2 = h[2];
+        break;
+      }
       default:  // IDENTITY
         break;
     }
