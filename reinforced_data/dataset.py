@@ -52,6 +52,9 @@ __all__ = ["ReinforcedDataset", "ReinforcedLoader", "collate_sources", "TARGETS"
 
 log = logging.getLogger(__name__)
 
+#: the most output bytes one replay call of a batch fetch writes (see ReinforcedDataset._reinforced)
+REPLAY_CALL_BYTES = 16 << 20
+
 TARGETS = ("dense", "sparse")
 RESIDUALS = ("uniform", "renormalize")
 
@@ -444,8 +447,17 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             return [(src, params[j], psrc, None if psrc is None else pparams[j], targets[j])
                     for j, (src, psrc) in enumerate(zip(srcs, psrcs))]
         partners = None if pparams is None else [s if p is None else p for s, p in zip(srcs, psrcs)]
+        # replayed in runs of at most REPLAY_CALL_BYTES of output: glibc serves smaller blocks from
+        # memory it reuses, where a block above its 32 MiB mmap limit (64 float32 224 px views are
+        # 38.5 MB) is mapped fresh and page-faulted on every call
+        oh, ow = self.policy.output_size
+        per = max(1, REPLAY_CALL_BYTES // (3 * oh * ow * torch.empty(0, dtype=self.out_dtype).element_size()))
+        out: list = []
         try:
-            out = self._replay(srcs, params, partners, pparams)
+            for a in range(0, len(srcs), per):
+                part = slice(a, a + per)
+                out += self._replay(srcs[part], params[part], None if partners is None else partners[part],
+                                    None if pparams is None else pparams[part]).unbind(0)
         except ValueError as e:  # name the first damaged record, else the first image that does not fit its view
             self._check_records(images, views, params, recs, pparams)
             for j, (src, psrc) in enumerate(zip(srcs, psrcs)):
@@ -455,7 +467,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                 except ValueError as e1:
                     raise self._replay_error(int(images[j]), int(views[j]), e1) from e1
             raise self._replay_error(int(images[0]), int(views[0]), e) from e  # pragma: no cover
-        return list(zip(out.unbind(0), targets))
+        return list(zip(out, targets))
 
     def __getitems__(self, indices: Sequence[int]) -> list:
         """The items of ``indices`` (what DataLoader's fetcher calls for a batch): the per-item

@@ -251,6 +251,32 @@ def test_batched_items_are_the_per_item_items(files, which, options, batch_repla
         assert [ds.choice(i) for i in range(N)] != [ds.choice(i) for i in range(N)] or ds.p == 0
 
 
+@pytest.mark.parametrize("which", ["rrc_ra_re", "paper_imagenet_mix"])
+def test_a_batch_replayed_in_several_calls_gives_the_same_items(files, which, monkeypatch):
+    """A batch fetch replays at most REPLAY_CALL_BYTES of output per call: the items are the
+    same, mixed views (their partners sliced with them) included."""
+    from reinforced_data import dataset as dataset_module
+
+    ds = ReinforcedDataset(base(), files[which], target="sparse")
+    ds.set_epoch(1)
+    order = [int(i) for i in np.random.default_rng(2).permutation(N)]
+    whole = ds.__getitems__(order)
+    oh, ow = ds.policy.output_size
+    calls = []
+    real = ReinforcedDataset._replay
+
+    def counted(self, srcs, *args):
+        calls.append(len(srcs))
+        return real(self, srcs, *args)
+
+    monkeypatch.setattr(dataset_module, "REPLAY_CALL_BYTES", 3 * (3 * oh * ow * 4))  # 3 float32 views
+    monkeypatch.setattr(ReinforcedDataset, "_replay", counted)
+    parts = ds.__getitems__(order)
+    assert calls == [3] * (N // 3) + ([N % 3] if N % 3 else [])
+    for g, w in zip(parts, whole):
+        assert _same(g, w)
+
+
 def test_a_dataloader_fetches_whole_batches(plain):
     """DataLoader calls ``__getitems__`` once per batch, in its workers too, and the batches hold the items."""
     calls = []

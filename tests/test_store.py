@@ -182,13 +182,17 @@ def test_read_many_gives_what_read_gives_for_each_pair(tmp_path, policy, k):
     images[:4], views[:4] = 4, [0, 0, 1, k - 1]  # repeated records, and records sharing a chunk
     with S.ReinforcementFile(path) as r:
         r._file()
-        for direct in (True, False):  # inflated directly / through HDF5's pipeline
-            r._direct = direct
+        r._all = False  # chunk by chunk
+        wanted = {(i, v): r.read(i, v) for i, v in zip(images.tolist(), views.tolist())}
+        # inflated directly / through HDF5's pipeline / the whole small file read once
+        for direct, whole in ((True, False), (False, False), (True, True)):
+            r._direct, r._all = direct, None if whole else False
             for pairs in ((images, views), (images[:1], views[:1]), (images[:0], views[:0])):
                 got = r.read_many(*pairs)
+                assert (r._all is not False) == whole
                 assert got.params.dtype == h.policy.param_dtype() and got.params.shape == (len(pairs[0]),)
                 for j, (i, v) in enumerate(zip(*pairs)):
-                    want, one = r.read(i, v), got.record(j)
+                    want, one = wanted[int(i), int(v)], got.record(j)
                     assert one.params.tobytes() == want.params.tobytes()
                     for a, b in ((one.indices, want.indices), (one.probs, want.probs)):
                         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
@@ -501,6 +505,8 @@ def test_damaged_chunk_index_is_a_corrupt_file_error(tmp_path):
     write_file(p, make_header())
 
     class Broken:  # the records dataset of a file whose chunk index fails its checksum
+        size = 1  # small: the reader first tries to read it whole, which fails as every read does
+
         class id:  # noqa: N801 - h5py's attribute name
             @staticmethod
             def read_direct_chunk(key):
@@ -513,7 +519,7 @@ def test_damaged_chunk_index_is_a_corrupt_file_error(tmp_path):
     with S.ReinforcementFile(p) as r:
         r._records = Broken()
         for direct in (True, False):
-            r._direct = direct
+            r._direct, r._all = direct, None
             with pytest.raises(S.CorruptFileError, match="records of image 3 .*incorrect metadata checksum"):
                 r.read_image(3)
             with pytest.raises(S.CorruptFileError, match="records of image 3 .* damaged"):

@@ -313,6 +313,10 @@ class ReinforcementFile:
     (the :attr:`identity` of an earlier open) makes a new instance check the same.
     """
 
+    #: a complete file whose records take at most this many bytes inflated is read whole into
+    #: memory at the first record read in each process (one read instead of one per chunk)
+    RECORDS_IN_MEMORY_BYTES = 16 << 20
+
     def __init__(self, path: str | os.PathLike, accept_incomplete: bool = False, *,
                  identity: tuple | None = None) -> None:
         self.path = os.fspath(path)
@@ -413,6 +417,7 @@ class ReinforcementFile:
             # filter pipeline, which costs more than the inflation; anything else goes through h5py
             self._direct = (r.compression == "gzip" and not r.shuffle and not r.fletcher32
                             and r.scaleoffset is None and r.id.get_create_plist().get_nfilters() == 1)
+            self._all = None  # decided at the first read
         return self._f
 
     def _check_identity(self, f: h5py.File) -> None:
@@ -448,6 +453,7 @@ class ReinforcementFile:
         state = self.__dict__.copy()
         state["_f"] = None
         state.pop("_records", None)
+        state.pop("_all", None)  # read again in the process that needs it
         return state
 
     # -- reading
@@ -467,6 +473,14 @@ class ReinforcementFile:
         """The byte planes of chunks ``(image, group)``, one row each ([len, chunk_bytes]), as :meth:`_planes`."""
         if self._f is None or self._pid != os.getpid():
             self._file()
+        if self._all is None:  # a small complete file: inflate every chunk once, in this process
+            self._all = False
+            if self.complete and self._records.size <= self.RECORDS_IN_MEMORY_BYTES:
+                with contextlib.suppress(OSError, RuntimeError):  # damage: read chunk by chunk, naming the image
+                    self._all = self._records[()]
+        if self._all is not False and chunks:
+            at = np.asarray(chunks, dtype=np.int64).reshape(-1, 2)
+            return self._all[at[:, 0], at[:, 1]]
         size = self.codec.chunk_bytes
         parts = []
         index = chunks[0][0] if chunks else -1
