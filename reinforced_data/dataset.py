@@ -53,7 +53,7 @@ __all__ = ["ReinforcedDataset", "ReinforcedLoader", "collate_sources", "TARGETS"
 log = logging.getLogger(__name__)
 
 #: the most output bytes one replay call of a batch fetch writes (see ReinforcedDataset._reinforced)
-REPLAY_CALL_BYTES = 16 << 20
+REPLAY_CALL_BYTES = 4 << 20
 
 TARGETS = ("dense", "sparse")
 RESIDUALS = ("uniform", "renormalize")
@@ -447,7 +447,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             return [(src, params[j], psrc, None if psrc is None else pparams[j], targets[j])
                     for j, (src, psrc) in enumerate(zip(srcs, psrcs))]
         partners = None if pparams is None else [s if p is None else p for s, p in zip(srcs, psrcs)]
-        # replayed in runs of at most REPLAY_CALL_BYTES of output: glibc serves smaller blocks from
+        # replayed in runs of at most REPLAY_CALL_BYTES of output: glibc serves such blocks from
         # memory it reuses, where a block above its 32 MiB mmap limit (64 float32 224 px views are
         # 38.5 MB) is mapped fresh and page-faulted on every call
         oh, ow = self.policy.output_size
