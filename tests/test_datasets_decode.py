@@ -345,3 +345,23 @@ def test_a_file_whose_pixels_torchvision_io_does_not_reproduce_is_read_with_pil(
     Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first, quality=85)
     with pytest.raises(DatasetMismatchError, match="was made for another dataset"):
         ReinforcedDataset(ImageFolder(copy), reinforced)
+
+
+def test_both_decoders_give_the_same_bytes_on_imagenet_sized_photos(tmp_path):
+    """The loader's photo set (ImageNet-sized JPEGs of scikit-image's photos, quality 90): the
+    tensor decoder's pixels are the PIL loader's, byte for byte, on every photo."""
+    pytest.importorskip("skimage")
+    import sys
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import _photos
+
+    root = str(tmp_path / "photos")
+    _photos.write_image_folder(_photos.make_photos(24, seed=5), root)
+    ds = ImageFolder(root)
+    tensor, pil = D.RawImages(ds, decoder="tensor"), D.RawImages(ds, decoder="pil")
+    assert tensor._tensor_decode and not pil._tensor_decode
+    for i in range(len(ds)):
+        assert torch.equal(tensor[i][0], pil[i][0]), ds.samples[i][0]
