@@ -537,17 +537,22 @@ def _sample_erase_box(rng, k, height, width, scale, ratio, attempts=10) -> np.nd
     return box
 
 
-def _rand_bbox(rng, k, height, width, lam) -> np.ndarray:
-    """timm's ``rand_bbox`` (margin 0): size from sqrt(1 - lam), centre uniform, clipped; [k, 4] top, left, h, w."""
+def _rand_bbox(rng, k, height, width, lam, even: bool = False) -> np.ndarray:
+    """A CutMix box: size from sqrt(1 - lam), centre uniform, clipped; [k, 4] top, left, h, w.
+
+    timm's ``rand_bbox`` (margin 0) spans ``centre - cut // 2`` to ``centre + (cut + 1) // 2``;
+    ``even=True`` is apple/ml-dr's ``CutMix.rand_bbox``, ``centre ± cut // 2`` (even sides before
+    clipping)."""
     cut_rat = np.sqrt(1.0 - lam)
     ch = (height * cut_rat).astype(np.int64)
     cw = (width * cut_rat).astype(np.int64)
     cy = rng.integers(0, height, size=k)
     cx = rng.integers(0, width, size=k)
+    up = 0 if even else 1  # the half above the centre: cut // 2, or timm's (cut + 1) // 2
     y0 = np.clip(cy - ch // 2, 0, height)
-    y1 = np.clip(cy + (ch + 1) // 2, 0, height)
+    y1 = np.clip(cy + (ch + up) // 2, 0, height)
     x0 = np.clip(cx - cw // 2, 0, width)
-    x1 = np.clip(cx + (cw + 1) // 2, 0, width)
+    x1 = np.clip(cx + (cw + up) // 2, 0, width)
     return np.stack([y0, x0, y1 - y0, x1 - x0], axis=1)
 
 
@@ -583,7 +588,7 @@ def _sample_mix_sequential(rng, k, height, width, policy: Policy):
     mix_lam = rng.beta(a_m, a_m, size=k) / policy.mixup_lam_div
     cutmix = (rng.random(k) < policy.cutmix_prob) & (policy.cutmix_alpha > 0)
     cut_lam = rng.beta(a_c, a_c, size=k)
-    box = _rand_bbox(rng, k, height, width, cut_lam)
+    box = _rand_bbox(rng, k, height, width, cut_lam, even=True)
     cut_lam = 1.0 - (box[:, 2] * box[:, 3]) / float(height * width)
     mode = mixup * MIX_MIXUP + cutmix * MIX_CUTMIX  # 3 = MixUp, then CutMix
     box[~cutmix] = 0

@@ -357,6 +357,42 @@ def test_cutmix_box_is_timms_rand_bbox_with_the_same_draws():
             assert 1.0 - bh * bw / (h * w) == pytest.approx(corrected)
 
 
+def test_the_ml_dr_presets_cutmix_box_is_ml_drs():
+    """apple/ml-dr's CutMix.rand_bbox: cut = int(side * sqrt(1 - lam)), centre uniform (row, then
+    column), box centre ± cut // 2 clipped to the image, so an unclipped box has even sides; the
+    sequential (ml-dr) policies draw it, the switch (timm) ones keep timm's."""
+    from reinforced_data.policy import _rand_bbox
+
+    class Draws:
+        def __init__(self, rs):
+            self.rs = rs
+
+        def integers(self, low, high, size):
+            return self.rs.randint(low, high, size=size)
+
+    def ml_dr_box(rs, h, w, lam):  # the formula as ml-dr states it (rows first)
+        ch, cw = int(h * np.sqrt(1.0 - lam)), int(w * np.sqrt(1.0 - lam))
+        r, c = rs.randint(h), rs.randint(w)
+        y0, y1 = np.clip(r - ch // 2, 0, h), np.clip(r + ch // 2, 0, h)
+        x0, x1 = np.clip(c - cw // 2, 0, w), np.clip(c + cw // 2, 0, w)
+        return y0, x0, y1 - y0, x1 - x0
+
+    for h, w in [(224, 224), (17, 31), (1, 1), (32, 32)]:
+        lams = np.random.default_rng(h).beta(1.0, 1.0, size=500)
+        for i in range(len(lams)):
+            ours = _rand_bbox(Draws(np.random.RandomState(i)), 1, h, w, lams[i:i + 1], even=True)[0]
+            assert tuple(int(v) for v in ours) == tuple(int(v) for v in ml_dr_box(np.random.RandomState(i), h, w,
+                                                                                      lams[i])), (h, w, i)
+    s = Policy.preset("paper_imagenet_mix").sample(np.random.default_rng(3), 4000, 300, 400)
+    box = s["mix_box"].astype(np.int64)
+    cut = (s["mix_mode"] & 2) != 0
+    inside = cut & (box[:, 0] > 0) & (box[:, 1] > 0) & (box[:, 0] + box[:, 2] < 224) & (box[:, 1] + box[:, 3] < 224)
+    assert inside.sum() > 100 and (box[inside, 2] % 2 == 0).all() and (box[inside, 3] % 2 == 0).all()
+    t = Policy.preset("rrc_ra_re_mix").sample(np.random.default_rng(3), 4000, 300, 400)
+    tb = t["mix_box"].astype(np.int64)
+    assert ((tb[:, 2] % 2 == 1) & (tb[:, 0] > 0)).any()  # timm's boxes: odd sides too
+
+
 def measure_mixup_switch(n: int = N) -> dict:
     np.random.seed(0)
     h = w = 224
