@@ -180,7 +180,7 @@ def _infer_num_classes(arch: str, sd: dict) -> int | None:
 
 
 def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
-    """(model, data config) for a spec; data config keys: name, checkpoint, pretrained_cfg_normalization (whether
+    """(model, data config) for a spec; data config keys: name, checkpoint, pretrained_cfg_describes_weights (whether
     the model's ``pretrained_cfg`` describes the weights it holds), and input_size, mean, std where known."""
     from .ensemble import AdaptiveEnsembleHead
 
@@ -217,7 +217,7 @@ def _build_from_spec(spec: TeacherSpec) -> tuple[nn.Module, dict]:
     for key, val in (("input_size", spec.input_size), ("mean", spec.mean), ("std", spec.std)):
         if val is not None:
             data_cfg[key] = val
-    return model, {"name": name, "checkpoint": spec.checkpoint, "pretrained_cfg_normalization": cfg_describes_weights,
+    return model, {"name": name, "checkpoint": spec.checkpoint, "pretrained_cfg_describes_weights": cfg_describes_weights,
                    **{k: v for k, v in data_cfg.items() if v is not None}}
 
 
@@ -279,9 +279,11 @@ class Teacher(nn.Module):
 
     ``input_size`` None keeps the view's size unless the model's ``pretrained_cfg`` names
     one. ``mean`` / ``std``: the normalisation of the teacher's own, given or read from the
-    model's ``pretrained_cfg`` (timm models, ``AdaptiveEnsembleHead``) unless
-    ``pretrained_cfg_normalization`` is False (a config that does not describe the weights,
-    e.g. a timm architecture built empty for a checkpoint). Without one
+    model's ``pretrained_cfg`` (timm models, ``AdaptiveEnsembleHead``). Neither the config's
+    input size nor its normalisation is used when ``pretrained_cfg_describes_weights`` is False
+    (a config that does not describe the weights, e.g. a timm architecture built empty for a
+    checkpoint: it is fed the size and normalisation its checkpoint's ``data_config`` names, else
+    the view's size and the student's normalisation). Without one
     (``own_normalization`` False) the teacher is fed the student's normalisation:
     :meth:`bind_normalization` sets it (generation binds the policy's), ImageNet's until then.
     ``mean`` / ``std`` always hold the normalisation in use.
@@ -289,7 +291,7 @@ class Teacher(nn.Module):
 
     def __init__(self, model: nn.Module, name: str | None = None, input_size: int | Sequence[int] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 checkpoint: str | None = None, *, pretrained_cfg_normalization: bool = True) -> None:
+                 checkpoint: str | None = None, *, pretrained_cfg_describes_weights: bool = True) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"a teacher must be an nn.Module, got {type(model).__name__}")
@@ -297,8 +299,9 @@ class Teacher(nn.Module):
         self.model = model.eval()
         self.name = name or type(model).__name__
         self.checkpoint = checkpoint
-        self.input_size = _pair(input_size if input_size is not None else timm_cfg.get("input_size"))
-        own = timm_cfg if pretrained_cfg_normalization else {}
+        # timm's config (input size, normalisation) counts only where it describes the weights the model holds
+        own = timm_cfg if pretrained_cfg_describes_weights else {}
+        self.input_size = _pair(input_size if input_size is not None else own.get("input_size"))
         mean = mean if mean is not None else own.get("mean")
         std = std if std is not None else own.get("std")
         if (mean is None) != (std is None):
@@ -384,7 +387,7 @@ class TeacherEnsemble(nn.Module):
                 model, cfg = _build_from_spec(m)
                 built.append(Teacher(model, name=cfg["name"], input_size=cfg.get("input_size", input_size),
                                      mean=cfg.get("mean", mean), std=cfg.get("std", std), checkpoint=cfg["checkpoint"],
-                                     pretrained_cfg_normalization=cfg["pretrained_cfg_normalization"]))
+                                     pretrained_cfg_describes_weights=cfg["pretrained_cfg_describes_weights"]))
             elif isinstance(m, nn.Module):
                 built.append(Teacher(m, input_size=input_size, mean=mean, std=std))
             else:
@@ -411,8 +414,9 @@ class TeacherEnsemble(nn.Module):
         tensor a student gets from ``ReinforcedDataset`` under a policy with these statistics."""
         for m in self.members:
             m.bind_normalization(mean, std)
-            log.info("teacher %s: fed views normalised with mean %s, std %s (%s)", m.name, m.mean, m.std,
-                     "its own" if m.own_normalization else "the student's")
+            size = "x".join(map(str, m.input_size)) + " px" if m.input_size else "the view's size"
+            log.info("teacher %s: fed views at %s, normalised with mean %s, std %s (%s)", m.name, size, m.mean,
+                     m.std, "its own" if m.own_normalization else "the student's")
 
     def num_classes(self, view_size: Sequence[int] = (32, 32)) -> int:
         """The number of classes every member predicts (one dummy forward, then cached)."""

@@ -115,10 +115,11 @@ def test_timm_checkpoint_teacher(tmp_path):
     torch.save({"state_dict": model.state_dict()}, sd_path)
     ens = T.TeacherEnsemble(T.TeacherSpec(model="test_resnet", checkpoint=sd_path, input_size=16))
     assert ens.num_classes() == 6 and ens.describe()[0]["weights_sha256"] == T.weights_sha256(model)
-    # without an input size override, timm's pretrained config applies
+    # without an input size of its own, a checkpoint is fed the view's size, not the size timm's
+    # config gives the architecture for other weights
     ens = T.TeacherEnsemble(f"test_resnet={sd_path}")
-    cfg = timm.models.get_pretrained_cfg("test_resnet")
-    assert ens.members[0].input_size == tuple(cfg.input_size[1:])
+    assert ens.members[0].input_size is None and ens.describe()[0]["input_size"] is None
+    assert timm.models.get_pretrained_cfg("test_resnet").input_size[1:] != (16, 16)
     with pytest.raises(ValueError, match="does not fit timm model 'resnet10t'"):
         T.TeacherEnsemble(f"resnet10t={sd_path}")
     # timm's train.py checkpoints carry the run's argparse.Namespace; a path may contain '='
@@ -275,7 +276,7 @@ def test_members_without_their_own_normalisation_follow_the_policy(tmp_path, cap
         member = T.TeacherEnsemble(spec).members[0]
         caplog.clear()
         assert _bound(member) == follows
-        assert member.input_size == tuple(timm.models.get_pretrained_cfg("test_resnet").input_size[1:])
+        assert member.input_size is None  # the view's size: the architecture's config is for other weights
         # the normalisation timm's config claims for other weights is named, in case the checkpoint used it
         cfg = timm.models.get_pretrained_cfg("test_resnet")
         assert f"not the mean {tuple(cfg.mean)}, std {tuple(cfg.std)} its architecture's timm" in caplog.text
