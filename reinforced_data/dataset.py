@@ -52,7 +52,8 @@ __all__ = ["ReinforcedDataset", "ReinforcedLoader", "collate_sources", "TARGETS"
 
 log = logging.getLogger(__name__)
 
-#: the most output bytes one replay call of a batch fetch writes (see ReinforcedDataset._reinforced)
+#: the most output bytes one replay call of a batch fetch writes, and so how many decoded
+#: sources a worker holds at once (see ReinforcedDataset._reinforced)
 REPLAY_CALL_BYTES = 4 << 20
 
 TARGETS = ("dense", "sparse")
@@ -427,46 +428,52 @@ class ReinforcedDataset(torch.utils.data.Dataset):
 
     def _reinforced(self, images: np.ndarray, views: np.ndarray) -> list:
         """The items of stored views ``views`` of ``images``: their records read at once, targets
-        made at once, sources decoded, and (without batch replay) all replayed in one call."""
+        made at once, and (without batch replay) the views replayed in runs of at most
+        REPLAY_CALL_BYTES of output, each run's sources decoded just before it and freed after:
+        glibc serves blocks of that size from memory it reuses (a block above its 32 MiB mmap
+        limit, such as 64 float32 224 px views, is mapped fresh and page-faulted on every call),
+        and a worker holds one run's decoded sources at a time, not the whole batch's."""
         f = self.file
         recs = f.read_many(images, views)
         params = recs.params
-        srcs = [self._source(i) for i in images.tolist()]
-        psrcs: list = [None] * len(srcs)
-        pparams = None
+        pparams, mixed = None, np.zeros(len(images), dtype=bool)
         if recs.partner_index is not None and (params["mix_mode"] != 0).any():
             # the partner's own stored view is replayed and mixed in
             m = np.flatnonzero(params["mix_mode"] != 0)
             pparams = params.copy()  # an unmixed view's partner is itself (mix_mode 0 leaves it as it is)
             pparams[m] = f.read_many(recs.partner_index[m], recs.partner_view[m]).params
-            for j, p in zip(m.tolist(), recs.partner_index[m].tolist()):
-                psrcs[j] = self._source(p)
+            mixed[m] = True
         targets = self._soft_targets(recs.indices, recs.probs)
+
+        def sources(part: slice) -> tuple[list, list]:
+            """The decoded sources of the views in ``part``, and their partners' (None: not mixed)."""
+            at = range(len(images))[part]
+            return ([self._source(int(images[j])) for j in at],
+                    [self._source(int(recs.partner_index[j])) if mixed[j] else None for j in at])
+
         if self.batch_replay:  # the batch is replayed elsewhere, where image and view are no longer known
             self._check_records(images, views, params, recs, pparams)
+            srcs, psrcs = sources(slice(None))
             return [(src, params[j], psrc, None if psrc is None else pparams[j], targets[j])
                     for j, (src, psrc) in enumerate(zip(srcs, psrcs))]
-        partners = None if pparams is None else [s if p is None else p for s, p in zip(srcs, psrcs)]
-        # replayed in runs of at most REPLAY_CALL_BYTES of output: glibc serves such blocks from
-        # memory it reuses, where a block above its 32 MiB mmap limit (64 float32 224 px views are
-        # 38.5 MB) is mapped fresh and page-faulted on every call
         oh, ow = self.policy.output_size
         per = max(1, REPLAY_CALL_BYTES // (3 * oh * ow * torch.empty(0, dtype=self.out_dtype).element_size()))
         out: list = []
-        try:
-            for a in range(0, len(srcs), per):
-                part = slice(a, a + per)
-                out += self._replay(srcs[part], params[part], None if partners is None else partners[part],
-                                    None if pparams is None else pparams[part]).unbind(0)
-        except ValueError as e:  # name the first damaged record, else the first image that does not fit its view
-            self._check_records(images, views, params, recs, pparams)
-            for j, (src, psrc) in enumerate(zip(srcs, psrcs)):
-                try:
-                    self._replay([src], params[j:j + 1], None if psrc is None else [psrc],
-                                 None if psrc is None else pparams[j:j + 1])
-                except ValueError as e1:
-                    raise self._replay_error(int(images[j]), int(views[j]), e1) from e1
-            raise self._replay_error(int(images[0]), int(views[0]), e) from e  # pragma: no cover
+        for a in range(0, len(images), per):
+            part = slice(a, a + per)
+            srcs, psrcs = sources(part)
+            partners = None if pparams is None else [s if p is None else p for s, p in zip(srcs, psrcs)]
+            try:
+                out += self._replay(srcs, params[part], partners, None if pparams is None else pparams[part]).unbind(0)
+            except ValueError as e:  # name the first damaged record, else the first image that does not fit its view
+                self._check_records(images, views, params, recs, pparams)
+                for j, (src, psrc) in enumerate(zip(srcs, psrcs), start=a):
+                    try:
+                        self._replay([src], params[j:j + 1], None if psrc is None else [psrc],
+                                     None if psrc is None else pparams[j:j + 1])
+                    except ValueError as e1:
+                        raise self._replay_error(int(images[j]), int(views[j]), e1) from e1
+                raise self._replay_error(int(images[a]), int(views[a]), e) from e  # pragma: no cover
         return list(zip(out, targets))
 
     def __getitems__(self, indices: Sequence[int]) -> list:
