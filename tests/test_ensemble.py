@@ -15,6 +15,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from reinforced_data import ensemble as ens
+from reinforced_data import teachers
 from reinforced_data.ensemble import (
     AdaptiveEnsembleHead,
     EarlyStopping,
@@ -170,7 +171,6 @@ def test_head_as_a_reinforcement_teacher():
 
 
 def test_head_as_teacher_ensemble_member():
-    teachers = pytest.importorskip("reinforced_data.teachers")
     torch.manual_seed(0)
     head = AdaptiveEnsembleHead([_resnet(), _TinyNet()], num_classes=5, input_size=SIZE, mean=(0.5, 0.4, 0.3),
                                 std=(0.2, 0.25, 0.3))
