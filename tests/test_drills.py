@@ -14,7 +14,7 @@ import pytest
 
 import _reinforce_util as U
 from reinforced_data import store as S
-from test_cli import COMMON, api_run, chunks
+from _cli_util import COMMON, api_run, chunks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

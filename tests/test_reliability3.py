@@ -356,7 +356,7 @@ def test_inspect_without_verify_flags_parameter_damage(plain, tmp_path, capsys, 
 
 
 def test_inspect_verdict_for_an_incomplete_and_an_unreadable_file(tmp_path, capsys):
-    from test_store import make_header, write_file
+    from _store_util import make_header, write_file
 
     part = str(tmp_path / "part.h5")
     write_file(part, make_header(), indices=range(4), finish=False)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import _reinforce_util as U
+from _store_util import C, K, N, TOPK, make_header, make_rows, write_file
 from reinforced_data import store as S
 from reinforced_data.policy import Policy
 from reinforced_data.store import writer as store_writer
@@ -22,49 +23,6 @@ from reinforced_data.store import writer as store_writer
 
 # Tiny models: one intra-op thread is fastest, and immune to a busy shared machine.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-N, K, TOPK, C = 12, 10, 5, 20
-
-
-def make_header(policy="rrc_ra_re", n=N, k=K, topk=TOPK, c=C, labels=None, **kw) -> S.Header:
-    labels = np.arange(n) % c if labels is None else labels
-    pol = Policy.preset(policy, output_size=(32, 32)) if isinstance(policy, str) else policy
-    return S.Header(n, k, topk, c, pol, [{"name": "t", "weights_sha256": "x"}], S.Fingerprint.of(labels), **kw)
-
-
-def make_rows(header: S.Header, indices, seed=0):
-    """Deterministic records for the given images: (params, top-k indices, probs, partner index, partner view)."""
-    pol = header.policy
-    n = len(indices)
-    params = np.stack([pol.sample(np.random.default_rng([seed, int(i)]), header.num_views, 40, 50) for i in indices])
-    rng = np.random.default_rng([seed, 99] + [int(i) for i in indices])
-    logits = rng.normal(size=(n, header.num_views, header.num_classes)) * 3
-    p = np.exp(logits)
-    p /= p.sum(-1, keepdims=True)
-    idx = np.argsort(-p, -1)[..., :header.topk]
-    val = np.take_along_axis(p, idx, -1)
-    pi = rng.integers(0, header.num_images, (n, header.num_views))
-    pv = rng.integers(0, header.num_views, (n, header.num_views))
-    return params, idx, val, pi, pv
-
-
-def write_file(path, header, indices=None, labels=None, finish=True):
-    indices = range(header.num_images) if indices is None else indices
-    labels = np.arange(header.num_images) % header.num_classes if labels is None else labels
-    w = S.ReinforcementWriter.open(path, header, labels)
-    rows = {}
-    for i in indices:
-        params, idx, val, pi, pv = make_rows(header, [i])
-        mix = header.policy.mixing
-        w.write([i], params, idx, val, pi if mix else None, pv if mix else None)
-        w.commit()
-        rows[i] = (params[0], idx[0], val[0], pi[0], pv[0])
-    if finish:
-        w.finish(expected=np.asarray(list(indices)))
-    else:
-        w.close()
-    return rows
 
 
 # ---------------------------------------------------------------------- codec
@@ -277,7 +235,7 @@ def test_second_writer_is_locked_out(tmp_path):
 _WRITER_SCRIPT = """
 import sys, time, numpy as np
 sys.path[:0] = {paths!r}
-import test_store as T
+import _store_util as T
 from reinforced_data import store as S
 h = T.make_header(n=400)
 w = S.ReinforcementWriter.open({path!r}, h, np.arange(400) % T.C)
@@ -321,7 +279,7 @@ def test_kill_9_keeps_committed_rows_and_resumes(tmp_path):
 _RESUME_AND_DIE = """
 import os, sys, numpy as np
 sys.path[:0] = {paths!r}
-import test_store as T
+import _store_util as T
 from reinforced_data import store as S
 h = T.make_header()
 w = S.ReinforcementWriter.open({path!r}, h, np.arange(T.N) % T.C, mode="resume")
@@ -726,7 +684,7 @@ def _cut_short(path: str) -> None:
 _WRITE_UNTIL_FILE_SIZE_LIMIT = """
 import os, resource, signal, sys, numpy as np
 sys.path[:0] = {paths!r}
-import test_store as T
+import _store_util as T
 from reinforced_data import store as S
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit fails with EFBIG instead of killing
 h = T.make_header(n=400)
