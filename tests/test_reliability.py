@@ -1,4 +1,4 @@
-"""Reliability drills, round 3 (issue 19): nothing silent, every advice true.
+"""Reliability: nothing silent, every advice true.
 
 * a file-size limit (EFBIG) anywhere in a run's life: ``--resume`` gives exactly the rows of
   an uninterrupted run;
