@@ -68,6 +68,8 @@ def test_iter_photos_gives_make_photos_pixels():
     assert all(x.tensor.equal(y.tensor) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_quick_run_measures_every_row(tmp_path):
     pytest.importorskip("skimage")
     pytest.importorskip("timm")

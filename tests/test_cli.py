@@ -35,6 +35,8 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_reinforce_with_progress_then_inspect(tmp_path, capsys):
     out = tmp_path / "demo.h5"
     r = cli("reinforce", *COMMON, "-o", str(out), "--batch-size", "3")
@@ -107,6 +109,8 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys):
     assert "teachers predict 8" in one_error_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_then_resume(tmp_path):
     out = tmp_path / "r.h5"
     proc = subprocess.Popen([sys.executable, "-m", "reinforced_data", "reinforce", *COMMON, "-o", str(out),
@@ -139,6 +143,8 @@ def test_kill_9_then_resume(tmp_path):
     assert chunks(out) == chunks(tmp_path / "fresh.h5")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.distributed
 def test_torchrun_two_gloo_ranks_merge_to_the_single_process_file(tmp_path):
     out = tmp_path / "dist.h5"

@@ -30,7 +30,7 @@ from reinforced_data import _args as A
 from reinforced_data import _reference as R
 from reinforced_data.policy import RA_OPS, SIGNED_OPS, Policy
 
-pytestmark = pytest.mark.cuda_emulation
+pytestmark = [pytest.mark.cuda_emulation, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 EMU_DIR = HERE / "cuda_emulation"

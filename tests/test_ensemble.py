@@ -443,6 +443,7 @@ def test_phase_two_extracts_features_once_whatever_the_epochs_and_seeds():
         assert torch.allclose(cache.features, head.eval().forward_features(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end_with_timm_checkpoints(tmp_path):
     """Bagging -> phase 1 -> save backbones -> head from local checkpoints -> phase 2."""
     torch.manual_seed(0)

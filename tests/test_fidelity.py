@@ -30,6 +30,8 @@ pytest.importorskip("skimage")
 pytest.importorskip("timm")
 import fidelity as F  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 MARGIN = 1.25
 
 

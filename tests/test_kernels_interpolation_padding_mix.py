@@ -179,6 +179,7 @@ def _message(fn):
 FIELD_VALUES = [-65536, -65535, -1, 0, 1, 2, 3, 7, 256, 65536, 2**31 - 1]
 
 
+@pytest.mark.slow
 @compiled
 def test_refused_rows_same_message():
     """Every field of a valid row (one with each new op and an interpolated geometric op) set to

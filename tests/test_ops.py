@@ -204,6 +204,8 @@ print("ok")
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @compiled
 def test_importing_only_the_compiled_module_registers_the_fakes():
     """``import reinforced_data._C`` alone (a fresh process, without the package's Python modules) gives

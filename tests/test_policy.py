@@ -138,6 +138,7 @@ def test_sample_different_seeds_differ():
         assert not np.array_equal(a["crop"], b["crop"]), name
 
 
+@pytest.mark.subprocess
 def test_sample_same_bytes_in_another_process():
     code = (
         "import hashlib, sys\n"

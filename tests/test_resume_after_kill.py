@@ -16,7 +16,7 @@ import _reinforce_util as U
 from reinforced_data import store as S
 from _cli_util import COMMON, api_run, chunks
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow, pytest.mark.subprocess]
 
 KILLS = 3
 SEED = 20261130  # the kill moments are drawn from it: a failure reproduces

@@ -248,6 +248,8 @@ for i in range(400):
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_keeps_committed_rows_and_resumes(tmp_path):
     path = str(tmp_path / "r.h5")
     script = _WRITER_SCRIPT.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)
@@ -289,6 +291,8 @@ os._exit(0)  # like kill -9: no close, no flush beyond the commit
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_writer_killed_after_resuming_loses_nothing(tmp_path):
     """A resume reopens the file read-write and SWMR at once, so a kill right after still leaves it readable."""
     path = str(tmp_path / "r.h5")
@@ -613,6 +617,8 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_resume_while_a_reader_holds_the_file_says_busy_and_keeps_it(tmp_path):
     path = str(tmp_path / "r.h5")
     h = make_header()
@@ -647,6 +653,8 @@ def test_lock_that_cannot_be_created_is_one_clear_error(tmp_path, monkeypatch):
         S.ReinforcementWriter.open(str(tmp_path / "r.h5"), make_header(), np.arange(N) % C)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_file_is_read_while_its_writer_runs(tmp_path):
     """Every open of a file another process is writing succeeds (SWMR reading), and what it reads is what was
     committed."""
@@ -700,6 +708,8 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_writer_stopped_by_a_file_size_limit_keeps_its_rows_readable_and_resumable(tmp_path):
     path = str(tmp_path / "r.h5")
     out = subprocess.run([sys.executable, "-c", _WRITE_UNTIL_FILE_SIZE_LIMIT.format(
@@ -735,6 +745,8 @@ def test_finished_file_cut_short_is_refused_and_left_alone(tmp_path):
     assert open(path, "rb").read() == before
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_recovery_regenerates_rows_whose_chunks_are_not_whole(tmp_path):
     """A file left open by a killed writer, one committed row's chunk zeroed on disk: the resume keeps the
     other rows and marks that one for generating again, and the file stops claiming to be complete."""
@@ -798,6 +810,8 @@ def test_flags_caught_half_rewritten_are_read_again_only_while_a_writer_holds_th
         reader._read_small(File(True, 5), "written")  # a writer, but it keeps failing
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_superblock_flags_tell_a_file_a_writer_holds(tmp_path):
     """Readers open SWMR exactly when the superblock says a writer has the file open (or died so)."""
     from reinforced_data.store import reader
