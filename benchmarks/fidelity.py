@@ -174,26 +174,6 @@ def pil_rotate_matrix(degrees: float, h: int, w: int) -> list[float]:
     return m
 
 
-# ------------------------------------------------------------------ op availability
-def reference_supports(what: str) -> bool:
-    """Whether the reference in this checkout has ``what``: an op name, "interp", "bicubic_resize"."""
-    if what in ("Invert", "SolarizeAdd"):
-        return what in RA_OPS
-    x = torch.tensor([[[0, 0, 200, 200, 0, 0]]], dtype=torch.uint8).expand(3, 1, 6).contiguous()
-    try:
-        if what == "interp":
-            p = affine_row([1, 0, 0.5, 0, 1, 0], 1, 6)  # half a pixel to the right
-            out = ours(x, row(1, 6, [("TranslateX", p, 1)]))
-            return int(out[0, 0, 1]) == 100
-        if what == "bicubic_resize":
-            out = ours(x, row(1, 6, resize_filter=1), (1, 3))
-            plain = ours(x, row(1, 6, resize_filter=0), (1, 3))
-            return not torch.equal(out, plain)
-    except (RuntimeError, ValueError, IndexError):
-        return False
-    raise ValueError(what)
-
-
 # ------------------------------------------------------------------ statistics
 @dataclass
 class Stat:
@@ -449,12 +429,8 @@ def measure_tv_ops(crops: list[Crop], ops=None, bins=None, interps=("nearest",),
     """torchvision vs ours per (op, interp, signed bin)."""
     stats = {} if stats is None else stats
     for op in ops or TV_OPS:
-        if op == "Invert" and not reference_supports("Invert"):
-            continue
         for interp in (interps if op in A.GEOMETRIC else ("-",)):
             it = interp if interp != "-" else "nearest"
-            if it != "nearest" and not reference_supports("interp"):
-                continue
             for b in tv_bins(op, bins):
                 st = stats.setdefault(("torchvision", op, interp, b), Stat())
                 for c in crops:
@@ -469,11 +445,7 @@ def measure_timm_ops(crops: list[Crop], ops=None, levels=TIMM_LEVELS, interps=("
     stats = {} if stats is None else stats
     pils = [c.pil for c in crops]
     for op in ops or TIMM_OPS:
-        if op in ("Invert", "SolarizeAdd") and not reference_supports(op):
-            continue
         for interp in (interps if op in TIMM_GEOMETRIC else ("-",)):
-            if interp != "-" and not reference_supports("interp"):
-                continue
             for label, arg in timm_cases(op, levels):
                 st = stats.setdefault(("timm", op, interp, label), Stat())
                 for c, pil in zip(crops, pils):
@@ -499,8 +471,6 @@ def measure_resize(cases, filters=("bilinear",), stats: dict | None = None) -> d
     """Resized crop vs torchvision (antialias=True) and PIL, split into down- and upsampling."""
     stats = {} if stats is None else stats
     for filt in filters:
-        if filt == "bicubic" and not reference_supports("bicubic_resize"):
-            continue
         for c, box, o in cases:
             down = (box[2] >= o[0], box[3] >= o[1])
             kind = "down" if all(down) else "up" if not any(down) else "mixed"
@@ -862,7 +832,7 @@ def main(argv=None) -> None:
               chain_policy_pil(timm_policy(), sources, args.views, seed=7))]
     print(f"chain {time.time() - t0:.0f} s", flush=True)
 
-    ref = "reference kernels" + ("" if reference_supports("interp") else " (this checkout: nearest geometric only)")
+    ref = "reference kernels"
     text = f"""# Fidelity: the replay against torchvision and timm (PIL) applying the same parameters
 
 Written by `python benchmarks/fidelity.py --photos {args.photos} --views {args.views}` ({time.time() - t0:.0f} s).

@@ -57,17 +57,18 @@ def resolve_dataset(data: Any) -> Any:
 
         usage = "synthetic:num_images=N,num_classes=C,min_size=S,max_size=S,seed=S"
         kwargs: dict[str, int] = {}
-        try:
-            for i, part in enumerate(p for p in text[len("synthetic:"):].split(",") if p):
-                key, _, val = part.rpartition("=")
-                key = key or ("num_images" if i == 0 else "")
-                if key not in ("num_images", "num_classes", "min_size", "max_size", "seed"):
-                    raise ConfigError(f"{text!r}: use {usage}")
+        for i, part in enumerate(p for p in text[len("synthetic:"):].split(",") if p):
+            key, _, val = part.rpartition("=")
+            key = key or ("num_images" if i == 0 else "")
+            if key not in ("num_images", "num_classes", "min_size", "max_size", "seed"):
+                raise ConfigError(f"{text!r}: use {usage}")
+            try:
                 kwargs[key] = int(val)
+            except ValueError as e:  # a value that is not an integer
+                raise ConfigError(f"dataset {text!r}: {e}; use synthetic:N or {usage}") from None
+        try:
             return SyntheticImages(**kwargs)
-        except ConfigError:
-            raise
-        except ValueError as e:  # a value that is not an integer, or that SyntheticImages refuses
+        except ConfigError as e:  # a value SyntheticImages refuses
             raise ConfigError(f"dataset {text!r}: {e}; use synthetic:N or {usage}") from None
     if os.path.isdir(text):
         from torchvision.datasets import ImageFolder

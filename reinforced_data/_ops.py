@@ -10,9 +10,10 @@ libraries: load it through this module (which imports torch first), not on its o
 Set ``REINFORCED_DATA_DISABLE_COMPILED=1`` to use the reference even where ``_C`` exists.
 
 The fake (meta) kernels registered here let ``torch.compile`` and FakeTensor tracing run
-through the ops. They check the shapes, dtypes and devices that ``csrc/replay_checks.h``
-checks (what does not depend on tensor values), with the same messages; the checks on
-the values of the argument rows happen in the real kernels only.
+through the ops; importing ``_C`` on its own imports this module too (csrc/ops.cpp), so
+the fakes are registered either way. They check the shapes, dtypes and devices that
+``csrc/replay_checks.h`` checks (what does not depend on tensor values), with the same
+messages; the checks on the values of the argument rows happen in the real kernels only.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 __all__ = ["SyntheticImages", "write_image_folder"]
 
 _SHAPES = ("disc", "square", "triangle", "ring", "hstripes", "vstripes", "cross", "diamond")
@@ -69,9 +71,9 @@ class SyntheticImages(torch.utils.data.Dataset):
     def __init__(self, num_images: int = 256, num_classes: int = 8, min_size: int = 48, max_size: int = 96,
                  seed: int = 0, transform: Callable | None = None) -> None:
         if num_images < 1 or num_classes < 1:
-            raise ValueError(f"num_images={num_images} and num_classes={num_classes} must be >= 1")
+            raise ConfigError(f"num_images={num_images} and num_classes={num_classes} must be >= 1")
         if not 8 <= min_size <= max_size:
-            raise ValueError(f"need 8 <= min_size <= max_size, got {min_size}, {max_size}")
+            raise ConfigError(f"need 8 <= min_size <= max_size, got {min_size}, {max_size}")
         self.num_images, self.num_classes = num_images, num_classes
         self.min_size, self.max_size, self.seed = min_size, max_size, seed
         self.transform = transform

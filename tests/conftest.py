@@ -1,4 +1,4 @@
-"""Markers and fixtures shared by the suite.
+"""Markers and fixtures shared by the suite (the markers are registered in pyproject.toml).
 
 * ``@pytest.mark.compiled``: the test needs the compiled op ``torch.ops.reinforced_data``.
   Skipped when ``reinforced_data._ops.compiled_available()`` is False, unless
@@ -7,6 +7,9 @@
 * ``@pytest.mark.cuda``: the test needs a CUDA device; skipped without one.
 * ``@pytest.mark.cuda_emulation``: the CUDA kernels compiled for the host (RD_EMULATE) and
   run without a GPU; runs by default (see test_cuda_emulation.py).
+* ``@pytest.mark.slow``: seconds or more; ``-m "not slow"`` leaves these out while working.
+* ``@pytest.mark.subprocess``: starts other processes (a subprocess, torchrun, DataLoader
+  workers).
 * The ``compiled`` fixture applies the same rule as the marker, for fixtures and helpers.
 """
 
@@ -40,21 +43,6 @@ def _require_compiled() -> None:
     ops = _ops_module()
     if not ops.compiled_available():
         unavailable(f"compiled op unavailable ({ops.unavailable_reason()})")
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "compiled: needs the compiled op reinforced_data._C (skipped without it; fails without it "
-        f"when {REQUIRE_COMPILED_ENV}=1)",
-    )
-    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one)")
-    config.addinivalue_line(
-        "markers",
-        "cuda_emulation: the CUDA kernels compiled with g++ under RD_EMULATE and run on the host "
-        f"(skipped if they cannot be built; fails then when {REQUIRE_COMPILED_ENV}=1)",
-    )
-    config.addinivalue_line("markers", "distributed: starts several processes (torchrun, gloo backend)")
 
 
 def pytest_runtest_setup(item):

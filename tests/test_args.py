@@ -103,6 +103,7 @@ def test_garbage_rows_raise():
 FIELD_VALUES = [INT32_MIN, -65536, -257, -2, -1, 0, 1, 2, 3, 4, 13, 14, 25, 255, 256, 4096, 65535, 65536, INT32_MAX]
 
 
+@pytest.mark.slow
 @compiled
 def test_corrupted_fields_raise_or_match_reference():
     """Each field of a valid row set to extreme / random int32 values: either a

@@ -1,12 +1,11 @@
 """benchmarks/loader.py --quick runs end to end, and benchmarks/_photos.image_folder caches its folder.
 
-The smoke run checks that every row was measured (or says why not), that the chart is
+The smoke run checks that every row was measured, that the chart is
 a PNG and that the recorded results are not touched; it does not judge the numbers.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -31,13 +30,6 @@ def _photos():
     import _photos
 
     return _photos
-
-
-def _has_dataset() -> bool:
-    try:
-        return importlib.util.find_spec("reinforced_data.dataset") is not None
-    except ImportError:
-        return False
 
 
 def test_image_folder_is_written_once_and_reused(tmp_path):
@@ -76,6 +68,8 @@ def test_iter_photos_gives_make_photos_pixels():
     assert all(x.tensor.equal(y.tensor) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_quick_run_measures_every_row(tmp_path):
     pytest.importorskip("skimage")
     pytest.importorskip("timm")
@@ -92,7 +86,7 @@ def test_quick_run_measures_every_row(tmp_path):
     assert "Command: `python benchmarks/loader.py --quick" in text
     assert not re.search(r"\{[A-Za-z_.]+\}", text), "an unformatted placeholder leaked into the results"
 
-    # one row per pipeline and worker count; (b)-(e) always measured, (a) when the dataset module exists
+    # one row per pipeline and worker count, each measured
     measured = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -100,26 +94,22 @@ def test_quick_run_measures_every_row(tmp_path):
             measured[(cells[0], int(cells[2]))] = cells[3]
     assert set(measured) == {(r, w) for r in ROWS for w in (0, 1, 2)}
     for (row, w), ips in measured.items():
-        if row.startswith("(a)") and not _has_dataset():
-            assert ips == "unavailable"
-            continue
         assert re.fullmatch(r"[\d,]+", ips) and int(ips.replace(",", "")) > 0, (row, w, ips)
     assert re.search(r"`ReinforcementFile.read\(i, view\)`, \d+ random records on a warm handle: median [\d.]+ µs", text)
-    # the targets' table: a ratio (wall / CPU) per worker count, or "not measured" without the dataset module
+    # the targets' table: a ratio (wall / CPU) per worker count
     verdict = re.search(r"^\| \(a\) float32 ≥ 2× \(b\) timm \|(.*)\|$", text, re.M)
     assert verdict, text
     cells = [c.strip() for c in verdict.group(1).split("|")]
     assert len(cells) == 3
     for c in cells:
-        assert (re.fullmatch(r"[\d.]+× (met|NOT met) / [\d.]+× (met|NOT met)", c) if _has_dataset()
-                else c == "not measured"), c
+        assert re.fullmatch(r"[\d.]+× (met|NOT met) / [\d.]+× (met|NOT met)", c), c
 
     raw = json.loads((tmp_path / "loader.json").read_text())
     assert len(raw["rows"]) == len(ROWS) * 3
     for r in raw["rows"]:
-        if not r["error"]:
-            assert len(r["epoch_wall_s"]) == len(r["epoch_cpu_s"]) == 1 and r["images"] > 0
-            assert len(r["worker_mem_mib"]) == r["workers"]
+        assert not r["error"], r
+        assert len(r["epoch_wall_s"]) == len(r["epoch_cpu_s"]) == 1 and r["images"] > 0
+        assert len(r["worker_mem_mib"]) == r["workers"]
 
     png = tmp_path / "loader.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import _reinforce_util as U
+from _cli_util import COMMON, DATA, TEACHER, api_run, chunks
 from reinforced_data import store as S
 from reinforced_data.cli import main
 from reinforced_data.reinforce import reinforce
@@ -22,29 +23,9 @@ from reinforced_data.reinforce import reinforce
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-DATA = "synthetic:num_images=24,num_classes=8,min_size=20,max_size=32,seed=2"
-TEACHER = "_reinforce_util:tiny_teacher"
-COMMON = ["--data", DATA, "--teacher", TEACHER, "--output-size", "16", "-K", "4", "-k", "3", "--seed", "5",
-          "--block-size", "8"]
-
-
 def cli(*args, env=None, timeout=180, **kw):
     return subprocess.run([sys.executable, "-m", "reinforced_data", *args], capture_output=True, text=True,
                           env=env or U.subprocess_env(), timeout=timeout, **kw)
-
-
-def api_run(path, batch_size, policy="rrc_ra_re"):
-    """The same generation as COMMON, in this process."""
-    from reinforced_data.policy import Policy
-
-    return reinforce(DATA, TEACHER, str(path), policy=Policy.preset(policy, output_size=(16, 16)), num_views=4,
-                     topk=3, seed=5, block_size=8, batch_size=batch_size, progress=False)
-
-
-def chunks(path):
-    with h5py.File(path, "r") as f:
-        d = f["records"]
-        return [d.id.read_direct_chunk((i, g, 0))[1] for i in range(d.shape[0]) for g in range(d.shape[1])]
 
 
 def one_error_line(err: str) -> str:
@@ -54,6 +35,8 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_reinforce_with_progress_then_inspect(tmp_path, capsys):
     out = tmp_path / "demo.h5"
     r = cli("reinforce", *COMMON, "-o", str(out), "--batch-size", "3")
@@ -126,6 +109,8 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys):
     assert "teachers predict 8" in one_error_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_then_resume(tmp_path):
     out = tmp_path / "r.h5"
     proc = subprocess.Popen([sys.executable, "-m", "reinforced_data", "reinforce", *COMMON, "-o", str(out),
@@ -158,6 +143,8 @@ def test_kill_9_then_resume(tmp_path):
     assert chunks(out) == chunks(tmp_path / "fresh.h5")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.distributed
 def test_torchrun_two_gloo_ranks_merge_to_the_single_process_file(tmp_path):
     out = tmp_path / "dist.h5"

@@ -233,17 +233,23 @@ def _resume(out, args):
         assert f.complete and f.num_images == 24
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics")
 def test_file_size_limit_while_creating_then_resume(tmp_path):
     out = tmp_path / "big.h5"
     _resume(out, _run_with_file_size_limit(out, 8000))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics")
 def test_file_size_limit_while_writing_rows_is_one_line(tmp_path):
     _run_with_file_size_limit(tmp_path / "big.h5", 12000)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics")
 def test_file_size_limit_while_writing_rows_then_resume(tmp_path):
     out = tmp_path / "big.h5"

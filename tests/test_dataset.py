@@ -277,6 +277,7 @@ def test_a_batch_replayed_in_several_calls_gives_the_same_items(files, which, mo
         assert _same(g, w)
 
 
+@pytest.mark.subprocess
 def test_a_dataloader_fetches_whole_batches(plain):
     """DataLoader calls ``__getitems__`` once per batch, in its workers too, and the batches hold the items."""
     calls = []
@@ -357,6 +358,7 @@ def test_view_choice_follows_the_spec_after_pickling_copying_and_a_seed_change(p
     assert [ds.choice(i) for i in range(N)] == [_choice_spec(9, 7, i, 0.7, [0, 2, 3]) for i in range(N)]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("num_workers,persistent", [(0, False), (2, False), (2, True)])
 def test_two_epochs_of_a_plain_dataloader_give_new_views(plain, num_workers, persistent):
     ds = ReinforcedDataset(base(), plain, out_dtype=torch.uint8)
@@ -373,6 +375,8 @@ def test_two_epochs_of_a_plain_dataloader_give_new_views(plain, num_workers, per
     assert torch.equal(a, a2) and torch.equal(b, b2)  # torch.manual_seed makes it reproducible
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_same_batches_for_any_worker_count_and_start_method(mixed):
     """With set_epoch: 0 workers, 2 forked workers, a spawned persistent (pinned) one give the same views;
     set_epoch reaches persistent workers between epochs. (One spawned worker: each costs a torch import.)"""
@@ -416,6 +420,8 @@ def _ddp_rank(rank, world, init, path, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.distributed
 def test_distributed_sampler_two_ranks_see_every_image_once_per_epoch(plain, tmp_path):
     import torch.multiprocessing as mp
@@ -471,6 +477,7 @@ def test_one_line_swap_trains_and_the_loss_decreases(plain):
 
 
 # ---------------------------------------------------------------------- batch replay
+@pytest.mark.subprocess
 @pytest.mark.parametrize("which,num_workers,target", [("rrc_ra_re", 0, "dense"), ("rrc_ra_re_mix", 2, "sparse")])
 def test_batch_replay_gives_the_per_sample_bytes(files, which, num_workers, target):
     path = files[which]
@@ -544,6 +551,7 @@ def test_collate_packs_each_source_in_its_own_memory_order(plain):
             assert torch.equal(batch["flat"].as_strided((3, h, w), _source_strides(h, w, channels_last), off), s)
 
 
+@pytest.mark.subprocess
 @pytest.mark.cuda
 def test_batch_replay_on_cuda_gives_the_cpu_bytes(mixed):
     ds = ReinforcedDataset(base(), mixed, out_dtype=torch.uint8, target="sparse")

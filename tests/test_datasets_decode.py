@@ -13,7 +13,7 @@ from torchvision.datasets import ImageFolder
 import _reinforce_util as U
 from reinforced_data import _datasets as D
 from reinforced_data.dataset import ReinforcedDataset
-from reinforced_data.errors import DatasetMismatchError
+from reinforced_data.errors import ConfigError, DatasetMismatchError
 from reinforced_data.policy import Policy
 from reinforced_data.reinforce import _Decoded, reinforce
 from reinforced_data.replay import replay
@@ -275,6 +275,19 @@ def test_resolve_dataset(folder):
         D.resolve_dataset(os.path.join(folder, "nope"))
     with pytest.raises(TypeError, match="map-style"):
         D.resolve_dataset(3)
+
+
+@pytest.mark.parametrize("kwargs, needle", [({"num_images": 0}, "num_images=0 and num_classes=8 must be >= 1"),
+                                             ({"num_classes": 0}, "must be >= 1"),
+                                             ({"min_size": 4}, "need 8 <= min_size <= max_size, got 4, 96"),
+                                             ({"min_size": 40, "max_size": 20}, "got 40, 20")])
+def test_synthetic_settings_refused_with_a_config_error(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle) as e:
+        SyntheticImages(**kwargs)
+    assert isinstance(e.value, ValueError)  # callers catching ValueError still catch it
+    spec = "synthetic:" + ",".join(f"{k}={v}" for k, v in kwargs.items())
+    with pytest.raises(ConfigError, match=f"dataset '{spec}': .*{needle}.*; use synthetic:N or synthetic:num_images="):
+        D.resolve_dataset(spec)
 
 
 def test_a_subset_of_a_transformed_dataset_reads_its_raw_images():

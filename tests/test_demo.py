@@ -67,6 +67,8 @@ def _table_rows(text: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_demo_outputs_and_determinism(tmp_path):
     r1 = run_demo(tmp_path / "a", seed=1, jobs=2, **TINY)
     files = r1.files
@@ -151,6 +153,8 @@ def test_conclusions_follow_the_numbers():
     assert "below plain" in worse[0] and "below online KD by more than 1 point" in worse[1]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_demo_on_an_image_folder(tmp_path, capsys):
     root = tmp_path / "data"
     ShapesDataset("train", 96, seed=2, num_classes=4).write_image_folder(root / "train")
@@ -202,6 +206,7 @@ def _die_or_wait(what: str) -> str:
     return what
 
 
+@pytest.mark.subprocess
 def test_a_failed_or_killed_training_process_stops_the_demo_at_once():
     from reinforced_data.demo import _parallel
 

@@ -14,7 +14,7 @@ import pytest
 import _reinforce_util as U
 from reinforced_data import store as S
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.subprocess]
 
 DATA = "synthetic:num_images=16,num_classes=8,min_size=20,max_size=28,seed=2"
 COMMON = ["--data", DATA, "--teacher", "_reinforce_util:tiny_teacher", "--output-size", "16", "-K", "2", "-k", "2",

@@ -15,6 +15,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from reinforced_data import ensemble as ens
+from reinforced_data import teachers
 from reinforced_data.ensemble import (
     AdaptiveEnsembleHead,
     EarlyStopping,
@@ -170,7 +171,6 @@ def test_head_as_a_reinforcement_teacher():
 
 
 def test_head_as_teacher_ensemble_member():
-    teachers = pytest.importorskip("reinforced_data.teachers")
     torch.manual_seed(0)
     head = AdaptiveEnsembleHead([_resnet(), _TinyNet()], num_classes=5, input_size=SIZE, mean=(0.5, 0.4, 0.3),
                                 std=(0.2, 0.25, 0.3))
@@ -443,6 +443,7 @@ def test_phase_two_extracts_features_once_whatever_the_epochs_and_seeds():
         assert torch.allclose(cache.features, head.eval().forward_features(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end_with_timm_checkpoints(tmp_path):
     """Bagging -> phase 1 -> save backbones -> head from local checkpoints -> phase 2."""
     torch.manual_seed(0)

@@ -30,9 +30,9 @@ pytest.importorskip("skimage")
 pytest.importorskip("timm")
 import fidelity as F  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 MARGIN = 1.25
-needs_interp = pytest.mark.skipif(not F.reference_supports("interp"),
-                                  reason="the reference in this checkout samples geometric ops with nearest only")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,8 +83,7 @@ TV_BILINEAR = {
 
 @pytest.fixture(scope="module")
 def tv_nearest(crops):
-    ops = [op for op in F.TV_OPS if op != "Invert" or F.reference_supports("Invert")]
-    return F.group(F.measure_tv_ops(crops, ops=ops, exact=True))
+    return F.group(F.measure_tv_ops(crops, exact=True))
 
 
 @pytest.mark.parametrize("op", sorted(TV_NEAREST))
@@ -98,8 +97,6 @@ def test_randaugment_op_close_to_torchvision_on_photos(tv_nearest, op):
 
 
 def test_invert_identical_to_torchvision(tv_nearest):
-    if not F.reference_supports("Invert"):
-        pytest.skip("no Invert op in this checkout's reference")
     assert F.summary(tv_nearest[("torchvision", "Invert", "-")])["max_abs"] == 0
 
 
@@ -151,7 +148,6 @@ def tv_bilinear(crops):
     return F.group(F.measure_tv_ops(crops, ops=list(F.A.GEOMETRIC), bins=TV_BILINEAR_BINS, interps=("bilinear",)))
 
 
-@needs_interp
 @pytest.mark.parametrize("op", sorted(TV_BILINEAR))
 def test_bilinear_geometric_close_to_torchvision(tv_bilinear, op):
     cases = tv_bilinear[("torchvision", op, "bilinear")]
@@ -161,7 +157,6 @@ def test_bilinear_geometric_close_to_torchvision(tv_bilinear, op):
     assert max(st.differ2 / st.values for st in cases.values()) <= max_share2, op
 
 
-@needs_interp
 @pytest.mark.parametrize("op,signed_bin", [("Rotate", 9), ("ShearX", 20), ("Rotate", -20)])
 def test_bilinear_border_torchvision_applies_the_coverage_twice(crops, op, signed_bin):
     """At an output pixel whose taps are partly outside the image (coverage m < 1), torchvision's
@@ -214,19 +209,14 @@ TIMM_GEOMETRIC = {k: (int(a * MARGIN), f * MARGIN, f2 * MARGIN) for k, (a, f, f2
 
 @pytest.fixture(scope="module")
 def timm_stats(crops):
-    ops = [op for op, _ in TIMM] + [op for op, _ in TIMM_NEW if F.reference_supports(op)]
+    ops = [op for op, _ in TIMM] + [op for op, _ in TIMM_NEW]
     stats = F.measure_timm_ops(crops, ops=ops, levels=TIMM_LEVELS_TESTED)
-    if F.reference_supports("interp"):
-        F.measure_timm_ops(crops[1::2], ops=list(F.TIMM_GEOMETRIC), levels=(1, 5, 9), stats=stats)
+    F.measure_timm_ops(crops[1::2], ops=list(F.TIMM_GEOMETRIC), levels=(1, 5, 9), stats=stats)
     return F.group(stats)
 
 
 @pytest.mark.parametrize("op,interp", sorted(TIMM) + sorted(TIMM_NEW) + sorted(TIMM_GEOMETRIC))
 def test_timm_op_close_on_photos(timm_stats, op, interp):
-    if (op, interp) in TIMM_NEW and not F.reference_supports(op):
-        pytest.skip(f"no {op} op in this checkout's reference")
-    if interp != "-" and not F.reference_supports("interp"):
-        pytest.skip("the reference in this checkout samples geometric ops with nearest only")
     bound = {**TIMM, **TIMM_NEW, **TIMM_GEOMETRIC}[(op, interp)]
     cases = timm_stats[("timm", op, interp)]
     assert max(st.max_abs for st in cases.values()) <= bound[0], (op, interp)
@@ -293,9 +283,7 @@ def resize_stats(photos):
 @pytest.mark.parametrize("key", sorted(RESIZE) + sorted(RESIZE_BICUBIC), ids=str)
 def test_resized_crop_close_on_photos(resize_stats, key):
     lib, filt, kind = key
-    st = resize_stats.get((lib, "resized crop", filt, kind))
-    if st is None:
-        pytest.skip(f"no {filt} resize in this checkout's reference")
+    st = resize_stats[(lib, "resized crop", filt, kind)]
     max_abs, share, worst = {**RESIZE, **RESIZE_BICUBIC}[key]
     assert st.max_abs <= max_abs and st.frac <= share and st.worst_frac <= worst, (key, st)
 
@@ -332,8 +320,6 @@ def test_timm_recipe_views_close_to_pil(photos):
     interpolation, erasing 0.25): ours against PIL applying the very rows ours replays (timm's functions
     on the row's numbers). The geometric sampling differences (PIL truncates, bicubic a = -1, border rule)
     reach most views; Solarize / Equalize / Posterize turn some into differences of 32 or more."""
-    if not F.reference_supports("interp"):
-        pytest.skip("the reference in this checkout samples geometric ops with nearest only")
     sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
     st = F.chain_policy_pil(F.timm_policy((112, 112)), sources, 6, seed=0)
     assert len(st.max_abs) == 24

@@ -150,6 +150,8 @@ def fuzz(cases: int, seed: int) -> int:
     return views
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.compiled
 def test_fuzz_compiled_equals_reference_in_a_subprocess():
     start = time.monotonic()

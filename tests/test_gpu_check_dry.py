@@ -53,6 +53,8 @@ def _sections(stdout: str) -> dict[str, str]:
     return dict(re.findall(r"^SECTION (\w+): (PASS|FAIL|SKIP)", stdout, flags=re.M))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.compiled
 def test_gpu_replay_dry_run_on_the_cpu_op(gr, tmp_path):
     out = tmp_path / "replay_gpu.md"
@@ -75,6 +77,8 @@ def test_gpu_replay_dry_run_on_the_cpu_op(gr, tmp_path):
     assert "GPU JPEG decode + replay: not measured (no GPU decoder in the dry run)" in text
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.compiled
 def test_sanitizer_workload_dry_run(gr):
     r = _run("--device", "cpu", "--quick", "--sanitize")
@@ -130,6 +134,7 @@ def test_sections_past_their_limit_or_raising_fail_and_the_rest_still_run(gr):
                                        "skipped: skipped)")
 
 
+@pytest.mark.subprocess
 def test_gpu_check_fits_its_budget(gr):
     """bash -n accepts gpu_check.sh; its step limits (the sanitizer step runs twice, memcheck and
     racecheck) fit its budget with room for the environment report; the check sections' own

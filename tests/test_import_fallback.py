@@ -132,16 +132,22 @@ def _check_fallback(r: dict, reason: str) -> None:
     assert r["child_warnings"] == []  # a child process started after the warning stays quiet
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_disabled_compiled_is_silent_at_import_and_warns_once_on_fallback():
     r = _run({_ops.DISABLE_ENV: "1"})
     _check_fallback(r, "REINFORCED_DATA_DISABLE_COMPILED=1")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_missing_compiled_is_silent_at_import_and_warns_once_on_fallback():
     r = _run({}, prelude=HIDE_COMPILED)
     _check_fallback(r, "No module named 'reinforced_data._C'")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.compiled
 def test_compiled_import_is_silent():
     r = _run({})

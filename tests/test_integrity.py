@@ -13,7 +13,7 @@ import pytest
 
 from reinforced_data import store as S
 from reinforced_data.errors import CorruptFileError, ReinforcedDataError
-from test_store import make_header, write_file
+from _store_util import make_header, write_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -164,7 +164,7 @@ import zlib  # noqa: E402
 
 from reinforced_data.cli import main as cli_main  # noqa: E402
 from reinforced_data.synthetic import SyntheticImages  # noqa: E402
-from test_store import make_rows  # noqa: E402
+from _store_util import make_rows  # noqa: E402
 
 NV, KV, CV = 6, 4, 7
 
@@ -392,7 +392,7 @@ def test_a_complete_flag_with_an_unwritten_row_is_refused_on_open_and_resume_rep
         S.ReinforcementFile(p)
     with S.ReinforcementFile(p, accept_incomplete=True) as f:
         assert f.complete and not f.written[3]
-    from test_store import make_rows as rows_of
+    from _store_util import make_rows as rows_of
 
     w = S.ReinforcementWriter.open(p, h, np.arange(NV) % CV, mode="resume")
     params, idx, val, _, _ = rows_of(h, [3])

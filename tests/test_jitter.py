@@ -32,6 +32,7 @@ def _cube(step: int = 5) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ the Hue op
+@pytest.mark.slow
 def test_cpu_threshold_constants_equal_the_formula():
     """The C++ loop decides floor(X * 255999 / (255000 * 2^16)) = xi + 1 with the constants kHueA, kHueB;
     that equals the formula's threshold for every one of the 256 values of xi (csrc/cpu/replay_cpu_kernels.h)."""
@@ -75,6 +76,7 @@ def test_hue_keeps_the_extreme_channels_and_greys():
     assert torch.equal(R.hue(x, 32768), R.hue(x, -32768))
 
 
+@pytest.mark.slow
 def test_hue_cpp_equals_reference_on_every_colour():
     import reinforced_data._C  # noqa: F401  (registers the op)
 

@@ -10,12 +10,15 @@ REINFORCED_DATA_REQUIRE_COMPILED=1 (see conftest.py).
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+import _reinforce_util as U
 import _util
 from _rows import (OP_ID, OUTPUT_SIZES, _random_batch, _random_mix, _row, _rows, _valid_row, _with)
 from reinforced_data import _args, _reference
@@ -183,6 +186,35 @@ def test_torch_compile_through_ops():
     out = cf(images, rows)
     assert torch.equal(out, f(images, rows))
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+_C_ALONE = """
+import sys, torch
+import reinforced_data._C  # only the compiled module: it imports the fakes of reinforced_data._ops
+assert "reinforced_data._ops" in sys.modules
+assert torch._C._dispatch_pystub("reinforced_data::augment", "")[0] == "reinforced_data._ops"
+images = [torch.randint(0, 256, (3, 9, 11), dtype=torch.uint8) for _ in range(2)]
+rows = torch.zeros(2, {num_args}, dtype=torch.int32)
+rows[:, {crop_h}:{crop_w} + 1] = torch.tensor([9, 11], dtype=torch.int32)  # the crop: the whole image
+torch.library.opcheck(torch.ops.reinforced_data.augment.default, (images, rows, 6, 7))
+f = torch.compile(lambda i, r: torch.ops.reinforced_data.augment(i, r, 6, 7) + 1, backend="aot_eager",
+                  fullgraph=True)
+assert torch.equal(f(images, rows), torch.ops.reinforced_data.augment(images, rows, 6, 7) + 1)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@compiled
+def test_importing_only_the_compiled_module_registers_the_fakes():
+    """``import reinforced_data._C`` alone (a fresh process, without the package's Python modules) gives
+    opcheck and torch.compile the fake kernels; the library names reinforced_data._ops as their module."""
+    code = _C_ALONE.format(num_args=_args.NUM_ARGS, crop_h=_args.CROP_H, crop_w=_args.CROP_W)
+    res = subprocess.run([sys.executable, "-c", code], env=U.subprocess_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.stdout.strip().splitlines()[-1] == "ok"
 
 
 def _cuda_opcheck_inputs():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _policy_util import SOURCE_SIZES, all_presets, fits, sample_all
 from reinforced_data.policy import (
     MAX_RA_OPS,
     PRESETS,
@@ -23,25 +24,11 @@ from reinforced_data.policy import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# (height, width) of source images: tiny, degenerate, extreme aspect (RRC fallback), usual
-SOURCE_SIZES = [(1, 1), (1, 7), (9, 1), (3, 700), (480, 640), (333, 500), (2000, 150)]
 OUTPUT_SIZES = [(224, 224), (17, 31), (1, 1)]
 
 
-def _all_presets():
-    return sorted(PRESETS)
-
-
-def _fits(policy: Policy, h: int, w: int) -> bool:
-    """Whether the policy's crop takes an h x w source (a padded RandomCrop needs h + 2p >= output)."""
-    if policy.crop_mode != "padded":
-        return True
-    oh, ow = policy.output_size
-    return h + 2 * policy.crop_padding >= oh and w + 2 * policy.crop_padding >= ow
-
-
 # ------------------------------------------------------------------ serialisation
-@pytest.mark.parametrize("name", _all_presets())
+@pytest.mark.parametrize("name", all_presets())
 def test_preset_json_round_trip(name):
     p = Policy.preset(name)
     text = p.to_json()
@@ -138,24 +125,12 @@ def test_wrong_type_raises_value_error_naming_field(field, value):
 
 
 # ------------------------------------------------------------------ sampling
-def _sample_all(seed: int) -> bytes:
-    """Parameters of every preset at every source size, concatenated."""
-    out = []
-    for name in _all_presets():
-        p = Policy.preset(name)
-        g = np.random.default_rng(seed)
-        for h, w in SOURCE_SIZES:
-            if _fits(p, h, w):
-                out.append(p.sample(g, 64, h, w).tobytes())
-    return b"".join(out)
-
-
 def test_sample_same_seed_same_bytes():
-    assert _sample_all(1234) == _sample_all(1234)
+    assert sample_all(1234) == sample_all(1234)
 
 
 def test_sample_different_seeds_differ():
-    for name in _all_presets():
+    for name in all_presets():
         p = Policy.preset(name)
         a = p.sample(np.random.default_rng(1), 32, 480, 640)
         b = p.sample(np.random.default_rng(2), 32, 480, 640)
@@ -163,23 +138,24 @@ def test_sample_different_seeds_differ():
         assert not np.array_equal(a["crop"], b["crop"]), name
 
 
+@pytest.mark.subprocess
 def test_sample_same_bytes_in_another_process():
     code = (
         "import hashlib, sys\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
-        "import test_policy\n"
-        "print(hashlib.sha256(test_policy._sample_all(987)).hexdigest())\n"
+        "import _policy_util\n"
+        "print(hashlib.sha256(_policy_util.sample_all(987)).hexdigest())\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "PYTHONHASHSEED": "123", "REINFORCED_DATA_DISABLE_COMPILED": "1"}
     res = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().splitlines()[-1] == hashlib.sha256(_sample_all(987)).hexdigest()
+    assert res.stdout.strip().splitlines()[-1] == hashlib.sha256(sample_all(987)).hexdigest()
 
 
 def test_sample_dtype_and_shape():
-    for name in _all_presets():
+    for name in all_presets():
         p = Policy.preset(name)
         s = p.sample(np.random.default_rng(0), 5, 100, 120)
         assert s.shape == (5,) and s.dtype == p.param_dtype(), name
@@ -199,7 +175,7 @@ def test_sample_rejects_bad_arguments(k, h, w):
 
 
 def _range_policies():
-    for name in _all_presets():
+    for name in all_presets():
         for out in OUTPUT_SIZES:
             yield f"{name}-{out[0]}x{out[1]}", Policy.preset(name, output_size=out)
     yield "ra4-bins10", Policy(ra_num_ops=4, ra_magnitude=7, ra_num_magnitude_bins=10, erase_prob=1.0,
@@ -213,7 +189,7 @@ def test_sampled_values_in_range(policy):
     oh, ow = policy.output_size
     g = np.random.default_rng(5)
     for h, w in SOURCE_SIZES:
-        if not _fits(policy, h, w):
+        if not fits(policy, h, w):
             with pytest.raises(ValueError, match="smaller than"):
                 policy.sample(g, 300, h, w)
             continue

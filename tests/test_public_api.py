@@ -43,16 +43,22 @@ def _loaded_after(statement: str) -> list[str]:
                    f"print(json.dumps([m for m in {HEAVY + ('torch',)!r} if m in sys.modules]))")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_import_policy_loads_neither_h5py_timm_nor_the_op():
     loaded = _loaded_after("import reinforced_data.policy\nreinforced_data.policy.Policy.preset('timm')")
     assert not set(loaded) & set(HEAVY), loaded
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_import_package_is_light():
     loaded = _loaded_after("import reinforced_data\nreinforced_data.__version__, reinforced_data.ConfigError")
     assert loaded == [], loaded  # not even torch
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_lazy_names_load_only_their_module():
     loaded = _loaded_after("import reinforced_data\nreinforced_data.Policy")
     assert loaded == [], loaded
@@ -93,6 +99,8 @@ def test_unknown_name_is_an_attribute_error():
     assert not hasattr(reinforced_data, "no_such_name")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_function_names_survive_importing_their_modules():
     """``replay`` and ``reinforce`` are functions of modules of the same name: importing those
     modules first (as DataLoader workers and old code do) must leave the functions in place."""

@@ -211,6 +211,7 @@ def test_resized_crop_upsampling_matches_torchvision(case, flip):
     _util.assert_close_int(ours, _tv_resized_crop(img, box, (oh, ow), flip), *UPSAMPLE_TOLERANCE, str(case))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flip", [False, True])
 def test_resized_crop_downsampling_matches_torchvision(flip):
     ours, theirs = [], []
@@ -224,6 +225,7 @@ def test_resized_crop_downsampling_matches_torchvision(flip):
     _util.assert_close_int(torch.cat(ours), torch.cat(theirs), *DOWNSAMPLE_TOLERANCE, "all downsampling cases")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", UPSAMPLE_CASES[:3] + DOWNSAMPLE_CASES[:4], ids=str)
 def test_resized_crop_flip_is_mirror_of_unflipped(case):
     (H, W), box, (oh, ow) = case

@@ -72,6 +72,7 @@ def test_records_replay_to_what_the_teachers_labelled(ds, tmp_path):
             assert np.allclose(stored.probs, top_p.numpy(), rtol=0.035, atol=1e-6)
 
 
+@pytest.mark.subprocess
 def test_same_bytes_whatever_the_batch_size_or_workers(ds, tmp_path):
     run(ds, tmp_path / "a.h5", batch_size=1)
     run(ds, tmp_path / "b.h5", batch_size=7, num_workers=2)

@@ -143,6 +143,7 @@ def test_autoaugment_applied_ops_match_the_table_exactly():
     assert np.abs(counts / N_OURS - expected).max() < 0.003
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["torchvision", "trivialaugment", "autoaugment"])
 def test_torchvision_family_sampler(family):
     m = measure_torchvision(family)
@@ -250,6 +251,7 @@ def measure_timm(config_str: str, n: int = N, n_ours: int = N_OURS) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_str", ["rand-m9-mstd0.5-inc1", "rand-m7-n3-mstd0.5", "rand-m9-mstd101",
                                         "rand-m9-mmax15-mstd1-inc1", "original-mstd0.5", "v0"])
 def test_timm_family_sampler(config_str):
@@ -265,6 +267,7 @@ def test_timm_family_sampler(config_str):
         assert m["applied_p"] > P_MIN and m["applied_max_diff"] < RATE_TOL, m
 
 
+@pytest.mark.slow
 def test_timm_weighted_choice_without_replacement():
     """'tweights': np.random.choice(ops, 2, replace=False, p=weights) against our exponential clocks."""
     random.seed(1)
@@ -526,6 +529,7 @@ def measure_jitter(which: str, args: tuple, p: float | None = None, n: int = N_T
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which,args,p", [("v2", (0.4, 0.4, 0.4, 0.1), None), ("v1", (0.4, 0.4, 0.4), None),
                                           ("v1", (0.3, (0.5, 1.2), 0.2, 0.5), 0.8)],
                          ids=["torchvision-v2-0.4-0.1", "timm-0.4", "timm-tuple-prob0.8"])

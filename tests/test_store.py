@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import _reinforce_util as U
+from _store_util import C, K, N, TOPK, make_header, make_rows, write_file
 from reinforced_data import store as S
 from reinforced_data.policy import Policy
 from reinforced_data.store import writer as store_writer
@@ -22,49 +23,6 @@ from reinforced_data.store import writer as store_writer
 
 # Tiny models: one intra-op thread is fastest, and immune to a busy shared machine.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-N, K, TOPK, C = 12, 10, 5, 20
-
-
-def make_header(policy="rrc_ra_re", n=N, k=K, topk=TOPK, c=C, labels=None, **kw) -> S.Header:
-    labels = np.arange(n) % c if labels is None else labels
-    pol = Policy.preset(policy, output_size=(32, 32)) if isinstance(policy, str) else policy
-    return S.Header(n, k, topk, c, pol, [{"name": "t", "weights_sha256": "x"}], S.Fingerprint.of(labels), **kw)
-
-
-def make_rows(header: S.Header, indices, seed=0):
-    """Deterministic records for the given images: (params, top-k indices, probs, partner index, partner view)."""
-    pol = header.policy
-    n = len(indices)
-    params = np.stack([pol.sample(np.random.default_rng([seed, int(i)]), header.num_views, 40, 50) for i in indices])
-    rng = np.random.default_rng([seed, 99] + [int(i) for i in indices])
-    logits = rng.normal(size=(n, header.num_views, header.num_classes)) * 3
-    p = np.exp(logits)
-    p /= p.sum(-1, keepdims=True)
-    idx = np.argsort(-p, -1)[..., :header.topk]
-    val = np.take_along_axis(p, idx, -1)
-    pi = rng.integers(0, header.num_images, (n, header.num_views))
-    pv = rng.integers(0, header.num_views, (n, header.num_views))
-    return params, idx, val, pi, pv
-
-
-def write_file(path, header, indices=None, labels=None, finish=True):
-    indices = range(header.num_images) if indices is None else indices
-    labels = np.arange(header.num_images) % header.num_classes if labels is None else labels
-    w = S.ReinforcementWriter.open(path, header, labels)
-    rows = {}
-    for i in indices:
-        params, idx, val, pi, pv = make_rows(header, [i])
-        mix = header.policy.mixing
-        w.write([i], params, idx, val, pi if mix else None, pv if mix else None)
-        w.commit()
-        rows[i] = (params[0], idx[0], val[0], pi[0], pv[0])
-    if finish:
-        w.finish(expected=np.asarray(list(indices)))
-    else:
-        w.close()
-    return rows
 
 
 # ---------------------------------------------------------------------- codec
@@ -277,7 +235,7 @@ def test_second_writer_is_locked_out(tmp_path):
 _WRITER_SCRIPT = """
 import sys, time, numpy as np
 sys.path[:0] = {paths!r}
-import test_store as T
+import _store_util as T
 from reinforced_data import store as S
 h = T.make_header(n=400)
 w = S.ReinforcementWriter.open({path!r}, h, np.arange(400) % T.C)
@@ -290,6 +248,8 @@ for i in range(400):
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_keeps_committed_rows_and_resumes(tmp_path):
     path = str(tmp_path / "r.h5")
     script = _WRITER_SCRIPT.format(paths=[U.REPO_DIR, U.TESTS_DIR], path=path)
@@ -321,7 +281,7 @@ def test_kill_9_keeps_committed_rows_and_resumes(tmp_path):
 _RESUME_AND_DIE = """
 import os, sys, numpy as np
 sys.path[:0] = {paths!r}
-import test_store as T
+import _store_util as T
 from reinforced_data import store as S
 h = T.make_header()
 w = S.ReinforcementWriter.open({path!r}, h, np.arange(T.N) % T.C, mode="resume")
@@ -331,6 +291,8 @@ os._exit(0)  # like kill -9: no close, no flush beyond the commit
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_writer_killed_after_resuming_loses_nothing(tmp_path):
     """A resume reopens the file read-write and SWMR at once, so a kill right after still leaves it readable."""
     path = str(tmp_path / "r.h5")
@@ -655,6 +617,8 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_resume_while_a_reader_holds_the_file_says_busy_and_keeps_it(tmp_path):
     path = str(tmp_path / "r.h5")
     h = make_header()
@@ -689,6 +653,8 @@ def test_lock_that_cannot_be_created_is_one_clear_error(tmp_path, monkeypatch):
         S.ReinforcementWriter.open(str(tmp_path / "r.h5"), make_header(), np.arange(N) % C)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_file_is_read_while_its_writer_runs(tmp_path):
     """Every open of a file another process is writing succeeds (SWMR reading), and what it reads is what was
     committed."""
@@ -726,7 +692,7 @@ def _cut_short(path: str) -> None:
 _WRITE_UNTIL_FILE_SIZE_LIMIT = """
 import os, resource, signal, sys, numpy as np
 sys.path[:0] = {paths!r}
-import test_store as T
+import _store_util as T
 from reinforced_data import store as S
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit fails with EFBIG instead of killing
 h = T.make_header(n=400)
@@ -742,6 +708,8 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_writer_stopped_by_a_file_size_limit_keeps_its_rows_readable_and_resumable(tmp_path):
     path = str(tmp_path / "r.h5")
     out = subprocess.run([sys.executable, "-c", _WRITE_UNTIL_FILE_SIZE_LIMIT.format(
@@ -777,6 +745,8 @@ def test_finished_file_cut_short_is_refused_and_left_alone(tmp_path):
     assert open(path, "rb").read() == before
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_recovery_regenerates_rows_whose_chunks_are_not_whole(tmp_path):
     """A file left open by a killed writer, one committed row's chunk zeroed on disk: the resume keeps the
     other rows and marks that one for generating again, and the file stops claiming to be complete."""
@@ -840,6 +810,8 @@ def test_flags_caught_half_rewritten_are_read_again_only_while_a_writer_holds_th
         reader._read_small(File(True, 5), "written")  # a writer, but it keeps failing
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_superblock_flags_tell_a_file_a_writer_holds(tmp_path):
     """Readers open SWMR exactly when the superblock says a writer has the file open (or died so)."""
     from reinforced_data.store import reader

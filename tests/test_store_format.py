@@ -82,12 +82,14 @@ def _attrs_json(h: F.Header) -> str:
 
 
 # ---------------------------------------------------------------------- no HDF5, no torch
+@pytest.mark.subprocess
 def test_format_imports_neither_h5py_nor_torch():
     out = _run("import reinforced_data.store.format\n"
                "print(sorted(m for m in ('h5py', 'torch') if m in sys.modules))")
     assert out.strip() == "[]"
 
 
+@pytest.mark.subprocess
 def test_store_package_loads_no_torch():
     """Every module of the store, and every name it serves (but the old dataset helpers,
     which now live beside the decoding code), without torch."""
@@ -99,6 +101,7 @@ def test_store_package_loads_no_torch():
     assert out.split() == ["True", "False"]
 
 
+@pytest.mark.subprocess
 def test_codec_roundtrip_where_h5py_cannot_be_imported():
     out = _run("""
 sys.modules["h5py"] = None  # 'import h5py' now raises ImportError

@@ -23,7 +23,7 @@ namespace {
 // stepped here without divisions (numerators grow by 2n per output). Zero normalised weights at
 // either end are dropped too (they add nothing), then every row is padded to the longest, K.
 // Bicubic weights may be negative; |w| < 2^15 (they fit int16) and a row's sum of |w| is below
-// 1.3 * 2^14 (tests/test_replay_v2.py checks both over many sizes).
+// 1.3 * 2^14 (tests/test_kernels_interpolation_padding_mix.py checks both over many sizes).
 // Output o of a flipped row takes the weights of output m - 1 - o.
 void build_taps(int64_t n, int64_t m, bool flip, int filter, Taps& t, Scratch& s) {
   const int64_t R = M::filter_support(n, m, filter);

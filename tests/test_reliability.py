@@ -1,4 +1,4 @@
-"""Reliability drills, round 3 (issue 19): nothing silent, every advice true.
+"""Reliability: nothing silent, every advice true.
 
 * a file-size limit (EFBIG) anywhere in a run's life: ``--resume`` gives exactly the rows of
   an uninterrupted run;
@@ -75,6 +75,8 @@ def _run_under_limit(args: list[str], limit: int, err: str) -> None:
         os._exit(code)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @linux_only
 def test_a_file_size_limit_anywhere_in_a_run_resumes_to_the_uninterrupted_rows(tmp_path, capsys):
     """The limit swept over the whole life of a run: creating the file, writing rows, writing the
@@ -137,6 +139,7 @@ def two_runs(tmp_path_factory):
     return make_file(str(d / "seed5.h5"), seed=5), make_file(str(d / "seed6.h5"), seed=6)
 
 
+@pytest.mark.subprocess
 def test_a_file_replaced_under_a_dataset_is_refused_where_it_is_reopened(two_runs, tmp_path):
     path, other = str(tmp_path / "train.h5"), str(tmp_path / "other.h5")
     shutil.copy(two_runs[0], path)
@@ -174,6 +177,8 @@ def test_a_file_replaced_under_a_dataset_is_refused_where_it_is_reopened(two_run
         reader.read(0, 0)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_file_changed_in_place_is_refused_where_it_is_reopened(two_runs, tmp_path):
     path = str(tmp_path / "train.h5")
     shutil.copy(two_runs[0], path)
@@ -291,6 +296,8 @@ else:
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @linux_only
 def test_a_rank_whose_launcher_died_during_its_imports_exits_within_seconds(tmp_path):
     with socket.socket() as s:  # a port nobody serves: the rank would wait the whole rendezvous timeout
@@ -356,7 +363,7 @@ def test_inspect_without_verify_flags_parameter_damage(plain, tmp_path, capsys, 
 
 
 def test_inspect_verdict_for_an_incomplete_and_an_unreadable_file(tmp_path, capsys):
-    from test_store import make_header, write_file
+    from _store_util import make_header, write_file
 
     part = str(tmp_path / "part.h5")
     write_file(part, make_header(), indices=range(4), finish=False)

@@ -14,9 +14,9 @@ import pytest
 
 import _reinforce_util as U
 from reinforced_data import store as S
-from test_cli import COMMON, api_run, chunks
+from _cli_util import COMMON, api_run, chunks
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow, pytest.mark.subprocess]
 
 KILLS = 3
 SEED = 20261130  # the kill moments are drawn from it: a failure reproduces

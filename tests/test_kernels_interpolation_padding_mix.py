@@ -1,5 +1,5 @@
-"""Kernel rows v2 (docs: the issue-9 row layout): the C++ kernels equal the reference bit for bit on
-every new feature — bilinear / bicubic geometric ops, the bicubic resize filter, padded crops,
+"""Interpolation, padding and mixing in the kernels: the C++ kernels equal the reference bit for
+bit on bilinear / bicubic geometric ops, the bicubic resize filter, padded crops,
 Invert and SolarizeAdd, mix mode 3 — on random rows and on photos (scikit-image's, in the
 channels-last layout decoders give and contiguous), in both CPU builds (AVX2 and baseline); the
 row checks refuse the same rows with the same message on both backends; and the integer bounds
@@ -179,6 +179,7 @@ def _message(fn):
 FIELD_VALUES = [-65536, -65535, -1, 0, 1, 2, 3, 7, 256, 65536, 2**31 - 1]
 
 
+@pytest.mark.slow
 @compiled
 def test_refused_rows_same_message():
     """Every field of a valid row (one with each new op and an interpolated geometric op) set to
