@@ -7,7 +7,7 @@ here, so the replayed view is the view the teacher saw.
 
 * File-backed folders (torchvision ``DatasetFolder`` / ``ImageFolder``: ``samples`` and
   ``loader``) are read from the file path: the user's ``transform`` never runs. With the
-  default (PIL) loader, 8-bit JPEGs of one or three components and 8-bit PNGs are decoded
+  default (PIL) loader, 8-bit JPEGs of one or three components are decoded
   straight to a uint8 tensor by ``torchvision.io`` (:func:`decode_file`), which gives PIL's
   pixels without a PIL image or a numpy copy; every other file (CMYK, 16-bit, GIF, ...), and
   every file when the decoder is ``"pil"``, goes through the dataset's own ``loader``.
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .errors import ConfigError, DatasetTypeError
 
@@ -119,12 +120,12 @@ DECODERS = ("tensor", "pil")
 
 
 def _tensor_format(data: np.ndarray) -> str | None:
-    """``"jpeg"`` or ``"png"`` when torchvision.io decodes the file to PIL's RGB pixels: an
-    8-bit JPEG with one (gray) or three components, or an 8-bit PNG that is gray, RGB, palette or
-    gray with alpha, or RGBA; None for anything else (CMYK/YCCK JPEG, 12-bit, 16-bit PNG, other formats, damage)."""
+    """``"jpeg"`` when torchvision.io decodes the file to PIL's RGB pixels: an 8-bit JPEG with one
+    (gray) or three components whose size is within PIL's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``); None for anything else (CMYK/YCCK or 12-bit JPEG, a size PIL
+    refuses, PNG and other formats, damage), which the PIL loader reads or refuses. PNG stays
+    with PIL: libpng inside torchvision.io crashes the process on damaged PNG data."""
     n = len(data)
-    if n > 33 and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[12:16].tobytes() == b"IHDR":
-        return "png" if data[24] == 8 and data[25] in (0, 2, 3, 4, 6) else None
     if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
         return None
     i = 2
@@ -136,6 +137,12 @@ def _tensor_format(data: np.ndarray) -> str | None:
             i += 1
             continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            from PIL import Image
+
+            height, width = int(data[i + 5]) << 8 | int(data[i + 6]), int(data[i + 7]) << 8 | int(data[i + 8])
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and height * width > limit:
+                return None
             return "jpeg" if data[i + 4] == 8 and data[i + 9] in (1, 3) else None
         if marker == 0xDA or marker == 0xD9:  # scan or end before a frame header
             return None
@@ -155,7 +162,7 @@ def _image_ops() -> Any:
 
             rgb = int(io.ImageReadMode.RGB.value)
             ops = torch.ops.image
-            _IMAGE_OPS = (ops.read_file, ops.decode_jpeg, ops.decode_png, rgb) if io.image._has_image_ops() else None
+            _IMAGE_OPS = (ops.read_file, ops.decode_jpeg, rgb) if io.image._has_image_ops() else None
         except (ImportError, AttributeError, RuntimeError):
             _IMAGE_OPS = None
     return _IMAGE_OPS
@@ -172,13 +179,12 @@ def decode_file(path: str) -> torch.Tensor | None:
     ops = _image_ops()
     if ops is None:
         return None
-    read_file, decode_jpeg, decode_png, rgb = ops
+    read_file, decode_jpeg, rgb = ops
     try:
         data = read_file(str(path))
-        kind = _tensor_format(data.numpy())
-        if kind is None:
+        if _tensor_format(data.numpy()) is None:
             return None
-        return decode_jpeg(data, rgb, False) if kind == "jpeg" else decode_png(data, rgb, False)
+        return decode_jpeg(data, rgb, False)
     except RuntimeError:
         return None
 
@@ -260,8 +266,8 @@ class RawImages(torch.utils.data.Dataset):
     ``strip=True`` bypasses the dataset's own image transform (training: the user's
     dataset as they built it); ``strip=False`` reads items as they are and refuses
     transformed images (generation). ``decoder`` (file-backed datasets with the default
-    loader): ``"tensor"`` decodes JPEG/PNG with :func:`decode_file`, ``"pil"`` always calls
-    the loader; both give the same pixels where libjpeg-turbo and libpng agree, which a
+    loader): ``"tensor"`` decodes JPEGs with :func:`decode_file`, ``"pil"`` always calls
+    the loader; both give the same pixels where the libjpeg-turbo builds agree, which a
     :class:`~reinforced_data.dataset.ReinforcedDataset` checks on the fingerprint sample.
     Errors name the index and, for files, the path.
     """
@@ -285,7 +291,7 @@ class RawImages(torch.utils.data.Dataset):
 
     @property
     def decoder_name(self) -> str | None:
-        """What decodes image files: ``"torchvision.io"`` (JPEG/PNG, the rest with PIL) or ``"PIL"``;
+        """What decodes image files: ``"torchvision.io"`` (JPEGs, the rest with PIL) or ``"PIL"``;
         None for a dataset that is not file-backed (its items are the images)."""
         return None if not self.files else "torchvision.io" if self._tensor_decode else "PIL"
 
@@ -302,7 +308,7 @@ class RawImages(torch.utils.data.Dataset):
                     img = self._loader(path)
             except FileNotFoundError:
                 raise FileNotFoundError(f"image {index}: {path} does not exist") from None
-            except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated or not an image
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: truncated, not an image, too large
                 raise ConfigError(f"image {index}: {path} cannot be decoded ({e})") from None
             return to_uint8_image(img, index), int(label)
         item = self._items[index]
