@@ -86,8 +86,6 @@ def to_uint8_image(img: Any, index: int) -> torch.Tensor:
     grayscale image is expanded to three channels and an alpha channel dropped.
     """
     if not isinstance(img, torch.Tensor):
-        from PIL import Image
-
         if isinstance(img, Image.Image):
             # ImageFolder's loader already converted to RGB: converting again would copy every pixel
             img = torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB"))).permute(2, 0, 1)
@@ -119,35 +117,33 @@ def to_uint8_image(img: Any, index: int) -> torch.Tensor:
 DECODERS = ("tensor", "pil")
 
 
-def _tensor_format(data: np.ndarray) -> str | None:
-    """``"jpeg"`` when torchvision.io decodes the file to PIL's RGB pixels: an 8-bit JPEG with one
-    (gray) or three components whose size is within PIL's decompression-bomb limit
-    (``Image.MAX_IMAGE_PIXELS``); None for anything else (CMYK/YCCK or 12-bit JPEG, a size PIL
+def _tensor_decodable(data: np.ndarray) -> bool:
+    """Whether torchvision.io decodes the file to PIL's RGB pixels: an 8-bit JPEG with one (gray)
+    or three components whose size is within PIL's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``); False for anything else (CMYK/YCCK or 12-bit JPEG, a size PIL
     refuses, PNG and other formats, damage), which the PIL loader reads or refuses. PNG stays
     with PIL: libpng inside torchvision.io crashes the process on damaged PNG data."""
     n = len(data)
     if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
+        return False
     i = 2
     while i + 9 < n:  # walk the marker segments up to the frame header (SOFn)
         if data[i] != 0xFF:
-            return None
+            return False
         marker = int(data[i + 1])
         if marker == 0xFF:  # fill byte
             i += 1
             continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            from PIL import Image
-
             height, width = int(data[i + 5]) << 8 | int(data[i + 6]), int(data[i + 7]) << 8 | int(data[i + 8])
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and height * width > limit:
-                return None
-            return "jpeg" if data[i + 4] == 8 and data[i + 9] in (1, 3) else None
+                return False
+            return data[i + 4] == 8 and data[i + 9] in (1, 3)
         if marker == 0xDA or marker == 0xD9:  # scan or end before a frame header
-            return None
+            return False
         i += 2 + (int(data[i + 2]) << 8 | int(data[i + 3]))
-    return None
+    return False
 
 
 def _image_ops() -> Any:
@@ -173,7 +169,7 @@ _IMAGE_OPS: Any = False  # not looked up yet
 
 def decode_file(path: str) -> torch.Tensor | None:
     """The image file at ``path`` as uint8 ``[3, H, W]`` decoded by torchvision.io (a channels-last
-    view of the decoder's output, as PIL's pixels come), or None when :func:`_tensor_format` leaves
+    view of the decoder's output, as PIL's pixels come), or None when :func:`_tensor_decodable` leaves
     the file to PIL, or torchvision.io cannot read or decode it (the caller then reads it with PIL,
     which decodes it or names the error)."""
     ops = _image_ops()
@@ -182,7 +178,7 @@ def decode_file(path: str) -> torch.Tensor | None:
     read_file, decode_jpeg, rgb = ops
     try:
         data = read_file(str(path))
-        if _tensor_format(data.numpy()) is None:
+        if not _tensor_decodable(data.numpy()):
             return None
         return decode_jpeg(data, rgb, False)
     except RuntimeError:
@@ -199,14 +195,6 @@ def _default_loader(loader: Any) -> bool:
     return loader is pil_loader or (loader is default_loader and get_image_backend() == "PIL")
 
 
-def _pil_rgb(path: str) -> Any:
-    """timm ``ImageDataset``'s read of a file: ``Image.open(f).convert("RGB")`` (torchvision's ``pil_loader``)."""
-    from PIL import Image
-
-    with open(path, "rb") as fh:
-        return Image.open(fh).convert("RGB")
-
-
 def _timm_folder(dataset: Any) -> bool:
     """A timm ``ImageDataset`` over a folder reader that returns each file as an RGB PIL image."""
     reader = getattr(dataset, "reader", None)
@@ -218,12 +206,15 @@ def _timm_folder(dataset: Any) -> bool:
 def _folder(dataset: Any) -> tuple[list, Any, str | None] | None:
     """``(samples, loader, root)`` of a file-backed dataset (samples: ``(path, label)`` per item), or None:
     torchvision ``DatasetFolder`` / ``ImageFolder`` (its ``samples`` and ``loader``) and timm's
-    ``ImageDataset`` over a folder (its reader's ``samples``, read as :func:`_pil_rgb`)."""
+    ``ImageDataset`` over a folder (its reader's ``samples``; it reads a file as torchvision's
+    ``pil_loader`` does, ``Image.open(f).convert("RGB")``)."""
     samples = getattr(dataset, "samples", None)
     if callable(getattr(dataset, "loader", None)) and isinstance(samples, (list, tuple)) and len(samples) == len(dataset):
         return samples, dataset.loader, getattr(dataset, "root", None)
     if _timm_folder(dataset):
-        return dataset.reader.samples, _pil_rgb, getattr(dataset.reader, "root", None)
+        from torchvision.datasets.folder import pil_loader
+
+        return dataset.reader.samples, pil_loader, getattr(dataset.reader, "root", None)
     return None
 
 
@@ -283,8 +274,7 @@ class RawImages(torch.utils.data.Dataset):
         self._samples, self._loader = folder[:2] if folder else (None, None)
         self._items = dataset if (self.files or not strip) else _without_transform(dataset)
         self.decoder = decoder
-        self._tensor_decode = decoder == "tensor" and self.files and (
-            self._loader is _pil_rgb or _default_loader(self._loader))
+        self._tensor_decode = decoder == "tensor" and self.files and _default_loader(self._loader)
 
     def __len__(self) -> int:
         return len(self.dataset)
