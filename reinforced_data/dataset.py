@@ -189,8 +189,8 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             pil = image_sample_sha256(self.dataset, decoder="pil")
             if pil == stored:
                 log.warning("%s: torchvision.io decodes the images to other pixels than the file was generated "
-                            "from (other libjpeg-turbo/libpng builds); reading every image with the dataset's "
-                            "PIL loader", f.path)
+                            "from (another libjpeg-turbo build, or a file decoded by PIL); reading every image with "
+                            "the dataset's PIL loader", f.path)
                 self._raw = RawImages(self.dataset, strip=True, decoder="pil")
                 fp = dataclasses.replace(fp, images_sha256=pil, images_decoder=self._raw.decoder_name)
         # labels, file list, class count and a sample of decoded images: one error naming the mismatch
