@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Photo", "SOURCES", "SIZES", "load_sources", "iter_photos", "make_photos", "write_image_folder",
-           "image_folder"]
+__all__ = ["Photo", "SOURCES", "SIZES", "load_sources", "iter_photos", "make_photos", "loader_layout",
+           "write_image_folder", "image_folder"]
 
 #: RGB photos that scikit-image ships inside its wheel (no pooch / network needed).
 #: ``chelsea`` and ``cat`` are the same picture, so only one is used; the synthetic
@@ -135,6 +135,11 @@ def iter_photos(n: int = 64, seed: int = 0, sources: dict[str, np.ndarray] | Non
         img = crop.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=None)
         t = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
         yield Photo(source=name, index=i, tensor=t, pil=img)
+
+
+def loader_layout(photo: Photo) -> torch.Tensor:
+    """The photo as a PIL-based loader hands it over: a channels-last view, strides (1, 3W, 3)."""
+    return torch.from_numpy(np.array(photo.pil)).permute(2, 0, 1)
 
 
 def write_image_folder(photos: Iterable[Photo], root: str, quality: int = 90) -> list[str]:

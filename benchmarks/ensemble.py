@@ -23,24 +23,22 @@ Writes a markdown table to benchmarks/results/ensemble.md (``--out``).
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import logging
-import os
-import platform
-import shlex
-import statistics
-import sys
-import time
+import _common  # first: this checkout's reinforced_data on sys.path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
 import torch  # noqa: E402
-from _results import cpu_model, write_table  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from _common import HERE, ROOT, machine, write_table  # noqa: E402
 
 from reinforced_data.ensemble import (  # noqa: E402
     AdaptiveEnsembleHead,
@@ -212,12 +210,11 @@ def main(argv: list[str] | None = None) -> str:
 
     cmd = "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]) if argv is None else \
         "python benchmarks/ensemble.py " + shlex.join(argv)
-    cpu = f"{cpu_model()} ({platform.machine()})"
     lines = [
         "# Adaptive ensembling: feature cache and accuracy (CPU)",
         "",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__} with {args.threads} threads, "
+        f"- machine: {machine()}; torch {torch.__version__} with {args.threads} threads, "
         f"Python {platform.python_version()}; load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end "
         "(shared machine: compare rows of this run, not runs)",
         f"- command: `{cmd}`",

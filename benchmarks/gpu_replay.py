@@ -58,28 +58,25 @@ Exit status: 0 all checks passed, 1 a check failed (or timing failed), 2 no GPU 
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
-import datetime
-import importlib
-import os
-import statistics
-import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Callable
+import _common  # first: this checkout's reinforced_data on sys.path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for _p in (HERE, ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+import importlib  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _results import write_table  # noqa: E402
+
+from _common import HERE, write_table  # noqa: E402
 
 with warnings.catch_warnings():
     # replay warns at import when the compiled op is missing; main() reports that itself.

@@ -26,14 +26,13 @@ time spent waiting for a core; the wall-clock overhead is given beside it.
 
 from __future__ import annotations
 
-import os
+import _common  # first: this checkout's reinforced_data on sys.path
 
-# Per-core numbers: pin every thread pool to one thread before torch loads.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[_var] = "1"
+_common.one_core()  # per-core numbers: every thread pool pinned before torch loads
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
@@ -42,17 +41,10 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Callable  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import torch  # noqa: E402
-from _results import cpu_model, one_torch_thread, publish  # noqa: E402
 from torch import nn  # noqa: E402
 
-one_torch_thread()
-
+from _common import HERE, ROOT, machine, publish  # noqa: E402
 from reinforced_data import losses as L  # noqa: E402
 
 VARIANTS = ("off", "on", "check")  # check_targets=False, check_targets=True, the check alone
@@ -230,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{cmd}`",
         f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}; {code_state()}.",
-        f"Machine: {cpu_model()} ({os.cpu_count()} logical CPUs visible), {platform.system()} {platform.release()}; "
+        f"Machine: {machine()}; "
         f"Python {platform.python_version()}, torch {torch.__version__}; one thread (torch intra- and inter-op, "
         f"OMP, MKL). Load average (1/5/15 min) at start {load_start}, at end {_loadavg()}: a shared machine, "
         "compare rows of this run, not runs.",

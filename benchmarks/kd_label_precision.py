@@ -20,29 +20,25 @@ One small CPU experiment on the built-in SyntheticImages:
 
 from __future__ import annotations
 
-import os
+import _common  # first: this checkout's reinforced_data on sys.path
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+_common.one_core()  # one thread: every thread pool pinned before torch / numpy load
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import os  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _results import write_table  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+
+from _common import HERE, write_table  # noqa: E402
 
 from reinforced_data import store  # noqa: E402
 from reinforced_data.policy import Policy  # noqa: E402
@@ -153,7 +149,6 @@ def main(argv=None) -> int:
     if args.quick:
         args.images, args.views, args.teacher_epochs, args.epochs, args.seeds = 128, 4, 2, 2, 1
     out = args.out or os.path.join(HERE, ".data/kd_quick.md" if args.quick else "results/kd_label_precision.md")
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
 
     train = SyntheticImages(args.images, args.classes, 40, 72, seed=0)

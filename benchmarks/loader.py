@@ -40,17 +40,17 @@ time is the fairer per-core figure.
 
 from __future__ import annotations
 
-import os
+import _common  # first: this checkout's reinforced_data on sys.path
 
-# One thread per process (main and DataLoader workers): set before torch / numpy load.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
+# One thread per process (main and DataLoader workers, which inherit the environment): set before torch / numpy load.
+_common.one_core()
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import shlex  # noqa: E402
@@ -62,12 +62,6 @@ from dataclasses import dataclass, field  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for _p in (HERE, ROOT):  # this checkout's reinforced_data, and the sibling _photos module
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -75,9 +69,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Sampler  # noqa: E402
 
 import _photos  # noqa: E402
-from _results import cpu_model, one_torch_thread, write_table  # noqa: E402
-
-one_torch_thread()
+from _common import HERE, ROOT, cpu_model, write_table  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "results", "loader.md")
 QUICK_OUT = os.path.join(HERE, ".data", "loader_quick.md")  # gitignored

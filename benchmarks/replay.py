@@ -32,17 +32,15 @@ repeats of the mean ms per view. See benchmarks/README.md.
 
 from __future__ import annotations
 
-import os
+import _common  # first: this checkout's reinforced_data on sys.path
 
-# Per-core numbers: pin every thread pool to one thread before torch / numpy load.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
+_common.one_core()  # per-core numbers: every thread pool pinned before torch / numpy load
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import gc  # noqa: E402
 import importlib  # noqa: E402
-import platform  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
@@ -52,21 +50,12 @@ import warnings  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Callable  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-# Benchmark the checkout this script lives in (its in-place build of reinforced_data._C),
-# and find the sibling _photos module whether run as a script or with -m.
-for _p in (HERE, ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _results import one_torch_thread, write_table  # noqa: E402
-
-one_torch_thread()
 
 import _photos  # noqa: E402
+from _common import HERE, ROOT, machine, versions, write_table  # noqa: E402
+from _photos import loader_layout  # noqa: E402
 
 with warnings.catch_warnings():
     # replay warns at import when the compiled op is missing; this script reports it itself.
@@ -90,35 +79,6 @@ def compiled_status() -> tuple[bool, str]:
     pkg = os.path.dirname(_replay_mod.__file__)
     return False, (f"{why} (reinforced_data imported from {pkg}; build the op in place with "
                    "`pip install --no-build-isolation -e .` from the repository root)")
-
-
-def cpu_model() -> str:
-    """The CPU's model name, with family/model numbers and the vector ISA the kernels can use
-    (a virtual machine may report only a generic name)."""
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or platform.machine()
-    flags = set(info.get("flags", "").split())
-    isa = "AVX2" if "avx2" in flags else "no AVX2 (baseline kernels)"
-    extra = ", ".join(x for x in (f"family {info['cpu family']}" if "cpu family" in info else "",
-                                  f"model {info['model']}" if "model" in info else "",
-                                  "AVX-512" if "avx512f" in flags else "") if x)
-    hyper = " under a hypervisor" if "hypervisor" in flags else ""
-    return f"{info.get('model name', platform.machine())} ({extra}{hyper}; the kernels run their {isa} build)"
-
-
-def versions() -> str:
-    import PIL
-    import timm
-    import torchvision
-
-    return (f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, "
-            f"Pillow {PIL.__version__}, numpy {np.__version__}, Python {platform.python_version()}")
 
 
 @dataclass
@@ -170,11 +130,6 @@ LAYOUTS = {  # row label -> how the uint8 [3, H, W] tensor source is laid out
     "channels-last sources": "uint8 HWC view",
     "contiguous sources": "uint8 CHW",
 }
-
-
-def loader_layout(photo) -> torch.Tensor:
-    """The photo as a PIL-based loader hands it over: a channels-last view, strides (1, 3W, 3)."""
-    return torch.from_numpy(np.array(photo.pil)).permute(2, 0, 1)
 
 
 def check_decoder_layout() -> str:
@@ -533,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Replay throughput, CPU, one core",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs visible, {platform.system()} {platform.release()}; "
+        f"Machine: {machine()}; "
         f"{versions()}; threads=1 (torch intra/inter-op, OMP, MKL); {now}. {load} "
         f"{args.machine_note}".rstrip(),
         "",

@@ -38,13 +38,13 @@ a loader worker that sets it does); --fresh-pages measures without it (a second 
 
 from __future__ import annotations
 
-import os
+import _common  # first: this checkout's reinforced_data on sys.path
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
+_common.one_core()  # per-core numbers: every thread pool pinned before torch / numpy load
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -52,20 +52,12 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Callable  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for _p in (HERE, ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import _photos  # noqa: E402
-from _results import one_torch_thread, write_table  # noqa: E402
-
-one_torch_thread()
-from replay import cpu_model, loader_layout, versions  # noqa: E402
+from _common import HERE, cpu_model, versions, write_table  # noqa: E402
+from _photos import loader_layout  # noqa: E402
 
 from reinforced_data.policy import Policy  # noqa: E402
 from reinforced_data.replay import compiled_available, replay  # noqa: E402

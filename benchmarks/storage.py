@@ -32,26 +32,24 @@ alternate in rounds (rotating which goes first); the table gives medians over ro
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
-import shlex
-import shutil
-import statistics
-import sys
-import tempfile
-import time
-import zlib
+import _common  # first: this checkout's reinforced_data on sys.path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _results import write_table  # noqa: E402
+
+from _common import write_table  # noqa: E402
 
 from reinforced_data import store  # noqa: E402
 from reinforced_data._args import _magnitudes  # noqa: E402
@@ -254,7 +252,7 @@ def main(argv=None) -> int:
         f"{args.classes} classes, policy rrc_ra_re",
         "",
         f"Command: `{' '.join(['python', 'benchmarks/storage.py', *map(shlex.quote, cmd_args)])}`",
-        f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}; {platform.processor() or platform.machine()}, "
+        f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}; {_common.machine()}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, h5py {__import__('h5py').__version__}, "
         f"HDF5 {__import__('h5py').version.hdf5_version}; one thread; files in the OS page cache.",
         "",

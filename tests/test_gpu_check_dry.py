@@ -30,8 +30,10 @@ CHECK_SH = ROOT / "benchmarks" / "gpu_check.sh"
 
 @pytest.fixture(scope="module")
 def gr():
-    """benchmarks/gpu_replay.py as a module (sys.path as it was: the script adds benchmarks/)."""
+    """benchmarks/gpu_replay.py as a module, with benchmarks/ on sys.path as when it runs as a script
+    (for its sibling _common); sys.path restored afterwards."""
     saved = list(sys.path)
+    sys.path.insert(0, str(SCRIPT.parent))
     try:
         spec = importlib.util.spec_from_file_location("gpu_replay_under_test", SCRIPT)
         mod = importlib.util.module_from_spec(spec)
