@@ -1,13 +1,17 @@
 """Closeness of the replay to torchvision and timm (PIL) applying the same parameters, on photos.
 
-Crops of scikit-image's photos (astronaut, chelsea, coffee, rocket; 96 x 128 and 160 x 160, at
-the photos' own scale, so edges are sharp), every op, every magnitude bin (both signs) of
+Crops (96 x 128 and 160 x 160, at the photos' own scale, so edges are sharp) of two photo sets kept
+apart: the tuning photos (F.TUNING: scikit-image's astronaut, chelsea, coffee, rocket, on which these
+bounds were first tuned) and held-out photos of other kinds (F.HELD_OUT: grey photos, text, dark and
+low-light photos, saturated hues, noisy gradients; every other one JPEG-encoded at quality 90 and cut
+into channels-last views, as a loader decodes it). Every op, every magnitude bin (both signs) of
 torchvision's RandAugment and a sweep of timm's levels, the interpolations each library offers,
-the resized crop and whole sampled views. The harness is benchmarks/fidelity.py (which measures
-the same tables on many more photos for docs/replay.md).
+the resized crop and whole sampled views. The harness is benchmarks/_fidelity.py (whose report,
+benchmarks/fidelity.py, measures the same tables on many more photos for docs/replay.md).
 
-Every bound below is what this file's crops measured (torch 2.14, torchvision 0.29, timm 1.0.31,
-Pillow 13) plus a stated margin: shares of differing values x 1.25 (rounded up), largest
+Every bound below is what this file's crops of both sets measured (torch 2.14, torchvision 0.29, timm
+1.0.31, Pillow 13; 17 bounds tuned on the tuning photos alone were exceeded on the held-out ones) plus a
+stated margin: shares of differing values x 1.25 (rounded up), largest
 differences exact where they are 0 or 1 (a change there is a change of semantics), +25 % for
 the larger ones. Where we differ because the library is the inexact one, that is asserted
 directly (AutoContrast's maximum, torchvision's bilinear border), and so is the cause where the
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,7 +33,7 @@ if BENCH not in sys.path:
 
 pytest.importorskip("skimage")
 pytest.importorskip("timm")
-import fidelity as F  # noqa: E402
+import _fidelity as F  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +52,36 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def photos():
+    """The tuning photos (F.TUNING: scikit-image's astronaut, chelsea, coffee, rocket)."""
     return F.skimage_photos()
 
 
 @pytest.fixture(scope="module")
-def crops(photos):
-    return F.photo_crops(photos, [(96, 128), (160, 160)], 1, seed=1)
+def held_out():
+    """Photos of other kinds, kept apart from the tuning photos (F.HELD_OUT: grey photos, text, dark and
+    low-light photos, saturated hues, noisy gradients; every other one JPEG q90, as channels-last views)."""
+    return F.held_out_photos()
+
+
+@pytest.fixture(scope="module")
+def crops(photos, held_out):
+    """96 x 128 and 160 x 160 crops at the photos' own scale (edges sharp): the tuning photos' first."""
+    return (F.photo_crops(photos, [(96, 128), (160, 160)], 1, seed=1)
+            + F.photo_crops(held_out, [(96, 128), (160, 160)], 1, seed=1))
+
+
+@pytest.fixture(scope="module")
+def sources(photos, held_out):
+    """300 x 400 crops of every photo, the sources of the resized crop and of whole views."""
+    return F.photo_crops(photos, [(300, 400)], 1, seed=2) + F.photo_crops(held_out, [(300, 400)], 1, seed=2)
+
+
+def test_photo_sets_are_kept_apart(photos, held_out, crops):
+    """The held-out photos share no photo with the tuning set, and the crops hold both layouts a loader gives."""
+    assert set(photos) == set(F.TUNING)
+    assert {n.split("@")[0] for n in held_out} == set(F.HELD_OUT)
+    assert not set(F.HELD_OUT) & set(F.TUNING)
+    assert any(not c.tensor.is_contiguous() for c in crops) and any(c.tensor.is_contiguous() for c in crops)
 
 
 # ------------------------------------------------------------------ torchvision, RandAugment ops
@@ -63,21 +92,27 @@ TV_NEAREST = {
     "Posterize": (0, 0.0, 31), "Solarize": (0, 0.0, 31), "Equalize": (0, 0.0, 1),
     # whole rows that sample exactly half-way between two pixels at shear 0.04, 0.12, 0.20, 0.28
     # (bins +-4, 12, 20, 28): torchvision's float32 grid breaks the tie the other way
-    "ShearX": (255, 0.0618 * MARGIN, 53), "ShearY": (255, 0.0644 * MARGIN, 53),
+    "ShearX": (255, 0.0678 * MARGIN, 53), "ShearY": (255, 0.0684 * MARGIN, 53),
     # nearest-neighbour ties decided by float32 rounding: few values, but a neighbour's (or the fill's)
-    "Rotate": (255, 0.00070 * MARGIN, 5),
-    "Brightness": (1, 0.00975 * MARGIN, 58),
-    "Color": (1, 0.0866 * MARGIN, 0),
-    "Contrast": (1, 0.00174 * MARGIN, 40),
-    "Sharpness": (1, 0.0143 * MARGIN, 22),
-    "AutoContrast": (1, 0.00492 * MARGIN, 0),
+    "Rotate": (255, 0.00079 * MARGIN, 15),
+    "Brightness": (1, 0.0111 * MARGIN, 58),
+    "Color": (1, 0.0588 * MARGIN, 1),
+    "Contrast": (1, 0.00147 * MARGIN, 25),
+    "Sharpness": (1, 0.0228 * MARGIN, 27),
+    "AutoContrast": (1, 0.0170 * MARGIN, 0),
 }
 TV_BILINEAR_BINS = (4, 9, 20, 30)
 # measured at TV_BILINEAR_BINS, both signs: (max |diff|, max share in any bin, max share >= 2 apart in any bin)
 TV_BILINEAR = {
     "TranslateX": (0, 0.0, 0.0), "TranslateY": (0, 0.0, 0.0),
-    "ShearX": (64, 0.0591 * MARGIN, 0.0060 * MARGIN), "ShearY": (64, 0.0604 * MARGIN, 0.0070 * MARGIN),
-    "Rotate": (64, 0.0146 * MARGIN, 0.0110 * MARGIN),
+    "ShearX": (64, 0.0651 * MARGIN, 0.0061 * MARGIN), "ShearY": (64, 0.0647 * MARGIN, 0.0069 * MARGIN),
+    "Rotate": (64, 0.0160 * MARGIN, 0.0120 * MARGIN),
+}
+# the same bins with torchvision's default fill=None (RandAugment() without a fill: zero padding, no fill
+# mixed in) against ours with fill 0: (max |diff|, max share in any bin). The 64s above need an explicit fill.
+TV_BILINEAR_NO_FILL = {
+    "TranslateX": (0, 0.0), "TranslateY": (0, 0.0),
+    "ShearX": (1, 0.0592 * MARGIN), "ShearY": (1, 0.0581 * MARGIN), "Rotate": (1, 0.00353 * MARGIN),
 }
 
 
@@ -157,6 +192,22 @@ def test_bilinear_geometric_close_to_torchvision(tv_bilinear, op):
     assert max(st.differ2 / st.values for st in cases.values()) <= max_share2, op
 
 
+@pytest.fixture(scope="module")
+def tv_bilinear_no_fill(crops):
+    return F.group(F.measure_tv_ops(crops, ops=list(F.A.GEOMETRIC), bins=TV_BILINEAR_BINS, interps=("bilinear",),
+                                    fill=None))
+
+
+@pytest.mark.parametrize("op", sorted(TV_BILINEAR_NO_FILL))
+def test_bilinear_geometric_with_torchvision_default_fill(tv_bilinear_no_fill, op):
+    """Without a fill torchvision's grid_sample pads with zeros and mixes nothing in: ours with fill 0 is
+    then the same interpolation, within 1 everywhere (the border band included)."""
+    cases = tv_bilinear_no_fill[("torchvision", op, "bilinear")]
+    max_abs, max_share = TV_BILINEAR_NO_FILL[op]
+    assert max(st.max_abs for st in cases.values()) <= max_abs, op
+    assert max(st.frac for st in cases.values()) <= max_share, op
+
+
 @pytest.mark.parametrize("op,signed_bin", [("Rotate", 9), ("ShearX", 20), ("Rotate", -20)])
 def test_bilinear_border_torchvision_applies_the_coverage_twice(crops, op, signed_bin):
     """At an output pixel whose taps are partly outside the image (coverage m < 1), torchvision's
@@ -164,6 +215,7 @@ def test_bilinear_border_torchvision_applies_the_coverage_twice(crops, op, signe
     m * blend + (1 - m) * fill: the inside is weighted by m twice. Ours is the bilinear interpolation
     of the image padded with the fill: blend + (1 - m) * fill. Inside (m = 1), they differ by at most 1."""
     fill = (124, 116, 104)
+    parted = 0  # the largest difference on the border band, over all crops (a dark crop parts by little)
     for c in crops:
         ours = F.ours_tv_op(c.tensor, op, signed_bin, "bilinear", fill)
         theirs = F.tv_op(c.tensor, op, signed_bin, "bilinear", fill)
@@ -177,7 +229,8 @@ def test_bilinear_border_torchvision_applies_the_coverage_twice(crops, op, signe
         assert (theirs.double() - torch.round(cov * blend + (1 - cov) * f)).abs().max() <= 1
         d = (ours.long() - theirs.long()).abs()
         assert d[:, cov == 1].max() <= 1
-        assert d[:, (cov > 0) & (cov < 1)].max() >= 16  # the border band is where they part
+        parted = max(parted, int(d[:, (cov > 0) & (cov < 1)].max()))
+    assert parted >= 16  # the border band is where they part: by (1 - m) * blend
 
 
 # ------------------------------------------------------------------ timm (PIL) ops
@@ -187,10 +240,11 @@ TIMM = {
     ("Brightness", "-"): (0, 0.0), ("Posterize", "-"): (0, 0.0), ("Solarize", "-"): (0, 0.0),
     ("Equalize", "-"): (0, 0.0),
     # PIL's grey is rounded ((19595 r + 38470 g + 7471 b + 2^15) >> 16) and Contrast blends with its
-    # rounded integer mean; ours follow torchvision (floored grey, fractional mean)
-    ("Color", "-"): (1, 0.442 * MARGIN), ("Contrast", "-"): (1, 0.513 * MARGIN),
-    ("Sharpness", "-"): (1, 0.00361 * MARGIN),
-    ("AutoContrast", "-"): (1, 0.00092 * MARGIN),
+    # rounded integer mean; ours follow torchvision (floored grey, fractional mean). On flat, low-contrast
+    # photos (moon, low light) the mean's rounding and the blend's add up to 2.
+    ("Color", "-"): (1, 0.666 * MARGIN), ("Contrast", "-"): (2, 0.628 * MARGIN),
+    ("Sharpness", "-"): (1, 0.00498 * MARGIN),
+    ("AutoContrast", "-"): (1, 0.00423 * MARGIN),
 }
 TIMM_NEW = {("Invert", "-"): (0, 0.0), ("SolarizeAdd", "-"): (0, 0.0)}
 # Geometric, measured at levels 1, 5, 9 (both signs) on the 160 x 160 crops: (max |diff|, max share of
@@ -198,11 +252,11 @@ TIMM_NEW = {("Invert", "-"): (0, 0.0), ("SolarizeAdd", "-"): (0, 0.0)}
 # kernels (see test_pil_geometric_sampling_model): it truncates (about a third of values 1 lower), uses
 # Keys a = -1 for bicubic, and has another border rule (the large differences, on the border band)
 _TG = {
-    ("ShearX", "bilinear"): (62, 0.3148, 0.0057), ("ShearX", "bicubic"): (61, 0.4382, 0.0596),
-    ("ShearY", "bilinear"): (66, 0.3274, 0.0056), ("ShearY", "bicubic"): (70, 0.4507, 0.0578),
-    ("TranslateX", "bilinear"): (26, 0.3016, 0.0059), ("TranslateX", "bicubic"): (24, 0.4312, 0.0656),
-    ("TranslateY", "bilinear"): (28, 0.3194, 0.0060), ("TranslateY", "bicubic"): (26, 0.4583, 0.0671),
-    ("Rotate", "bilinear"): (61, 0.4002, 0.0107), ("Rotate", "bicubic"): (65, 0.4998, 0.0992),
+    ("ShearX", "bilinear"): (75, 0.3694, 0.0055), ("ShearX", "bicubic"): (75, 0.5056, 0.1005),
+    ("ShearY", "bilinear"): (75, 0.3715, 0.0055), ("ShearY", "bicubic"): (75, 0.5062, 0.0995),
+    ("TranslateX", "bilinear"): (30, 0.3512, 0.0058), ("TranslateX", "bicubic"): (26, 0.4978, 0.1057),
+    ("TranslateY", "bilinear"): (30, 0.3537, 0.0058), ("TranslateY", "bicubic"): (26, 0.4989, 0.1078),
+    ("Rotate", "bilinear"): (75, 0.4301, 0.0105), ("Rotate", "bicubic"): (74, 0.5621, 0.1648),
 }
 TIMM_GEOMETRIC = {k: (int(a * MARGIN), f * MARGIN, f2 * MARGIN) for k, (a, f, f2) in _TG.items()}
 
@@ -228,7 +282,7 @@ def test_timm_op_close_on_photos(timm_stats, op, interp):
 def test_pil_grey_is_rounded(crops):
     """Why Color and Contrast differ from timm's by 1 on many values: PIL's grey rounds, torchvision's floors."""
     for c in crops[:2]:
-        pil_l = torch.from_numpy(__import__("numpy").asarray(c.pil.convert("L")).copy()).long()
+        pil_l = torch.from_numpy(np.asarray(c.pil.convert("L")).copy()).long()
         r, g, b = c.tensor.long()
         assert torch.equal(pil_l, (19595 * r + 38470 * g + 7471 * b + (1 << 15)) >> 16)
         assert not torch.equal(pil_l, F._reference._gray(c.tensor.long()))
@@ -256,26 +310,25 @@ def test_pil_geometric_sampling_model(crops, op, arg, interp):
 # (library, filter, scaling) -> (max |diff|, share of all values, worst single crop)
 RESIZE = {
     ("torchvision", "bilinear", "up"): (0, 0.0, 0.0),
-    ("torchvision", "bilinear", "down"): (1, 0.00397 * MARGIN, 0.00987 * MARGIN),
-    ("torchvision", "bilinear", "mixed"): (1, 0.0015 * MARGIN, 0.00247 * MARGIN),
+    ("torchvision", "bilinear", "down"): (1, 0.00410 * MARGIN, 0.0237 * MARGIN),
+    ("torchvision", "bilinear", "mixed"): (1, 0.00250 * MARGIN, 0.0161 * MARGIN),
     ("timm", "bilinear", "up"): (0, 0.0, 0.0),
-    ("timm", "bilinear", "down"): (1, 0.0110 * MARGIN, 0.172 * MARGIN),
-    ("timm", "bilinear", "mixed"): (1, 0.00033 * MARGIN, 0.00098 * MARGIN),
+    ("timm", "bilinear", "down"): (1, 0.0111 * MARGIN, 0.210 * MARGIN),
+    ("timm", "bilinear", "mixed"): (1, 0.0226 * MARGIN, 0.144 * MARGIN),
 }
 # bicubic (Keys a = -0.5, antialiased): torchvision's antialias=True and PIL's resize use the same kernel
 RESIZE_BICUBIC = {
-    ("torchvision", "bicubic", "up"): (1, 0.00057 * MARGIN, 0.00124 * MARGIN),
-    ("torchvision", "bicubic", "down"): (2, 0.00886 * MARGIN, 0.0209 * MARGIN),
-    ("torchvision", "bicubic", "mixed"): (1, 0.00247 * MARGIN, 0.00471 * MARGIN),
-    ("timm", "bicubic", "up"): (2, 0.00196 * MARGIN, 0.00443 * MARGIN),
-    ("timm", "bicubic", "down"): (6, 0.01677 * MARGIN, 0.195 * MARGIN),
-    ("timm", "bicubic", "mixed"): (1, 0.0028 * MARGIN, 0.00559 * MARGIN),
+    ("torchvision", "bicubic", "up"): (1, 0.00071 * MARGIN, 0.00188 * MARGIN),
+    ("torchvision", "bicubic", "down"): (2, 0.00882 * MARGIN, 0.0260 * MARGIN),
+    ("torchvision", "bicubic", "mixed"): (2, 0.00341 * MARGIN, 0.00719 * MARGIN),
+    ("timm", "bicubic", "up"): (2, 0.00253 * MARGIN, 0.00672 * MARGIN),
+    ("timm", "bicubic", "down"): (6, 0.0168 * MARGIN, 0.215 * MARGIN),
+    ("timm", "bicubic", "mixed"): (2, 0.0279 * MARGIN, 0.172 * MARGIN),
 }
 
 
 @pytest.fixture(scope="module")
-def resize_stats(photos):
-    sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
+def resize_stats(sources):
     cases = F.resize_cases(sources, 6, [(160, 160), (64, 64)], seed=0)
     return F.measure_resize(cases, filters=("bilinear", "bicubic"))
 
@@ -303,44 +356,51 @@ def test_pil_resize_runs_the_vertical_pass_first_on_some_boxes(photos, filt, sam
 
 
 # ------------------------------------------------------------------ whole views
-def test_rrc_ra_re_views_close_to_torchvision(photos):
+# A view's share of differing values has a long tail on the held-out photos (a +-1 before AutoContrast,
+# Solarize or Equalize on a flat or dark photo changes most of the view), so the tests bound its median
+# and 90th percentile over the views rather than its largest value.
+def median_p90(st: F.ChainStat) -> tuple[float, float]:
+    return float(np.median(st.frac)), float(np.quantile(st.frac, 0.9))
+
+
+def test_rrc_ra_re_views_close_to_torchvision(sources):
     """Whole rrc_ra_re views (RRC, flip, two RandAugment ops at bin 9, erasing) against torchvision
     applying the same records: most views differ somewhere by a little; Solarize / Equalize /
     Posterize after a +-1 resize difference, and shear ties, make a few differ by 32 or more."""
-    sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
     st = F.chain_policy_rrc_ra_re(sources, 6, seed=0, output_size=(112, 112))
-    assert len(st.max_abs) == 24
-    assert st.share(2) <= 0.458 * MARGIN
-    assert st.share(32) <= 0.125 * MARGIN
-    assert max(st.frac) <= 0.0192 * MARGIN
+    assert len(st.max_abs) == 6 * len(sources)
+    assert st.share(2) <= 0.530 * MARGIN
+    assert st.share(32) <= 0.0589 * MARGIN
+    median, p90 = median_p90(st)
+    assert median <= 0.00339 * MARGIN and p90 <= 0.0146 * MARGIN, (median, p90)
 
 
-def test_timm_recipe_views_close_to_pil(photos):
+def test_timm_recipe_views_close_to_pil(sources):
     """Whole views of timm's recipe (rand-m9-mstd0.5-inc1, random bilinear/bicubic crop and op
     interpolation, erasing 0.25): ours against PIL applying the very rows ours replays (timm's functions
     on the row's numbers). The geometric sampling differences (PIL truncates, bicubic a = -1, border rule)
     reach most views; Solarize / Equalize / Posterize turn some into differences of 32 or more."""
-    sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
     st = F.chain_policy_pil(F.timm_policy((112, 112)), sources, 6, seed=0)
-    assert len(st.max_abs) == 24
-    assert st.share(2) <= 0.708 * MARGIN
-    assert st.share(32) <= 0.5 * MARGIN
-    assert max(st.frac) <= 0.506 * MARGIN
+    assert len(st.max_abs) == 6 * len(sources)
+    assert st.share(2) <= 0.589 * MARGIN
+    assert st.share(32) <= 0.255 * MARGIN
+    median, p90 = median_p90(st)
+    assert median <= 0.0114 * MARGIN and p90 <= 0.486 * MARGIN, (median, p90)
 
 
-@pytest.mark.parametrize("preset,share2,share32,frac", [("trivialaugment", 0.417, 0.0417, 0.0891),
-                                                        ("autoaugment", 0.667, 0.0, 0.0880)])
-def test_torchvision_family_views_close_to_torchvision(photos, preset, share2, share32, frac):
+@pytest.mark.parametrize("preset,share2,share32,median,p90", [("trivialaugment", 0.304, 0.0295, 0.00307, 0.00898),
+                                                              ("autoaugment", 0.648, 0.118, 0.00403, 0.0370)])
+def test_torchvision_family_views_close_to_torchvision(sources, preset, share2, share32, median, p90):
     """Whole views of TrivialAugmentWide and AutoAugment(IMAGENET) against torchvision's own op
     function at the stored bin's magnitude of that family's table (same crop and flip): the
     resize's +-1 differences, amplified by Equalize / Solarize / Posterize, and nearest-neighbour
     ties of large rotations (TrivialAugment reaches 135 degrees) are what differ."""
-    sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
     st = F.chain_policy_torchvision_family(preset, sources, 6, seed=0)
-    assert len(st.max_abs) == 24
+    assert len(st.max_abs) == 6 * len(sources)
     assert st.share(2) <= share2 * MARGIN
     assert st.share(32) <= share32 * MARGIN
-    assert max(st.frac) <= frac * MARGIN
+    m, q = median_p90(st)
+    assert m <= median * MARGIN and q <= p90 * MARGIN, (m, q)
 
 
 # ------------------------------------------------------------------ ColorJitter
@@ -349,14 +409,14 @@ def test_torchvision_family_views_close_to_torchvision(photos, preset, share2, s
 JITTER = {
     ("torchvision", "brightness"): (0, 0.0, 0.0), ("torchvision", "contrast"): (0, 0.0, 0.0),
     # float32 blend with the floored grey: +-1 where the exact value is within rounding of an integer
-    ("torchvision", "saturation"): (1, 0.000726 * MARGIN, 0.0),
+    ("torchvision", "saturation"): (1, 0.000625 * MARGIN, 0.0),
     # float32 HSV round trip against ours, exact: +-1 where float32 rounding crosses an integer
-    ("torchvision", "hue"): (1, 0.0000066 * MARGIN, 0.0),
+    ("torchvision", "hue"): (1, 0.0000022 * MARGIN, 0.0),
     ("timm", "brightness"): (0, 0.0, 0.0),
     # PIL's Contrast blends with the rounded integer mean, its Color with the rounded grey
-    ("timm", "contrast"): (1, 0.178 * MARGIN, 0.0), ("timm", "saturation"): (1, 0.451 * MARGIN, 0.0),
+    ("timm", "contrast"): (1, 0.259 * MARGIN, 0.0), ("timm", "saturation"): (1, 0.690 * MARGIN, 0.0),
     # PIL's hue: 8-bit H, S and V (hue shifted by int(255 * factor) / 255 of a turn)
-    ("timm", "hue"): (11, 0.297 * MARGIN, 0.167 * MARGIN),
+    ("timm", "hue"): (21, 0.170 * MARGIN, 0.0895 * MARGIN),
 }
 
 
@@ -375,17 +435,16 @@ def test_colour_jitter_adjustment_close_on_photos(jitter_stats, lib, name):
     assert max(v.differ2 / v.values for v in cases.values()) <= share2
 
 
-@pytest.mark.parametrize("which,lib,max_abs,frac", [("torchvision", "torchvision", 5, 0.0243),
-                                                    ("torchvision", "pil", 14, 0.597),
-                                                    ("timm", "pil", 4, 0.390), ("timm", "torchvision", 4, 0.0227)])
-def test_colour_jitter_views_close(photos, which, lib, max_abs, frac):
+@pytest.mark.parametrize("which,lib,max_abs,median", [("torchvision", "torchvision", 6, 0.00351),
+                                                      ("torchvision", "pil", 24, 0.386),
+                                                      ("timm", "pil", 5, 0.217), ("timm", "torchvision", 5, 0.00442)])
+def test_colour_jitter_views_close(sources, which, lib, max_abs, median):
     """Whole views of ColorJitter(0.4, 0.4, 0.4, 0.1) ("torchvision") and of timm train.py's defaults
     ("timm": ColorJitter(0.4, 0.4, 0.4), random bilinear/bicubic crop) against torchvision v2 on tensors and
     against v1 on PIL images (timm's path) with the same record: the resize's +-1 differences scaled by the
     factors, PIL's rounded grey and mean, and (with hue) PIL's 8-bit HSV."""
-    sources = F.photo_crops(photos, [(300, 400)], 1, seed=2)
     policy = F.jitter_policies((112, 112))[0 if which == "torchvision" else 1]
     st = F.chain_policy_jitter(policy, sources, 6, seed=0, lib=lib)
-    assert len(st.max_abs) == 24
+    assert len(st.max_abs) == 6 * len(sources)
     assert max(st.max_abs) <= round(max_abs * MARGIN)
-    assert max(st.frac) <= frac * MARGIN
+    assert float(np.median(st.frac)) <= median * MARGIN
