@@ -10,7 +10,7 @@ the resized crop and whole sampled views. The harness is benchmarks/_fidelity.py
 benchmarks/fidelity.py, measures the same tables on many more photos for docs/replay.md).
 
 Every bound below is what this file's crops of both sets measured (torch 2.14, torchvision 0.29, timm
-1.0.31, Pillow 13; 17 bounds tuned on the tuning photos alone were exceeded on the held-out ones) plus a
+1.0.31, Pillow 13; bounds tuned on the tuning photos alone failed 25 of these tests on both sets) plus a
 stated margin: shares of differing values x 1.25 (rounded up), largest
 differences exact where they are 0 or 1 (a change there is a change of semantics), +25 % for
 the larger ones. Where we differ because the library is the inexact one, that is asserted
@@ -407,16 +407,18 @@ def test_torchvision_family_views_close_to_torchvision(sources, preset, share2, 
 # (library, adjustment) -> (max |diff|, max share of differing values at any swept value, max share >= 2 apart),
 # over fidelity.JITTER_SWEEP on the crops (ours: the Q16 factor / 1/65536-turn shift the record stores)
 JITTER = {
-    ("torchvision", "brightness"): (0, 0.0, 0.0), ("torchvision", "contrast"): (0, 0.0, 0.0),
+    ("torchvision", "brightness"): (0, 0.0, 0.0),
+    # identical on these crops; +-1 on 0.00053 % at one value over the report's wider set (a held-out photo)
+    ("torchvision", "contrast"): (1, 0.0000053 * MARGIN, 0.0),
     # float32 blend with the floored grey: +-1 where the exact value is within rounding of an integer
-    ("torchvision", "saturation"): (1, 0.000625 * MARGIN, 0.0),
+    ("torchvision", "saturation"): (1, 0.000666 * MARGIN, 0.0),
     # float32 HSV round trip against ours, exact: +-1 where float32 rounding crosses an integer
-    ("torchvision", "hue"): (1, 0.0000022 * MARGIN, 0.0),
+    ("torchvision", "hue"): (1, 0.0000054 * MARGIN, 0.0),
     ("timm", "brightness"): (0, 0.0, 0.0),
     # PIL's Contrast blends with the rounded integer mean, its Color with the rounded grey
     ("timm", "contrast"): (1, 0.259 * MARGIN, 0.0), ("timm", "saturation"): (1, 0.690 * MARGIN, 0.0),
     # PIL's hue: 8-bit H, S and V (hue shifted by int(255 * factor) / 255 of a turn)
-    ("timm", "hue"): (21, 0.170 * MARGIN, 0.0895 * MARGIN),
+    ("timm", "hue"): (21, 0.243 * MARGIN, 0.139 * MARGIN),
 }
 
 
@@ -437,7 +439,7 @@ def test_colour_jitter_adjustment_close_on_photos(jitter_stats, lib, name):
 
 @pytest.mark.parametrize("which,lib,max_abs,median", [("torchvision", "torchvision", 6, 0.00351),
                                                       ("torchvision", "pil", 24, 0.386),
-                                                      ("timm", "pil", 5, 0.217), ("timm", "torchvision", 5, 0.00442)])
+                                                      ("timm", "pil", 6, 0.217), ("timm", "torchvision", 5, 0.00442)])
 def test_colour_jitter_views_close(sources, which, lib, max_abs, median):
     """Whole views of ColorJitter(0.4, 0.4, 0.4, 0.1) ("torchvision") and of timm train.py's defaults
     ("timm": ColorJitter(0.4, 0.4, 0.4), random bilinear/bicubic crop) against torchvision v2 on tensors and
