@@ -184,9 +184,18 @@ def timm_op_row(config: str, name: str, stored: int, height: int, width: int) ->
         params[0] = min(256, max(0, arg))  # PIL: x < threshold stays, else 255 - x
     elif kernel == "SolarizeAdd":
         params[0], params[1] = arg
+    elif kernel == "Grayscale":
+        params[0] = arg
+    elif kernel == "GaussianBlur":
+        params = pack_blur_taps(FAM.pil_blur_taps(int(round(arg * 1000))))
     if any(abs(v) >= 2**31 for v in params) or (kernel in FACTOR_OPS and params[0] >= 2**31):
         raise ConfigError(f"timm op {name} at level {stored / FAM.MAG_SCALE} gives kernel parameters beyond int32")
     return (FAM.KERNEL_ID[kernel], *params)
+
+
+def pack_blur_taps(taps: Sequence[int]) -> list[int]:
+    """GaussianBlur's six kernel parameters: the 12 Q14 taps (centre first), two 16-bit taps per int32."""
+    return [int(taps[2 * j]) | (int(taps[2 * j + 1]) << 16) for j in range(6)]
 
 
 def _ints(params: np.ndarray, field: str, b: int, width: int) -> np.ndarray:
@@ -284,6 +293,8 @@ def encode(params: np.ndarray, policy: Policy, source_sizes: list[tuple[int, int
             _encode_torchvision_ops(params, policy, rows, b, oh, ow)
     if policy.jittering or "jitter_order" in names:
         _encode_jitter(params, policy, rows, b)
+    if policy.extra_ops or any(f in names for f in ("gray", "blur_sigma", "solarize")):
+        _encode_extra(params, policy, rows, b)
     return torch.from_numpy(rows.astype(np.int32))
 
 
@@ -353,8 +364,10 @@ def _encode_timm_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: in
     cap = int(round(FAM.timm_upper_bound(cfg) * FAM.MAG_SCALE))
     signed = np.array([o in FAM.TIMM_SIGNED for o in names])[ops]
     unparam = np.array([o in FAM.TIMM_UNPARAMETERISED for o in names])[ops]
-    _refuse_magnitudes(ops, mags, names, np.where(signed, -cap, 0), np.where(unparam, 0, cap),
-                       "timm's {op}", " (hundredths of a level)")
+    blur_rand = np.array([o == "GaussianBlurRand" for o in names])[ops]  # a radius in thousandths
+    high = np.where(unparam, 0, np.where(blur_rand, FAM.BLUR_RAND_MAX, cap))
+    _refuse_magnitudes(ops, mags, names, np.where(signed, -cap, 0), high, "timm's {op}",
+                       " (hundredths of a level; GaussianBlurRand's: its radius in thousandths of a pixel)")
     geometric = np.array([o in FAM.TIMM_GEOMETRIC for o in names])[ops]
     if "ra_interp" in (params.dtype.names or ()):
         interp = params["ra_interp"].astype(np.int64).reshape(b, -1)
@@ -425,6 +438,43 @@ def _encode_jitter(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int)
         same = v == identity[c]
         rows[:, base] = np.where(same, 0, kernel[c])
         rows[:, base + 1] = np.where(same, 0, v)
+
+
+def _encode_extra(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int) -> None:
+    """RandomGrayscale, GaussianBlur and RandomSolarize (format version 4) as kernel ops after the colour
+    jitter's, in that order; a view that did not draw one gets Identity in its slot."""
+    names = params.dtype.names or ()
+    fields = {"grayscale": "gray", "blur": "blur_sigma", "solarize": "solarize"}
+    on = policy.extra_ops
+    for op, field in fields.items():
+        if field in names and op not in on:
+            raise ConfigError(f"params have a '{field}' field, but the policy has no {op} (its {op}_prob is 0)")
+        if op in on and field not in names:
+            raise ConfigError(f"params have no '{field}' field, but the policy's {op}_prob is "
+                              f"{getattr(policy, op + '_prob')}")
+    first = int(rows[0, NUM_OPS]) if b else 0
+    if first + len(on) > MAX_RA_OPS:
+        raise ConfigError(f"{first} augmentation ops and {len(on)} grayscale/blur/solarize ops exceed the "
+                          f"{MAX_RA_OPS} ops per view the kernels hold")
+    rows[:, NUM_OPS] = first + len(on)
+    for s, op in enumerate(on):
+        base = OPS + (first + s) * OP_STRIDE
+        value = _ints(params, fields[op], b, 1)[:, 0]
+        if op == "blur":
+            _refuse_first((value < 0) | (value > 65535), "blur_sigma", value,
+                          "sigma (thousandths of a pixel) must lie in [0, 65535]; 0 = not blurred")
+            rows[:, base] = np.where(value > 0, FAM.KERNEL_ID["GaussianBlur"], 0)
+            for sigma in np.unique(value[value > 0]).tolist():
+                sel = value == sigma
+                rows[sel, base + 1:base + 7] = pack_blur_taps(FAM.gaussian_taps(policy.blur_kernel_size, sigma))
+            continue
+        _refuse_first((value != 0) & (value != 1), fields[op], value, "it must be 0 or 1")
+        if op == "grayscale":
+            rows[:, base] = np.where(value == 1, FAM.KERNEL_ID["Grayscale"], 0)
+            rows[:, base + 1] = np.where(value == 1, 1 if policy.grayscale_formula == "pil" else 0, 0)
+        else:  # x >= threshold (torchvision compares the float threshold) <=> x >= ceil(threshold)
+            rows[:, base] = np.where(value == 1, FAM.KERNEL_ID["Solarize"], 0)
+            rows[:, base + 1] = np.where(value == 1, int(math.ceil(policy.solarize_threshold)), 0)
 
 
 def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, CorruptFileError
-from ..policy import V2_DEFAULTS, Policy
+from ..policy import V2_DEFAULTS, V3_DEFAULTS, Policy
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "V1_POLICY_FIELDS", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
@@ -41,9 +41,10 @@ __all__ = [
 FORMAT_NAME = "reinforced_data.reinforcement"
 #: The newest version this reader knows. A file is written with the oldest version that can
 #: hold it: 1 when its policy uses only the fields version 1 knew (so older readers still read
-#: it), 2 when it uses only those version 2 knew, 3 when it uses a later one (colour jitter); older
-#: readers then refuse it as newer, not as a bad policy.
-FORMAT_VERSION = 3
+#: it), 2 when it uses only those version 2 knew, 3 when it uses only those version 3 knew (colour
+#: jitter), 4 when it uses a later one (grayscale, blur, solarize; or timm's 3-Augment ops in its
+#: ra_config); older readers then refuse it as newer, not as a bad policy.
+FORMAT_VERSION = 4
 #: The policy fields a version-1 reader knows.
 V1_POLICY_FIELDS = frozenset((
     "output_size", "crop_scale", "crop_ratio", "flip_prob", "ra_num_ops", "ra_magnitude", "ra_num_magnitude_bins",
@@ -51,6 +52,8 @@ V1_POLICY_FIELDS = frozenset((
     "cutmix_alpha", "mix_prob", "switch_prob"))
 #: The policy fields a version-2 reader knows.
 V2_POLICY_FIELDS = V1_POLICY_FIELDS | frozenset(V2_DEFAULTS)
+#: The policy fields a version-3 reader knows.
+V3_POLICY_FIELDS = V2_POLICY_FIELDS | frozenset(V3_DEFAULTS)
 #: ``log_uint8``: 8-bit codes of -ln(p) (delta-coded, see docs/format.md); ``float16``: raw halves.
 PROB_ENCODINGS = ("log_uint8", "float16")
 LOG_RANGE = 16.0  # log_uint8 code c means p = exp(-c * LOG_RANGE / 255); c = 255 means p <= e^-16
@@ -256,7 +259,9 @@ class Header:
     def format_version(self) -> int:
         """The version this header is written with (see :data:`FORMAT_VERSION`)."""
         fields = set(json.loads(self.policy.to_json()))
-        return 1 if fields <= V1_POLICY_FIELDS else (2 if fields <= V2_POLICY_FIELDS else FORMAT_VERSION)
+        if not fields <= V3_POLICY_FIELDS or self.policy.uses_v4_ops:  # 3-Augment: version 4
+            return 4
+        return 1 if fields <= V1_POLICY_FIELDS else (2 if fields <= V2_POLICY_FIELDS else 3)
 
     def to_attrs(self) -> dict[str, Any]:
         codec = self.codec()
