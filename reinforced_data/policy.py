@@ -525,6 +525,12 @@ _TIMM_M9_MSTD05_INC1 = {
     "magnitude_noise": "gauss", "magnitude_std": 0.5, "magnitude_max": None, "translate_const": 100.0,
     "translate_pct": 0.45, "interpolation": "random", "source": "rand-m9-mstd0.5-inc1",
 }
+# timm's AutoAugment policy "3a" (auto_augment.auto_augment_policy_3a) as timm resolves it for a 224 px input
+_TIMM_3A = {
+    "policy": [[["Solarize", 1.0, 5.0]], [["Desaturate", 1.0, 10.0]], [["GaussianBlurRand", 1.0, 10.0]]],
+    "magnitude_noise": "none", "magnitude_std": 0.0, "magnitude_max": None, "translate_const": 100.0,
+    "translate_pct": 0.45, "interpolation": "bicubic", "source": "3a",
+}
 PRESETS.update({
     # The paper's (Faghri et al.) ImageNet+ configurations: RRC + flip + torchvision RandAugment(2, 9)
     # + RandomErasing(0.25); with mixing, apple/ml-dr's MixUp(α=1, p=0.5, λ/2) then CutMix(α=1, p=0.5).
@@ -546,6 +552,12 @@ PRESETS.update({
     # RRC + flip + torchvision's ColorJitter(0.4, 0.4, 0.4), as timm builds it.
     "timm_train_default": dict(interpolation="random", jitter_brightness=(0.6, 1.4), jitter_contrast=(0.6, 1.4),
                                jitter_saturation=(0.6, 1.4)),
+    # DeiT III's 3-Augment as timm runs it (train.py --aa 3a --color-jitter 0.3 --reprob 0, bicubic): RRC + flip,
+    # one of Solarize(128) / Desaturate (PIL's grey) / GaussianBlurRand (radius U(0.1, 2)) per view, then
+    # ColorJitter(0.3, 0.3, 0.3) (tests/test_three_augment.py checks it against Policy.from_timm).
+    "deit3": dict(interpolation="bicubic", ra_family="timm_autoaugment", ra_num_ops=1, fill=(124, 116, 104),
+                  ra_config=_TIMM_3A, jitter_brightness=(0.7, 1.3), jitter_contrast=(0.7, 1.3),
+                  jitter_saturation=(0.7, 1.3)),
     # torchvision's TrivialAugmentWide and AutoAugment(IMAGENET) after RRC + flip.
     "trivialaugment": dict(ra_family="trivialaugment", ra_num_ops=1),
     "autoaugment": dict(ra_family="autoaugment", ra_num_ops=2),
