@@ -20,7 +20,7 @@ from reinforced_data import _families as FAM
 from reinforced_data import _reference as R
 from reinforced_data.errors import ConfigError
 from reinforced_data.policy import Policy
-from reinforced_data.replay import replay
+from reinforced_data._replay import replay
 from reinforced_data.store.format import FORMAT_VERSION
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
