@@ -386,7 +386,7 @@ def gaussian_taps(kernel_size: int, sigma_milli: int) -> tuple[int, ...]:
 def pil_blur_taps(radius_milli: int) -> tuple[int, ...]:
     """PIL's ``GaussianBlur(radius)`` (``ImagingGaussianBlur``: three passes of an extended box blur whose
     radius l + a follows Gwosdek et al., as PIL computes it) as one kernel, the three boxes convolved, in Q14
-    taps; beyond 11 pixels (radius above about 4) the kernel is cut and renormalised."""
+    taps; beyond 11 pixels (radius >= 3.47, box radius 3) the kernel is cut and renormalised."""
     radius = radius_milli / 1000.0
     if radius <= 0:
         return quantise_taps([1.0])

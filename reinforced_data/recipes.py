@@ -146,7 +146,9 @@ def timm_fields(
     after the crop and flip (preset ``timm_train_default``). As in timm, ``color_jitter`` is used only
     without ``auto_augment`` (or with ``force_color_jitter`` or a 3-Augment string), a number jitters
     brightness, contrast and saturation, a 3- or 4-tuple sets each (the fourth is hue), and
-    ``color_jitter_prob`` applies it to that share of views; pass ``auto_augment=None, color_jitter=0``
+    ``color_jitter_prob`` applies it to that share of views; ``auto_augment="3a"`` is DeiT III's 3-Augment
+    (preset ``deit3`` with ``color_jitter=0.3``), ``grayscale_prob`` and ``gaussian_blur_prob`` timm's
+    RandomGrayscale (PIL's grey) and RandomApply(GaussianBlur(23)); pass ``auto_augment=None, color_jitter=0``
     for no augmentation stage. Like ``train.py``, there is no
     mixing unless ``mixup_alpha`` or ``cutmix_alpha`` is given (e.g. 0.8 and 1.0, timm's DeiT-style
     recipes). ``ra_prob`` (not timm's) runs the augmentation stage on that share of views only.
@@ -323,7 +325,8 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
     """The ``Policy`` fields (``Policy.from_torchvision`` builds the policy from them) of a torchvision
     (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
     RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET), ColorJitter (each
-    optionally in a RandomApply), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
+    optionally in a RandomApply), RandomGrayscale, GaussianBlur (optionally in a RandomApply), RandomSolarize
+    (these three after ColorJitter, in this order), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
     ToDtype, ConvertImageDtype). One transform alone is read as a one-element pipeline. Anything else is
     refused by name, and so is what torchvision would not run or what replay would not reproduce: two
     Normalize, Normalize on uint8 data, RandAugment / TrivialAugmentWide / AutoAugment after the float

@@ -97,7 +97,8 @@ def test_blur_is_close_to_torchvisions_gaussian_blur():
             d = (got.long() - tv.long()).abs()
             worst = max(worst, int(d.max()))
             share.append(float((d > 0).float().mean()))
-    assert worst <= 1 and max(share) < 0.10, (worst, max(share))  # measured: max 1, up to 4.3 % of values
+    # measured on three photo sets of 6 (seeds 3, 7, 11): max 1, at most 0.37 % of values differ
+    assert worst <= 1 and max(share) < 0.0047, (worst, max(share))
 
 
 def test_pil_blur_kernel_is_close_to_pils_gaussian_blur():
