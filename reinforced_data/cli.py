@@ -186,6 +186,7 @@ def _cmd_merge(args) -> int:
 def _cmd_inspect(args) -> int:
     from . import inspection
     from ._datasets import dataset_fingerprint
+    from .errors import ReinforcementFileError
     from .generation import resolve_dataset
 
     dataset = resolve_dataset(args.data) if args.data else None
@@ -197,11 +198,20 @@ def _cmd_inspect(args) -> int:
             print(json.dumps({"file": args.file, "verify": report}, indent=2, sort_keys=True) if args.json else
                   f"file:             {args.file}\n" + inspection.format_verify(report))
             return 1
-    info = inspection.inspect_file(args.file, data=data, max_images=args.max_images)
+    try:
+        info = inspection.inspect_file(args.file, data=data, max_images=args.max_images)
+    except ReinforcementFileError as e:  # damaged, foreign, newer: still a verdict, as with --verify
+        problem = " ".join(str(e).split())
+        print(json.dumps({"file": args.file, "problem": problem, "verdict": "UNREADABLE"}, indent=2, sort_keys=True)
+              if args.json else f"file:             {args.file}\nproblem:          {problem}\n"
+              "verdict:          UNREADABLE: the file cannot be opened (the problem above says why)")
+        return 1
     if report is not None:
         info["verify"] = report
+    info["verdict"] = inspection.verdict(info).split(":", 1)[1].strip()
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else inspection.format_inspect(info))
-    return 1 if info.get("dataset_matches") is False or (report is not None and not report["ok"]) else 0
+    bad = info["verdict"].startswith("DAMAGED") or info.get("dataset_matches") is False
+    return 1 if bad or (report is not None and not report["ok"]) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
