@@ -148,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------- commands
 def _cmd_reinforce(args) -> int:
-    from .generation import parse_policy, reinforce
+    from .generation import reinforce
+    from .policy import Policy
 
-    policy = parse_policy(args.policy)
+    policy = Policy.parse(args.policy)
     if args.output_size:
         policy = type(policy).from_dict({**policy.to_dict(), "output_size": args.output_size})
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -249,7 +250,7 @@ def _user_message(e: BaseException, args) -> str | None:
 
     if isinstance(e, (ReinforcedDataError, FileNotFoundError, FileExistsError)):
         return " ".join(str(e).split()) or type(e).__name__
-    from .generation import system_error_message
+    from .errors import system_error_message
 
     return system_error_message(e, getattr(args, "output", None))
 
