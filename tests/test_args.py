@@ -456,3 +456,19 @@ def test_a_crop_at_the_edge_of_its_source_and_one_pixel_past_it(name):
             want = _outcome(lambda: _args.encode_reference(one, policy, [smaller]))
             assert want[0] == "error"
             _same_outcome(_outcome(lambda: _args.encode(one, policy, [smaller])), want, (j, smaller))
+
+
+def test_a_plan_that_cannot_be_built_leaves_encode_to_the_reference(monkeypatch, caplog):
+    """An exception while a plan is built or checked costs speed, never an encode: encode gives the
+    reference's rows, and says once why it could not build the plan."""
+    policy = Policy.preset("rrc_ra_re", fill=(6, 7, 8))
+    recs = policy.sample(np.random.default_rng(2), 1, 50, 60)
+
+    def broken(self):
+        raise RuntimeError("no sampling today")
+
+    monkeypatch.setattr(_args._FastPlan, "_agrees_with_reference", broken)
+    with caplog.at_level("WARNING", logger="reinforced_data._args"):
+        assert torch.equal(_args.encode(recs, policy, [(50, 60)]), _args.encode_reference(recs, policy, [(50, 60)]))
+    assert "could not be built" in caplog.text and "no sampling today" in caplog.text
+    assert _args._fast_plan(policy, recs.dtype) is None  # cached: not rebuilt on every call
