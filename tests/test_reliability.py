@@ -240,7 +240,7 @@ def test_a_damaged_record_is_reported_as_damage_naming_image_view_and_field(plai
                f"reinforced-data inspect --verify {path}"]
     for get in (lambda: ds[image],  # one item
                 lambda: ds.__getitems__([1, 2, image, 7]),  # a batch: the record at fault is found
-                lambda: next(iter(ds.loader(batch_size=8)))):  # batch replay: checked where the records are read
+                lambda: next(iter(ds.loader(batch_size=8)))):  # batch replay: checked where the batch replays
         with pytest.raises(CorruptFileError) as e:
             get()
         msg = str(e.value)
