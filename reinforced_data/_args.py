@@ -583,7 +583,7 @@ _STRUCT_CODES = {("u", 1): "B", ("i", 1): "b", ("u", 2): "H", ("i", 2): "h", ("u
 #: The fields the plan encodes, with the element count each must have (None: ra_num_ops).
 _FIELD_COUNTS = {"crop": 4, "flip": 1, "crop_filter": 1, "ra_op": None, "ra_mag": None, "ra_interp": None,
                  "jitter_order": 1, "jitter_factor": 3, "jitter_hue": 1, "erase": 4, "erase_seed": 1,
-                 "mix_mode": 1, "mix_lam": 1, "mix_box": 4}
+                 "mix_mode": 1, "mix_lam": 1, "mix_box": 4, "gray": 1, "blur_sigma": 1, "solarize": 1}
 
 _PLANS: dict[int, list] = {}  # id(policy) -> [policy, [(dtype, plan or None), ...]]
 _PLAN_CACHE_SIZE = 64
@@ -697,6 +697,9 @@ class _FastPlan:
         self.jitter = None
         if policy.jittering or "jitter_order" in names:
             self._plan_jitter(policy)
+        self.extra = None
+        if policy.extra_ops or any(f in names for f in ("gray", "blur_sigma", "solarize")):
+            self._plan_extra(policy)
         self.mix_switch = policy.mix_mode == "switch"
 
     def _plan_ops(self, policy: Policy, oh: int, ow: int) -> None:
@@ -715,7 +718,9 @@ class _FastPlan:
                 raise _NoPlan
             code = 0 if self.random_interp else FAM.INTERP_CODES[cfg["interpolation"]]
             # per op id: (low, high, geometric, interpolation code when fixed)
-            self.ops = [(-cap if o in FAM.TIMM_SIGNED else 0, 0 if o in FAM.TIMM_UNPARAMETERISED else cap, g,
+            # (GaussianBlurRand's stored magnitude is its radius in thousandths, up to BLUR_RAND_MAX)
+            self.ops = [(-cap if o in FAM.TIMM_SIGNED else 0, 0 if o in FAM.TIMM_UNPARAMETERISED else
+                         (FAM.BLUR_RAND_MAX if o == "GaussianBlurRand" else cap), g,
                          code if g else 0) for o, g in zip(names, geometric)]
             self.op_names = names
             self.timm_rows: dict[tuple[int, int], array] = {}
@@ -746,6 +751,43 @@ class _FastPlan:
         # per component: (factor's allowed range, kernel op id, identity value)
         bounds = [((0, cap) if i in on else (Q16, Q16)) for i in range(3)]
         self.jitter = (frozenset(on), bounds, kernel, (Q16, Q16, Q16, 0), len(on), 3 in on)
+
+    def _plan_extra(self, policy: Policy) -> None:
+        """RandomGrayscale / GaussianBlur / RandomSolarize slots (format version 4), as _encode_extra."""
+        fields = {"grayscale": "gray", "blur": "blur_sigma", "solarize": "solarize"}
+        on = policy.extra_ops
+        if any((f in self.names) != (op in on) for op, f in fields.items()):
+            raise _NoPlan  # encode_reference refuses these records, with its message
+        gray = (FAM.KERNEL_ID["Grayscale"], 1 if policy.grayscale_formula == "pil" else 0)
+        solarize = (FAM.KERNEL_ID["Solarize"], int(math.ceil(policy.solarize_threshold)))
+        self.extra = [(op, self.index[fields[op]][0], gray if op == "grayscale" else solarize) for op in on]
+        self.blur_rows: dict[int, tuple] = {}
+        self.blur_kernel_size = policy.blur_kernel_size
+
+    def _extra_slots(self, row: array, rec: tuple) -> bool:
+        first = row[NUM_OPS]
+        if first + len(self.extra) > MAX_RA_OPS:
+            return False
+        base = OPS + first * OP_STRIDE
+        for op, at, slot in self.extra:
+            v = rec[at]
+            if op == "blur":
+                if not 0 <= v <= 65535:
+                    return False
+                if v:
+                    values = self.blur_rows.get(v)
+                    if values is None:
+                        values = self.blur_rows[v] = (FAM.KERNEL_ID["GaussianBlur"],
+                                                      *pack_blur_taps(FAM.gaussian_taps(self.blur_kernel_size, v)))
+                    row[base:base + 7] = array("i", values)
+            elif v == 1:
+                row[base] = slot[0]
+                row[base + 1] = slot[1]
+            elif v != 0:
+                return False
+            base += OP_STRIDE
+        row[NUM_OPS] = first + len(self.extra)
+        return True
 
     def _agrees_with_reference(self) -> bool:
         """The plan's rows equal encode_reference's on records the policy samples (a guard against a
@@ -864,6 +906,8 @@ class _FastPlan:
                     row[base:base + OP_STRIDE] = slot
                     base += OP_STRIDE
         if self.jitter is not None and not self._jitter_slots(row, rec):
+            return None
+        if self.extra is not None and not self._extra_slots(row, rec):
             return None
         return row
 
