@@ -333,3 +333,26 @@ def test_version_4_file_round_trips_and_replays(tmp_path, monkeypatch, policy):
     imgs = _util.image_batch([(40, 50)] * len(flat), 2)
     got = replay(imgs, flat, pol, out_dtype=torch.uint8)
     assert torch.equal(got, replay(imgs, flat, pol, out_dtype=torch.uint8, backend="reference"))
+
+
+@pytest.mark.parametrize("policy", ["deit3", "extras", "extras_pil"])
+def test_fast_plan_knows_the_new_fields(policy, caplog):
+    """The per-record encoder is built for version-4 policies (no warning, no silent fallback) and gives
+    encode_reference's rows; a record it does not accept is left to the reference's message."""
+    pol = {"deit3": Policy.preset("deit3", output_size=(32, 32)),
+           "extras": Policy(output_size=(32, 32), grayscale_prob=0.5, blur_prob=0.5, solarize_prob=0.5,
+                            jitter_brightness=(0.5, 1.5)),
+           "extras_pil": Policy(output_size=(32, 32), grayscale_prob=1.0, grayscale_formula="pil", blur_prob=1.0,
+                                blur_kernel_size=7, solarize_prob=1.0, solarize_threshold=99.5)}[policy]
+    params = pol.sample(np.random.default_rng(3), 200, 60, 50)
+    plan = A._fast_plan(pol, params.dtype)
+    assert plan is not None and "fast row encoder" not in caplog.text
+    ref = A.encode_reference(params, pol)
+    for j in range(200):
+        assert torch.equal(plan.encode(params[j:j + 1], None)[0], ref[j])
+    if "gray" in params.dtype.names:
+        bad = params[:1].copy()
+        bad["gray"] = 2
+        assert plan.encode(bad, None) is None
+        with pytest.raises(ConfigError, match="gray"):
+            A.encode(bad, pol)
