@@ -102,6 +102,8 @@ def _geometric_params(op: str, mag: float, height: int, width: int) -> list[int]
 def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int,
               family: str = "torchvision") -> list[int]:
     """The six integer kernel parameters of one torchvision-family op (unused ones are 0)."""
+    if op == "GaussianBlur":  # not a RandAugment op: the identity kernel keeps every table row a valid row
+        return pack_blur_taps(FAM.gaussian_taps(1, 0))
     table = _magnitudes(op, num_bins, height, width, family)
     params = [0] * 6
     if table is None:

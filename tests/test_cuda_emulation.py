@@ -27,6 +27,7 @@ import torch
 import _util
 from conftest import unavailable
 from reinforced_data import _args as A
+from reinforced_data import _families as FAM
 from reinforced_data import _reference as R
 from reinforced_data.policy import RA_OPS, SIGNED_OPS, Policy
 
@@ -215,6 +216,10 @@ def test_every_op(emu):
             if RA_OPS[op] not in SIGNED_OPS:
                 mag = abs(mag)
             r[A.OPS + 1:A.OPS + 7] = table[op, mag + nb - 1]
+            if RA_OPS[op] == "GaussianBlur":  # a real kernel (the table holds the identity's)
+                r[A.OPS + 1:A.OPS + 7] = A.pack_blur_taps(FAM.gaussian_taps(2 * k + 3, 500 * (k + 1)))
+            elif RA_OPS[op] == "Grayscale":
+                r[A.OPS + 1] = k % 2
             if k % 2:
                 r[A.ERASE_TOP:A.ERASE_W + 1] = [2, 3, 7, 9]
                 r[A.ERASE_VALUE:A.ERASE_VALUE + 3] = -1 if k == 1 else [5, 6, 7]  # -1: noise
@@ -247,6 +252,8 @@ def test_op_chains(emu):
                 base = A.OPS + s * A.OP_STRIDE
                 r[base] = op
                 r[base + 1:base + 7] = table[op, mag + nb - 1]
+                if RA_OPS[op] == "GaussianBlur":  # PIL's kernel at a random radius (the table holds the identity)
+                    r[base + 1:base + 7] = A.pack_blur_taps(FAM.pil_blur_taps(int(rng.integers(0, 4000))))
             rows.append(r)
         augment_both(emu, imgs, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, f"nops={nops}")
 
