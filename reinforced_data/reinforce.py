@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from . import store
-from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, resolve_dataset, to_uint8_image
+from ._datasets import (RawImages, as_labels, dataset_files, dataset_fingerprint, dataset_labels, resolve_dataset,
+                        to_uint8_image)
 from .errors import ConfigError, FileAccessError, ReinforcedDataError
 from .policy import PRESETS, Policy
 from .replay import compiled_available, replay
@@ -472,7 +473,10 @@ class Reinforcement:
         if labels_arr.max() >= num_classes:
             raise store.DatasetMismatchError(
                 f"the dataset's labels reach {int(labels_arr.max())} but the teachers predict {num_classes} classes")
-        fingerprint = dataset_fingerprint(dataset, labels_arr)
+        #: what identifies each row's image (folders: its path), stored so that training maps any
+        #: listing of the same images (timm's order, a Subset) to its rows
+        self.identities = dataset_files(dataset)
+        fingerprint = dataset_fingerprint(dataset, labels_arr, files=self.identities)
         if fingerprint.num_classes is not None and fingerprint.num_classes != num_classes:
             raise store.DatasetMismatchError(
                 f"the dataset has {fingerprint.num_classes} classes but the teachers predict {num_classes}")
@@ -501,7 +505,7 @@ class Reinforcement:
         run keeps them and a resumed one continues after them."""
         try:
             self.writer = writer = store.ReinforcementWriter.open(self.path, self.header, self.labels,
-                                                                  mode=self.mode)
+                                                                  mode=self.mode, identities=self.identities)
             secs = self.secs
             secs["setup"] = time.perf_counter() - self.t_start
             try:

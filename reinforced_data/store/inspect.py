@@ -75,16 +75,16 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         if f.complete and missing.size and h.shard_world_size == 1:  # a shard holds only its own images
             problem(f"its complete flag is set but {missing.size} of {h.num_images} images are not written "
                     f"(first: image {int(missing[0])})")
-        raw = None
+        raw = mapped = None
         if data is not None and not isinstance(data, Fingerprint):
             from .._datasets import RawImages
 
             try:
-                f.check_dataset(data, images=True)
+                mapped = f.check_dataset(data, images=True)  # a RowMap when matched by identity
             except DatasetMismatchError as e:
                 problem(str(e))
             else:
-                raw = RawImages(data, strip=True)  # the pixels training replays on
+                raw = RawImages(data if mapped is None else mapped.base, strip=True)  # the pixels training replays on
         rows = np.flatnonzero(f.written)
         it = rows
         if progress:
@@ -116,7 +116,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
             try:
                 sizes = None
                 if raw is not None:
-                    sizes = [tuple(raw[i][0].shape[-2:])] * K
+                    sizes = [tuple(raw[i if mapped is None else mapped.base_item(i)][0].shape[-2:])] * K
                 encode(out.params, h.policy, sizes)
                 if h.policy.mixing:
                     encode_mix(out.params, h.policy)

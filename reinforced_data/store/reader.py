@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, FileReplacedError,
                       IncompleteFileError, NotReinforcementFileError, UnsupportedVersionError)
-from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str,
-                     header_digest)
+from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, IDENTITIES, Fingerprint, Header, ImageRecords, Record,
+                     _attr_str, decode_identities, header_digest)
 
 __all__ = ["ReinforcementFile", "read_header"]
 
@@ -600,20 +600,66 @@ class ReinforcementFile:
                                    f"is damaged; {self._verify_hint}")
         return out
 
+    # -- identities
+    @property
+    def has_identities(self) -> bool:
+        """Whether the file stores what identifies each row's image (docs/format.md, "Dataset identity")."""
+        return IDENTITIES in self._file()
+
+    def identities(self) -> list[str] | None:
+        """What identifies each row's image (for folders, its path relative to the dataset root), one
+        a row; None for a file without them (written before them, or from a dataset without a file
+        list). Read from the file at each call; checked against the sealed fingerprint."""
+        f = self._file()
+        if IDENTITIES not in f:
+            return None
+        try:
+            blob = _read_small(f, IDENTITIES)
+        except (OSError, RuntimeError, ValueError) as e:
+            _raise_damaged(self.path, e, f)
+        return decode_identities(blob, self.fingerprint, self.path)
+
+    def row_map(self, dataset: Any) -> Any:
+        """How ``dataset``'s items map to this file's rows (a
+        :class:`reinforced_data._datasets.RowMap`), or None when they map by position (the file or
+        the dataset has no identities). A :class:`DatasetMismatchError` names the first extra or
+        missing image, or the first whose label differs."""
+        from .._datasets import match_rows
+
+        return match_rows(dataset, self.identities(), self.labels, self.path)
+
     # -- checks
     def check_dataset(self, dataset: Any = None, *, fingerprint: Fingerprint | None = None,
-                      images: bool = False) -> None:
+                      images: bool = False) -> Any:
         """Raise :class:`DatasetMismatchError` unless ``dataset`` is the one this file was made for.
 
         ``images=True`` also compares the hash of a fixed sample of decoded images (when both
-        the file and the dataset carry one); a resumed generation always does.
+        the file and the dataset carry one); a resumed generation always does. When the file
+        and ``dataset`` both have identities, the dataset's items are matched to rows by identity
+        (any order, a Subset) and its fingerprint is taken in the file's row order; the
+        :class:`~reinforced_data._datasets.RowMap` is returned (None: by position).
         """
-        fp = fingerprint if fingerprint is not None else Fingerprint.of_dataset(dataset)
-        diffs = self.fingerprint.differences(fp, images=images)
-        if fp.num_classes and fp.num_classes != self.num_classes:
-            diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has {fp.num_classes}")
+        rows = None
+        if fingerprint is None:
+            from .._datasets import dataset_fingerprint
+
+            rows = self.row_map(dataset)
+            fingerprint = (dataset_fingerprint(dataset) if rows is None else
+                           dataset_fingerprint(rows.base, files=rows.base_files, order=(
+                               np.arange(self.num_images) if rows.base_index is None else rows.base_index)))
+        diffs = self.fingerprint.differences(fingerprint, images=images)
+        if fingerprint.num_classes and fingerprint.num_classes != self.num_classes:
+            diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has "
+                         f"{fingerprint.num_classes}")
         if diffs:
-            raise DatasetMismatchError(f"{self.path} was made for another dataset: {'; '.join(diffs)}")
+            hint = ""
+            if rows is None and dataset is not None and not self.has_identities and any(
+                    d.startswith(("the file lists", "the images", "the labels")) for d in diffs):
+                hint = ("; this file stores no identities (written before them), so items are matched by "
+                        "position: list the dataset in the order it was reinforced from (a folder: torchvision's "
+                        "ImageFolder order), or regenerate the file")
+            raise DatasetMismatchError(f"{self.path} was made for another dataset: {'; '.join(diffs)}{hint}")
+        return rows
 
 
 def read_header(path: str | os.PathLike) -> tuple[Header, bool, np.ndarray]:
