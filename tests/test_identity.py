@@ -367,3 +367,17 @@ def test_identities_cost_about_3_bytes_per_imagenet_like_name(tmp_path):
     per_image = stored / len(files)
     print(f"identities: {raw / len(files):.2f} B/image raw, {per_image:.2f} B/image stored ({len(files)} names)")
     assert 2.0 < per_image < 4.0
+
+
+def test_show_finds_the_rows_image_in_another_listing(folder, reinforced):
+    """`show` draws file row i: the same panels (source, views, partners) from timm's listing as from the ImageFolder."""
+    from reinforced_data.show import view_panels
+
+    for row in (1, 9):
+        ref = view_panels(reinforced, ImageFolder(folder), row, views=4)
+        got = view_panels(reinforced, timm_data.ImageDataset(folder), row, views=4)
+        assert len(got) == len(ref) == 2  # the mixing policy adds a row of partners
+        for ref_row, got_row in zip(ref, got):
+            for a, b in zip(ref_row, got_row):
+                assert a.caption == b.caption
+                assert (a.image is None) == (b.image is None) and (a.image is None or torch.equal(a.image, b.image))
