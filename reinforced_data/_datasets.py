@@ -34,11 +34,12 @@ import torch
 from PIL import Image
 
 from .errors import ConfigError, DatasetTypeError
+from .fingerprint import IMAGE_SAMPLE_SIZE, Fingerprint, image_sample_indices, images_sha256
 
 __all__ = [
     "resolve_dataset", "to_uint8_image", "RawImages", "dataset_labels", "as_labels", "dataset_files",
     "dataset_num_classes", "dataset_fingerprint", "image_sample_sha256", "image_sample_indices", "class_names",
-    "unwrap_subsets", "RowMap", "match_rows",
+    "unwrap_subsets", "RowMap", "match_rows", "matched_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -379,17 +380,6 @@ def class_names(dataset: Any) -> list[str] | None:
     return [str(c) for c in classes] if classes is not None else None
 
 
-#: how many images :func:`image_sample_sha256` decodes and hashes
-IMAGE_SAMPLE_SIZE = 8
-
-
-def image_sample_indices(n: int, count: int = IMAGE_SAMPLE_SIZE) -> list[int]:
-    """The images a fingerprint hashes: ``count`` evenly spaced indices, the first and the last included."""
-    if n <= 0:
-        return []
-    return sorted({int(i) for i in np.linspace(0, n - 1, min(count, n)).round()})
-
-
 def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE, decoder: str = "tensor",
                         order: np.ndarray | None = None) -> str | None:
     """The sha256 of a fixed sample of the dataset's images, decoded through :class:`RawImages`
@@ -399,33 +389,25 @@ def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE, decoder: s
     ``decoder``: as :class:`RawImages`. ``order``: the dataset's items in a file's row order
     (row ``r`` is item ``order[r]``, see :class:`RowMap`): the sample is then of rows, hashed
     with the row index, as the file's was."""
-    import hashlib
-
-    h = hashlib.sha256()
     raw = RawImages(dataset, strip=True, decoder=decoder)
+    at = (lambda i: i) if order is None else (lambda i: int(order[i]))
     try:
-        for i in image_sample_indices(len(dataset) if order is None else len(order), count):
-            img = raw[i if order is None else int(order[i])][0]
-            hwc = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
-            h.update(np.asarray([i, hwc.shape[0], hwc.shape[1]], dtype="<i8").tobytes())
-            h.update(hwc.tobytes())
+        return images_sha256((i, raw[at(i)][0].permute(1, 2, 0).numpy())
+                             for i in image_sample_indices(len(dataset) if order is None else len(order), count))
     except (OSError, ValueError, TypeError, IndexError, RuntimeError) as e:
         log.warning("the dataset's images cannot be sampled for its fingerprint (%s); it is identified by its "
                     "length, labels and file list only", " ".join(str(e).split()))
         return None
-    return h.hexdigest()
 
 
 def dataset_fingerprint(dataset: Any, labels: np.ndarray | None = None, images: bool = True,
                         decoder: str = "tensor", files: list[str] | None = None, order: np.ndarray | None = None):
-    """The :class:`~reinforced_data.store.Fingerprint` that identifies ``dataset``: its
+    """The :class:`~reinforced_data.fingerprint.Fingerprint` that identifies ``dataset``: its
     length, labels, file list, class count and (``images=True``) the hash of a fixed
     sample of its decoded images (:func:`image_sample_sha256`: 8 images decoded with ``decoder``).
     ``files``: its :func:`dataset_files`, when the caller has them already. ``order``: the
     fingerprint of the dataset's items in a file's row order (row ``r`` is item ``order[r]``;
     see :class:`RowMap`), which a file that stores identities compares with its own."""
-    from .store import Fingerprint
-
     labels = dataset_labels(dataset) if labels is None else labels
     files = dataset_files(dataset) if files is None else files
     if order is not None:
@@ -461,13 +443,27 @@ class RowMap:
     base: Any
     rows: np.ndarray | None
     base_index: np.ndarray | None
+    num_rows: int
     base_files: list[str] | None = dataclasses.field(default=None, repr=False)
 
-    def row(self, item: int) -> int:
-        return int(item) if self.rows is None else int(self.rows[item])
-
     def base_item(self, row: int) -> int:
+        """The base item that holds file row ``row``."""
         return int(row) if self.base_index is None else int(self.base_index[row])
+
+    @property
+    def order(self) -> np.ndarray:
+        """The base item of every file row (int64 [num_rows])."""
+        return np.arange(self.num_rows) if self.base_index is None else self.base_index.astype(np.int64)
+
+    def fingerprint(self, decoder: str = "tensor"):
+        """The base dataset's fingerprint in the file's row order, to compare with the file's."""
+        return dataset_fingerprint(self.base, files=self.base_files, order=self.order, decoder=decoder)
+
+
+def matched_fingerprint(dataset: Any, rows: RowMap | None, decoder: str = "tensor"):
+    """``dataset``'s fingerprint as a file's rows see it: in row order when ``rows`` (from
+    :func:`match_rows`) maps it by identity, else the dataset's own (by position)."""
+    return dataset_fingerprint(dataset, decoder=decoder) if rows is None else rows.fingerprint(decoder)
 
 
 def match_rows(dataset: Any, identities: list[str] | None, labels: np.ndarray, path: str) -> RowMap | None:
@@ -519,4 +515,4 @@ def match_rows(dataset: Any, identities: list[str] | None, labels: np.ndarray, p
     n = len(identities)
     small = np.int32 if max(len(files), n) < 2 ** 31 else np.int64  # pickled to every spawned worker
     return RowMap(base, None if np.array_equal(rows, np.arange(rows.size)) else rows.astype(small),
-                  None if np.array_equal(base_index, np.arange(n)) else base_index.astype(small), files)
+                  None if np.array_equal(base_index, np.arange(n)) else base_index.astype(small), n, files)

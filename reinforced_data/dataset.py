@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256
+from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256, match_rows
 from .errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from .policy import Policy
-from .replay import BACKENDS, replay
+from ._replay import BACKENDS, replay
 from .store import ReinforcementFile
 
 __all__ = ["ReinforcedDataset", "ReinforcedLoader", "collate_sources", "TARGETS", "RESIDUALS"]
@@ -179,7 +179,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         by identity when both have identities (``_rows``: the row of each item, ``_base_index``:
         the base item of each row, None where that is the identity; ``_base``: the dataset under
         its Subsets, whose items are decoded), else by position (item i is row i)."""
-        m = f.row_map(self.dataset)  # refuses extra or missing images, other labels
+        m = match_rows(self.dataset, f.identities(), f.labels, f.path)  # refuses extra or missing images, other labels
         if m is None:  # by position, today's rule
             n = len(self.dataset)
             if n != f.num_images:
@@ -189,7 +189,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             self._base, self._rows, self._base_index, order, files = self.dataset, None, None, None, None
         else:
             self._base, self._rows, self._base_index, files = m.base, m.rows, m.base_index, m.base_files
-            order = np.arange(f.num_images) if m.base_index is None else m.base_index
+            order = m.order
             log.info("%s: %d items mapped to its rows by identity", f.path, len(self.dataset))
         self._raw = RawImages(self._base, strip=True)
         fp = dataset_fingerprint(self._base, files=files, order=order)
@@ -205,7 +205,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                 self._raw = RawImages(self._base, strip=True, decoder="pil")
                 fp = dataclasses.replace(fp, images_sha256=pil, images_decoder=self._raw.decoder_name)
         # labels, file list, class count and a sample of decoded images: one error naming the mismatch
-        f.check_dataset(self._base, fingerprint=fp, images=True)
+        f.check_dataset(fp, images=True)
         top = int(f.labels.max(initial=0))
         if top >= f.num_classes:  # pragma: no cover - generation refuses such files
             raise DatasetMismatchError(f"{f.path}: a label is {top} but the teachers predict {f.num_classes} classes")

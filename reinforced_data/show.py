@@ -124,19 +124,19 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
     unmixed, captioned with the partner's image and view). ``names`` defaults to the
     dataset's class names.
     """
-    from ._datasets import RawImages, class_names
-    from .replay import replay
+    from ._datasets import RawImages, class_names, match_rows, matched_fingerprint
+    from ._replay import replay
 
     f = _open(file)
     n = f.num_images
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
         raise ConfigError(f"--index {index} is out of range: {f.path} holds images 0 to {n - 1}")
     index = int(index)
-    mapped = f.row_map(dataset)  # by identity (any listing of the file's images), else by position
+    mapped = match_rows(dataset, f.identities(), f.labels, f.path)  # by identity (any listing), else by position
     if mapped is None and len(dataset) != n:
         raise ConfigError(f"the dataset holds {len(dataset)} images but {f.path} was made for {n}; "
                           "pass the dataset the file was generated from")
-    f.check_dataset(dataset)
+    f.check_dataset(matched_fingerprint(dataset, mapped))
     at = (lambda row: row) if mapped is None else mapped.base_item  # file row -> item of the decoded dataset
     k = f.num_views if views is None else int(views)
     if k < 1:

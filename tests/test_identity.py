@@ -25,9 +25,11 @@ from reinforced_data import _datasets as D
 from reinforced_data.dataset import ReinforcedDataset
 from reinforced_data.errors import CorruptFileError, DatasetMismatchError
 from reinforced_data.policy import Policy
-from reinforced_data.reinforce import reinforce
-from reinforced_data.store import ReinforcementFile, inspect_file, merge
-from reinforced_data.store.format import IDENTITIES, Fingerprint, encode_identities
+from reinforced_data.generation import reinforce
+from reinforced_data.fingerprint import Fingerprint
+from reinforced_data.inspection import inspect_file
+from reinforced_data.store import ReinforcementFile, merge
+from reinforced_data.store.format import IDENTITIES, encode_identities
 from reinforced_data.store.writer import ReinforcementWriter
 from reinforced_data.synthetic import SyntheticImages
 
@@ -112,8 +114,11 @@ def test_the_two_orders_differ_and_the_file_stores_the_imagefolder_paths(folder,
     with ReinforcementFile(reinforced) as f:
         assert f.has_identities and f.identities() == tv_files
         assert f.fingerprint.files_sha256 == Fingerprint.of(f.labels, tv_files).files_sha256
-        assert f.row_map(tv) is not None and f.row_map(tv).rows is None and f.row_map(tv).base_index is None
-        assert f.row_map(tm).rows.tolist() == [tv_files.index(p) for p in tm_files]
+        same = D.match_rows(tv, f.identities(), f.labels, f.path)
+        assert same is not None and same.rows is None and same.base_index is None
+        other = D.match_rows(tm, f.identities(), f.labels, f.path)
+        assert other.rows.tolist() == [tv_files.index(p) for p in tm_files]
+        assert other.base_index.tolist() == [tm_files.index(p) for p in tv_files]
 
 
 @pytest.mark.parametrize("make", ["timm", "relisted", "timm_subset", "imagefolder_subset"])
@@ -282,7 +287,8 @@ def _without_identities(src: str, dst) -> str:
 def test_a_file_without_identities_keeps_the_positional_rule(folder, reinforced, tmp_path):
     old = _without_identities(reinforced, tmp_path / "old.h5")
     with ReinforcementFile(old) as f:
-        assert not f.has_identities and f.identities() is None and f.row_map(ImageFolder(folder)) is None
+        assert not f.has_identities and f.identities() is None
+        assert D.match_rows(ImageFolder(folder), f.identities(), f.labels, f.path) is None
     a = ReinforcedDataset(ImageFolder(folder), old, out_dtype=torch.uint8)
     b = ReinforcedDataset(ImageFolder(folder), reinforced, out_dtype=torch.uint8)
     a.set_epoch(0), b.set_epoch(0)
@@ -342,7 +348,7 @@ def test_a_dataset_without_a_file_list_stores_no_identities(tmp_path):
     reinforce(ds, U.TinyTeacher(2), path, policy=Policy.preset("rrc_ra_re", output_size=(SIZE, SIZE)), num_views=2,
               topk=2, progress=False)
     with ReinforcementFile(path) as f:
-        assert not f.has_identities and f.row_map(ds) is None
+        assert not f.has_identities and D.match_rows(ds, f.identities(), f.labels, f.path) is None
     assert encode_identities(["a", "a"]) is None and encode_identities(["a\nb"]) is None
 
 

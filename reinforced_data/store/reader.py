@@ -22,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .._version import __version__
 from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, FileReplacedError,
                       IncompleteFileError, NotReinforcementFileError, UnsupportedVersionError)
 from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, IDENTITIES, Fingerprint, Header, ImageRecords, Record,
@@ -235,8 +236,6 @@ def _check_format(f: h5py.File, path: str) -> None:
         raise NotReinforcementFileError(
             f"{path} is an HDF5 file but not a reinforcement file ({what}, expected {FORMAT_NAME!r})")
     if version > FORMAT_VERSION:
-        from .. import __version__
-
         raise UnsupportedVersionError(
             f"{path} has format version {version}, newer than the version {FORMAT_VERSION} that reinforced_data "
             f"{__version__} reads; upgrade reinforced_data")
@@ -619,47 +618,28 @@ class ReinforcementFile:
             _raise_damaged(self.path, e, f)
         return decode_identities(blob, self.fingerprint, self.path)
 
-    def row_map(self, dataset: Any) -> Any:
-        """How ``dataset``'s items map to this file's rows (a
-        :class:`reinforced_data._datasets.RowMap`), or None when they map by position (the file or
-        the dataset has no identities). A :class:`DatasetMismatchError` names the first extra or
-        missing image, or the first whose label differs."""
-        from .._datasets import match_rows
-
-        return match_rows(dataset, self.identities(), self.labels, self.path)
-
     # -- checks
-    def check_dataset(self, dataset: Any = None, *, fingerprint: Fingerprint | None = None,
-                      images: bool = False) -> Any:
-        """Raise :class:`DatasetMismatchError` unless ``dataset`` is the one this file was made for.
+    def check_dataset(self, fingerprint: Fingerprint, *, images: bool = False) -> None:
+        """Raise :class:`DatasetMismatchError` unless the dataset whose ``fingerprint`` is given
+        (:func:`reinforced_data._datasets.dataset_fingerprint`) is the one this file was made for.
 
         ``images=True`` also compares the hash of a fixed sample of decoded images (when both
-        the file and the dataset carry one); a resumed generation always does. When the file
-        and ``dataset`` both have identities, the dataset's items are matched to rows by identity
-        (any order, a Subset) and its fingerprint is taken in the file's row order; the
-        :class:`~reinforced_data._datasets.RowMap` is returned (None: by position).
+        the file and the dataset carry one); a resumed generation always does. A dataset matched
+        to a file's rows by identity gives its fingerprint in the file's row order
+        (:func:`reinforced_data._datasets.match_rows`).
         """
-        rows = None
-        if fingerprint is None:
-            from .._datasets import dataset_fingerprint
-
-            rows = self.row_map(dataset)
-            fingerprint = (dataset_fingerprint(dataset) if rows is None else
-                           dataset_fingerprint(rows.base, files=rows.base_files, order=(
-                               np.arange(self.num_images) if rows.base_index is None else rows.base_index)))
-        diffs = self.fingerprint.differences(fingerprint, images=images)
-        if fingerprint.num_classes and fingerprint.num_classes != self.num_classes:
-            diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has "
-                         f"{fingerprint.num_classes}")
+        fp = fingerprint
+        diffs = self.fingerprint.differences(fp, images=images)
+        if fp.num_classes and fp.num_classes != self.num_classes:
+            diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has {fp.num_classes}")
         if diffs:
             hint = ""
-            if rows is None and dataset is not None and not self.has_identities and any(
-                    d.startswith(("the file lists", "the images", "the labels")) for d in diffs):
+            if (self.fingerprint.files_sha256 and fp.files_sha256 and not self.has_identities
+                    and any(d.startswith(("the file lists", "the images", "the labels")) for d in diffs)):
                 hint = ("; this file stores no identities (written before them), so items are matched by "
                         "position: list the dataset in the order it was reinforced from (a folder: torchvision's "
                         "ImageFolder order), or regenerate the file")
             raise DatasetMismatchError(f"{self.path} was made for another dataset: {'; '.join(diffs)}{hint}")
-        return rows
 
 
 def read_header(path: str | os.PathLike) -> tuple[Header, bool, np.ndarray]:
