@@ -361,8 +361,19 @@ def dataset_files(dataset: Any) -> list[str] | None:
         return None
     paths = [str(s[0]) if isinstance(s, (tuple, list)) else str(s) for s in samples]
     if root:
-        paths = [os.path.relpath(p, root) for p in paths]
+        paths = [_relpath(p, os.fspath(root)) for p in paths]
     return [p.replace(os.sep, "/") for p in paths]
+
+
+def _relpath(path: str, root: str) -> str:
+    """``os.path.relpath(path, root)``, without its cost (two ``abspath`` calls, ~11 us a path)
+    where ``path`` is ``root`` joined with plain names, as folder datasets list their files."""
+    prefix = os.path.join(root, "")
+    if path.startswith(prefix):
+        rel = path[len(prefix):]
+        if rel and all(part not in ("", ".", "..") for part in rel.split(os.sep)):
+            return rel
+    return os.path.relpath(path, root)
 
 
 def dataset_num_classes(dataset: Any) -> int | None:

@@ -387,3 +387,13 @@ def test_show_finds_the_rows_image_in_another_listing(folder, reinforced):
             for a, b in zip(ref_row, got_row):
                 assert a.caption == b.caption
                 assert (a.image is None) == (b.image is None) and (a.image is None or torch.equal(a.image, b.image))
+
+
+def test_relative_paths_are_os_path_relpaths():
+    """The fast relative path gives os.path.relpath's answer (files_sha256 hashes it: old files must match)."""
+    cases = [("/d/root/a/b.jpg", "/d/root"), ("/d/root/a/b.jpg", "/d/root/"), ("root/a/b.jpg", "root"),
+             ("./root/a/b.jpg", "./root"), ("/d/root//a/b.jpg", "/d/root"), ("/d/root/./a/b.jpg", "/d/root"),
+             ("/d/root/../x/b.jpg", "/d/root"), ("/d/other/b.jpg", "/d/root"), ("/d/rootx/b.jpg", "/d/root"),
+             ("root/a/b.jpg", os.path.abspath("root")), ("/b.jpg", "/")]
+    for path, root in cases:
+        assert D._relpath(path, root) == os.path.relpath(path, root), (path, root)
