@@ -9,6 +9,12 @@ replayed pixels are the pixels the teacher labelled. With probability ``1 - p`` 
 is the *original* item instead: the user's dataset (and transform) with a one-hot,
 optionally label-smoothed, target.
 
+Items map to the file's rows by identity when the file and the dataset both have it (each
+row's path: timm's ``ImageDataset``, a ``Subset`` or a re-listed folder train on a file
+reinforced from ``ImageFolder``; :func:`reinforced_data._datasets.match_rows`), else by
+position. ``index`` below is the item's file row: one step (``_file_rows``) maps the
+wrapped dataset's indices to rows, and everything after it works on rows.
+
 Which view (and whether a sample is original) is a hash of ``(seed, epoch, index)`` after
 :meth:`ReinforcedDataset.set_epoch`, the same for any number of workers or ranks. Without
 ``set_epoch`` it is a hash of ``(seed, a draw from torch's default generator, index)``:
