@@ -397,3 +397,55 @@ def test_relative_paths_are_os_path_relpaths():
              ("root/a/b.jpg", os.path.abspath("root")), ("/b.jpg", "/")]
     for path, root in cases:
         assert D._relpath(path, root) == os.path.relpath(path, root), (path, root)
+
+
+def test_a_file_reinforced_from_a_subset_trains_that_subset_in_another_listing(folder, tmp_path):
+    """Rows of a Subset's file map into the whole folder: the same images through timm's listing, in
+    another order, give the items the positional rule gives the Subset it was made from."""
+    tv = ImageFolder(folder)
+    picked = [12, 3, 0, 7, 9]
+    path = str(tmp_path / "subset.h5")
+    reinforce(Subset(tv, picked), U.TinyTeacher(len(CLASSES)), path,
+              policy=Policy.preset("rrc_ra_re_mix", output_size=(SIZE, SIZE)), num_views=3, topk=2, seed=8,
+              progress=False)
+    files = [D.dataset_files(tv)[i] for i in picked]
+    with ReinforcementFile(path) as f:
+        assert f.identities() == files
+    positional = ReinforcedDataset(Subset(tv, picked), _without_identities(path, tmp_path / "old.h5"),
+                                   out_dtype=torch.uint8)
+    tm = timm_data.ImageDataset(folder)
+    where = by_path(tm)
+    listed = [where[name] for name in files[::-1]]  # the same images, last first
+    mapped = ReinforcedDataset(Subset(tm, listed), path, out_dtype=torch.uint8)
+    with pytest.raises(DatasetMismatchError, match="9 of the dataset's images are not in the file"):
+        ReinforcedDataset(tm, path)
+    for ds in (positional, mapped):
+        ds.set_epoch(5)
+    for d in range(len(picked)):
+        img, target = mapped[d]
+        e_img, e_target = positional[len(picked) - 1 - d]
+        assert torch.equal(img, e_img) and torch.equal(target, e_target)
+
+
+def test_resuming_a_subset_file_written_before_identities_is_not_a_settings_mismatch(folder, tmp_path):
+    """Before identities a Subset had no file list: its file's fingerprint holds files_sha256 null."""
+    import json
+
+    from reinforced_data.store.writer import seal_header
+
+    tv = ImageFolder(folder)
+    path = str(tmp_path / "old-subset.h5")
+    kwargs = dict(policy=Policy.preset("rrc_ra_re", output_size=(SIZE, SIZE)), num_views=2, topk=2, seed=1,
+                  progress=False)
+    reinforce(Subset(tv, [1, 2, 3, 4]), U.TinyTeacher(len(CLASSES)), path, **kwargs)
+    with h5py.File(path, "r+") as h:  # as the writer before identities wrote it, unfinished
+        fp = json.loads(h.attrs["fingerprint"])
+        fp["files_sha256"] = None
+        h.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
+        del h[IDENTITIES]
+        h["written"][2:] = 0
+        h.attrs["complete"] = np.uint8(0)
+        seal_header(h)
+    reinforce(Subset(tv, [1, 2, 3, 4]), U.TinyTeacher(len(CLASSES)), path, resume=True, **kwargs)
+    with ReinforcementFile(path) as f:
+        assert f.complete and f.written.all() and not f.has_identities

@@ -222,6 +222,10 @@ class Header:
             # a file written before the image hash matches on the rest of its fingerprint
             a["fingerprint"].pop("images_sha256", None)
             b["fingerprint"].pop("images_sha256", None)
+        if a["fingerprint"].get("files_sha256") is None or b["fingerprint"].get("files_sha256") is None:
+            # a Subset had no file list before identities (its fingerprint's files_sha256 is null)
+            a["fingerprint"].pop("files_sha256", None)
+            b["fingerprint"].pop("files_sha256", None)
         return [k for k in a if a[k] != b[k]]
 
     @property
