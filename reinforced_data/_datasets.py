@@ -507,11 +507,12 @@ def match_rows(dataset: Any, identities: list[str] | None, labels: np.ndarray, p
     problems = []
     extra = np.flatnonzero(rows < 0)
     if extra.size:
-        problems.append(f"{extra.size} of the dataset's images are not in the file (first: "
+        problems.append(f"{extra.size} of the dataset's images {'is' if extra.size == 1 else 'are'} not in the file (first: "
                         f"{files[int(used[extra[0]])]})")
     missing = np.flatnonzero(base_index < 0)
     if missing.size:
-        problems.append(f"{missing.size} of the file's images are missing from the dataset (first: "
+        problems.append(f"{missing.size} of the file's images {'is' if missing.size == 1 else 'are'} missing from the "
+                        f"dataset (first: "
                         f"{identities[int(missing[0])]})")
     if problems:
         raise DatasetMismatchError(f"{path} was made for another dataset: {'; '.join(problems)}")
@@ -520,7 +521,8 @@ def match_rows(dataset: Any, identities: list[str] | None, labels: np.ndarray, p
     if differ.size:
         r = int(differ[0])
         raise DatasetMismatchError(
-            f"{path} was made for another dataset: {differ.size} images have other labels (first: "
+            f"{path} was made for another dataset: {differ.size} image{'s have' if differ.size > 1 else ' has'} other "
+            f"labels (first: "
             f"{identities[r]} is class {int(labels[r])} in the file, {int(ours[r])} in the dataset; do the two "
             "number their classes in another order?)")
     n = len(identities)

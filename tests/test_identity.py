@@ -175,7 +175,8 @@ def test_sparse_targets_are_the_rows_records(folder, reinforced):
             assert idx.tolist() == rec.indices.tolist() == e_idx.tolist() and torch.equal(probs, e_probs)
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+@pytest.mark.subprocess
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])  # spawn: a torch import
 def test_workers_and_pickling_go_through_the_mapping(folder, reinforced, context):
     import pickle
 
@@ -231,7 +232,7 @@ def _copy(folder: str, dest) -> str:
 def test_a_removed_or_added_file_is_named(folder, reinforced, tmp_path):
     removed = _copy(folder, tmp_path / "removed")
     os.remove(os.path.join(removed, "dog", "img_20.png"))
-    with pytest.raises(DatasetMismatchError, match=r"1 of the file's images are missing from the dataset "
+    with pytest.raises(DatasetMismatchError, match=r"1 of the file's images is missing from the dataset "
                                                    r"\(first: dog/img_20\.png\)") as e:
         ReinforcedDataset(timm_data.ImageDataset(removed), reinforced)
     assert "\n" not in str(e.value)
@@ -245,8 +246,8 @@ def test_a_removed_or_added_file_is_named(folder, reinforced, tmp_path):
         ReinforcedDataset(timm_data.ImageDataset(added), reinforced)
     both = _copy(removed, tmp_path / "both")
     shutil.copy(os.path.join(both, "cat", "img_1.jpg"), os.path.join(both, "cat", "img_7.png"))
-    with pytest.raises(DatasetMismatchError, match=r"1 of the dataset's images are not in the file \(first: "
-                                                   r"cat/img_7\.png\); 1 of the file's images are missing"):
+    with pytest.raises(DatasetMismatchError, match=r"1 of the dataset's images is not in the file \(first: "
+                                                   r"cat/img_7\.png\); 1 of the file's images is missing"):
         ReinforcedDataset(ImageFolder(both), reinforced)
 
 
@@ -258,7 +259,7 @@ def test_a_subset_may_leave_images_out_but_not_bring_others(folder, reinforced, 
     others = [i for i in range(len(ds)) if i != new]
     rd = ReinforcedDataset(Subset(ds, others), reinforced, out_dtype=torch.uint8)  # the file's images only
     assert len(rd) == len(others)
-    with pytest.raises(DatasetMismatchError, match=r"1 of the dataset's images are not in the file "
+    with pytest.raises(DatasetMismatchError, match=r"1 of the dataset's images is not in the file "
                                                    r"\(first: cat/img_9\.png\)"):
         ReinforcedDataset(Subset(ds, [0, new]), reinforced)
 
