@@ -507,13 +507,12 @@ def match_rows(dataset: Any, identities: list[str] | None, labels: np.ndarray, p
     problems = []
     extra = np.flatnonzero(rows < 0)
     if extra.size:
-        problems.append(f"{extra.size} of the dataset's images {'is' if extra.size == 1 else 'are'} not in the file (first: "
-                        f"{files[int(used[extra[0]])]})")
+        problems.append(f"{extra.size} of the dataset's images {'is' if extra.size == 1 else 'are'} not in the "
+                        f"file (first: {files[int(used[extra[0]])]})")
     missing = np.flatnonzero(base_index < 0)
     if missing.size:
-        problems.append(f"{missing.size} of the file's images {'is' if missing.size == 1 else 'are'} missing from the "
-                        f"dataset (first: "
-                        f"{identities[int(missing[0])]})")
+        problems.append(f"{missing.size} of the file's images {'is' if missing.size == 1 else 'are'} missing from "
+                        f"the dataset (first: {identities[int(missing[0])]})")
     if problems:
         raise DatasetMismatchError(f"{path} was made for another dataset: {'; '.join(problems)}")
     ours = dataset_labels(base)[base_index]

@@ -90,10 +90,6 @@ class ReversedClasses(ImageFolder):
         return classes, {c: i for i, c in enumerate(classes)}
 
 
-def relpath(path: str, root: str) -> str:
-    return os.path.relpath(path, root).replace(os.sep, "/")
-
-
 def by_path(ds) -> dict[str, int]:
     """file (relative to the root) -> index in ``ds`` (a folder dataset)."""
     return {name: i for i, name in enumerate(D.dataset_files(ds))}
@@ -377,7 +373,8 @@ def test_identities_cost_about_3_bytes_per_imagenet_like_name(tmp_path):
 
 
 def test_show_finds_the_rows_image_in_another_listing(folder, reinforced):
-    """`show` draws file row i: the same panels (source, views, partners) from timm's listing as from the ImageFolder."""
+    """`show` draws file row i: the same panels (source, views, partners) from timm's listing as from
+    the ImageFolder."""
     from reinforced_data.show import view_panels
 
     for row in (1, 9):

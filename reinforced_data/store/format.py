@@ -34,7 +34,8 @@ from ..policy import V2_DEFAULTS, Policy
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "V1_POLICY_FIELDS", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
     "WRITTEN_CHUNK", "DIGEST_ATTR", "DIGEST_EXCLUDES", "header_digest", "Fingerprint", "Header", "RecordCodec",
-    "Record", "ImageRecords", "smallest_uint", "IDENTITIES", "IDENTITIES_CHUNK", "encode_identities", "decode_identities",
+    "Record", "ImageRecords", "smallest_uint", "IDENTITIES", "IDENTITIES_CHUNK", "encode_identities",
+    "decode_identities",
 ]
 
 FORMAT_NAME = "reinforced_data.reinforcement"

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import (ConfigError, CorruptFileError, DatasetMismatchError, FileAccessError, OutputExistsError,
                       ReinforcementFileError, SettingsMismatchError)
-from .format import (_sha256, DEFLATE_LEVEL, DIGEST_ATTR, IDENTITIES, IDENTITIES_CHUNK, WRITTEN_CHUNK, Header, encode_identities,
-                     header_digest, smallest_uint)
+from .format import (DEFLATE_LEVEL, DIGEST_ATTR, IDENTITIES, IDENTITIES_CHUNK, WRITTEN_CHUNK, Header, _sha256,
+                     encode_identities, header_digest, smallest_uint)
 from .reader import (_check_digest, _check_format, _open_cut_short, _open_h5, _raise_damaged, _raise_open_error,
                      _stored_eof)
 
