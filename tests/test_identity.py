@@ -447,3 +447,40 @@ def test_resuming_a_subset_file_written_before_identities_is_not_a_settings_mism
     reinforce(Subset(tv, [1, 2, 3, 4]), U.TinyTeacher(len(CLASSES)), path, resume=True, **kwargs)
     with ReinforcementFile(path) as f:
         assert f.complete and f.written.all() and not f.has_identities
+
+
+def _killed_writer(path: str, header, labels, files) -> None:
+    """Create the file, commit one row, and die without closing it (as kill -9 would)."""
+    w = ReinforcementWriter.open(path, header, labels, identities=files)
+    params = np.zeros((1, header.num_views), dtype=header.policy.param_dtype())
+    top = np.zeros((1, header.num_views, header.topk), dtype=np.int64)
+    probs = np.full((1, header.num_views, header.topk), 0.5)
+    w.write([0], params, top, probs)
+    w.commit()
+    os._exit(0)
+
+
+@pytest.mark.subprocess
+def test_recovering_a_killed_writers_file_keeps_its_identities(tmp_path, caplog):
+    import multiprocessing as mp
+
+    from reinforced_data.store import Header
+
+    files = [f"c/img_{i}.png" for i in range(5)]
+    labels = np.zeros(5, dtype=np.int64)
+    header = Header(num_images=5, num_views=2, topk=1, num_classes=2,
+                    policy=Policy.preset("rrc_ra_re", output_size=(SIZE, SIZE)), teachers=[],
+                    fingerprint=Fingerprint.of(labels, files, 2))
+    path = str(tmp_path / "killed.h5")
+    p = mp.get_context("fork").Process(target=_killed_writer, args=(path, header, labels, files))
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+    with h5py.File(path, "r", swmr=True) as h:  # still marked open for writing
+        assert IDENTITIES in h
+    w = ReinforcementWriter.open(path, header, labels, mode="resume", identities=files)
+    assert "recovering its committed rows" in caplog.text  # copied into a clean file
+    assert w.written.tolist() == [True, False, False, False, False]
+    w.close()
+    with ReinforcementFile(path, accept_incomplete=True) as f:
+        assert f.identities() == files
