@@ -31,7 +31,10 @@ of one.
 
 Batch replay (``batch_replay=True`` or :meth:`ReinforcedDataset.loader`): workers return
 the decoded uint8 sources and their records; replay runs once per batch on ``device``
-(e.g. the GPU), giving the same bytes as the per-sample path.
+(e.g. the GPU), giving the same bytes as the per-sample path. Either way each record is
+encoded (and so checked) once, by the replay; only when a replay fails are the records
+checked one by one, to name a damaged record (:class:`CorruptFileError`) apart from an
+image that changed (:class:`DatasetMismatchError`).
 """
 
 from __future__ import annotations
@@ -409,11 +412,14 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             "image changed since the file was generated: regenerate the file (`reinforced-data inspect --verify "
             "--data ...` checks every record against the images)")
 
-    def _check_records(self, images: np.ndarray, views: np.ndarray, params: np.ndarray, recs: Any,
+    def _check_records(self, images: np.ndarray, views: np.ndarray, params: np.ndarray,
+                       partner_images: np.ndarray | None, partner_views: np.ndarray | None,
                        pparams: np.ndarray | None) -> None:
         """Raise a :class:`CorruptFileError` naming the first record (image, view, field) whose values
         no image could make valid (a flip of 2, an unknown op id, a magnitude out of range): damage
-        to the file, not a changed image. The partner records of mixed views are checked too."""
+        to the file, not a changed image. The partner records of mixed views (``partner_images`` /
+        ``partner_views`` / ``pparams`` at the positions whose ``mix_mode`` is not 0) are checked too.
+        Runs only after a replay failed: replay encodes (and so checks) every record once."""
         from ._args import encode, encode_mix
 
         def check(rows: np.ndarray, mixing: bool) -> None:
@@ -425,7 +431,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         todo = [(params, images, views, mixing)]
         if pparams is not None:  # a partner contributes its own stored view, unmixed
             m = np.flatnonzero(params["mix_mode"] != 0)
-            todo.append((pparams[m], recs.partner_index[m], recs.partner_view[m], False))
+            todo.append((pparams[m], partner_images[m], partner_views[m], False))
         for rows, imgs, vws, mix in todo:
             try:
                 check(rows, mix)
@@ -477,10 +483,12 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             return ([self._source(int(images[j])) for j in at],
                     [self._source(int(recs.partner_index[j])) if mixed[j] else None for j in at])
 
-        if self.batch_replay:  # the batch is replayed elsewhere, where image and view are no longer known
-            self._check_records(images, views, params, recs, pparams)
+        if self.batch_replay:  # replayed (and so encoded and checked) once, by replay_batch
             srcs, psrcs = sources(slice(None))
-            return [(src, params[j], psrc, None if psrc is None else pparams[j], targets[j])
+            pimg, pview = (recs.partner_index, recs.partner_view) if pparams is not None else (None, None)
+            return [_BatchItem((src, params[j], psrc, None if psrc is None else pparams[j], targets[j]),
+                               (int(images[j]), int(views[j]), int(pimg[j]) if mixed[j] else -1,
+                                int(pview[j]) if mixed[j] else -1))
                     for j, (src, psrc) in enumerate(zip(srcs, psrcs))]
         oh, ow = self.policy.output_size
         per = max(1, REPLAY_CALL_BYTES // (3 * oh * ow * torch.empty(0, dtype=self.out_dtype).element_size()))
@@ -492,7 +500,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             try:
                 out += self._replay(srcs, params[part], partners, None if pparams is None else pparams[part]).unbind(0)
             except ValueError as e:  # name the first damaged record, else the first image that does not fit its view
-                self._check_records(images, views, params, recs, pparams)
+                self._check_records(images, views, params, recs.partner_index, recs.partner_view, pparams)
                 for j, (src, psrc) in enumerate(zip(srcs, psrcs), start=a):
                     try:
                         self._replay([src], params[j:j + 1], None if psrc is None else [psrc],
@@ -560,6 +568,11 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                 views = replay(srcs[:n], batch["params"], self.policy, out_dtype=self.out_dtype,
                                channels_last=self.channels_last, backend=self.backend, **kwargs)
             except ValueError as e:
+                where = batch.get("records")
+                if where is not None and len(where) == n:  # a damaged record is damage, named, not a mismatch
+                    where = where.numpy()
+                    self._check_records(where[:, 0], where[:, 1], batch["params"], where[:, 2], where[:, 3],
+                                        batch["partner_params"])
                 raise DatasetMismatchError(f"a batch of images does not fit its stored views in {self._path} "
                                            f"({e}); the images changed since the file was generated") from e
         if not len(opos):
@@ -579,6 +592,18 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         if views is not None:
             out[positions(rpos)] = views
         return out, targets
+
+
+class _BatchItem(tuple):
+    """A batch-replay item, ``(source, params, partner source, partner params, target)``, that also
+    names its record: ``record`` is ``(image, stored view, partner image, partner view)`` (-1, -1
+    when unmixed), which :func:`collate_sources` passes on so that :meth:`ReinforcedDataset.replay_batch`
+    can name a damaged record (the worker no longer encodes the records to check them: replay does)."""
+
+    def __new__(cls, item: tuple, record: tuple[int, int, int, int] | None = None) -> "_BatchItem":
+        self = super().__new__(cls, item)
+        self.record = record
+        return self
 
 
 def _source_strides(h: int, w: int, hwc: int) -> tuple[int, int, int]:
@@ -622,12 +647,18 @@ def collate_sources(items: list[tuple]) -> dict:
 
     rpos, opos, srcs, params, pparams, prefs, originals = [], [], [], [], [], [], []
     partner_srcs: list[torch.Tensor] = []
+    records: list | None = []
     for j, item in enumerate(items):
         if len(item) == 2:  # an original sample: (image through the user's transform, target)
             opos.append(j)
             originals.append(item[0])
             continue
         src, prm, psrc, pprm, _ = item
+        record = getattr(item, "record", None)
+        if record is None:  # an item made elsewhere: a failed replay cannot name its record
+            records = None
+        elif records is not None:
+            records.append(record)
         rpos.append(j)
         srcs.append(src)
         params.append(prm)
@@ -665,6 +696,7 @@ def collate_sources(items: list[tuple]) -> dict:
         "params": np.array(params, dtype=params[0].dtype) if params else None,
         "partner_params": np.array(pparams, dtype=pparams[0].dtype) if mixed else None,
         "partner_ref": torch.tensor(prefs, dtype=torch.int64) if mixed else None,
+        "records": torch.tensor(records, dtype=torch.int64).reshape(-1, 4) if records else None,
         "reinforced": rpos,
         "original": opos,
         "originals": default_collate(originals) if originals else None,

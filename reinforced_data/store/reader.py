@@ -231,6 +231,10 @@ def _check_format(f: h5py.File, path: str) -> None:
         version = int(f.attrs.get("format_version", -1))
     except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:
         _raise_damaged(path, e, f)
+    if fmt is None and all(name in f for name in ("records", "labels", "written")):
+        # a reinforcement file's datasets, but its attributes cannot be found: their index is damaged
+        raise CorruptFileError(f"{path} is damaged (it holds a reinforcement file's datasets, but its 'format' "
+                               "attribute cannot be read); regenerate it")
     if fmt is None or _attr_str(fmt) != FORMAT_NAME:
         what = "has no 'format' attribute" if fmt is None else f"has format {_attr_str(fmt)!r}"
         raise NotReinforcementFileError(
@@ -277,14 +281,18 @@ def _raise_damaged(path: str, e: Exception, f: h5py.File | None = None) -> None:
 def _check_digest(f: h5py.File, path: str, labels: np.ndarray) -> bool:
     """Check the header digest (docs/format.md): True when it matches, False when the file
     has none (written before digests: logged once); a mismatch is a :class:`CorruptFileError`."""
-    stored = f.attrs.get(DIGEST_ATTR)
+    try:
+        stored = f.attrs.get(DIGEST_ATTR)
+        actual = header_digest(f.attrs, labels)
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:  # the attributes cannot be read
+        _raise_damaged(path, e, f)
     if stored is None:
         if path not in _WARNED_NO_DIGEST:
             _WARNED_NO_DIGEST.add(path)
             log.warning("%s carries no header digest (written before reinforced_data sealed headers); its header "
                         "cannot be checked for changes", path)
         return False
-    if _attr_str(stored) != header_digest(f.attrs, labels):
+    if _attr_str(stored) != actual:
         raise CorruptFileError(
             f"{path}: its header was changed after it was written (digest mismatch: an attribute or the labels "
             "differ from those it was sealed with); restore the original file or regenerate it")

@@ -22,6 +22,7 @@ import logging
 import os
 import zlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -152,8 +153,9 @@ class ReinforcementWriter:
         c = header.codec()
         with h5py.File(os.path.basename(tmp), "w", libver="latest", driver="core", backing_store=False) as f:
             for k, v in header.to_attrs().items():
-                f.attrs[k] = v
+                set_attr(f.attrs, k, v)
             f.attrs["complete"] = np.uint8(0)
+            set_attr(f.attrs, "generation", "null".ljust(GENERATION_BYTES))
             f.create_dataset(
                 "records", shape=(header.num_images, c.chunks_per_image, c.chunk_bytes), dtype=np.uint8,
                 chunks=(1, 1, c.chunk_bytes), compression="gzip", compression_opts=DEFLATE_LEVEL)
@@ -255,18 +257,18 @@ class ReinforcementWriter:
             try:
                 written = src["written"][:]
                 labels = src["labels"][:]
-            except (OSError, RuntimeError, ValueError) as e:
+                # "generation" (the run's statistics) is left out: finish() writes it again, and a
+                # writer stopped while writing it (a file-size limit, say) leaves it unreadable
+                attrs = {k: src.attrs[k] for k in src.attrs if k != "generation"}
+            except (KeyError, OSError, RuntimeError, ValueError) as e:
                 _raise_damaged(path, e, src)
-            # "generation" (the run's statistics) is left out: finish() writes it again, and a writer
-            # stopped while writing it (a file-size limit, say) leaves it unreadable
-            attrs = {k: src.attrs[k] for k in src.attrs if k != "generation"}
             stats = None
             with contextlib.suppress(OSError, RuntimeError, ValueError, KeyError):
                 stats = src.attrs.get("generation")
             with h5py.File(tmp, "w", libver="latest") as dst:
                 _copy_layout(src, dst, attrs)
                 if stats is not None:
-                    dst.attrs["generation"] = stats
+                    set_attr(dst.attrs, "generation", stats)
                 elif int(attrs.get("complete", 0)):  # finish() writes the statistics again
                     dst.attrs["complete"] = np.uint8(0)
                 dst["labels"][:] = labels
@@ -331,9 +333,9 @@ class ReinforcementWriter:
         if missing.size:
             raise ReinforcementFileError(f"{self.path}: {missing.size} images were not written (first: {missing[0]})")
         if generation is not None and not (self.was_complete and not self._wrote):  # keep the first run's
-            self._f.attrs["generation"] = json.dumps(generation, sort_keys=True)
+            set_generation(self._f.attrs, generation)
             self._f.flush()
-        self._f.attrs["complete"] = np.uint8(1)
+        self._f.attrs.modify("complete", np.uint8(1))
         self._f.flush()
         self.close()
 
@@ -366,11 +368,40 @@ def _open_swmr_writer(path: str) -> h5py.File:
         _raise_open_error(path, e, writing=True)
 
 
+def set_attr(attrs: h5py.AttributeManager, name: str, value: Any) -> None:
+    """Set one attribute; a string is stored fixed-length (UTF-8) inside the attribute itself.
+    h5py stores a ``str`` variable-length, in the file's global heap, where one damaged size
+    field makes HDF5 loop forever when the attribute is read (no error, no timeout can stop it);
+    readers read both kinds alike."""
+    if isinstance(value, (str, bytes)):  # bytes: a string attribute read back from a file
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        value = np.array(data, dtype=h5py.string_dtype("utf-8", max(len(data), 1)))
+    attrs[name] = value
+
+
+#: bytes reserved for the ``generation`` statistics when a file is created ("null" until the run
+#: finishes), so that finishing overwrites them in place: rewriting an attribute can move the heap
+#: that holds every attribute, and a write cut short there (a full disk, a file-size limit) would
+#: take the whole header with it
+GENERATION_BYTES = 4096
+
+
+def set_generation(attrs: h5py.AttributeManager, stats: dict | None) -> None:
+    """Write the run's statistics (docs/format.md ``generation``), in place when they fit the reserved size."""
+    data = json.dumps(stats, sort_keys=True).encode()
+    if len(data) > GENERATION_BYTES or "generation" not in attrs or \
+            attrs.get_id("generation").dtype != np.dtype(f"S{GENERATION_BYTES}"):
+        set_attr(attrs, "generation", data.decode())
+        return
+    attr = h5py.h5a.open(attrs._id, b"generation")
+    attr.write(np.array(data.ljust(GENERATION_BYTES), dtype=f"S{GENERATION_BYTES}"), mtype=attr.get_type())
+
+
 def seal_header(f: h5py.File) -> str:
     """Write the header digest of an open, writable file over its attributes and labels as
     stored (docs/format.md); call it whenever a writer sets an attribute the digest covers."""
     digest = header_digest(f.attrs, f["labels"][:])
-    f.attrs[DIGEST_ATTR] = digest
+    set_attr(f.attrs, DIGEST_ATTR, digest)
     return digest
 
 
@@ -378,7 +409,7 @@ def _copy_layout(src: h5py.File, dst: h5py.File, attrs: dict | None = None) -> N
     """Create in ``dst`` the datasets of ``src`` (same shapes, chunks, filters), and its attributes;
     the ``identities`` (when ``src`` has them), which never change, are copied whole."""
     for k, v in (attrs if attrs is not None else dict(src.attrs)).items():
-        dst.attrs[k] = v
+        set_attr(dst.attrs, k, v)
     for name in ("records", "labels", "written"):
         s = src[name]
         dst.create_dataset(name, shape=s.shape, dtype=s.dtype, chunks=s.chunks, compression=s.compression,
