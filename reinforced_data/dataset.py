@@ -9,6 +9,12 @@ replayed pixels are the pixels the teacher labelled. With probability ``1 - p`` 
 is the *original* item instead: the user's dataset (and transform) with a one-hot,
 optionally label-smoothed, target.
 
+Items map to the file's rows by identity when the file and the dataset both have it (each
+row's path: timm's ``ImageDataset``, a ``Subset`` or a re-listed folder train on a file
+reinforced from ``ImageFolder``; :func:`reinforced_data._datasets.match_rows`), else by
+position. ``index`` below is the item's file row: one step (``_file_rows``) maps the
+wrapped dataset's indices to rows, and everything after it works on rows.
+
 Which view (and whether a sample is original) is a hash of ``(seed, epoch, index)`` after
 :meth:`ReinforcedDataset.set_epoch`, the same for any number of workers or ranks. Without
 ``set_epoch`` it is a hash of ``(seed, a draw from torch's default generator, index)``:
@@ -45,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256
+from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256, match_rows
 from .errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from .policy import Policy
 from ._replay import BACKENDS, replay
@@ -131,7 +137,6 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         else:
             f = ReinforcementFile(file)  # refuses missing, foreign, newer-format, damaged and incomplete files
         self.dataset = dataset
-        self._raw = RawImages(dataset, strip=True)
         self._path = f.path
         self._identity = f.identity  # a worker reopening the path checks it finds this file
         self._file: ReinforcementFile | None = f
@@ -179,22 +184,34 @@ class ReinforcedDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ setup
     def _check_dataset(self, f: ReinforcementFile) -> None:
-        n = len(self.dataset)
-        if n != f.num_images:
-            raise DatasetMismatchError(
-                f"{f.path} was made for another dataset: the file holds {f.num_images} images, the dataset {n}; "
-                "pass the dataset the file was generated from")
-        fp = dataset_fingerprint(self.dataset)
+        """Check that the file was made for the dataset, and set how items map to file rows:
+        by identity when both have identities (``_rows``: the row of each item, ``_base_index``:
+        the base item of each row, None where that is the identity; ``_base``: the dataset under
+        its Subsets, whose items are decoded), else by position (item i is row i)."""
+        m = match_rows(self.dataset, f.identities(), f.labels, f.path)  # refuses extra or missing images, other labels
+        if m is None:  # by position, today's rule
+            n = len(self.dataset)
+            if n != f.num_images:
+                raise DatasetMismatchError(
+                    f"{f.path} was made for another dataset: the file holds {f.num_images} images, the dataset {n}; "
+                    "pass the dataset the file was generated from")
+            self._base, self._rows, self._base_index, order, files = self.dataset, None, None, None, None
+        else:
+            self._base, self._rows, self._base_index, files = m.base, m.rows, m.base_index, m.base_files
+            order = m.order
+            log.info("%s: %d items mapped to its rows by identity", f.path, len(self.dataset))
+        self._raw = RawImages(self._base, strip=True)
+        fp = dataset_fingerprint(self._base, files=files, order=order)
         stored = f.fingerprint.images_sha256
         if self._raw._tensor_decode and stored and fp.images_sha256 not in (None, stored):
             # torchvision.io's pixels differ from the ones the file was made from (by the PIL loader,
             # as files written before torchvision.io decoded them, or by another build of the libraries)
-            pil = image_sample_sha256(self.dataset, decoder="pil")
+            pil = image_sample_sha256(self._base, decoder="pil", order=order)
             if pil == stored:
                 log.warning("%s: torchvision.io decodes the images to other pixels than the file was generated "
                             "from (another libjpeg-turbo build, or a file decoded by PIL); reading every image with "
                             "the dataset's PIL loader", f.path)
-                self._raw = RawImages(self.dataset, strip=True, decoder="pil")
+                self._raw = RawImages(self._base, strip=True, decoder="pil")
                 fp = dataclasses.replace(fp, images_sha256=pil, images_decoder=self._raw.decoder_name)
         # labels, file list, class count and a sample of decoded images: one error naming the mismatch
         f.check_dataset(fp, images=True)
@@ -244,7 +261,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         After :meth:`set_epoch`, a function of ``(seed, epoch, index)``; otherwise it uses
         one draw from torch's default generator (so each call differs).
         """
-        return int(self._choices(np.array([index], dtype=np.int64))[0])
+        return int(self._choices(self._file_rows(np.array([self._index(index)], dtype=np.int64)))[0])
 
     def _choices(self, indices: np.ndarray, on_original: Callable[[int], None] | None = None) -> np.ndarray:
         """:meth:`choice` of each of ``indices`` (int64 array, in order), vectorised.
@@ -296,6 +313,12 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             coin = (_mix64(key ^ 1) >> 11) * (1.0 / (1 << 53)) >= self.p
             out = (-1 if coin else out) if one else np.where(coin, -1, out)
         return np.full(indices.size, out, dtype=np.int64) if np.ndim(out) == 0 else out
+
+    def _file_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The file rows of the dataset's items ``idx`` (int64, in range): the one step from the
+        wrapped dataset's indices to the file's. Everything after it (the view choice, records,
+        partners, sources, labels) works on file rows."""
+        return idx if self._rows is None else self._rows[idx].astype(np.int64)
 
     def _index(self, index: Any) -> int:
         try:
@@ -350,12 +373,14 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         return torch.from_numpy(t)
 
     # ------------------------------------------------------------------ items
-    def _source(self, index: int) -> torch.Tensor:
-        return self._raw[index][0]
+    def _source(self, row: int) -> torch.Tensor:
+        """The decoded image of file row ``row``."""
+        return self._raw[row if self._base_index is None else int(self._base_index[row])][0]
 
     def _original(self, index: int) -> tuple:
-        """An original sample: the dataset's own item (through its transform), a one-hot target."""
-        img = self.dataset[index][0]
+        """An original sample of file row ``index``: the dataset's own item (through its transform),
+        a one-hot target."""
+        img = self._base[index if self._base_index is None else int(self._base_index[index])][0]
         if not isinstance(img, torch.Tensor):
             raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as "
                               f"{type(img).__name__}, but replayed views are {self.out_dtype} tensors; give the "
@@ -377,7 +402,8 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                               + ("dtype" if exact else "kind"))
 
     def _image_name(self, index: int) -> str:
-        where = self._raw.path(index)
+        """File row ``index`` named for an error: "image i (its path)"."""
+        where = self._raw.path(index if self._base_index is None else int(self._base_index[index]))
         return f"image {index}" + (f" ({where})" if where else "")
 
     def _replay_error(self, index: int, view: int, e: Exception) -> DatasetMismatchError:
@@ -487,7 +513,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list:
         """The items of ``indices`` (what DataLoader's fetcher calls for a batch): the per-item
         results of ``[self[i] for i in indices]``, with the per-batch work done at once."""
-        idx = np.array([self._index(i) for i in indices], dtype=np.int64)
+        idx = self._file_rows(np.array([self._index(i) for i in indices], dtype=np.int64))
         if not idx.size:
             return []
         items: list = [None] * idx.size

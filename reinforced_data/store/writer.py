@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import (ConfigError, CorruptFileError, DatasetMismatchError, FileAccessError, OutputExistsError,
                       ReinforcementFileError, SettingsMismatchError)
-from .format import DEFLATE_LEVEL, DIGEST_ATTR, WRITTEN_CHUNK, Header, header_digest, smallest_uint
+from .format import (DEFLATE_LEVEL, DIGEST_ATTR, IDENTITIES, IDENTITIES_CHUNK, WRITTEN_CHUNK, Header, _sha256,
+                     encode_identities, header_digest, smallest_uint)
 from .reader import (_check_digest, _check_format, _open_cut_short, _open_h5, _raise_damaged, _raise_open_error,
                      _stored_eof)
 
@@ -102,15 +103,23 @@ class ReinforcementWriter:
     # -- opening
     @classmethod
     def open(cls, path: str | os.PathLike, header: Header, labels: np.ndarray,
-             mode: str = "create") -> "ReinforcementWriter":
+             mode: str = "create", identities: Sequence[str] | None = None) -> "ReinforcementWriter":
         """``mode``: "create" (refuse an existing path), "overwrite", or "resume" (continue an existing
-        file written with the same settings; create it when absent)."""
+        file written with the same settings; create it when absent). ``identities``: what identifies
+        each row's image (the dataset's file list, :func:`reinforced_data._datasets.dataset_files`),
+        stored in a new file when it identifies every row (docs/format.md, "Dataset identity"); it
+        must be the list the header's fingerprint hashed. A resumed file keeps what it has."""
         path = os.fspath(path)
         if mode not in ("create", "overwrite", "resume"):
             raise ConfigError(f"mode={mode!r}; choose create, overwrite or resume")
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (header.num_images,):
             raise ConfigError(f"labels hold {labels.shape[0]} entries for {header.num_images} images")
+        blob = encode_identities(identities)
+        if blob is not None and (len(identities) != header.num_images
+                                 or _sha256(blob.tobytes()) != header.fingerprint.files_sha256):
+            raise ConfigError(f"the {len(identities)} identities given are not the file list the header's "
+                              "fingerprint was computed from")
         if os.path.isdir(path):
             raise OutputExistsError(f"{path} is a directory; name a file for the output")
         if os.path.lexists(path) and mode == "create":
@@ -127,14 +136,14 @@ class ReinforcementWriter:
             else:
                 if exists:
                     os.remove(path)
-                f = cls._create(path, header, labels)
+                f = cls._create(path, header, labels, blob)
         except BaseException:
             lock.release()
             raise
         return cls(path, header, f, lock)
 
     @staticmethod
-    def _create(path: str, header: Header, labels: np.ndarray) -> h5py.File:
+    def _create(path: str, header: Header, labels: np.ndarray, identities: np.ndarray | None = None) -> h5py.File:
         # The file is built in memory and written out in one piece: HDF5 never writes it itself
         # until it is whole, so a write the system refuses (a file-size limit, a full disk) is one
         # plain OSError here, the partial file is removed, and no HDF5 handle is left half closed.
@@ -155,6 +164,9 @@ class ReinforcementWriter:
                              chunks=(min(n, 65536),), compression="gzip")
             f.create_dataset("written", shape=(n,), dtype=np.uint8, chunks=(min(n, WRITTEN_CHUNK),),
                              compression="gzip")
+            if identities is not None:
+                f.create_dataset(IDENTITIES, data=identities, chunks=(min(identities.size, IDENTITIES_CHUNK),),
+                                 compression="gzip", compression_opts=DEFLATE_LEVEL)
             seal_header(f)
             f.flush()
             image = f.id.get_file_image()
@@ -394,12 +406,17 @@ def seal_header(f: h5py.File) -> str:
 
 
 def _copy_layout(src: h5py.File, dst: h5py.File, attrs: dict | None = None) -> None:
-    """Create in ``dst`` the datasets of ``src`` (same shapes, chunks, filters), and its attributes."""
+    """Create in ``dst`` the datasets of ``src`` (same shapes, chunks, filters), and its attributes;
+    the ``identities`` (when ``src`` has them), which never change, are copied whole."""
     for k, v in (attrs if attrs is not None else dict(src.attrs)).items():
         set_attr(dst.attrs, k, v)
     for name in ("records", "labels", "written"):
         s = src[name]
         dst.create_dataset(name, shape=s.shape, dtype=s.dtype, chunks=s.chunks, compression=s.compression,
+                           compression_opts=s.compression_opts)
+    if IDENTITIES in src:
+        s = src[IDENTITIES]
+        dst.create_dataset(IDENTITIES, data=s[()], chunks=s.chunks, compression=s.compression,
                            compression_opts=s.compression_opts)
 
 
