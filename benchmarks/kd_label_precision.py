@@ -42,8 +42,8 @@ from _common import HERE, write_table  # noqa: E402
 
 from reinforced_data import store  # noqa: E402
 from reinforced_data.policy import Policy  # noqa: E402
-from reinforced_data.reinforce import reinforce  # noqa: E402
-from reinforced_data.replay import replay  # noqa: E402
+from reinforced_data.generation import reinforce  # noqa: E402
+from reinforced_data._replay import replay  # noqa: E402
 from reinforced_data.synthetic import SyntheticImages  # noqa: E402
 
 SIZE = 32

@@ -124,25 +124,27 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
     unmixed, captioned with the partner's image and view). ``names`` defaults to the
     dataset's class names.
     """
-    from ._datasets import RawImages, class_names
-    from .replay import replay
+    from ._datasets import RawImages, class_names, match_rows, matched_fingerprint
+    from ._replay import replay
 
     f = _open(file)
     n = f.num_images
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
         raise ConfigError(f"--index {index} is out of range: {f.path} holds images 0 to {n - 1}")
     index = int(index)
-    if len(dataset) != n:
+    mapped = match_rows(dataset, f.identities(), f.labels, f.path)  # by identity (any listing), else by position
+    if mapped is None and len(dataset) != n:
         raise ConfigError(f"the dataset holds {len(dataset)} images but {f.path} was made for {n}; "
                           "pass the dataset the file was generated from")
-    f.check_dataset(dataset)
+    f.check_dataset(matched_fingerprint(dataset, mapped))
+    at = (lambda row: row) if mapped is None else mapped.base_item  # file row -> item of the decoded dataset
     k = f.num_views if views is None else int(views)
     if k < 1:
         raise ConfigError(f"--views {views} must be >= 1")
     k = min(k, f.num_views)
     names = names if names is not None else class_names(dataset)
-    raw = RawImages(dataset, strip=True)
-    src, label = raw[index]
+    raw = RawImages(dataset if mapped is None else mapped.base, strip=True)
+    src, label = raw[at(index)]
     recs = f.read_image(index)
     policy = f.policy
     params = recs.params[:k]
@@ -154,7 +156,7 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
         pparams = []
         for j, pv in partners:
             if j not in cache:
-                cache[j] = raw[j][0]
+                cache[j] = raw[at(j)][0]
             pparams.append(f.read(j, pv).params)
         kwargs = dict(partners=[cache[j] for j, _ in partners], partner_params=np.stack(pparams))
     out = replay([src] * k, params, policy, out_dtype=torch.uint8, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,9 @@ import pytest
 
 import _reinforce_util as U
 from _store_util import C, K, N, TOPK, make_header, make_rows, write_file
+from reinforced_data._datasets import dataset_fingerprint
+from reinforced_data.store import format as store_format
+from reinforced_data.store import reader as store_reader
 from reinforced_data import store as S
 from reinforced_data.policy import Policy
 from reinforced_data.store import writer as store_writer
@@ -53,8 +57,8 @@ def test_codec_roundtrip(policy, encoding):
         out = c.unpack(back)
         assert (out.params == params[row]).all()
         assert (out.indices == idx[row]).all()
-        tol = 2e-3 if encoding == "float16" else np.expm1(S.LOG_RANGE / 510) + 1e-6
-        big = val[row] > np.exp(-S.LOG_RANGE)
+        tol = 2e-3 if encoding == "float16" else np.expm1(store_format.LOG_RANGE / 510) + 1e-6
+        big = val[row] > np.exp(-store_format.LOG_RANGE)
         assert np.all(np.abs(out.probs[big] / val[row][big] - 1) <= tol)
         if h.policy.mixing:
             assert (out.partner_index == pi[row]).all() and (out.partner_view == pv[row]).all()
@@ -67,7 +71,7 @@ def test_log_codes_are_delta_coded_and_sorted():
     c = h.codec()
     p = np.array([0.5, 0.25, 0.125, 0.0625, 1e-9])
     stored = c.encode_probs(p)
-    codes = np.round(-np.log(p) * 255 / S.LOG_RANGE).clip(0, 255)
+    codes = np.round(-np.log(p) * 255 / store_format.LOG_RANGE).clip(0, 255)
     assert stored[0] == codes[0] and (stored[1:] == np.diff(codes)).all()
     assert np.allclose(c.decode_probs(stored)[:4], p[:4], rtol=0.032)
     # unsorted input is sorted (indices follow) before encoding
@@ -95,7 +99,12 @@ def test_write_read_roundtrip_and_attributes(tmp_path):
     with h5py.File(path, "r") as f:
         a = f.attrs
         # a policy version 1 can express is written as version 1, so older readers still read it
-        assert a["format"] == S.FORMAT_NAME and a["format_version"] == 1
+        assert a["format"].decode() == S.FORMAT_NAME and a["format_version"] == 1
+        # strings are fixed-length, inside their attribute: nothing in the global heap, where one
+        # damaged size field makes reading an attribute loop forever
+        assert all(a[k].dtype.kind == "S" for k in a if isinstance(a[k], bytes))
+        assert not any(isinstance(a[k], str) for k in a) and b"GCOL" not in open(path, "rb").read()
+        assert json.loads(a["generation"]) is None  # finished without statistics: the reserved "null"
         assert (a["num_images"], a["num_views"], a["topk"], a["num_classes"]) == (N, K, TOPK, C)
         assert Policy.from_json(a["policy"]) == h.policy
         assert json.loads(a["teachers"])[0]["name"] == "t"
@@ -112,7 +121,7 @@ def test_write_read_roundtrip_and_attributes(tmp_path):
         for i, (params, idx, val, pi, pv) in rows.items():
             img = r.read_image(i)
             assert (img.params == params).all() and (img.indices == idx).all()
-            assert np.allclose(img.probs, val, rtol=0.035, atol=np.exp(-S.LOG_RANGE))
+            assert np.allclose(img.probs, val, rtol=0.035, atol=np.exp(-store_format.LOG_RANGE))
             for j in (0, 4, K - 1):
                 rec = r.read(i, j)
                 assert rec.params == params[j] and (rec.indices == idx[j]).all()
@@ -310,7 +319,7 @@ def test_a_writer_killed_after_resuming_loses_nothing(tmp_path):
 def test_output_made_while_waiting_for_the_lock_is_not_replaced(tmp_path, monkeypatch):
     path = str(tmp_path / "r.h5")
     h = make_header()
-    real_lock = S._Lock
+    real_lock = store_writer._Lock
     raced = []
 
     def lock_after_another_writer_finished(p):
@@ -332,7 +341,7 @@ def test_lock_on_a_lock_file_unlinked_meanwhile_is_not_a_lock(tmp_path, monkeypa
     import fcntl
 
     path = str(tmp_path / "r.h5")
-    a = S._Lock(path)
+    a = store_writer._Lock(path)
     real_flock = fcntl.flock
     held = []
 
@@ -341,14 +350,14 @@ def test_lock_on_a_lock_file_unlinked_meanwhile_is_not_a_lock(tmp_path, monkeypa
             held.append("racing")
             a.release()
             monkeypatch.setattr(fcntl, "flock", real_flock)
-            held.append(S._Lock(path))  # C
+            held.append(store_writer._Lock(path))  # C
             monkeypatch.setattr(fcntl, "flock", flock_after_a_released_and_c_locked)
         return real_flock(fd, op)
 
     monkeypatch.setattr(fcntl, "flock", flock_after_a_released_and_c_locked)
     try:
         with pytest.raises(S.ReinforcementFileError, match="being written by another process"):
-            S._Lock(path)  # B
+            store_writer._Lock(path)  # B
     finally:
         monkeypatch.setattr(fcntl, "flock", real_flock)
         for lock in held[1:]:
@@ -426,14 +435,19 @@ def test_truncated_file(tmp_path):
             r.read_image(i)
 
 
-@pytest.mark.parametrize("offset", [512, 1536])
-def test_damaged_metadata_is_a_clear_error(tmp_path, offset):
-    """64 zeroed bytes inside the file's object headers: a CorruptFileError, for reading and for resuming."""
+@pytest.mark.parametrize("where", [(b"OHDR", 0), (b"FRHP", 0), (b"BTLF", 0), (b"BTHD", 1), (b"FHIB", 0)])
+def test_damaged_metadata_is_a_clear_error(tmp_path, where):
+    """64 zeroed bytes inside the file's metadata (the root group's object header, the heap of its
+    attributes, their name index, their creation-order index, the heap's indirect block): a
+    CorruptFileError, for reading and for resuming, never 'not a reinforcement file' or a traceback."""
     p = str(tmp_path / "r.h5")
     h = make_header()
     write_file(p, h, indices=range(6), finish=False)
+    data = open(p, "rb").read()
+    signature, nth = where
+    starts = [m.start() for m in re.finditer(re.escape(signature), data)]
     with open(p, "r+b") as f:
-        f.seek(offset)
+        f.seek(starts[nth] + 6)  # past the signature and version: inside the checked structure
         f.write(bytes(64))
     with pytest.raises(S.CorruptFileError, match="is damaged"):
         S.ReinforcementFile(p, accept_incomplete=True)
@@ -507,20 +521,20 @@ def test_check_dataset(tmp_path):
     ds = SyntheticImages(N, 4, 16, 20, seed=0)
     labels = np.asarray(ds.targets)
     p = str(tmp_path / "r.h5")
-    h = S.Header(N, K, 3, 4, Policy.preset("rrc", output_size=(16, 16)), [], S.Fingerprint.of_dataset(ds))
+    h = S.Header(N, K, 3, 4, Policy.preset("rrc", output_size=(16, 16)), [], dataset_fingerprint(ds))
     w = S.ReinforcementWriter.open(p, h, labels)
     for i in range(N):
         params, _, _, _, _ = make_rows(make_header("rrc", c=4, topk=3), [i])
         w.write([i], params, np.tile([0, 1, 2], (1, K, 1)), np.tile([0.5, 0.3, 0.2], (1, K, 1)))
     w.finish()
     with S.ReinforcementFile(p) as r:
-        r.check_dataset(ds)
+        r.check_dataset(dataset_fingerprint(ds))
         with pytest.raises(S.DatasetMismatchError, match="another dataset: the file holds 12 images, the dataset 11"):
-            r.check_dataset(SyntheticImages(N - 1, 4, 16, 20, seed=0))
+            r.check_dataset(dataset_fingerprint(SyntheticImages(N - 1, 4, 16, 20, seed=0)))
         with pytest.raises(S.DatasetMismatchError, match="the labels differ"):
-            r.check_dataset(SyntheticImages(N, 4, 16, 20, seed=1))
+            r.check_dataset(dataset_fingerprint(SyntheticImages(N, 4, 16, 20, seed=1)))
         with pytest.raises(S.DatasetMismatchError, match="4 classes, this one 6"):
-            r.check_dataset(SyntheticImages(N, 6, 16, 20, seed=0))
+            r.check_dataset(dataset_fingerprint(SyntheticImages(N, 6, 16, 20, seed=0)))
 
 
 # ---------------------------------------------------------------------- shards and merge
@@ -594,16 +608,16 @@ def test_open_errors_say_what_is_wrong_without_calling_the_file_damaged(code, ne
     msg = f"Unable to synchronously open file (unable to lock file, errno = {code}, error message = 'x')"
     e = OSError(code, msg) if errno_attribute else OSError(msg)
     with pytest.raises(S.FileAccessError, match=needle) as info:
-        S._raise_open_error("r.h5", e, writing=True)
+        store_reader._raise_open_error("r.h5", e, writing=True)
     text = str(info.value)
     assert "overwrite" not in text and "damaged" not in text and "regenerate" not in text
 
 
 def test_open_errors_of_the_file_itself_are_damage():
     with pytest.raises(S.CorruptFileError, match=r"is truncated .*--overwrite"):
-        S._raise_open_error("r.h5", OSError("Unable to open file (truncated file: eof = 5, stored_eof = 9)"))
+        store_reader._raise_open_error("r.h5", OSError("Unable to open file (truncated file: eof = 5, stored_eof = 9)"))
     with pytest.raises(S.CorruptFileError, match="it is damaged, regenerate it"):
-        S._raise_open_error("r.h5", OSError("Unable to open file (bad object header version number)"))
+        store_reader._raise_open_error("r.h5", OSError("Unable to open file (bad object header version number)"))
 
 
 _HOLD_OPEN = """

@@ -4,7 +4,6 @@ docs/format.md describes every attribute, dataset and byte of a reinforcement fi
 module holds the part of it that needs no HDF5 (and imports no h5py, so it is testable
 and usable on its own):
 
-* :class:`Fingerprint`: what identifies the dataset a file was made for;
 * :class:`Header`: everything a file says about itself (its HDF5 attributes), and the
   settings that must agree between a file and a resumed run, or between shards;
 * :class:`RecordCodec`: records of one image ↔ the bytes of its HDF5 chunks. A chunk holds
@@ -17,9 +16,7 @@ and usable on its own):
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import zlib
@@ -29,21 +26,25 @@ from typing import Any
 
 import numpy as np
 
+from .._version import __version__
 from ..errors import ConfigError, CorruptFileError
-from ..policy import V2_DEFAULTS, Policy
+from ..fingerprint import Fingerprint, sha256_hex as _sha256
+from ..policy import V2_DEFAULTS, V3_DEFAULTS, Policy
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "V1_POLICY_FIELDS", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
     "WRITTEN_CHUNK", "DIGEST_ATTR", "DIGEST_EXCLUDES", "header_digest", "Fingerprint", "Header", "RecordCodec",
-    "Record", "ImageRecords", "smallest_uint",
+    "Record", "ImageRecords", "smallest_uint", "IDENTITIES", "IDENTITIES_CHUNK", "encode_identities",
+    "decode_identities",
 ]
 
 FORMAT_NAME = "reinforced_data.reinforcement"
 #: The newest version this reader knows. A file is written with the oldest version that can
 #: hold it: 1 when its policy uses only the fields version 1 knew (so older readers still read
-#: it), 2 when it uses only those version 2 knew, 3 when it uses a later one (colour jitter); older
-#: readers then refuse it as newer, not as a bad policy.
-FORMAT_VERSION = 3
+#: it), 2 when it uses only those version 2 knew, 3 when it uses only those version 3 knew (colour
+#: jitter), 4 when it uses a later one (grayscale, blur, solarize; or timm's 3-Augment ops in its
+#: ra_config); older readers then refuse it as newer, not as a bad policy.
+FORMAT_VERSION = 4
 #: The policy fields a version-1 reader knows.
 V1_POLICY_FIELDS = frozenset((
     "output_size", "crop_scale", "crop_ratio", "flip_prob", "ra_num_ops", "ra_magnitude", "ra_num_magnitude_bins",
@@ -51,6 +52,8 @@ V1_POLICY_FIELDS = frozenset((
     "cutmix_alpha", "mix_prob", "switch_prob"))
 #: The policy fields a version-2 reader knows.
 V2_POLICY_FIELDS = V1_POLICY_FIELDS | frozenset(V2_DEFAULTS)
+#: The policy fields a version-3 reader knows.
+V3_POLICY_FIELDS = V2_POLICY_FIELDS | frozenset(V3_DEFAULTS)
 #: ``log_uint8``: 8-bit codes of -ln(p) (delta-coded, see docs/format.md); ``float16``: raw halves.
 PROB_ENCODINGS = ("log_uint8", "float16")
 LOG_RANGE = 16.0  # log_uint8 code c means p = exp(-c * LOG_RANGE / 255); c = 255 means p <= e^-16
@@ -71,10 +74,6 @@ def smallest_uint(max_value: int) -> np.dtype:
         if max_value <= np.iinfo(dt).max:
             return np.dtype(dt)
     raise ConfigError(f"{max_value} does not fit in 64 bits")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _dtype_to_json(dt: np.dtype) -> list:
@@ -130,60 +129,39 @@ def header_digest(attrs: Any, labels: np.ndarray) -> str:
     return _sha256(payload.encode())
 
 
-# ---------------------------------------------------------------------- fingerprint
-@dataclass(frozen=True)
-class Fingerprint:
-    """What identifies a dataset: its length, a hash of its labels and of its file list, and
-    a hash of a fixed sample of its decoded images (files written before it have none)."""
+# ---------------------------------------------------------------------- identities
+#: the optional dataset holding each row's identity (docs/format.md, "Dataset identity")
+IDENTITIES = "identities"
+#: bytes per HDF5 chunk of the identities (deflated as the records are, at DEFLATE_LEVEL)
+IDENTITIES_CHUNK = 1 << 20
 
-    num_images: int
-    labels_sha256: str
-    files_sha256: str | None = None
-    num_classes: int | None = None  # len(dataset.classes) when the dataset says
-    images_sha256: str | None = None  # reinforced_data._datasets.image_sample_sha256
-    images_decoder: str | None = None  # what decoded image files: "torchvision.io" or "PIL" (None: not files)
 
-    @classmethod
-    def of(cls, labels: np.ndarray, files: Sequence[str] | None = None,
-           num_classes: int | None = None) -> "Fingerprint":
-        labels = np.asarray(labels, dtype="<i8").reshape(-1)
-        files_hash = None if files is None else _sha256("\n".join(files).encode())
-        return cls(int(labels.shape[0]), _sha256(labels.tobytes()), files_hash, num_classes)
+def encode_identities(files: Sequence[str] | None) -> np.ndarray | None:
+    """The bytes of the ``identities`` dataset: the file list (one identity a row) UTF-8 encoded and
+    joined by ``\n``, exactly what the fingerprint's ``files_sha256`` hashes, as uint8; None when
+    the list cannot identify rows (no list, a name listed twice, or one holding ``\n``)."""
+    if not files or len(set(files)) != len(files) or any("\n" in name for name in files):
+        return None
+    return np.frombuffer("\n".join(files).encode(), dtype=np.uint8)
 
-    @classmethod
-    def of_dataset(cls, dataset: Any, labels: np.ndarray | None = None) -> "Fingerprint":
-        """The fingerprint of a dataset (see :func:`reinforced_data._datasets.dataset_fingerprint`)."""
-        from .._datasets import dataset_fingerprint
 
-        return dataset_fingerprint(dataset, labels)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Fingerprint":
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
-
-    def differences(self, other: "Fingerprint", images: bool = True) -> list[str]:
-        """What differs between the file's fingerprint (self) and a dataset's (other);
-        ``images=False`` leaves the image sample hash out."""
-        out = []
-        if self.num_images != other.num_images:
-            out.append(f"the file holds {self.num_images} images, the dataset {other.num_images}")
-        elif self.labels_sha256 != other.labels_sha256:
-            out.append("the labels differ")
-        if self.files_sha256 and other.files_sha256 and self.files_sha256 != other.files_sha256:
-            out.append("the file lists differ")
-        if self.num_classes and other.num_classes and self.num_classes != other.num_classes:
-            out.append(f"the file's dataset has {self.num_classes} classes, this one {other.num_classes}")
-        if (images and not out and self.images_sha256 and other.images_sha256
-                and self.images_sha256 != other.images_sha256):
-            out.append("the images differ (a fixed sample of 8 decoded images hashes differently)")
-        return out
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for key in ("images_sha256", "images_decoder"):
-            if d[key] is None:  # as files written before the field say it
-                del d[key]
-        return d
+def decode_identities(blob: np.ndarray, fingerprint: "Fingerprint", path: str = "") -> list[str]:
+    """The identities stored as :func:`encode_identities` wrote them, checked against the
+    fingerprint they must hash to (which the header digest seals): a
+    :class:`CorruptFileError` when they do not."""
+    data = np.ascontiguousarray(blob, dtype=np.uint8).tobytes()
+    if fingerprint.files_sha256 is None or _sha256(data) != fingerprint.files_sha256:
+        raise CorruptFileError(f"{path}: its '{IDENTITIES}' dataset does not hash to its fingerprint's files_sha256: "
+                               "the file is damaged or was edited; regenerate it")
+    try:
+        names = data.decode()
+    except UnicodeDecodeError as e:  # pragma: no cover - the hash matched what the writer encoded
+        raise CorruptFileError(f"{path}: its '{IDENTITIES}' dataset is not UTF-8 ({e})") from None
+    out = names.split("\n")
+    if len(out) != fingerprint.num_images or len(set(out)) != len(out):
+        raise CorruptFileError(f"{path}: its '{IDENTITIES}' dataset holds {len(out)} names for "
+                               f"{fingerprint.num_images} images, or a name twice; regenerate it")
+    return out
 
 
 # ---------------------------------------------------------------------- header
@@ -222,8 +200,6 @@ class Header:
             groups = math.ceil(self.num_views / TARGET_RECORDS_PER_CHUNK)
             self.records_per_chunk = math.ceil(self.num_views / groups)
         if not self.library_version:
-            from .. import __version__
-
             self.library_version = __version__
         if not self.created:
             self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -250,13 +226,19 @@ class Header:
             # a file written before the image hash matches on the rest of its fingerprint
             a["fingerprint"].pop("images_sha256", None)
             b["fingerprint"].pop("images_sha256", None)
+        if a["fingerprint"].get("files_sha256") is None or b["fingerprint"].get("files_sha256") is None:
+            # a Subset had no file list before identities (its fingerprint's files_sha256 is null)
+            a["fingerprint"].pop("files_sha256", None)
+            b["fingerprint"].pop("files_sha256", None)
         return [k for k in a if a[k] != b[k]]
 
     @property
     def format_version(self) -> int:
         """The version this header is written with (see :data:`FORMAT_VERSION`)."""
         fields = set(json.loads(self.policy.to_json()))
-        return 1 if fields <= V1_POLICY_FIELDS else (2 if fields <= V2_POLICY_FIELDS else FORMAT_VERSION)
+        if not fields <= V3_POLICY_FIELDS or self.policy.uses_v4_ops:  # 3-Augment: version 4
+            return 4
+        return 1 if fields <= V1_POLICY_FIELDS else (2 if fields <= V2_POLICY_FIELDS else 3)
 
     def to_attrs(self) -> dict[str, Any]:
         codec = self.codec()

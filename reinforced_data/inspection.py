@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, CorruptFileError, DatasetMismatchError, ReinforcementFileError
-from .format import Fingerprint, _sha256
-from .reader import ReinforcementFile
+from .errors import ConfigError, CorruptFileError, DatasetMismatchError, ReinforcementFileError
+from .store.format import Fingerprint, _sha256
+from .store.reader import ReinforcementFile
 
 __all__ = ["inspect_file", "verify_file", "format_inspect", "verdict"]
 
@@ -33,7 +33,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
     each), "problem_count", "images_checked", "records_checked", "seconds",
     "us_per_record"}``.
     """
-    from .._args import encode, encode_mix
+    from ._args import encode, encode_mix
 
     t0 = time.perf_counter()
     problems: list[str] = []
@@ -75,16 +75,17 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         if f.complete and missing.size and h.shard_world_size == 1:  # a shard holds only its own images
             problem(f"its complete flag is set but {missing.size} of {h.num_images} images are not written "
                     f"(first: image {int(missing[0])})")
-        raw = None
+        raw = mapped = None
         if data is not None and not isinstance(data, Fingerprint):
-            from .._datasets import RawImages
+            from ._datasets import RawImages, match_rows, matched_fingerprint
 
             try:
-                f.check_dataset(data, images=True)
+                mapped = match_rows(data, f.identities(), f.labels, f.path)  # None: by position
+                f.check_dataset(matched_fingerprint(data, mapped), images=True)
             except DatasetMismatchError as e:
                 problem(str(e))
             else:
-                raw = RawImages(data, strip=True)  # the pixels training replays on
+                raw = RawImages(data if mapped is None else mapped.base, strip=True)  # the pixels training replays on
         rows = np.flatnonzero(f.written)
         it = rows
         if progress:
@@ -116,7 +117,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
             try:
                 sizes = None
                 if raw is not None:
-                    sizes = [tuple(raw[i][0].shape[-2:])] * K
+                    sizes = [tuple(raw[i if mapped is None else mapped.base_item(i)][0].shape[-2:])] * K
                 encode(out.params, h.policy, sizes)
                 if h.policy.mixing:
                     encode_mix(out.params, h.policy)
@@ -180,9 +181,12 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             "images_decoder": h.fingerprint.images_decoder,
         }
         if data is not None:
+            from ._datasets import match_rows, matched_fingerprint
+
             try:
-                f.check_dataset(fingerprint=data if isinstance(data, Fingerprint) else None,
-                                dataset=None if isinstance(data, Fingerprint) else data, images=True)
+                f.check_dataset(data if isinstance(data, Fingerprint) else
+                                matched_fingerprint(data, match_rows(data, f.identities(), f.labels, f.path)),
+                                images=True)
                 out["dataset_matches"], out["dataset_mismatch"] = True, None
             except DatasetMismatchError as e:
                 out["dataset_matches"], out["dataset_mismatch"] = False, str(e)
@@ -194,7 +198,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
 def _check_params(policy: Any, params: list[np.ndarray], images: list[int]) -> tuple[int, str | None]:
     """(how many of ``images`` hold parameters replay would refuse, the first one's problem), checking
     the records of a few hundred images at a time and, where a group fails, each of its images."""
-    from .._args import encode, encode_mix
+    from ._args import encode, encode_mix
 
     def check(p: np.ndarray) -> None:
         encode(p, policy)
