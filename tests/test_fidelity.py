@@ -9,9 +9,10 @@ torchvision's RandAugment and a sweep of timm's levels, the interpolations each 
 the resized crop and whole sampled views. The harness is benchmarks/_fidelity.py (whose report,
 benchmarks/fidelity.py, measures the same tables on many more photos for docs/replay.md).
 
-Every bound below is what this file's crops of both sets measured (torch 2.14, torchvision 0.29, timm
-1.0.31, Pillow 13; bounds tuned on the tuning photos alone failed 25 of these tests on both sets) plus a
-stated margin: shares of differing values x 1.25 (rounded up), largest
+Every bound below is the larger of what this file's crops of both sets measured and the worst case of
+the same figure (over all photo sets, or the worst set) in benchmarks/results/fidelity.md and
+fidelity_jitter.md (torch 2.14, torchvision 0.29, timm 1.0.31, Pillow 13; bounds tuned on the tuning
+photos alone failed 25 of these tests on both sets), plus a stated margin: shares of differing values x 1.25 (rounded up), largest
 differences exact where they are 0 or 1 (a change there is a change of semantics), +25 % for
 the larger ones. Where we differ because the library is the inexact one, that is asserted
 directly (AutoContrast's maximum, torchvision's bilinear border), and so is the cause where the
@@ -94,10 +95,10 @@ TV_NEAREST = {
     # (bins +-4, 12, 20, 28): torchvision's float32 grid breaks the tie the other way
     "ShearX": (255, 0.0678 * MARGIN, 53), "ShearY": (255, 0.0684 * MARGIN, 53),
     # nearest-neighbour ties decided by float32 rounding: few values, but a neighbour's (or the fill's)
-    "Rotate": (255, 0.00079 * MARGIN, 15),
-    "Brightness": (1, 0.0111 * MARGIN, 58),
-    "Color": (1, 0.0588 * MARGIN, 1),
-    "Contrast": (1, 0.00147 * MARGIN, 25),
+    "Rotate": (255, 0.00079 * MARGIN, 5),
+    "Brightness": (1, 0.0170 * MARGIN, 58),
+    "Color": (1, 0.0994 * MARGIN, 1),
+    "Contrast": (1, 0.00147 * MARGIN, 15),
     "Sharpness": (1, 0.0228 * MARGIN, 27),
     "AutoContrast": (1, 0.0170 * MARGIN, 0),
 }
@@ -112,7 +113,7 @@ TV_BILINEAR = {
 # mixed in) against ours with fill 0: (max |diff|, max share in any bin). The 64s above need an explicit fill.
 TV_BILINEAR_NO_FILL = {
     "TranslateX": (0, 0.0), "TranslateY": (0, 0.0),
-    "ShearX": (1, 0.0592 * MARGIN), "ShearY": (1, 0.0581 * MARGIN), "Rotate": (1, 0.00353 * MARGIN),
+    "ShearX": (1, 0.0592 * MARGIN), "ShearY": (1, 0.0581 * MARGIN), "Rotate": (1, 0.00488 * MARGIN),
 }
 
 
@@ -243,7 +244,7 @@ TIMM = {
     # rounded integer mean; ours follow torchvision (floored grey, fractional mean). On flat, low-contrast
     # photos (moon, low light) the mean's rounding and the blend's add up to 2.
     ("Color", "-"): (1, 0.666 * MARGIN), ("Contrast", "-"): (2, 0.628 * MARGIN),
-    ("Sharpness", "-"): (1, 0.00498 * MARGIN),
+    ("Sharpness", "-"): (1, 0.00677 * MARGIN),
     ("AutoContrast", "-"): (1, 0.00423 * MARGIN),
 }
 TIMM_NEW = {("Invert", "-"): (0, 0.0), ("SolarizeAdd", "-"): (0, 0.0)}
@@ -254,9 +255,9 @@ TIMM_NEW = {("Invert", "-"): (0, 0.0), ("SolarizeAdd", "-"): (0, 0.0)}
 _TG = {
     ("ShearX", "bilinear"): (75, 0.3694, 0.0055), ("ShearX", "bicubic"): (75, 0.5056, 0.1005),
     ("ShearY", "bilinear"): (75, 0.3715, 0.0055), ("ShearY", "bicubic"): (75, 0.5062, 0.0995),
-    ("TranslateX", "bilinear"): (30, 0.3512, 0.0058), ("TranslateX", "bicubic"): (26, 0.4978, 0.1057),
-    ("TranslateY", "bilinear"): (30, 0.3537, 0.0058), ("TranslateY", "bicubic"): (26, 0.4989, 0.1078),
-    ("Rotate", "bilinear"): (75, 0.4301, 0.0105), ("Rotate", "bicubic"): (74, 0.5621, 0.1648),
+    ("TranslateX", "bilinear"): (73, 0.3512, 0.0058), ("TranslateX", "bicubic"): (74, 0.4978, 0.1057),
+    ("TranslateY", "bilinear"): (73, 0.3537, 0.0058), ("TranslateY", "bicubic"): (72, 0.4989, 0.1078),
+    ("Rotate", "bilinear"): (75, 0.4301, 0.0105), ("Rotate", "bicubic"): (83, 0.5621, 0.1648),
 }
 TIMM_GEOMETRIC = {k: (int(a * MARGIN), f * MARGIN, f2 * MARGIN) for k, (a, f, f2) in _TG.items()}
 
@@ -310,20 +311,20 @@ def test_pil_geometric_sampling_model(crops, op, arg, interp):
 # (library, filter, scaling) -> (max |diff|, share of all values, worst single crop)
 RESIZE = {
     ("torchvision", "bilinear", "up"): (0, 0.0, 0.0),
-    ("torchvision", "bilinear", "down"): (1, 0.00410 * MARGIN, 0.0237 * MARGIN),
-    ("torchvision", "bilinear", "mixed"): (1, 0.00250 * MARGIN, 0.0161 * MARGIN),
-    ("timm", "bilinear", "up"): (0, 0.0, 0.0),
-    ("timm", "bilinear", "down"): (1, 0.0111 * MARGIN, 0.210 * MARGIN),
-    ("timm", "bilinear", "mixed"): (1, 0.0226 * MARGIN, 0.144 * MARGIN),
+    ("torchvision", "bilinear", "down"): (1, 0.00454 * MARGIN, 0.0341 * MARGIN),
+    ("torchvision", "bilinear", "mixed"): (1, 0.00395 * MARGIN, 0.0161 * MARGIN),
+    ("timm", "bilinear", "up"): (1, 0.00341 * MARGIN, 0.0253 * MARGIN),  # identical on these crops' boxes
+    ("timm", "bilinear", "down"): (1, 0.0191 * MARGIN, 0.213 * MARGIN),
+    ("timm", "bilinear", "mixed"): (1, 0.0290 * MARGIN, 0.167 * MARGIN),
 }
 # bicubic (Keys a = -0.5, antialiased): torchvision's antialias=True and PIL's resize use the same kernel
 RESIZE_BICUBIC = {
-    ("torchvision", "bicubic", "up"): (1, 0.00071 * MARGIN, 0.00188 * MARGIN),
-    ("torchvision", "bicubic", "down"): (2, 0.00882 * MARGIN, 0.0260 * MARGIN),
-    ("torchvision", "bicubic", "mixed"): (2, 0.00341 * MARGIN, 0.00719 * MARGIN),
-    ("timm", "bicubic", "up"): (2, 0.00253 * MARGIN, 0.00672 * MARGIN),
-    ("timm", "bicubic", "down"): (6, 0.0168 * MARGIN, 0.215 * MARGIN),
-    ("timm", "bicubic", "mixed"): (2, 0.0279 * MARGIN, 0.172 * MARGIN),
+    ("torchvision", "bicubic", "up"): (2, 0.00116 * MARGIN, 0.00268 * MARGIN),
+    ("torchvision", "bicubic", "down"): (2, 0.00915 * MARGIN, 0.0260 * MARGIN),
+    ("torchvision", "bicubic", "mixed"): (2, 0.00371 * MARGIN, 0.0108 * MARGIN),
+    ("timm", "bicubic", "up"): (2, 0.00369 * MARGIN, 0.00706 * MARGIN),
+    ("timm", "bicubic", "down"): (7, 0.0251 * MARGIN, 0.239 * MARGIN),
+    ("timm", "bicubic", "mixed"): (5, 0.0367 * MARGIN, 0.188 * MARGIN),
 }
 
 
@@ -370,7 +371,7 @@ def test_rrc_ra_re_views_close_to_torchvision(sources):
     st = F.chain_policy_rrc_ra_re(sources, 6, seed=0, output_size=(112, 112))
     assert len(st.max_abs) == 6 * len(sources)
     assert st.share(2) <= 0.530 * MARGIN
-    assert st.share(32) <= 0.0589 * MARGIN
+    assert st.share(32) <= 0.125 * MARGIN
     median, p90 = median_p90(st)
     assert median <= 0.00339 * MARGIN and p90 <= 0.0146 * MARGIN, (median, p90)
 
@@ -383,12 +384,12 @@ def test_timm_recipe_views_close_to_pil(sources):
     st = F.chain_policy_pil(F.timm_policy((112, 112)), sources, 6, seed=0)
     assert len(st.max_abs) == 6 * len(sources)
     assert st.share(2) <= 0.589 * MARGIN
-    assert st.share(32) <= 0.255 * MARGIN
+    assert st.share(32) <= 0.344 * MARGIN
     median, p90 = median_p90(st)
     assert median <= 0.0114 * MARGIN and p90 <= 0.486 * MARGIN, (median, p90)
 
 
-@pytest.mark.parametrize("preset,share2,share32,median,p90", [("trivialaugment", 0.304, 0.0295, 0.00307, 0.00898),
+@pytest.mark.parametrize("preset,share2,share32,median,p90", [("trivialaugment", 0.346, 0.0938, 0.00307, 0.00898),
                                                               ("autoaugment", 0.648, 0.118, 0.00403, 0.0370)])
 def test_torchvision_family_views_close_to_torchvision(sources, preset, share2, share32, median, p90):
     """Whole views of TrivialAugmentWide and AutoAugment(IMAGENET) against torchvision's own op
