@@ -399,7 +399,10 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         todo = [(params, images, views, mixing)]
         if pparams is not None:  # a partner contributes its own stored view, unmixed
             m = np.flatnonzero(params["mix_mode"] != 0)
-            todo.append((pparams[m], recs.partner_index[m], recs.partner_view[m], False))
+            if self.policy.mix_partner == "inline":  # its parameters are in the mixed view's own record
+                todo.append((pparams[m], images[m], views[m], False))
+            else:
+                todo.append((pparams[m], recs.partner_index[m], recs.partner_view[m], False))
         for rows, imgs, vws, mix in todo:
             try:
                 check(rows, mix)
@@ -441,7 +444,10 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             # the partner's own stored view is replayed and mixed in
             m = np.flatnonzero(params["mix_mode"] != 0)
             pparams = params.copy()  # an unmixed view's partner is itself (mix_mode 0 leaves it as it is)
-            pparams[m] = f.read_many(recs.partner_index[m], recs.partner_view[m]).params
+            if self.policy.mix_partner == "inline":  # the partner's parameters are in the record (ml-dr's)
+                pparams[m] = self.policy.partner_params(params[m])
+            else:
+                pparams[m] = f.read_many(recs.partner_index[m], recs.partner_view[m]).params
             mixed[m] = True
         targets = self._soft_targets(recs.indices, recs.probs)
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, CorruptFileError
-from ..policy import V2_DEFAULTS, Policy
+from ..policy import V2_DEFAULTS, V3_DEFAULTS, Policy
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "V1_POLICY_FIELDS", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
@@ -41,9 +41,10 @@ __all__ = [
 FORMAT_NAME = "reinforced_data.reinforcement"
 #: The newest version this reader knows. A file is written with the oldest version that can
 #: hold it: 1 when its policy uses only the fields version 1 knew (so older readers still read
-#: it), 2 when it uses only those version 2 knew, 3 when it uses a later one (colour jitter); older
-#: readers then refuse it as newer, not as a bad policy.
-FORMAT_VERSION = 3
+#: it), 2 when it uses only those version 2 knew, 3 when it uses only those version 3 knew (colour jitter),
+#: 4 when it uses a later one (inline mixing partners of imported apple/ml-dr files); older readers then
+#: refuse it as newer, not as a bad policy.
+FORMAT_VERSION = 4
 #: The policy fields a version-1 reader knows.
 V1_POLICY_FIELDS = frozenset((
     "output_size", "crop_scale", "crop_ratio", "flip_prob", "ra_num_ops", "ra_magnitude", "ra_num_magnitude_bins",
@@ -51,6 +52,8 @@ V1_POLICY_FIELDS = frozenset((
     "cutmix_alpha", "mix_prob", "switch_prob"))
 #: The policy fields a version-2 reader knows.
 V2_POLICY_FIELDS = V1_POLICY_FIELDS | frozenset(V2_DEFAULTS)
+#: The policy fields a version-3 reader knows.
+V3_POLICY_FIELDS = V2_POLICY_FIELDS | frozenset(V3_DEFAULTS)
 #: ``log_uint8``: 8-bit codes of -ln(p) (delta-coded, see docs/format.md); ``float16``: raw halves.
 PROB_ENCODINGS = ("log_uint8", "float16")
 LOG_RANGE = 16.0  # log_uint8 code c means p = exp(-c * LOG_RANGE / 255); c = 255 means p <= e^-16
@@ -207,6 +210,8 @@ class Header:
     library_version: str = ""
     created: str = ""
     extra: dict = field(default_factory=dict)  # e.g. merged_from
+    #: where an imported file came from (attribute ``source``, format version 4; None for generated files)
+    source: dict | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_images", "num_views", "topk", "num_classes"):
@@ -242,10 +247,13 @@ class Header:
             "fingerprint": self.fingerprint.to_dict(), "seed": self.seed,
             "mix_block_size": self.mix_block_size, "prob_encoding": self.prob_encoding,
             "records_per_chunk": self.records_per_chunk,
+            **({"source": self.source} if self.source else {}),
         }
 
     def mismatches(self, other: "Header") -> list[str]:
         a, b = self.settings(), other.settings()
+        a.setdefault("source", None)
+        b.setdefault("source", None)
         if "images_sha256" not in a["fingerprint"] or "images_sha256" not in b["fingerprint"]:
             # a file written before the image hash matches on the rest of its fingerprint
             a["fingerprint"].pop("images_sha256", None)
@@ -256,7 +264,11 @@ class Header:
     def format_version(self) -> int:
         """The version this header is written with (see :data:`FORMAT_VERSION`)."""
         fields = set(json.loads(self.policy.to_json()))
-        return 1 if fields <= V1_POLICY_FIELDS else (2 if fields <= V2_POLICY_FIELDS else FORMAT_VERSION)
+        if fields <= V1_POLICY_FIELDS:
+            return 1
+        if fields <= V2_POLICY_FIELDS:
+            return 2
+        return 3 if fields <= V3_POLICY_FIELDS else FORMAT_VERSION
 
     def to_attrs(self) -> dict[str, Any]:
         codec = self.codec()
@@ -280,6 +292,7 @@ class Header:
                                 sort_keys=True),
             "library_version": self.library_version,
             "created": self.created,
+            **({"source": json.dumps(self.source, sort_keys=True)} if self.source else {}),
         }
 
     @classmethod
@@ -295,6 +308,7 @@ class Header:
                 prob_encoding=_attr_str(attrs["prob_encoding"]), records_per_chunk=int(attrs["records_per_chunk"]),
                 shard_rank=int(shard.pop("rank")), shard_world_size=int(shard.pop("world_size")),
                 library_version=_attr_str(attrs["library_version"]), created=_attr_str(attrs["created"]), extra=shard,
+                source=json.loads(_attr_str(attrs["source"])) if "source" in attrs else None,
             )
             stored = _dtype_from_json(json.loads(_attr_str(attrs["record_dtype"])))
             lr = float(attrs["prob_log_range"])
