@@ -17,7 +17,7 @@ from reinforced_data.policy import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = 32
 NUM_CLASSES = 3
-TOPK = 3
+TOPK = 2
 RA_NAMES = list(T.RandAugment()._augmentation_space(31, (SIZE, SIZE)).keys())
 
 CONFIGS = {  # the four published ImageNet+ configurations, at a 32 px view
@@ -123,9 +123,9 @@ def make_source(root: str, kind: str, images: list[tuple[str, int]], num_samples
                 params = [own[t] for t in per]
             if not compress:
                 params = _uncompressed(params, per, names)
-            p = np.random.default_rng(seed * 7919 + index * 31 + len(samples)).dirichlet(np.ones(NUM_CLASSES))
-            p[label] += 2.0
-            p /= p.sum()
+            p = np.random.default_rng(seed * 7919 + index * 31 + len(samples)).dirichlet(np.ones(NUM_CLASSES)) * 0.1
+            p[label] += 0.6  # the teacher's top 2: the label, then the next class
+            p[(label + 1) % NUM_CLASSES] += 0.3
             ids = np.argpartition(p, -TOPK)[-TOPK:]
             samples.append({"params": params, "prob": (p[ids].tolist(), ids.tolist())})
         torch.save((index, samples), os.path.join(root, f"{index}.pth.tar"), pickle_protocol=4)

@@ -1,0 +1,266 @@
+"""reinforced-data import-mldr: apple/ml-dr sources (built here in ml-dr's structure) into one reinforcement file."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+import _mldr_util as U
+from reinforced_data import KDLoss, ReinforcedDataset
+from reinforced_data.cli import main
+from reinforced_data.errors import ConfigError, DatasetMismatchError
+from reinforced_data.mldr import RA_OP_NAMES, MldrSourceError, import_mldr, load_pickle
+from reinforced_data.policy import Policy
+from reinforced_data.replay import replay
+from reinforced_data.store import ReinforcementFile
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mldr")
+    U.make_images(str(root / "data"))
+    ds = ImageFolder(str(root / "data"))
+    images = list(ds.samples)
+    srcs = {kind: U.make_source(str(root / kind), kind, images, num_samples=6) for kind in U.CONFIGS}
+    outs = {kind: str(root / f"{kind}.h5") for kind in U.CONFIGS}
+    for kind in U.CONFIGS:
+        import_mldr(srcs[kind], outs[kind], str(root / "data"), progress=False)
+    pils = [Image.open(p).convert("RGB") for p, _ in images]
+    return {"root": root, "data": str(root / "data"), "images": images, "srcs": srcs, "outs": outs, "pils": pils}
+
+
+def _tensor(pil):
+    return torch.from_numpy(np.array(pil)).permute(2, 0, 1)
+
+
+def _replayed(f, pils, i, j, backend="auto"):
+    r = f.read(i, j)
+    kw = {}
+    if f.policy.mixing:
+        p = np.atleast_1d(r.params)
+        kw = {"partners": [_tensor(pils[r.partner[0]])],
+              "partner_params": f.policy.partner_params(p) if p["mix_mode"][0] else p}
+    return replay([_tensor(pils[i])], np.atleast_1d(r.params), f.policy, out_dtype=torch.float32, backend=backend,
+                  **kw)[0], r
+
+
+def test_ml_drs_randaugment_ops_are_torchvisions_in_order():
+    assert list(RA_OP_NAMES) == U.RA_NAMES
+
+
+@pytest.mark.parametrize("kind", list(U.CONFIGS))
+def test_imported_views_match_ml_drs_and_targets_its_topk(world, kind):
+    """Each record replays to the view ml-dr's generation labelled (PIL crop vs this package's tensor crop aside)
+    and holds the source's top-k (classes exactly, probabilities within the log_uint8 code's 3.2 %)."""
+    f = ReinforcementFile(world["outs"][kind])
+    assert f.num_views == 6 and f.topk == U.TOPK and f.header.source["format"] == "apple/ml-dr"
+    assert f.header.format_version == (4 if "mix" in kind else 1)
+    means, big = [], []
+    for i in range(len(world["images"])):
+        _, samples = torch.load(os.path.join(world["srcs"][kind], f"{i}.pth.tar"), weights_only=False)
+        for j, s in enumerate(samples):
+            view, r = _replayed(f, world["pils"], i, j)
+            ref = U.mldr_reapply(world["pils"], i, s["params"], kind)
+            d = ((view - ref) * torch.tensor(U.IMAGENET_STD).view(3, 1, 1) * 255).abs()
+            means.append(float(d.mean()))
+            big.append(float((d > 1.01).float().mean()))
+            values, ids = np.asarray(s["prob"][0]), np.asarray(s["prob"][1])
+            order = np.argsort(-values, kind="stable")
+            assert r.indices.tolist() == ids[order].tolist()
+            np.testing.assert_allclose(r.probs, values[order], rtol=0.033)
+            if "mix" in kind and s["params"][0] is not None:
+                assert r.partner[0] == s["params"][0]
+    # measured here: mean 0.03-0.18 levels; views differ by more than one level on 0-1.4 % of pixels
+    assert np.mean(means) < 0.4 and max(means) < 1.5, means
+    assert np.mean(big) < 0.03, big
+
+
+def test_mixed_records_keep_the_partners_own_parameters_inline(world):
+    f = ReinforcementFile(world["outs"]["mix_ra_re"])
+    names = f.policy.param_dtype().names
+    assert {"partner_crop", "partner_flip", "partner_ra_op", "partner_ra_mag", "partner_erase"} <= set(names)
+    seen = 0
+    for i in range(len(world["images"])):
+        _, samples = torch.load(os.path.join(world["srcs"]["mix_ra_re"], f"{i}.pth.tar"), weights_only=False)
+        for j, s in enumerate(samples):
+            if s["params"][0] is None:
+                continue
+            r = f.read(i, j)
+            assert tuple(r.params["partner_crop"]) == tuple(s["params"][1][1])
+            assert bool(r.params["partner_flip"]) == s["params"][2][1]
+            seen += 1
+    assert seen > 5
+
+
+def test_uncompressed_params_import_the_same_records(world, tmp_path):
+    src = U.make_source(str(tmp_path / "src"), "mix_ra_re", world["images"], num_samples=6, compress=False)
+    out = str(tmp_path / "out.h5")
+    import_mldr(src, out, world["data"], progress=False)
+    a, b = ReinforcementFile(out), ReinforcementFile(world["outs"]["mix_ra_re"])
+    for i in range(len(world["images"])):
+        x, y = a.read_image(i), b.read_image(i)
+        assert x.params.tobytes() == y.params.tobytes() and np.array_equal(x.indices, y.indices)
+
+
+@pytest.mark.parametrize("kind", ["ra_re", "mix_ra_re"])
+def test_trains_through_reinforced_dataset_and_kdloss_on_every_path(world, kind):
+    """Single-item and batch fetches, batch replay, and the reference and compiled backends give the same
+    bytes on an imported file; a KD step on it runs."""
+    ds = ReinforcedDataset(ImageFolder(world["data"]), world["outs"][kind], target="sparse")
+    ds.set_epoch(3)
+    ref = ReinforcedDataset(ImageFolder(world["data"]), world["outs"][kind], target="sparse", backend="reference")
+    ref.set_epoch(3)
+    n = len(ds)
+    batch = ds.__getitems__(list(range(n)))
+    for i in range(n):
+        one = ds[i]
+        assert torch.equal(one[0], batch[i][0]) and torch.equal(ref[i][0], one[0])
+    loader = ds.loader(batch_size=n)
+    loader.set_epoch(3)
+    images, (idx, probs) = next(iter(loader))
+    assert torch.equal(images, torch.stack([b[0] for b in batch]))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * U.SIZE * U.SIZE, U.NUM_CLASSES))
+    loss = KDLoss()(model(images), (idx, probs))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_workers_and_resume_write_the_same_records(world, tmp_path, monkeypatch):
+    import reinforced_data.mldr as M
+
+    src, want = world["srcs"]["mix_ra_re"], ReinforcementFile(world["outs"]["mix_ra_re"])
+    out = str(tmp_path / "w.h5")
+    import_mldr(src, out, world["data"], num_workers=2, progress=False)
+    got = ReinforcementFile(out)
+    for i in range(len(world["images"])):
+        assert got.read_image(i).params.tobytes() == want.read_image(i).params.tobytes()
+    # an import stopped after its first chunk resumes where it stopped
+    monkeypatch.setattr(M, "CHUNK_IMAGES", 2)
+    real, calls = M._convert_chunk, []
+
+    def failing(task):
+        calls.append(task[3])
+        if len(calls) == 3:  # the probe, then one chunk written, then stop
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(M, "_convert_chunk", failing)
+    part = str(tmp_path / "r.h5")
+    with pytest.raises(KeyboardInterrupt):
+        import_mldr(src, part, world["data"], progress=False)
+    monkeypatch.setattr(M, "_convert_chunk", real)
+    with pytest.raises(Exception, match="incomplete"):
+        ReinforcementFile(part)
+    s = import_mldr(src, part, world["data"], resume=True, progress=False)
+    assert s["skipped"] == 2 and s["images"] == len(world["images"]) - 2
+    got = ReinforcementFile(part)
+    for i in range(len(world["images"])):
+        assert got.read_image(i).params.tobytes() == want.read_image(i).params.tobytes()
+
+
+def test_cli_imports_and_refuses_an_existing_output(world, tmp_path, capsys):
+    out = str(tmp_path / "c.h5")
+    assert main(["import-mldr", world["srcs"]["rrc"], "--data", world["data"], "-o", out, "--no-progress"]) == 0
+    assert ReinforcementFile(out).num_images == len(world["images"])
+    assert main(["import-mldr", world["srcs"]["rrc"], "--data", world["data"], "-o", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("reinforced-data: error:") and "already exists" in err[-1]
+
+
+def test_a_dataset_in_another_order_is_refused(world, tmp_path):
+    wrong = ImageFolder(world["data"])  # the same images, each label L read as L + 2 (mod 3)
+    wrong.samples = [(p, (label + 2) % 3) for p, label in wrong.samples]
+    wrong.targets = [label for _, label in wrong.samples]
+    with pytest.raises(DatasetMismatchError, match="top-2 on only 0%"):
+        import_mldr(world["srcs"]["rrc"], str(tmp_path / "o.h5"), wrong, progress=False)
+    fewer = tmp_path / "fewer"
+    shutil.copytree(world["data"], fewer)
+    os.remove(fewer / "class2" / "img2.png")
+    with pytest.raises(DatasetMismatchError, match="index files"):
+        import_mldr(world["srcs"]["rrc"], str(tmp_path / "o2.h5"), str(fewer), progress=False)
+
+
+def _copy(world, tmp_path, kind="ra_re"):
+    src = tmp_path / "src"
+    shutil.copytree(world["srcs"][kind], src)
+    return src
+
+
+def _one_line_naming(e, path):
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg, msg
+
+
+def test_bad_sources_are_one_line_naming_the_file(world, tmp_path):
+    out = str(tmp_path / "o.h5")
+    # not ml-dr's: a folder without config.pth.tar
+    with pytest.raises(MldrSourceError) as e:
+        import_mldr(world["data"], out, world["data"], progress=False)
+    _one_line_naming(e, world["data"])
+    # a missing index file
+    src = _copy(world, tmp_path)
+    os.remove(src / "4.pth.tar")
+    with pytest.raises(MldrSourceError) as e:
+        import_mldr(str(src), out, world["data"], progress=False)
+    _one_line_naming(e, src / "4.pth.tar")
+    shutil.rmtree(src)
+    # a sample count that varies
+    src = _copy(world, tmp_path)
+    idx, samples = torch.load(src / "5.pth.tar", weights_only=False)
+    torch.save((idx, samples[:-1]), src / "5.pth.tar", pickle_protocol=4)
+    with pytest.raises(MldrSourceError, match="holds 5 samples") as e:
+        import_mldr(str(src), out, world["data"], progress=False)
+    _one_line_naming(e, src / "5.pth.tar")
+    shutil.rmtree(src)
+    # a truncated pickle
+    src = _copy(world, tmp_path)
+    data = (src / "7.pth.tar").read_bytes()
+    (src / "7.pth.tar").write_bytes(data[:len(data) // 2])
+    with pytest.raises(MldrSourceError, match="truncated") as e:
+        import_mldr(str(src), out, world["data"], progress=False)
+    _one_line_naming(e, src / "7.pth.tar")
+    shutil.rmtree(src)
+    # an unknown transform in the config
+    src = _copy(world, tmp_path)
+    cfg = U.config("ra_re", 6)
+    cfg["reinforce"]["image_augmentation"]["gaussian_blur"] = {"enable": True}
+    torch.save(cfg, src / "config.pth.tar")
+    with pytest.raises(MldrSourceError, match="unknown transform") as e:
+        import_mldr(str(src), out, world["data"], progress=False)
+    _one_line_naming(e, src / "config.pth.tar")
+    assert not os.path.exists(out)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch " + _Boom.marker,))
+
+
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(world, tmp_path):
+    src = _copy(world, tmp_path)
+    _Boom.marker = str(tmp_path / "ran")
+    torch.save((3, [_Boom()]), src / "3.pth.tar")
+    with pytest.raises(MldrSourceError, match="posix.system|os.system") as e:
+        import_mldr(str(src), str(tmp_path / "o.h5"), world["data"], progress=False)
+    _one_line_naming(e, src / "3.pth.tar")
+    assert not os.path.exists(_Boom.marker)
+    with pytest.raises(MldrSourceError):
+        load_pickle(str(src / "3.pth.tar"))
+    assert pickle.loads(pickle.dumps(1)) == 1
+
+
+def test_inline_partner_policies_are_imported_not_sampled():
+    p = Policy.preset("paper_imagenet_mix", mix_partner="inline")
+    assert Policy.from_json(p.to_json()) == p and "mix_partner" in p.to_dict()
+    assert "mix_partner" not in Policy.preset("paper_imagenet_mix").to_dict()
+    with pytest.raises(ConfigError, match="imported"):
+        p.sample(np.random.default_rng(0), 2, 64, 64)
+    with pytest.raises(ConfigError, match="mixing"):
+        Policy(mix_partner="inline")
