@@ -120,6 +120,15 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
                 encode(out.params, h.policy, sizes)
                 if h.policy.mixing:
                     encode_mix(out.params, h.policy)
+                if h.policy.mix_partner == "inline":  # a mixed view's partner parameters, in its own record
+                    m = np.flatnonzero(out.params["mix_mode"] != 0)
+                    if m.size:
+                        psizes = None if raw is None else [tuple(raw[int(out.partner_index[j])][0].shape[-2:])
+                                                           for j in m]
+                        try:
+                            encode(h.policy.partner_params(out.params[m]), h.policy, psizes)
+                        except ConfigError as e:
+                            raise ConfigError(f"its inline partner parameters: {e}") from None
             except (ConfigError, ValueError, OSError) as e:
                 problem(f"image {i}: {' '.join(str(e).split())}")
             records += K
@@ -178,6 +187,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             "mean_entropy_nats": entropy / total if total else None,
             "generation": f.generation,
             "images_decoder": h.fingerprint.images_decoder,
+            "source": h.source,
         }
         if data is not None:
             try:
@@ -200,6 +210,8 @@ def _check_params(policy: Any, params: list[np.ndarray], images: list[int]) -> t
         encode(p, policy)
         if policy.mixing:
             encode_mix(p, policy)
+        if policy.mix_partner == "inline" and (p["mix_mode"] != 0).any():
+            encode(policy.partner_params(p[p["mix_mode"] != 0]), policy)
 
     bad, first = 0, None
     step = 256
@@ -280,6 +292,9 @@ def format_inspect(info: dict) -> str:
         src = f" from {t['checkpoint']}" if t.get("checkpoint") else ""
         lines.append(f"teacher:          {t.get('name')}{src} (input {size}, {norm})")
     lines += [
+        *([f"imported from:    {info['source'].get('format')}: {', '.join(info['source'].get('paths', []))} "
+           f"(num_samples {info['source'].get('num_samples')}, top-{info['source'].get('topk')})"]
+          if info.get("source") else []),
         f"seed:             {info['seed']} (mixing block size {info['mix_block_size']})",
         "shard:            " + (f"rank {shard['rank']} of {shard['world_size']}" if shard["world_size"] > 1 else
                                 f"merged from {shard['merged_from']} ranks" if shard.get("merged_from") else "single"),
