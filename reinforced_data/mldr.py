@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
 import os
 import pickle
 import re
+import tarfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -92,14 +95,15 @@ def _np_scalar(dtype: np.dtype, data: bytes | None = None) -> Any:
     return np.frombuffer(data, dtype=dtype, count=1)[0].item()
 
 
-def load_pickle(path: str) -> Any:
-    """A ``torch.save``d object of an ml-dr source (zip format), read without running code from it."""
+def load_pickle(path: str, data: bytes | None = None) -> Any:
+    """A ``torch.save``d object of an ml-dr source (zip format), read without running code from it: the file
+    at ``path``, or its bytes ``data`` (a tar member; ``path`` then only names it)."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path if data is None else io.BytesIO(data)) as z:
             names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
             if len(names) != 1:
                 raise MldrSourceError(f"{path} is not a torch.save file (no data.pkl inside its zip archive)")
-            data = z.read(names[0])
+            pkl = z.read(names[0])
     except zipfile.BadZipFile:
         raise MldrSourceError(f"{path} is truncated or not a torch.save file (not a readable zip archive)") from None
     except (OSError, EOFError) as e:
@@ -107,7 +111,7 @@ def load_pickle(path: str) -> Any:
             raise
         raise MldrSourceError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
     try:
-        return _Unpickler(io.BytesIO(data)).load()
+        return _Unpickler(io.BytesIO(pkl)).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise MldrSourceError(f"{path} cannot be unpickled safely ({e})") from None
 
@@ -220,26 +224,37 @@ def _param_transforms(config: Any) -> list[str]:
 # ---------------------------------------------------------------------- sources
 @dataclass
 class MldrSource:
-    """One ml-dr folder: its config and how many samples each image file holds."""
+    """One ml-dr source: a folder, or a ``.tar`` / ``.tar.gz`` of one (read as a stream, never extracted),
+    with its config and how many samples each image file holds."""
 
     path: str
     config: dict
     num_samples: int
     topk: int
     transforms: list[str]
+    prefix: str | None = None  # a tar source: the folder inside the archive that holds config.pth.tar
+
+    @property
+    def is_tar(self) -> bool:
+        return self.prefix is not None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "MldrSource":
         path = os.path.abspath(os.fspath(path))
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist")
-        if not os.path.isdir(path):
-            raise MldrSourceError(f"{path} is not a folder; an ml-dr source is a folder with config.pth.tar and "
-                                  "{index}.pth.tar files (extract a published .tar.gz first: tar xzf FILE)")
-        cfg_path = os.path.join(path, "config.pth.tar")
-        if not os.path.isfile(cfg_path):
-            raise MldrSourceError(f"{path} is not an ml-dr source: it has no config.pth.tar")
-        config = load_pickle(cfg_path)
+        prefix = None
+        if os.path.isdir(path):
+            cfg_path = os.path.join(path, "config.pth.tar")
+            if not os.path.isfile(cfg_path):
+                raise MldrSourceError(f"{path} is not an ml-dr source: it has no config.pth.tar")
+            config = load_pickle(cfg_path)
+        else:
+            if not tarfile.is_tarfile(path):
+                raise MldrSourceError(f"{path} is not an ml-dr source: neither a folder nor a .tar / .tar.gz archive")
+            prefix, data = _tar_config(path)
+            cfg_path = f"{path}:{prefix + '/' if prefix else ''}config.pth.tar"
+            config = load_pickle(cfg_path, data)
         try:
             r = config["reinforce"]
             num_samples, topk = int(r["num_samples"]), int(r["topk"])
@@ -248,9 +263,11 @@ class MldrSource:
         if num_samples < 1 or topk < 1:
             raise MldrSourceError(f"{cfg_path}: num_samples={num_samples} and topk={topk} must be >= 1")
         policy_from_config(config, cfg_path)  # refuses what cannot be imported, naming the file
-        return cls(path, config, num_samples, topk, _param_transforms(config))
+        return cls(path, config, num_samples, topk, _param_transforms(config), prefix)
 
     def index_path(self, index: int) -> str:
+        if self.is_tar:
+            return f"{self.path}:{self.prefix + '/' if self.prefix else ''}{index}.pth.tar"
         return os.path.join(self.path, f"{index}.pth.tar")
 
     def count_index_files(self) -> tuple[int, int]:
@@ -263,6 +280,28 @@ class MldrSource:
                     n += 1
                     top = max(top, int(m.group(1)) + 1)
         return n, top
+
+    def stream(self):
+        """A tar source's image files in archive order: (index, bytes), one at a time."""
+        with tarfile.open(self.path, "r|*") as t:
+            for m in t:
+                folder, _, name = m.name.rpartition("/")
+                match = _INDEX_FILE.match(name)
+                if m.isfile() and match and folder.lstrip("./") == (self.prefix or "").lstrip("./"):
+                    yield int(match.group(1)), t.extractfile(m).read()
+
+
+def _tar_config(path: str) -> tuple[str, bytes]:
+    """(folder inside the archive, bytes) of a tar source's config.pth.tar, read as a stream."""
+    try:
+        with tarfile.open(path, "r|*") as t:
+            for m in t:
+                folder, _, name = m.name.rpartition("/")
+                if name == "config.pth.tar" and m.isfile():
+                    return folder, t.extractfile(m).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise MldrSourceError(f"{path} is a damaged archive ({type(e).__name__}: {e})") from None
+    raise MldrSourceError(f"{path} is not an ml-dr source: its archive holds no config.pth.tar")
 
 
 def _jsonable(value: Any) -> Any:
@@ -450,20 +489,26 @@ class _Converter:
 
 
 def _convert_chunk(task: tuple) -> tuple:
-    """Worker: load and convert the image files of ``indices`` from every source (views concatenated)."""
-    policy_json, sources, num_classes, indices = task
+    """Worker: load and convert the image files of ``indices`` from every source (views concatenated);
+    ``blobs`` (a tar source's) holds each index's file bytes, else the files are read from the folders."""
+    policy_json, sources, num_classes, indices = task[:4]
+    blobs = task[4] if len(task) > 4 else None
     from .policy import Policy
 
     policy = Policy.from_json(policy_json)
     convs = [_Converter(policy, s, num_classes) for s in sources]
     out = []
-    for i in indices:
+    for n, i in enumerate(indices):
         parts = []
         for c in convs:
             path = c.source.index_path(i)
-            if not os.path.isfile(path):
+            if blobs is not None:
+                obj = load_pickle(path, blobs[n])
+            elif not os.path.isfile(path):
                 raise MldrSourceError(f"{path} is missing: the source has no file for image {i}")
-            parts.append(c.image(i, path, load_pickle(path)))
+            else:
+                obj = load_pickle(path)
+            parts.append(c.image(i, path, obj))
         out.append(tuple(np.concatenate(p, axis=0) for p in zip(*parts)))
     return indices, out
 
@@ -500,7 +545,13 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
     n = len(dataset)
     if n < 1:
         raise ConfigError("the dataset is empty")
+    tar = first.is_tar
+    if any(s.is_tar for s in srcs) and len(srcs) > 1:
+        raise MldrSourceError(f"{next(s.path for s in srcs if s.is_tar)} is an archive: an archive is imported on "
+                              "its own (read as one stream); extract the archives to import several sources together")
     for s in srcs:
+        if s.is_tar:
+            break
         count, top = s.count_index_files()
         if count != n or top != n:
             missing = next((i for i in range(n) if not os.path.isfile(s.index_path(i))), None)
@@ -522,8 +573,16 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
         raise MldrSourceError(f"{first.path}/config.pth.tar: topk={k} exceeds its {num_classes} classes")
 
     # labels against the source: the dataset's label should be among the teacher's top-k on most views
-    probe = np.unique(np.linspace(0, n - 1, min(n, 16)).astype(np.int64)).tolist()
-    _, rows = _convert_chunk((policy.to_json(), srcs, num_classes, probe))
+    if tar:  # the archive's first files
+        head = list(itertools.islice(first.stream(), 16))
+        _check_tar_indices(first, [i for i, _ in head], n)
+        probe = [i for i, _ in head]
+        _, rows = _convert_chunk((policy.to_json(), srcs, num_classes, probe, [b for _, b in head]))
+    else:
+        probe = np.unique(np.linspace(0, n - 1, min(n, 16)).astype(np.int64)).tolist()
+        _, rows = _convert_chunk((policy.to_json(), srcs, num_classes, probe))
+    if not probe:
+        raise MldrSourceError(f"{first.index_path(0)} is missing: the source holds no image files")
     hits = np.concatenate([(r[1] == labels[i]).any(axis=1) for i, r in zip(probe, rows)])
     rate = float(hits.mean())
     if rate < MIN_LABEL_IN_TOPK:
@@ -557,7 +616,10 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
 
                 bar = tqdm(total=n, initial=summary["skipped"], unit="img", desc=os.path.basename(path),
                            dynamic_ncols=True)
-            tasks = ((policy.to_json(), srcs, num_classes, c) for c in chunks)
+            if tar:
+                tasks = _tar_tasks(policy.to_json(), first, num_classes, writer.written, n)
+            else:
+                tasks = ((policy.to_json(), srcs, num_classes, c) for c in chunks)
             with contextlib.ExitStack() as stack:
                 if num_workers > 0:
                     pool = stack.enter_context(ProcessPoolExecutor(num_workers))
@@ -575,6 +637,12 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
                         bar.update(len(indices))
             if bar is not None:
                 bar.close()
+            if not writer.written.all():  # an archive that lacks some image files
+                writer.commit()
+                missing = int(np.flatnonzero(~writer.written)[0])
+                raise MldrSourceError(f"{first.index_path(missing)} is missing: the archive holds "
+                                      f"{int(writer.written.sum())} of the dataset's {n} images (the rows it held are "
+                                      "kept; --resume continues once the source is complete)")
             writer.finish(generation={"imported_from": "apple/ml-dr", "images": summary["images"]})
         except BaseException:
             with contextlib.suppress(Exception):
@@ -587,6 +655,31 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
             raise
         raise FileAccessError(msg) from None
     return summary
+
+
+def _check_tar_indices(src: MldrSource, indices: list[int], n: int) -> None:
+    if indices and max(indices) >= n:
+        raise DatasetMismatchError(f"{src.index_path(max(indices))} names image {max(indices)}, but the dataset has "
+                                   f"{n} images; pass the dataset the source was made for")
+
+
+def _tar_tasks(policy_json: str, src: MldrSource, num_classes: int, written: np.ndarray, n: int):
+    """Conversion tasks of a tar source's image files not yet written, in archive order, CHUNK_IMAGES each."""
+    indices: list[int] = []
+    blobs: list[bytes] = []
+    seen = written.copy()
+    for i, data in src.stream():
+        _check_tar_indices(src, [i], n)
+        if seen[i]:
+            continue
+        seen[i] = True
+        indices.append(i)
+        blobs.append(data)
+        if len(indices) == CHUNK_IMAGES:
+            yield policy_json, [src], num_classes, indices, blobs
+            indices, blobs = [], []
+    if indices:
+        yield policy_json, [src], num_classes, indices, blobs
 
 
 def _bounded_map(pool: ProcessPoolExecutor, fn: Any, tasks: Any, depth: int):

@@ -264,3 +264,27 @@ def test_inline_partner_policies_are_imported_not_sampled():
         p.sample(np.random.default_rng(0), 2, 64, 64)
     with pytest.raises(ConfigError, match="mixing"):
         Policy(mix_partner="inline")
+
+
+def test_a_published_tar_gz_imports_as_a_stream_like_its_folder(world, tmp_path):
+    import tarfile
+
+    src = world["srcs"]["mix_ra_re"]
+    archive = str(tmp_path / "reinforced_data.tar.gz")
+    with tarfile.open(archive, "w:gz") as t:  # as ml-dr's reinforce.py packs it: one folder inside
+        t.add(src, arcname="reinforced_data")
+    out = str(tmp_path / "t.h5")
+    import_mldr(archive, out, world["data"], num_workers=1, progress=False)
+    got, want = ReinforcementFile(out), ReinforcementFile(world["outs"]["mix_ra_re"])
+    for i in range(len(world["images"])):
+        assert got.read_image(i).params.tobytes() == want.read_image(i).params.tobytes()
+    # an archive without one image file: one line naming the member, the other rows kept for --resume
+    partial = str(tmp_path / "partial.tar")
+    with tarfile.open(partial, "w") as t:
+        for name in sorted(os.listdir(src)):
+            if name != "6.pth.tar":
+                t.add(os.path.join(src, name), arcname=f"reinforced_data/{name}")
+    with pytest.raises(MldrSourceError) as e:
+        import_mldr(partial, str(tmp_path / "p.h5"), world["data"], progress=False)
+    _one_line_naming(e, f"{partial}:reinforced_data/6.pth.tar")
+    assert int(ReinforcementFile(str(tmp_path / "p.h5"), accept_incomplete=True).written.sum()) == 8
