@@ -54,13 +54,14 @@ def make_images(root: str, per_class: int = 3, seed: int = 0) -> list[tuple[str,
     return out
 
 
-def config(kind: str, num_samples: int, topk: int = TOPK) -> dict:
+def config(kind: str, num_samples: int, topk: int = TOPK, size: int = SIZE, num_classes: int = NUM_CLASSES) -> dict:
     aug = {t: dict(ARGS[t]) for t in ORDER if t in CONFIGS[kind]}
-    return {"dataset": "test", "num_classes": NUM_CLASSES, "teacher": {"name": "test-teacher"},
+    aug["random_resized_crop"]["size"] = size
+    return {"dataset": "test", "num_classes": num_classes, "teacher": {"name": "test-teacher"},
             "reinforce": {"num_samples": num_samples, "topk": topk, "compress": True, "image_augmentation": aug}}
 
 
-def _per_image(rs: np.random.RandomState, pil: Image.Image, names: tuple) -> dict:
+def _per_image(rs: np.random.RandomState, pil: Image.Image, names: tuple, size: int = SIZE) -> dict:
     """One image's random parameters as ml-dr's transforms draw them (torchvision's get_params)."""
     out = {}
     torch.manual_seed(int(rs.randint(1 << 30)))
@@ -68,7 +69,7 @@ def _per_image(rs: np.random.RandomState, pil: Image.Image, names: tuple) -> dic
                                                                                        (3 / 4, 4 / 3)))
     out["random_horizontal_flip"] = bool(rs.rand() < 0.5)
     if "rand_augment" in names:
-        space = T.RandAugment()._augmentation_space(31, (SIZE, SIZE))
+        space = T.RandAugment()._augmentation_space(31, (size, size))
         ops = []
         for _ in range(2):
             op = int(rs.randint(len(RA_NAMES)))
@@ -80,7 +81,7 @@ def _per_image(rs: np.random.RandomState, pil: Image.Image, names: tuple) -> dic
         out["rand_augment"] = ops
     if "random_erase" in names:
         if rs.rand() < 0.5:
-            i, j, h, w, _ = T.RandomErasing.get_params(torch.zeros(3, SIZE, SIZE), scale=(0.02, 0.33),
+            i, j, h, w, _ = T.RandomErasing.get_params(torch.zeros(3, size, size), scale=(0.02, 0.33),
                                                       ratio=(0.3, 3.3), value=[0])
             out["random_erase"] = (int(i), int(j), int(h), int(w))
         else:
@@ -89,33 +90,33 @@ def _per_image(rs: np.random.RandomState, pil: Image.Image, names: tuple) -> dic
 
 
 def make_source(root: str, kind: str, images: list[tuple[str, int]], num_samples: int = 4, seed: int = 0,
-                compress: bool = True) -> str:
+                compress: bool = True, size: int = SIZE, num_classes: int = NUM_CLASSES, topk: int = TOPK) -> str:
     """An ml-dr source folder for ``images`` (ImageFolder order) under ``kind``'s config."""
     os.makedirs(root, exist_ok=True)
     names = CONFIGS[kind]
-    torch.save(config(kind, num_samples), os.path.join(root, "config.pth.tar"), pickle_protocol=4)
+    torch.save(config(kind, num_samples, topk, size, num_classes), os.path.join(root, "config.pth.tar"), pickle_protocol=4)
     pils = [Image.open(p).convert("RGB") for p, _ in images]
     per = [t for t in ORDER if t in names and t not in ("uint8", "to_tensor", "normalize", "mixup", "cutmix")]
     for index, (pil, (_, label)) in enumerate(zip(pils, images)):
         rs = np.random.RandomState(seed * 1000 + index)
         samples = []
         for _ in range(num_samples):
-            own = _per_image(rs, pil, names)
+            own = _per_image(rs, pil, names, size)
             mixup = cutmix = None
             if "mixup" in names:
                 if rs.rand() < 0.5:
                     mixup = np.random.RandomState(rs.randint(1 << 30)).beta(1.0, 1.0) / 2.0  # a numpy float64
                 if rs.rand() < 0.5:
                     lam = np.random.RandomState(rs.randint(1 << 30)).beta(1.0, 1.0)
-                    ch, cw = int(SIZE * np.sqrt(1 - lam)), int(SIZE * np.sqrt(1 - lam))
-                    cx, cy = rs.randint(SIZE), rs.randint(SIZE)
-                    box = (np.clip(cx - ch // 2, 0, SIZE), np.clip(cy - cw // 2, 0, SIZE),
-                           np.clip(cx + ch // 2, 0, SIZE), np.clip(cy + cw // 2, 0, SIZE))
+                    ch, cw = int(size * np.sqrt(1 - lam)), int(size * np.sqrt(1 - lam))
+                    cx, cy = rs.randint(size), rs.randint(size)
+                    box = (np.clip(cx - ch // 2, 0, size), np.clip(cy - cw // 2, 0, size),
+                           np.clip(cx + ch // 2, 0, size), np.clip(cy + cw // 2, 0, size))
                     cutmix = [lam] + list(box)  # numpy scalars, as ml-dr's compress_params leaves them
             mixed = mixup is not None or cutmix is not None
             if mixed:
                 id2 = int(rs.randint(len(images)))
-                other = _per_image(rs, pils[id2], names)
+                other = _per_image(rs, pils[id2], names, size)
                 params = [id2] + [[own[t], other[t]] for t in per] + [mixup, cutmix]
             elif "mixup" in names:
                 params = [None] + [own[t] for t in per] + [None, None]
@@ -123,10 +124,10 @@ def make_source(root: str, kind: str, images: list[tuple[str, int]], num_samples
                 params = [own[t] for t in per]
             if not compress:
                 params = _uncompressed(params, per, names)
-            p = np.random.default_rng(seed * 7919 + index * 31 + len(samples)).dirichlet(np.ones(NUM_CLASSES)) * 0.1
+            p = np.random.default_rng(seed * 7919 + index * 31 + len(samples)).dirichlet(np.ones(num_classes)) * 0.1
             p[label] += 0.6  # the teacher's top 2: the label, then the next class
-            p[(label + 1) % NUM_CLASSES] += 0.3
-            ids = np.argpartition(p, -TOPK)[-TOPK:]
+            p[(label + 1) % num_classes] += 0.3
+            ids = np.argpartition(p, -topk)[-topk:]
             samples.append({"params": params, "prob": (p[ids].tolist(), ids.tolist())})
         torch.save((index, samples), os.path.join(root, f"{index}.pth.tar"), pickle_protocol=4)
     return root
@@ -157,11 +158,11 @@ def _split(params: list, names: tuple) -> tuple:
     return id2, {t: v[0] for t, v in zip(per, rest)}, {t: v[1] for t, v in zip(per, rest)}, rest[-2], rest[-1]
 
 
-def _view(pil: Image.Image, p: dict) -> torch.Tensor:
+def _view(pil: Image.Image, p: dict, size: int = SIZE) -> torch.Tensor:
     """ml-dr's generation path for one image: PIL crop, ToUint8, flip, tensor RandAugment, ToTensor, erase,
     normalise (float32)."""
     top, left, h, w = p["random_resized_crop"]
-    x = F.resized_crop(pil, top, left, h, w, [SIZE, SIZE], InterpolationMode.BILINEAR, antialias=True)
+    x = F.resized_crop(pil, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
     x = (F.to_tensor(x) * 255).to(torch.uint8)
     if p.get("random_horizontal_flip"):
         x = F.hflip(x)
@@ -174,13 +175,13 @@ def _view(pil: Image.Image, p: dict) -> torch.Tensor:
     return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def mldr_reapply(pils: list, index: int, params: list, kind: str) -> torch.Tensor:
+def mldr_reapply(pils: list, index: int, params: list, kind: str, size: int = SIZE) -> torch.Tensor:
     """The view ml-dr's generation labelled for one sample (float32, normalised)."""
     id2, own, other, mixup, cutmix = _split(params, CONFIGS[kind])
-    x = _view(pils[index], own)
+    x = _view(pils[index], own, size)
     if id2 is None:
         return x
-    x2 = _view(pils[id2], other)
+    x2 = _view(pils[id2], other, size)
     if mixup is not None:
         x = mixup * x + (1 - mixup) * x2
     if cutmix is not None:
