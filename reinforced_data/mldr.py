@@ -347,33 +347,44 @@ class _Converter:
         K = self.source.num_samples
         if len(samples) != K:
             raise MldrSourceError(f"{path} holds {len(samples)} samples, but config.pth.tar says num_samples={K}")
-        params = np.zeros(K, dtype=self.dtype)
-        idx = np.zeros((K, self.k), dtype=np.int64)
-        probs = np.zeros((K, self.k), dtype=np.float64)
+        recs: list[dict] = []
+        values: list = []
+        ids: list = []
         partner = np.full(K, index, dtype=np.int64)
         for j, s in enumerate(samples):
             try:
                 if not isinstance(s, dict) or "params" not in s or "prob" not in s:
                     raise ValueError("not a {'params', 'prob'} dict")
-                partner[j] = self._params(s["params"], params[j:j + 1], index)
-                idx[j], probs[j] = self._prob(s["prob"])
+                rec: dict = {}
+                partner[j] = self._params(s["params"], rec, index)
+                recs.append(rec)
+                v, i = s["prob"]
+                if len(v) != self.k or len(i) != self.k:
+                    raise ValueError(f"its prob holds {len(v)} values and {len(i)} classes, not topk={self.k}")
+                values.append(v)
+                ids.append(i)
             except (ValueError, TypeError, KeyError, IndexError) as e:
                 raise MldrSourceError(f"{path}: sample {j} cannot be imported ({e})") from None
-        return params, idx, probs, partner
-
-    def _prob(self, prob: Any) -> tuple[np.ndarray, np.ndarray]:
-        values, ids = prob
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-        i = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if v.shape != (self.k,) or i.shape != (self.k,):
-            raise ValueError(f"its prob holds {v.size} values and {i.size} classes, not topk={self.k}")
-        if not np.isfinite(v).all() or (v < 0).any() or (v > 1).any():
-            raise ValueError("its probabilities are not in [0, 1]")
-        if i.min() < 0 or i.max() >= self.num_classes:
-            raise ValueError(f"a class id is {int(i.max() if i.max() >= self.num_classes else i.min())}, outside "
-                             f"[0, {self.num_classes})")
-        order = np.argsort(-v, kind="stable")
-        return i[order], v[order]
+        params = np.zeros(K, dtype=self.dtype)
+        for name in self.dtype.names:
+            zero = np.zeros(self.dtype[name].shape, dtype=np.int64).tolist() if self.dtype[name].shape else 0
+            params[name] = [r.get(name, zero) for r in recs]
+        try:
+            v = np.asarray(values, dtype=np.float64).reshape(K, self.k)
+            i = np.asarray(ids, dtype=np.int64).reshape(K, self.k)
+        except (ValueError, TypeError) as e:
+            raise MldrSourceError(f"{path}: its probabilities are not numbers ({e})") from None
+        bad = ~np.isfinite(v) | (v < 0) | (v > 1)
+        if bad.any():
+            raise MldrSourceError(f"{path}: sample {int(np.flatnonzero(bad.any(axis=1))[0])} cannot be imported (its "
+                                  "probabilities are not in [0, 1])")
+        bad = (i < 0) | (i >= self.num_classes)
+        if bad.any():
+            j = int(np.flatnonzero(bad.any(axis=1))[0])
+            raise MldrSourceError(f"{path}: sample {j} cannot be imported (a class id is {int(i[bad][0])}, outside "
+                                  f"[0, {self.num_classes}))")
+        order = np.argsort(-v, axis=1, kind="stable")
+        return params, np.take_along_axis(i, order, 1), np.take_along_axis(v, order, 1), partner
 
     def _split(self, params: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """(partner index or None, own per-image values, partner per-image values) + mixing values in own."""
@@ -408,7 +419,7 @@ class _Converter:
                 own[t], other[t] = v
         return id2, own, other
 
-    def _params(self, raw: Any, out: np.ndarray, index: int) -> int:
+    def _params(self, raw: Any, out: dict, index: int) -> int:
         id2, own, other = self._split(raw)
         self._image_fields(own, out, "")
         if not self.mixing:
@@ -440,7 +451,7 @@ class _Converter:
         self._image_fields(other, out, "partner_")
         return int(id2)
 
-    def _image_fields(self, vals: dict[str, Any], out: np.ndarray, prefix: str) -> None:
+    def _image_fields(self, vals: dict[str, Any], out: dict, prefix: str) -> None:
         rrc = vals.get("random_resized_crop")
         if rrc is None or len(rrc) != 4:
             raise ValueError(f"its {prefix or 'own '}crop is {rrc!r}, not (top, left, height, width)")
@@ -454,9 +465,11 @@ class _Converter:
             n = self.policy.ra_num_ops
             ops = vals.get("rand_augment")
             if ops is None:  # the stage skipped (its p)
-                out[prefix + "ra_op"] = 0
-                out[prefix + "ra_mag"] = 0
+                out[prefix + "ra_op"] = [0] * n
+                out[prefix + "ra_mag"] = [0] * n
             else:
+                out[prefix + "ra_op"] = op_ids = [0] * n
+                out[prefix + "ra_mag"] = bins = [0] * n
                 if len(ops) != n:
                     raise ValueError(f"its RandAugment holds {len(ops)} ops, the config num_ops={n}")
                 for s, (op, mag) in enumerate(ops):
@@ -475,12 +488,12 @@ class _Converter:
                             raise ValueError(f"its {RA_OP_NAMES[op]} magnitude {mag} is not a bin of torchvision's "
                                              f"table ({self.policy.ra_num_magnitude_bins} bins)")
                         b = -b if mag < 0 else b
-                    out[prefix + "ra_op"][0, s] = op
-                    out[prefix + "ra_mag"][0, s] = b
+                    op_ids[s] = op
+                    bins[s] = b
         if "random_erase" in self.transforms:
             e = vals.get("random_erase")
             if e is None or int(e[0]) == -1:
-                out[prefix + "erase"] = 0
+                out[prefix + "erase"] = (0, 0, 0, 0)
             else:
                 x, y, h, w = (int(v) for v in e[:4])
                 if min(x, y, h, w) < 0 or x + h > self.oh or y + w > self.ow:
@@ -564,6 +577,9 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
     num_classes = first.config.get("num_classes") if isinstance(first.config, dict) else None
     fingerprint = dataset_fingerprint(dataset, labels)
     num_classes = int(num_classes or fingerprint.num_classes or int(labels.max()) + 1)
+    if fingerprint.num_classes is not None and fingerprint.num_classes != num_classes:
+        raise DatasetMismatchError(f"the dataset has {fingerprint.num_classes} classes, but the source's teacher "
+                                   f"({first.path}) predicts {num_classes}; pass the dataset the source was made for")
     if labels.max() >= num_classes:
         raise DatasetMismatchError(f"the dataset's labels reach {int(labels.max())}, but the source's teacher "
                                    f"predicts {num_classes} classes")
