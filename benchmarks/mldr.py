@@ -70,6 +70,7 @@ def fidelity(pils: list, views: int, seed: int = 0) -> list[tuple]:
     rows += [("RandomErasing (to 0 before Normalize)", "erase"), ("MixUp (λ = Beta(1,1)/2)", "mixup"),
              ("CutMix", "cutmix"), ("MixUp then CutMix", "both")]
     out = []
+    rounding: list = []
     for label, what in rows:
         rs = np.random.RandomState(seed)
         diffs = []
@@ -116,10 +117,19 @@ def fidelity(pils: list, views: int, seed: int = 0) -> list[tuple]:
                 view = replay([_tensor(pil)], rec, policy, out_dtype=torch.float32, **kw)[0]
                 ref = U.mldr_reapply(pils, i, params, "mix_ra_re", SIZE)
                 diffs.append(_levels(view, ref).reshape(-1))
+                if what == "mixup":  # ml-dr's own float view rounded to uint8: the part of MixUp's row any uint8 view has
+                    std = torch.tensor(U.IMAGENET_STD).view(3, 1, 1)
+                    levels = (ref * std + torch.tensor(U.IMAGENET_MEAN).view(3, 1, 1)) * 255
+                    rounding.append((levels.round() - levels).abs().reshape(-1))
         d = torch.cat(diffs)
         out.append((label, len(diffs), float(d.mean()), float(torch.quantile(d[::7], 0.99)), float(d.max()),
                     float((d > 1.01).float().mean())))
         print(f"  {label}: mean {out[-1][2]:.3f}, p99 {out[-1][3]:.2f}, max {out[-1][4]:.1f}", flush=True)
+        if what == "mixup":
+            r = torch.cat(rounding)
+            out.append(("MixUp: ml-dr's own view rounded to uint8 (the rounding alone)", len(rounding),
+                        float(r.mean()), float(torch.quantile(r[::7], 0.99)), float(r.max()),
+                        float((r > 1.01).float().mean())))
     return out
 
 
@@ -199,6 +209,8 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=24)
     ap.add_argument("--fidelity-views", type=int, default=4, help="views per photo and transform")
     ap.add_argument("--views", type=int, default=50, help="views per image of the storage/speed source")
+    ap.add_argument("--storage-images", type=int, default=512, help="images of the storage/speed source (the photos "
+                    "repeated under other names)")
     ap.add_argument("--samples", type=int, default=300, help="timed samples")
     ap.add_argument("--root", default=os.path.join(HERE, ".data", "mldr"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "mldr.md"))
@@ -214,7 +226,15 @@ def main() -> None:
     print("fidelity ...", flush=True)
     fid = fidelity(pils, args.fidelity_views)
     print("storage and speed ...", flush=True)
-    st = storage_and_speed(args.root, data, images, pils, args.views, args.samples)
+    many = os.path.join(args.root, "photos_many")
+    shutil.rmtree(many, ignore_errors=True)
+    for n in range(args.storage_images):
+        path, _ = images[n % len(images)]
+        dst = os.path.join(many, os.path.basename(os.path.dirname(path)), f"{n:05d}.JPEG")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.link(path, dst)
+    many_images = list(ImageFolder(many).samples)
+    st = storage_and_speed(args.root, many, many_images, None, args.views, args.samples)
     lines = [
         "# Imported apple/ml-dr files (benchmarks/mldr.py)",
         "",
