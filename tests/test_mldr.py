@@ -288,3 +288,22 @@ def test_a_published_tar_gz_imports_as_a_stream_like_its_folder(world, tmp_path)
         import_mldr(partial, str(tmp_path / "p.h5"), world["data"], progress=False)
     _one_line_naming(e, f"{partial}:reinforced_data/6.pth.tar")
     assert int(ReinforcementFile(str(tmp_path / "p.h5"), accept_incomplete=True).written.sum()) == 8
+
+
+def test_show_draws_an_imported_files_inline_partners(world, tmp_path):
+    from reinforced_data.show import show, view_panels
+
+    f = ReinforcementFile(world["outs"]["mix_ra_re"])
+    index = next(i for i in range(f.num_images) if (f.read_image(i).params["mix_mode"] != 0).any())
+    rows = view_panels(f, ImageFolder(world["data"]), index, views=6)
+    recs = f.read_image(index)
+    for v in range(6):
+        panel = rows[1][1 + v]
+        if recs.params["mix_mode"][v]:
+            j = int(recs.partner_index[v])
+            assert panel.caption[0] == f"image {j} (inline)"
+            p = f.policy.partner_params(recs.params[v:v + 1])
+            p["mix_mode"] = 0
+            want = replay([_tensor(world["pils"][j])], p, f.policy)[0]
+            assert torch.equal(panel.image, want)
+    assert os.path.getsize(show(f.path, world["data"], index, views=6, out=str(tmp_path / "g.png"))) > 0
