@@ -307,3 +307,39 @@ def test_show_draws_an_imported_files_inline_partners(world, tmp_path):
             want = replay([_tensor(world["pils"][j])], p, f.policy)[0]
             assert torch.equal(panel.image, want)
     assert os.path.getsize(show(f.path, world["data"], index, views=6, out=str(tmp_path / "g.png"))) > 0
+
+
+def test_several_sources_concatenate_their_views_in_order(world, tmp_path):
+    second = U.make_source(str(tmp_path / "second"), "ra_re", world["images"], num_samples=3, seed=5)
+    out = str(tmp_path / "two.h5")
+    import_mldr([world["srcs"]["ra_re"], second], out, world["data"], progress=False)
+    f, a = ReinforcementFile(out), ReinforcementFile(world["outs"]["ra_re"])
+    assert f.num_views == 9 and f.header.source["num_samples"] == [6, 3]
+    b_path = str(tmp_path / "b.h5")
+    import_mldr(second, b_path, world["data"], progress=False)
+    b = ReinforcementFile(b_path)
+    for i in range(len(world["images"])):
+        got = f.read_image(i).params
+        assert got[:6].tobytes() == a.read_image(i).params.tobytes()
+        assert got[6:].tobytes() == b.read_image(i).params.tobytes()
+    other = U.make_source(str(tmp_path / "other"), "rrc", world["images"], num_samples=3)
+    with pytest.raises(MldrSourceError, match="another image_augmentation"):
+        import_mldr([world["srcs"]["ra_re"], other], str(tmp_path / "x.h5"), world["data"], progress=False)
+
+
+def test_configs_the_importer_cannot_express_are_refused_naming_the_transform(world, tmp_path):
+    src = _copy(world, tmp_path)
+    cfg = U.config("ra_re", 6)
+    cfg["reinforce"]["image_augmentation"]["random_crop"] = {"size": 32, "padding": 4}
+    torch.save(cfg, src / "config.pth.tar")
+    with pytest.raises(MldrSourceError, match=r"\['random_crop'\] cannot be imported") as e:
+        import_mldr(str(src), str(tmp_path / "o.h5"), world["data"], progress=False)
+    _one_line_naming(e, src / "config.pth.tar")
+    torch.save(U.config("ra_re", 6), src / "config.pth.tar")  # a RandAugment magnitude no table bin holds
+    idx, samples = torch.load(src / "2.pth.tar", weights_only=False)
+    samples[1]["params"][2] = [(1, 0.123), (0, 0.0)]
+    torch.save((idx, samples), src / "2.pth.tar")
+    with pytest.raises(MldrSourceError, match="ShearX magnitude 0.123 is not a bin") as e:
+        import_mldr(str(src), str(tmp_path / "o.h5"), world["data"], progress=False)
+    _one_line_naming(e, src / "2.pth.tar")
+    assert "sample 1" in str(e.value)
