@@ -343,3 +343,10 @@ def test_configs_the_importer_cannot_express_are_refused_naming_the_transform(wo
         import_mldr(str(src), str(tmp_path / "o.h5"), world["data"], progress=False)
     _one_line_naming(e, src / "2.pth.tar")
     assert "sample 1" in str(e.value)
+
+
+def test_ml_drs_truncating_uint8_conversion_is_exact_on_uint8_crops():
+    """ToUint8 after the PIL crop: (v / 255 in float32) * 255, truncated, gives v back for every v, so the
+    truncation needs no field (docs/mldr.md)."""
+    v = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal((v.to(torch.float32).div(255) * 255).to(torch.uint8), v)
