@@ -523,7 +523,7 @@ def _chain(policy, images: list[Crop], views_per_image: int, seed: int, theirs_v
     hold our noise by construction: torchvision draws its noise from another distribution)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        from reinforced_data.replay import replay
+        from reinforced_data._replay import replay
     g = np.random.default_rng(seed)
     st = ChainStat()
     for c in images:

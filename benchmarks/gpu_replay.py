@@ -84,7 +84,7 @@ from _results import write_table  # noqa: E402
 with warnings.catch_warnings():
     # replay warns at import when the compiled op is missing; main() reports that itself.
     warnings.simplefilter("ignore", RuntimeWarning)
-    replay = importlib.import_module("reinforced_data.replay")  # the module (the package exports the function)
+    replay = importlib.import_module("reinforced_data._replay")  # the module (the package exports the function)
     from reinforced_data import _args, _reference  # noqa: E402
     from reinforced_data import _families as FAM  # noqa: E402
 from reinforced_data.policy import MAX_RA_OPS, PRESETS, Policy  # noqa: E402
@@ -736,7 +736,7 @@ class CheapTeacher(torch.nn.Module):
 
 
 def reinforced_file(dataset, policy: Policy, path: str, num_views: int = 2, device="cpu") -> str:
-    from reinforced_data.reinforce import reinforce
+    from reinforced_data.generation import reinforce
 
     reinforce(dataset, CheapTeacher(len(dataset.classes)), path, policy=policy, num_views=num_views, topk=5, seed=1,
               device=device, num_workers=0, progress=False, overwrite=True)

@@ -46,8 +46,8 @@ from torch import nn  # noqa: E402
 
 from reinforced_data import store  # noqa: E402
 from reinforced_data.policy import Policy  # noqa: E402
-from reinforced_data.reinforce import reinforce  # noqa: E402
-from reinforced_data.replay import replay  # noqa: E402
+from reinforced_data.generation import reinforce  # noqa: E402
+from reinforced_data._replay import replay  # noqa: E402
 from reinforced_data.synthetic import SyntheticImages  # noqa: E402
 
 SIZE = 32

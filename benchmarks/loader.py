@@ -119,16 +119,17 @@ def reinforcement_file(root: str, path: str, num_views: int, topk: int, seed: in
     """``path`` as a complete reinforcement file of ``root``; (path, seconds to write it, or None if reused)."""
     from torchvision.datasets import ImageFolder
 
+    from reinforced_data._datasets import dataset_fingerprint
     from reinforced_data.errors import ReinforcedDataError
     from reinforced_data.policy import Policy
-    from reinforced_data.reinforce import reinforce
+    from reinforced_data.generation import reinforce
     from reinforced_data.store import ReinforcementFile
 
     ds = ImageFolder(root)
     if os.path.exists(path):
         try:
             with ReinforcementFile(path) as f:
-                f.check_dataset(ds)
+                f.check_dataset(dataset_fingerprint(ds))
                 if (f.num_views, f.topk, f.header.seed) == (num_views, topk, seed) and \
                         f.policy.to_dict() == Policy.preset(POLICY).to_dict():
                     return path, None
@@ -257,7 +258,7 @@ def ours_stages(root: str, rfile: str, n: int, seed: int) -> dict[str, float]:
     from reinforced_data.dataset import ReinforcedDataset
     from reinforced_data.store import ReinforcementFile
 
-    replay = importlib.import_module("reinforced_data.replay").replay
+    replay = importlib.import_module("reinforced_data._replay").replay
     base = ImageFolder(root)
     raw = RawImages(ImageFolder(root), strip=True)
     ds32 = ReinforcedDataset(ImageFolder(root), rfile, out_dtype=torch.float32)
@@ -703,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         log(rfile_error)
     import importlib
 
-    compiled = importlib.import_module("reinforced_data.replay").compiled_available()
+    compiled = importlib.import_module("reinforced_data._replay").compiled_available()
 
     pipes = build_pipelines(root, rfile, rfile_error)
     stages, stages_error = {}, ""

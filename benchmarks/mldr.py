@@ -57,7 +57,7 @@ def _levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def fidelity(pils: list, views: int, seed: int = 0) -> list[tuple]:
     """Rows (transform, views, mean, p99, max, share > 1 level) of replayed vs ml-dr-style views."""
     from reinforced_data.mldr import _Converter, MldrSource, policy_from_config
-    from reinforced_data.replay import replay
+    from reinforced_data import replay
 
     cfg = U.config("mix_ra_re", 1, size=SIZE, num_classes=NUM_CLASSES)
     policy = policy_from_config(cfg)

@@ -71,7 +71,7 @@ import _photos  # noqa: E402
 with warnings.catch_warnings():
     # replay warns at import when the compiled op is missing; this script reports it itself.
     warnings.simplefilter("ignore", RuntimeWarning)
-    _replay_mod = importlib.import_module("reinforced_data.replay")
+    _replay_mod = importlib.import_module("reinforced_data._replay")
 from reinforced_data import _args  # noqa: E402
 from reinforced_data.policy import Policy  # noqa: E402
 

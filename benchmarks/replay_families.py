@@ -68,7 +68,7 @@ one_torch_thread()
 from replay import cpu_model, loader_layout, versions  # noqa: E402
 
 from reinforced_data.policy import Policy  # noqa: E402
-from reinforced_data.replay import compiled_available, replay  # noqa: E402
+from reinforced_data._replay import compiled_available, replay  # noqa: E402
 
 TARGET_X = 5.0  # ours must stay at least this many times faster per core than the library
 DEFAULT_OUT = os.path.join(HERE, "results", "replay_families.md")

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from .errors import ConfigError, DatasetTypeError
+from .fingerprint import IMAGE_SAMPLE_SIZE, Fingerprint, image_sample_indices, images_sha256
 
 __all__ = [
     "resolve_dataset", "to_uint8_image", "RawImages", "dataset_labels", "as_labels", "dataset_files",
@@ -374,47 +375,26 @@ def class_names(dataset: Any) -> list[str] | None:
     return [str(c) for c in classes] if classes is not None else None
 
 
-#: how many images :func:`image_sample_sha256` decodes and hashes
-IMAGE_SAMPLE_SIZE = 8
-
-
-def image_sample_indices(n: int, count: int = IMAGE_SAMPLE_SIZE) -> list[int]:
-    """The images a fingerprint hashes: ``count`` evenly spaced indices, the first and the last included."""
-    if n <= 0:
-        return []
-    return sorted({int(i) for i in np.linspace(0, n - 1, min(count, n)).round()})
-
-
 def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE, decoder: str = "tensor") -> str | None:
     """The sha256 of a fixed sample of the dataset's images, decoded through :class:`RawImages`
     (its transform bypassed): for each image of :func:`image_sample_indices`, its index,
     its height and width, and its uint8 pixels in HWC order. Two datasets with the same
     labels but other pixels differ here. None when the images cannot be decoded (logged).
     ``decoder``: as :class:`RawImages`."""
-    import hashlib
-
-    h = hashlib.sha256()
     raw = RawImages(dataset, strip=True, decoder=decoder)
     try:
-        for i in image_sample_indices(len(dataset), count):
-            img = raw[i][0]
-            hwc = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
-            h.update(np.asarray([i, hwc.shape[0], hwc.shape[1]], dtype="<i8").tobytes())
-            h.update(hwc.tobytes())
+        return images_sha256((i, raw[i][0].permute(1, 2, 0).numpy()) for i in image_sample_indices(len(dataset), count))
     except (OSError, ValueError, TypeError, IndexError, RuntimeError) as e:
         log.warning("the dataset's images cannot be sampled for its fingerprint (%s); it is identified by its "
                     "length, labels and file list only", " ".join(str(e).split()))
         return None
-    return h.hexdigest()
 
 
 def dataset_fingerprint(dataset: Any, labels: np.ndarray | None = None, images: bool = True,
                         decoder: str = "tensor"):
-    """The :class:`~reinforced_data.store.Fingerprint` that identifies ``dataset``: its
+    """The :class:`~reinforced_data.fingerprint.Fingerprint` that identifies ``dataset``: its
     length, labels, file list, class count and (``images=True``) the hash of a fixed
     sample of its decoded images (:func:`image_sample_sha256`: 8 images decoded with ``decoder``)."""
-    from .store import Fingerprint
-
     labels = dataset_labels(dataset) if labels is None else labels
     fp = Fingerprint.of(labels, dataset_files(dataset), dataset_num_classes(dataset))
     if images:

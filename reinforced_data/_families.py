@@ -37,6 +37,10 @@ FAMILIES = ("torchvision", "trivialaugment", "autoaugment", "timm", "timm_autoau
 TORCHVISION_FAMILIES = ("torchvision", "trivialaugment", "autoaugment")
 TIMM_FAMILIES = ("timm", "timm_autoaugment")
 #: INTERP slot values of the kernel rows.
+#: the ImageNet normalisation both libraries default to (and every preset but the CIFAR ones uses)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 INTERP_CODES = {"nearest": 0, "bilinear": 1, "bicubic": 2}
 
 #: torchvision's RandAugment / TrivialAugmentWide op order (their ``_AUGMENTATION_SPACE`` keys).

@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------- commands
 def _cmd_reinforce(args) -> int:
-    from .reinforce import parse_policy, reinforce
+    from .generation import parse_policy, reinforce
 
     policy = parse_policy(args.policy)
     if args.output_size:
@@ -210,22 +210,23 @@ def _cmd_import_mldr(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from . import store
-    from .reinforce import resolve_dataset
+    from . import inspection
+    from ._datasets import dataset_fingerprint
+    from .generation import resolve_dataset
 
     dataset = resolve_dataset(args.data) if args.data else None
-    data = store.Fingerprint.of_dataset(dataset) if dataset is not None else None
+    data = dataset_fingerprint(dataset) if dataset is not None else None
     report = None
     if args.verify:  # first: a file that cannot even be opened is a verification failure (exit 1), not a crash
-        report = store.verify_file(args.file, data=dataset, progress=not args.no_progress)
+        report = inspection.verify_file(args.file, data=dataset, progress=not args.no_progress)
         if not report["opened"]:
             print(json.dumps({"file": args.file, "verify": report}, indent=2, sort_keys=True) if args.json else
-                  f"file:             {args.file}\n" + store.format_verify(report))
+                  f"file:             {args.file}\n" + inspection.format_verify(report))
             return 1
-    info = store.inspect_file(args.file, data=data, max_images=args.max_images)
+    info = inspection.inspect_file(args.file, data=data, max_images=args.max_images)
     if report is not None:
         info["verify"] = report
-    print(json.dumps(info, indent=2, sort_keys=True) if args.json else store.format_inspect(info))
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else inspection.format_inspect(info))
     return 1 if info.get("dataset_matches") is False or (report is not None and not report["ok"]) else 0
 
 
@@ -265,7 +266,7 @@ def _user_message(e: BaseException, args) -> str | None:
 
     if isinstance(e, (ReinforcedDataError, FileNotFoundError, FileExistsError)):
         return " ".join(str(e).split()) or type(e).__name__
-    from .reinforce import system_error_message
+    from .generation import system_error_message
 
     return system_error_message(e, getattr(args, "output", None))
 

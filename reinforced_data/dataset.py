@@ -45,7 +45,7 @@ import torch
 from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256
 from .errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from .policy import Policy
-from .replay import BACKENDS, replay
+from ._replay import BACKENDS, replay
 from .store import ReinforcementFile
 
 __all__ = ["ReinforcedDataset", "ReinforcedLoader", "collate_sources", "TARGETS", "RESIDUALS"]
@@ -194,7 +194,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                 self._raw = RawImages(self.dataset, strip=True, decoder="pil")
                 fp = dataclasses.replace(fp, images_sha256=pil, images_decoder=self._raw.decoder_name)
         # labels, file list, class count and a sample of decoded images: one error naming the mismatch
-        f.check_dataset(fingerprint=fp, images=True)
+        f.check_dataset(fp, images=True)
         top = int(f.labels.max(initial=0))
         if top >= f.num_classes:  # pragma: no cover - generation refuses such files
             raise DatasetMismatchError(f"{f.path}: a label is {top} but the teachers predict {f.num_classes} classes")

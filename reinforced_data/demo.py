@@ -244,7 +244,7 @@ def _load_data(s: DemoSettings, policy) -> _Data:
 def _whole_views(sources: Sequence[torch.Tensor], policy) -> torch.Tensor:
     """Each image whole, resized to the view size by the replay kernels (uint8)."""
     from .policy import Policy
-    from .replay import replay
+    from ._replay import replay
 
     plain = Policy(output_size=policy.output_size, flip_prob=0.0, mean=policy.mean, std=policy.std)
     params = np.zeros(len(sources), dtype=plain.param_dtype())
@@ -294,7 +294,7 @@ class _OnTheFly:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from .replay import replay
+        from ._replay import replay
 
         rng = np.random.default_rng([self.seed, self.tag, self.passes])
         self.passes += 1
@@ -471,7 +471,7 @@ def _chunks(views: torch.Tensor, labels: torch.Tensor, n: int):
 # ---------------------------------------------------------------------- step 2: reinforce
 def reinforce_step(s: DemoSettings, data: _Data, teacher, policy, path: str) -> tuple[StepResult, int]:
     """Reinforce the training set once into ``path``; returns (its cost, the file's size in bytes)."""
-    from .reinforce import reinforce
+    from .generation import reinforce
 
     if os.path.exists(path):
         os.remove(path)

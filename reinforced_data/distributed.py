@@ -1,7 +1,7 @@
 """Several ranks (``torchrun``): meeting, waiting for every rank, rank 0's merge, a clean exit.
 
 Each rank writes its own shard with no communication at all (see
-:mod:`reinforced_data.reinforce`). What ranks need from each other happens before and
+:mod:`reinforced_data.generation`). What ranks need from each other happens before and
 after that work, through the launcher's key-value store (torch's ``env://`` rendezvous,
 the store ``torchrun`` serves), never through a collective of a process group:
 
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import STARTED_UNDER
+from ._started import STARTED_UNDER
 from .errors import ConfigError, ReinforcedDataError
 
 __all__ = ["TIMEOUT_ENV", "DEFAULT_TIMEOUT_S", "timeout", "launcher_pid", "ParentWatch", "run_ranks"]
@@ -170,7 +170,7 @@ def run_ranks(work: Callable[[], Any], output: str | os.PathLike, *, rank: int, 
               merge: bool = False, overwrite: bool = False) -> Any:
     """Run ``work()`` (this rank's :meth:`Reinforcement.run`) with the other ranks; see the module docstring.
 
-    Returns this rank's :class:`~reinforced_data.reinforce.Summary` with ``ranks`` (every
+    Returns this rank's :class:`~reinforced_data.generation.Summary` with ``ranks`` (every
     rank's summary, by rank) and, after a merge, ``merged`` set. When a rank failed,
     that rank raises its own error and every other rank a :class:`ReinforcedDataError`
     naming it; no merge is attempted.

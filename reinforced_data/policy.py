@@ -43,8 +43,7 @@ SIGNED_OPS: frozenset[str] = frozenset(
 #: Ops without a magnitude (the stored magnitude is 0).
 UNPARAMETERISED_OPS: frozenset[str] = frozenset(("Identity", "AutoContrast", "Equalize", "Invert"))
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = FAM.IMAGENET_MEAN, FAM.IMAGENET_STD
 
 MAX_RA_OPS = 4  # the compiled kernels hold at most this many ops per view
 MAX_OUTPUT_SIZE = 4096
@@ -376,18 +375,23 @@ class Policy:
 
     @classmethod
     def from_timm(cls, *args: Any, **kwargs: Any) -> "Policy":
-        """The policy of timm's ``create_transform(is_training=True, ...)`` + ``Mixup``; see
-        :func:`reinforced_data.recipes.from_timm` (imports timm when called)."""
-        from .recipes import from_timm
+        """The policy of timm's ``create_transform(is_training=True, ...)`` + ``Mixup``; the arguments
+        are :func:`reinforced_data.recipes.timm_fields`' (imports timm when called)."""
+        from .recipes import timm_fields
 
-        return from_timm(*args, **kwargs)
+        return cls(**timm_fields(*args, **kwargs))
 
     @classmethod
     def from_torchvision(cls, transforms: Any, **overrides: Any) -> "Policy":
-        """The policy of a torchvision (v1 or v2) Compose; see :func:`reinforced_data.recipes.from_torchvision`."""
-        from .recipes import from_torchvision
+        """The policy of a torchvision (v1 or v2) Compose; see :func:`reinforced_data.recipes.torchvision_fields`.
+        ``overrides`` set Policy fields the transforms do not say (e.g. mixing); unknown names are refused."""
+        unknown = sorted(set(overrides) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"from_torchvision got unknown overrides {', '.join(unknown)}; pass Policy fields "
+                              "(see help(Policy))")
+        from .recipes import torchvision_fields
 
-        return from_torchvision(transforms, **overrides)
+        return cls(**torchvision_fields(transforms, **overrides))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Policy":

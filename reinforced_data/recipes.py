@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 from . import _families as FAM
 from .errors import ConfigError
-from .policy import IMAGENET_MEAN, IMAGENET_STD, Policy
+from ._families import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["from_timm", "from_torchvision", "timm_ra_config", "TIMM_TRAIN_AUTO_AUGMENT"]
+__all__ = ["timm_fields", "torchvision_fields", "timm_ra_config", "TIMM_TRAIN_AUTO_AUGMENT"]
 
 #: timm's training default augmentation string (train.py's ``--aa`` in its ImageNet recipes).
 TIMM_TRAIN_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
@@ -108,7 +108,7 @@ def timm_ra_config(auto_augment: str, hparams: dict | None = None) -> tuple[str,
     return family, cfg
 
 
-def from_timm(
+def timm_fields(
     input_size: Any = 224,
     scale: Sequence[float] | None = None,
     ratio: Sequence[float] | None = None,
@@ -137,8 +137,9 @@ def from_timm(
     correct_lam: bool = True,
     ra_prob: float = 1.0,
     **mixup_kwargs: Any,
-) -> Policy:
-    """The policy of ``timm.data.create_transform(is_training=True, ...)`` followed by ``timm.data.Mixup``.
+) -> dict[str, Any]:
+    """The policy of ``timm.data.create_transform(is_training=True, ...)`` followed by ``timm.data.Mixup``,
+    as ``Policy`` fields (``Policy.from_timm`` builds the policy from them).
 
     Arguments are timm's (``mix_prob`` is Mixup's ``prob``, ``mixup_mode`` its ``mode``), but the
     defaults are NOT ``create_transform``'s bare defaults: they are timm's ImageNet training recipe
@@ -214,7 +215,7 @@ def from_timm(
         fields.update(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
                       switch_prob=switch_prob)
     fields.update(jitter)
-    return Policy(**fields)
+    return fields
 
 
 def _timm_color_jitter(color_jitter: Any, color_jitter_prob: float | None) -> dict[str, Any]:
@@ -317,8 +318,9 @@ def _fill3(value: Any, what: str) -> tuple[int, int, int]:
 _STAGES = ("crop", "flip", "augment", "jitter", "erase")
 
 
-def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
-    """The policy of a torchvision (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
+def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
+    """The ``Policy`` fields (``Policy.from_torchvision`` builds the policy from them) of a torchvision
+    (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
     RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET), ColorJitter (each
     optionally in a RandomApply), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
     ToDtype, ConvertImageDtype). One transform alone is read as a one-element pipeline. Anything else is
@@ -333,10 +335,6 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
     Without any conversion the pipeline returns uint8 images: mean / std keep Policy's (ImageNet)
     defaults, and ``replay(..., out_dtype=torch.uint8)`` gives what the pipeline gives.
     """
-    unknown = sorted(set(overrides) - set(Policy.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"from_torchvision got unknown overrides {', '.join(unknown)}; pass Policy fields "
-                          "(see help(Policy))")
     if transforms is None:
         raise ConfigError("transforms=None: pass a torchvision Compose, a list of transforms or one transform")
     if type(transforms).__name__ == "Compose":
@@ -493,7 +491,7 @@ def from_torchvision(transforms: Any, **overrides: Any) -> Policy:
         std = fields.get("std", IMAGENET_STD)
         fields["erase_value"] = _erase_value(value, where, mean, std)
     fields.update(overrides)
-    return Policy(**fields)
+    return fields
 
 
 def _erase_value(value: Any, where: str, mean: Sequence[float], std: Sequence[float]) -> Any:

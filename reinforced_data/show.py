@@ -124,8 +124,8 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
     unmixed, captioned with the partner's image and view). ``names`` defaults to the
     dataset's class names.
     """
-    from ._datasets import RawImages, class_names
-    from .replay import replay
+    from ._datasets import RawImages, class_names, dataset_fingerprint
+    from ._replay import replay
 
     f = _open(file)
     n = f.num_images
@@ -135,7 +135,7 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
     if len(dataset) != n:
         raise ConfigError(f"the dataset holds {len(dataset)} images but {f.path} was made for {n}; "
                           "pass the dataset the file was generated from")
-    f.check_dataset(dataset)
+    f.check_dataset(dataset_fingerprint(dataset))
     k = f.num_views if views is None else int(views)
     if k < 1:
         raise ConfigError(f"--views {views} must be >= 1")

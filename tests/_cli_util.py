@@ -9,7 +9,7 @@ from __future__ import annotations
 import h5py
 
 from reinforced_data.policy import Policy
-from reinforced_data.reinforce import reinforce
+from reinforced_data.generation import reinforce
 
 DATA = "synthetic:num_images=24,num_classes=8,min_size=20,max_size=32,seed=2"
 TEACHER = "_reinforce_util:tiny_teacher"

@@ -16,7 +16,7 @@ import _reinforce_util as U
 from _cli_util import COMMON, DATA, TEACHER, api_run, chunks
 from reinforced_data import store as S
 from reinforced_data.cli import main
-from reinforced_data.reinforce import reinforce
+from reinforced_data.generation import reinforce
 
 
 # Tiny models: one intra-op thread is fastest, and immune to a busy shared machine.

@@ -174,7 +174,7 @@ def test_inspect_negative_max_images(tmp_path, capsys):
 
 def test_merge_options_after_positionals(tmp_path, capsys):
     from reinforced_data.policy import Policy
-    from reinforced_data.reinforce import reinforce
+    from reinforced_data.generation import reinforce
 
     out = tmp_path / "m.h5"
     for rank in range(2):

@@ -19,8 +19,8 @@ from reinforced_data.dataset import ReinforcedDataset
 from reinforced_data.errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from reinforced_data.losses import KDLoss, hard_labels
 from reinforced_data.policy import Policy
-from reinforced_data.reinforce import reinforce
-from reinforced_data.replay import replay
+from reinforced_data.generation import reinforce
+from reinforced_data._replay import replay
 from reinforced_data.store import ReinforcementFile
 from reinforced_data.synthetic import SyntheticImages
 

@@ -15,8 +15,8 @@ from reinforced_data import _datasets as D
 from reinforced_data.dataset import ReinforcedDataset
 from reinforced_data.errors import ConfigError, DatasetMismatchError
 from reinforced_data.policy import Policy
-from reinforced_data.reinforce import _Decoded, reinforce
-from reinforced_data.replay import replay
+from reinforced_data.generation import _Decoded, reinforce
+from reinforced_data._replay import replay
 from reinforced_data.store import ReinforcementFile
 from reinforced_data.synthetic import SyntheticImages
 from reinforced_data.teachers import TeacherEnsemble

@@ -137,7 +137,7 @@ def _ranks_by_hand(out, extra_env=None):
 
 def test_reinforce_merge_from_a_script_equals_one_process(tmp_path):
     from reinforced_data.policy import Policy
-    from reinforced_data.reinforce import reinforce
+    from reinforced_data.generation import reinforce
 
     out = tmp_path / "m.h5"
     results = _ranks_by_hand(out)

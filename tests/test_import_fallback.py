@@ -32,8 +32,8 @@ def phase(name, fn):
 def imports():
     import importlib
     import reinforced_data
-    rmod = importlib.import_module("reinforced_data.replay")
-    importlib.import_module("reinforced_data.replay")
+    rmod = importlib.import_module("reinforced_data._replay")
+    importlib.import_module("reinforced_data._replay")
     ops = importlib.import_module("reinforced_data._ops")
     return reinforced_data, rmod, ops, reinforced_data.compiled_available()
 reinforced_data, rmod, ops, available = phase("import", imports)

@@ -11,6 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
+from reinforced_data import inspection
+from reinforced_data.store import format as store_format
 from reinforced_data import store as S
 from reinforced_data.errors import CorruptFileError, ReinforcedDataError
 from _store_util import make_header, write_file
@@ -45,29 +47,29 @@ def _changed(value):
 
 def test_file_is_sealed_with_a_digest_over_attributes_and_labels(sealed):
     attrs = _attrs(sealed)
-    assert S.DIGEST_ATTR in attrs
+    assert store_format.DIGEST_ATTR in attrs
     with h5py.File(sealed, "r") as f:
-        assert attrs[S.DIGEST_ATTR] == S.header_digest(f.attrs, f["labels"][:])
+        assert attrs[store_format.DIGEST_ATTR] == store_format.header_digest(f.attrs, f["labels"][:])
     with S.ReinforcementFile(sealed) as r:
         assert r.has_digest
     # the digest leaves out exactly the attributes a writer changes later
-    assert set(S.DIGEST_EXCLUDES) == {"complete", "generation", S.DIGEST_ATTR}
+    assert set(store_format.DIGEST_EXCLUDES) == {"complete", "generation", store_format.DIGEST_ATTR}
 
 
 def test_digest_is_canonical():
     a = {"x": "s", "n": np.int64(3), "f": 16.0}
-    assert S.header_digest(a, np.arange(3)) == S.header_digest(dict(reversed(list(a.items()))), np.arange(3, dtype=np.uint8))
-    assert S.header_digest(a, np.arange(3)) != S.header_digest({**a, "n": np.int64(4)}, np.arange(3))
-    assert S.header_digest(a, np.arange(3)) != S.header_digest({**a, "n": "3"}, np.arange(3))  # type counts
-    assert S.header_digest(a, np.arange(3)) != S.header_digest(a, np.array([0, 1, 3]))
+    assert store_format.header_digest(a, np.arange(3)) == store_format.header_digest(dict(reversed(list(a.items()))), np.arange(3, dtype=np.uint8))
+    assert store_format.header_digest(a, np.arange(3)) != store_format.header_digest({**a, "n": np.int64(4)}, np.arange(3))
+    assert store_format.header_digest(a, np.arange(3)) != store_format.header_digest({**a, "n": "3"}, np.arange(3))  # type counts
+    assert store_format.header_digest(a, np.arange(3)) != store_format.header_digest(a, np.array([0, 1, 3]))
     # the mutable attributes do not count
-    assert S.header_digest(a, np.arange(3)) == S.header_digest({**a, "complete": np.uint8(1), "generation": "{}"},
+    assert store_format.header_digest(a, np.arange(3)) == store_format.header_digest({**a, "complete": np.uint8(1), "generation": "{}"},
                                                                  np.arange(3))
 
 
 def _every_sealed_attribute():
     h = make_header("rrc_ra_re_mix", n=6, k=4, topk=3, c=7)
-    return sorted(k for k in h.to_attrs() if k not in S.DIGEST_EXCLUDES)
+    return sorted(k for k in h.to_attrs() if k not in store_format.DIGEST_EXCLUDES)
 
 
 @pytest.mark.parametrize("name", _every_sealed_attribute())
@@ -80,7 +82,7 @@ def test_each_changed_attribute_is_caught_on_open(sealed, tmp_path, name):
         with pytest.raises(ReinforcedDataError):
             S.ReinforcementFile(p)
         return
-    for open_it in (S.ReinforcementFile, S.read_header, S.inspect_file):
+    for open_it in (S.ReinforcementFile, S.read_header, inspection.inspect_file):
         with pytest.raises(CorruptFileError, match=r"header was changed after it was written \(digest mismatch"):
             open_it(p)
 
@@ -135,14 +137,14 @@ def test_version_1_file_without_digest_is_read_with_a_warning(sealed, tmp_path, 
     p = str(tmp_path / "old.h5")
     shutil.copy(sealed, p)
     with h5py.File(p, "r+") as f:
-        del f.attrs[S.DIGEST_ATTR]
+        del f.attrs[store_format.DIGEST_ATTR]
     with caplog.at_level(logging.WARNING):
         with S.ReinforcementFile(p) as r:
             assert not r.has_digest and r.num_images == 6
     assert "carries no header digest" in caplog.text
-    info = S.inspect_file(p)
+    info = inspection.inspect_file(p)
     assert info["header_digest"] is False
-    assert "header digest:    none" in S.format_inspect(info)
+    assert "header digest:    none" in inspection.format_inspect(info)
 
 
 def test_merged_file_is_sealed_anew(tmp_path):
@@ -156,7 +158,7 @@ def test_merged_file_is_sealed_anew(tmp_path):
     with S.ReinforcementFile(out) as m:
         assert m.has_digest and m.header.extra == {"merged_from": 2}
     for path in shards + [out]:  # a complete shard holds only its own images: not a complete-flag problem
-        assert S.verify_file(path)["ok"] and S.inspect_file(path)["complete"]
+        assert inspection.verify_file(path)["ok"] and inspection.inspect_file(path)["complete"]
 
 
 # ---------------------------------------------------------------------- inspect --verify
@@ -192,18 +194,18 @@ def run_verify(capsys, *args):
 @pytest.mark.parametrize("policy", ["rrc_ra_re", "rrc_ra_re_mix"])
 def test_verify_passes_a_good_file(tmp_path, capsys, policy):
     p = write_custom(str(tmp_path / "good.h5"), policy)
-    v = S.verify_file(p)
+    v = inspection.verify_file(p)
     assert v["ok"] and v["problem_count"] == 0 and v["records_checked"] == NV * KV and v["images_checked"] == NV
     assert v["us_per_record"] > 0
     rc, out = run_verify(capsys, p)
     assert rc == 0 and "verify:           ok: 6 images, 24 records checked" in out
     assert "problem:" not in out
-    info = S.inspect_file(p, verify=True)
+    info = inspection.inspect_file(p, verify=True)
     assert info["verify"]["ok"]
 
 
 def _expect_problem(capsys, path, needle, *args):
-    v = S.verify_file(path, *args)
+    v = inspection.verify_file(path, *args)
     assert not v["ok"] and v["problem_count"] >= 1
     assert any(needle in p for p in v["problems"]), v["problems"]
     assert all("\n" not in p for p in v["problems"])  # one line each
@@ -223,7 +225,7 @@ def test_verify_catches_a_damaged_chunk(tmp_path, capsys):
     # a chunk that inflates but to the wrong size
     with h5py.File(p, "r+") as f:
         f["records"].id.write_direct_chunk((4, 0, 0), zlib.compress(b"\0" * 5))
-    v = S.verify_file(p)
+    v = inspection.verify_file(p)
     assert v["problem_count"] == 2 and any("image 4" in x for x in v["problems"])
 
 
@@ -233,9 +235,9 @@ def test_verify_catches_a_complete_flag_with_an_unwritten_row(tmp_path, capsys):
     write_file(p, h, indices=[0, 1, 2, 4, 5], finish=False)
     with h5py.File(p, "r+") as f:
         f.attrs["complete"] = np.uint8(1)
-    info = S.inspect_file(p)
+    info = inspection.inspect_file(p)
     assert info["complete"] is False and info["complete_flag"] is True
-    assert "complete:         NO: its complete flag is set, but only 5 of 6" in S.format_inspect(info)
+    assert "complete:         NO: its complete flag is set, but only 5 of 6" in inspection.format_inspect(info)
     assert cli_main(["inspect", p]) == 0  # inspect reports; only --verify judges
     assert "complete:         yes" not in capsys.readouterr().out
     _expect_problem(capsys, p, "complete flag is set but 1 of 6 images are not written (first: image 3)")
@@ -285,8 +287,8 @@ def test_verify_with_data_checks_crops_against_the_real_image_sizes(tmp_path, ca
     ds = SyntheticImages(num_images=NV, num_classes=CV, min_size=56, max_size=64, seed=0)
     labels = np.asarray([ds[i][1] for i in range(NV)])
     p = write_custom(str(tmp_path / "crop.h5"), labels=labels, edit=_set("crop", [0, 0, 200, 40], image=4))
-    assert S.verify_file(p)["ok"]  # without the images the box cannot be judged
-    v = S.verify_file(p, ds)
+    assert inspection.verify_file(p)["ok"]  # without the images the box cannot be judged
+    v = inspection.verify_file(p, ds)
     assert not v["ok"] and v["problem_count"] == 1
     assert "image 4: params['crop'] of view 2" in v["problems"][0] and "source image" in v["problems"][0]
 
@@ -296,7 +298,7 @@ def test_verify_reports_a_changed_header_as_its_problem(sealed, tmp_path, capsys
     shutil.copy(sealed, p)
     with h5py.File(p, "r+") as f:
         f.attrs["num_views"] = f.attrs["num_views"] + 1
-    v = S.verify_file(p)
+    v = inspection.verify_file(p)
     assert not v["opened"] and v["problem_count"] == 1 and "digest mismatch" in v["problems"][0]
     rc, out = run_verify(capsys, p)
     assert rc == 1 and "digest mismatch" in out
@@ -364,9 +366,9 @@ def test_resume_with_other_images_is_refused(tmp_path):
     S.ReinforcementWriter.open(p, _header_for(Counting(seed=0)), labels, mode="resume").close()
     with S.ReinforcementFile(p, accept_incomplete=True) as f:
         with pytest.raises(DatasetMismatchError, match="the images differ"):
-            f.check_dataset(Counting(seed=1), images=True)
-        f.check_dataset(Counting(seed=0), images=True)
-        assert S.inspect_file(p, data=Counting(seed=1))["dataset_matches"] is False
+            f.check_dataset(dataset_fingerprint(Counting(seed=1)), images=True)
+        f.check_dataset(dataset_fingerprint(Counting(seed=0)), images=True)
+        assert inspection.inspect_file(p, data=Counting(seed=1))["dataset_matches"] is False
 
 
 def test_file_without_the_image_hash_still_resumes(tmp_path):
@@ -401,7 +403,7 @@ def test_a_complete_flag_with_an_unwritten_row_is_refused_on_open_and_resume_rep
     with S.ReinforcementFile(p) as f:
         assert f.written.all()
         np.testing.assert_array_equal(f.read_image(0).params, rows[0][0])
-    assert S.verify_file(p)["ok"]
+    assert inspection.verify_file(p)["ok"]
 
 
 def test_verify_json_and_progress_bar(tmp_path, capsys):

@@ -17,7 +17,7 @@ from reinforced_data import _args as A
 from reinforced_data import _reference as R
 from reinforced_data.errors import ConfigError
 from reinforced_data.policy import JITTER_IDENTITY_ORDER, Policy
-from reinforced_data.replay import replay
+from reinforced_data._replay import replay
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 HUE = R.KERNEL_OPS.index("Hue")

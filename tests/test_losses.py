@@ -292,7 +292,7 @@ def test_targets_of_a_reinforcement_file_pass(tmp_path, encoding):
 
     from reinforced_data.dataset import ReinforcedDataset
     from reinforced_data.policy import Policy
-    from reinforced_data.reinforce import reinforce
+    from reinforced_data.generation import reinforce
     from reinforced_data.synthetic import SyntheticImages
 
     classes, path = 5, str(tmp_path / "t.h5")

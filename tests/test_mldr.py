@@ -18,7 +18,7 @@ from reinforced_data.cli import main
 from reinforced_data.errors import ConfigError, DatasetMismatchError
 from reinforced_data.mldr import RA_OP_NAMES, MldrSourceError, import_mldr, load_pickle
 from reinforced_data.policy import Policy
-from reinforced_data.replay import replay
+from reinforced_data import replay
 from reinforced_data.store import ReinforcementFile
 
 

@@ -26,7 +26,7 @@ from reinforced_data.policy import PRESETS, RA_OPS, SIGNED_OPS, UNPARAMETERISED_
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
-    rmod = importlib.import_module("reinforced_data.replay")
+    rmod = importlib.import_module("reinforced_data._replay")
 
 compiled = pytest.mark.compiled
 

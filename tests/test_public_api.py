@@ -1,6 +1,6 @@
 """The package's public face: ``__all__`` names the core API and every name in it resolves;
 importing the package or its light modules loads neither h5py, timm nor the compiled op
-(the names are imported lazily, PEP 562); old names stay importable from the package."""
+(the names are imported lazily, PEP 562)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +22,12 @@ HEAVY = ("h5py", "timm", "reinforced_data._C")
 CORE = ["Policy", "PRESETS", "replay", "ReinforcementFile", "reinforce", "merge", "TeacherEnsemble",
         "AdaptiveEnsembleHead", "ReinforcedDataset", "KDLoss", "hard_labels", "ReinforcedDataError", "ConfigError",
         "inspect_file", "compiled_available", "__version__"]
-# The training side, being written beside this: skipped until its module exists.
-PENDING = {"ReinforcedDataset": "reinforced_data.dataset", "KDLoss": "reinforced_data.losses",
-           "hard_labels": "reinforced_data.losses"}
-LEGACY = {"RA_OPS": "policy", "ReinforcementWriter": "store", "bagging_split": "ensemble",
-          "stratified_split": "ensemble", "adabelief": "ensemble", "weighted_f1": "ensemble",
-          "EarlyStopping": "ensemble", "fit_weak_learner": "ensemble", "fit_combiner": "ensemble"}
+# where each name is defined
+HOMES = {"Policy": "policy", "PRESETS": "policy", "replay": "_replay", "compiled_available": "_ops",
+         "ReinforcementFile": "store.reader", "merge": "store.shards", "inspect_file": "inspection",
+         "reinforce": "generation", "TeacherEnsemble": "teachers", "AdaptiveEnsembleHead": "ensemble.head",
+         "ReinforcedDataset": "dataset", "KDLoss": "losses", "hard_labels": "losses", "ConfigError": "errors",
+         "ReinforcedDataError": "errors", "__version__": "_version"}
 
 
 def _python(code: str) -> dict:
@@ -70,27 +71,14 @@ def test_all_is_the_core_api_and_dir_lists_it():
     assert sorted(reinforced_data.__all__) == sorted(CORE)
     assert len(set(reinforced_data.__all__)) == len(reinforced_data.__all__)
     assert set(reinforced_data.__all__) <= set(dir(reinforced_data))
-    assert set(LEGACY) <= set(dir(reinforced_data))
 
 
 @pytest.mark.parametrize("name", CORE)
-def test_every_public_name_resolves(name):
-    module = PENDING.get(name)
-    if module is not None and importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} does not exist yet")
+def test_every_public_name_resolves_to_its_definition(name):
     value = getattr(reinforced_data, name)
-    assert value is not None
+    assert value is getattr(importlib.import_module(f"reinforced_data.{HOMES[name]}"), name)
     if name == "__version__":
-        from reinforced_data._version import __version__
-        assert value == __version__ and value.count(".") >= 2
-    elif module is not None:
-        assert value is getattr(importlib.import_module(module), name)
-
-
-@pytest.mark.parametrize("name", sorted(LEGACY))
-def test_old_names_stay_importable_from_the_package(name):
-    module = importlib.import_module(f"reinforced_data.{LEGACY[name]}")
-    assert getattr(reinforced_data, name) is getattr(module, name)
+        assert value.count(".") >= 2
 
 
 def test_unknown_name_is_an_attribute_error():
@@ -99,19 +87,10 @@ def test_unknown_name_is_an_attribute_error():
     assert not hasattr(reinforced_data, "no_such_name")
 
 
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_function_names_survive_importing_their_modules():
-    """``replay`` and ``reinforce`` are functions of modules of the same name: importing those
-    modules first (as DataLoader workers and old code do) must leave the functions in place."""
-    r = _python(
-        "import importlib, json\n"
-        "import reinforced_data\n"
-        "mods = [importlib.import_module(f'reinforced_data.{n}') for n in ('replay', 'reinforce')]\n"
-        "print(json.dumps({'replay_is_fn': reinforced_data.replay is mods[0].replay,\n"
-        "                  'reinforce_is_fn': reinforced_data.reinforce is mods[1].reinforce,\n"
-        "                  'from_import': __import__('reinforced_data').replay.__module__}))")
-    assert r == {"replay_is_fn": True, "reinforce_is_fn": True, "from_import": "reinforced_data.replay"}
+def test_no_module_is_named_like_a_public_name():
+    """A submodule named like a public function would replace it on the package once imported."""
+    modules = {m.name for m in pkgutil.iter_modules(reinforced_data.__path__)}
+    assert "generation" in modules and not modules & set(CORE), sorted(modules & set(CORE))
 
 
 def test_errors_are_one_family():

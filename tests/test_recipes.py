@@ -381,7 +381,7 @@ FAMILY_POLICIES = {
 
 @pytest.mark.parametrize("name", sorted(FAMILY_POLICIES))
 def test_sample_encode_replay_on_a_photo(name):
-    from reinforced_data.replay import replay
+    from reinforced_data._replay import replay
 
     policy = FAMILY_POLICIES[name]
     img = _photo()
@@ -435,7 +435,7 @@ def test_from_torchvision_refuses_pipelines_it_cannot_replay(T):
 
 @pytest.mark.parametrize("T", [T1, v2], ids=["v1", "v2"])
 def test_from_torchvision_mean_std_follow_the_pipelines_output(T):
-    from reinforced_data.replay import replay
+    from reinforced_data._replay import replay
 
     conv = [T.ToTensor()] if T is T1 else [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
     p = Policy.from_torchvision(T.Compose([T.RandomResizedCrop(32), *conv]))
@@ -472,7 +472,7 @@ def test_from_torchvision_argument_errors_are_config_errors():
 
 @pytest.mark.parametrize("bins", [2, 5, 31])
 def test_trivialaugment_with_few_bins_replays(bins):
-    from reinforced_data.replay import replay
+    from reinforced_data._replay import replay
 
     p = Policy.from_torchvision(v2.Compose([v2.RandomResizedCrop((48, 40)),
                                             v2.TrivialAugmentWide(num_magnitude_bins=bins)]))
@@ -504,6 +504,6 @@ def test_from_timm_validates_every_argument_up_front(kwargs, argument):
 def test_from_timm_accepts_mixups_loss_arguments_that_do_not_change_views():
     p = Policy.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=1000, label_smoothing=0.0)
     assert p == Policy.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0)
-    from reinforced_data.recipes import from_timm
+    from reinforced_data.recipes import timm_fields
 
-    assert "rand-m9-mstd0.5-inc1" in from_timm.__doc__ and "timm_train_default" in from_timm.__doc__
+    assert "rand-m9-mstd0.5-inc1" in timm_fields.__doc__ and "timm_train_default" in timm_fields.__doc__

@@ -23,7 +23,7 @@ TV_OPS = Policy().ra_ops()  # torchvision's RandAugment ops (the default family)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # fallback warning: see test_import_fallback.py
-    from reinforced_data.replay import replay
+    from reinforced_data._replay import replay
 
 tv2 = pytest.importorskip("torchvision.transforms.v2")
 from torchvision.transforms import InterpolationMode  # noqa: E402

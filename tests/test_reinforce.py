@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 import _reinforce_util as U
+from reinforced_data import inspection
+from reinforced_data._datasets import dataset_fingerprint
 from reinforced_data import store as S
 from reinforced_data.errors import ConfigError
 from reinforced_data.policy import Policy
-from reinforced_data.reinforce import _rank_indices, block_order, image_rng, reinforce
-from reinforced_data.replay import replay
+from reinforced_data.generation import _rank_indices, block_order, image_rng, reinforce
+from reinforced_data._replay import replay
 from reinforced_data.synthetic import SyntheticImages, write_image_folder
 from reinforced_data.teachers import NonFiniteOutputError, TeacherEnsemble
 
@@ -217,7 +219,7 @@ def test_image_folder_input_and_float16(ds, tmp_path):
 
     with S.ReinforcementFile(path) as f:
         assert f.fingerprint.files_sha256 is not None and f.header.prob_encoding == "float16"
-        f.check_dataset(ImageFolder(root))
+        f.check_dataset(dataset_fingerprint(ImageFolder(root)))
         r = f.read_image(0)
         assert np.allclose(r.probs.sum(1), np.minimum(1, r.probs.sum(1)), atol=1e-3)
 
@@ -231,7 +233,7 @@ def test_pipeline_object_stages_and_defaults(ds, tmp_path):
     import torch
 
     from reinforced_data.errors import ConfigError
-    from reinforced_data.reinforce import Reinforcement, default_device, default_num_workers
+    from reinforced_data.generation import Reinforcement, default_device, default_num_workers
 
     path = tmp_path / "p.h5"
     r = Reinforcement(ds, U.TinyTeacher(CLASSES), str(path), policy=policy(), num_views=K, topk=TOPK, seed=7,
@@ -322,7 +324,7 @@ def test_a_bare_teacher_labels_the_tensor_the_student_gets(ds, tmp_path):
         assert (stored["mean"], stored["std"]) == (list(pol.mean), list(pol.std))  # what it was fed
         assert stored["input_size"] is None
     assert ("teacher:          Sequential (input 16x16 = the view's, mean [0.8, 0.2, 0.5], std [0.15, 0.6, 0.3] = "
-            "the policy's, as the student's views)") in S.format_inspect(S.inspect_file(str(tmp_path / "r.h5")))
+            "the policy's, as the student's views)") in inspection.format_inspect(inspection.inspect_file(str(tmp_path / "r.h5")))
     top1, probs_ok = _label_agreement(ds, tmp_path / "r.h5", teacher)
     assert top1 >= 0.99 and probs_ok == 1.0, (top1, probs_ok)
     # the test has teeth: a teacher fed ImageNet's normalisation stores labels for other tensors

@@ -33,8 +33,9 @@ from reinforced_data.cli import main as cli_main
 from reinforced_data.dataset import ReinforcedDataset
 from reinforced_data.errors import CorruptFileError, DatasetMismatchError, FileReplacedError
 from reinforced_data.policy import Policy
-from reinforced_data.reinforce import reinforce
-from reinforced_data.store import ReinforcementFile, format_inspect, inspect_file
+from reinforced_data.generation import reinforce
+from reinforced_data.inspection import format_inspect, inspect_file
+from reinforced_data.store import ReinforcementFile
 from reinforced_data.synthetic import SyntheticImages
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -24,7 +24,7 @@ from reinforced_data.policy import PRESETS, Policy
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
-    rmod = importlib.import_module("reinforced_data.replay")
+    rmod = importlib.import_module("reinforced_data._replay")
 replay = rmod.replay
 
 compiled = pytest.mark.compiled

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import _reinforce_util as U
+from reinforced_data import inspection
 from reinforced_data import store as S
 from _cli_util import COMMON, api_run, chunks
 
@@ -77,7 +78,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
         assert f.complete and f.written.all()
     api_run(tmp_path / "fresh.h5", 2)
     assert chunks(out) == chunks(tmp_path / "fresh.h5"), f"rows stored after each kill: {history}"
-    assert S.verify_file(out)["ok"]
+    assert inspection.verify_file(out)["ok"]
 
 
 def _start_args(out):

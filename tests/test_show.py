@@ -13,8 +13,8 @@ from _reinforce_util import TinyTeacher
 from reinforced_data.errors import (ConfigError, DatasetMismatchError, NotReinforcementFileError,
                                     ReinforcedDataError)
 from reinforced_data.policy import Policy
-from reinforced_data.reinforce import reinforce
-from reinforced_data.replay import replay
+from reinforced_data.generation import reinforce
+from reinforced_data._replay import replay
 from reinforced_data.show import Panel, grid_pixels, main, render_grid, show, view_panels
 from reinforced_data.store import ReinforcementFile
 from reinforced_data.synthetic import SyntheticImages

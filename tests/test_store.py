@@ -16,6 +16,9 @@ import pytest
 
 import _reinforce_util as U
 from _store_util import C, K, N, TOPK, make_header, make_rows, write_file
+from reinforced_data._datasets import dataset_fingerprint
+from reinforced_data.store import format as store_format
+from reinforced_data.store import reader as store_reader
 from reinforced_data import store as S
 from reinforced_data.policy import Policy
 from reinforced_data.store import writer as store_writer
@@ -53,8 +56,8 @@ def test_codec_roundtrip(policy, encoding):
         out = c.unpack(back)
         assert (out.params == params[row]).all()
         assert (out.indices == idx[row]).all()
-        tol = 2e-3 if encoding == "float16" else np.expm1(S.LOG_RANGE / 510) + 1e-6
-        big = val[row] > np.exp(-S.LOG_RANGE)
+        tol = 2e-3 if encoding == "float16" else np.expm1(store_format.LOG_RANGE / 510) + 1e-6
+        big = val[row] > np.exp(-store_format.LOG_RANGE)
         assert np.all(np.abs(out.probs[big] / val[row][big] - 1) <= tol)
         if h.policy.mixing:
             assert (out.partner_index == pi[row]).all() and (out.partner_view == pv[row]).all()
@@ -67,7 +70,7 @@ def test_log_codes_are_delta_coded_and_sorted():
     c = h.codec()
     p = np.array([0.5, 0.25, 0.125, 0.0625, 1e-9])
     stored = c.encode_probs(p)
-    codes = np.round(-np.log(p) * 255 / S.LOG_RANGE).clip(0, 255)
+    codes = np.round(-np.log(p) * 255 / store_format.LOG_RANGE).clip(0, 255)
     assert stored[0] == codes[0] and (stored[1:] == np.diff(codes)).all()
     assert np.allclose(c.decode_probs(stored)[:4], p[:4], rtol=0.032)
     # unsorted input is sorted (indices follow) before encoding
@@ -112,7 +115,7 @@ def test_write_read_roundtrip_and_attributes(tmp_path):
         for i, (params, idx, val, pi, pv) in rows.items():
             img = r.read_image(i)
             assert (img.params == params).all() and (img.indices == idx).all()
-            assert np.allclose(img.probs, val, rtol=0.035, atol=np.exp(-S.LOG_RANGE))
+            assert np.allclose(img.probs, val, rtol=0.035, atol=np.exp(-store_format.LOG_RANGE))
             for j in (0, 4, K - 1):
                 rec = r.read(i, j)
                 assert rec.params == params[j] and (rec.indices == idx[j]).all()
@@ -310,7 +313,7 @@ def test_a_writer_killed_after_resuming_loses_nothing(tmp_path):
 def test_output_made_while_waiting_for_the_lock_is_not_replaced(tmp_path, monkeypatch):
     path = str(tmp_path / "r.h5")
     h = make_header()
-    real_lock = S._Lock
+    real_lock = store_writer._Lock
     raced = []
 
     def lock_after_another_writer_finished(p):
@@ -332,7 +335,7 @@ def test_lock_on_a_lock_file_unlinked_meanwhile_is_not_a_lock(tmp_path, monkeypa
     import fcntl
 
     path = str(tmp_path / "r.h5")
-    a = S._Lock(path)
+    a = store_writer._Lock(path)
     real_flock = fcntl.flock
     held = []
 
@@ -341,14 +344,14 @@ def test_lock_on_a_lock_file_unlinked_meanwhile_is_not_a_lock(tmp_path, monkeypa
             held.append("racing")
             a.release()
             monkeypatch.setattr(fcntl, "flock", real_flock)
-            held.append(S._Lock(path))  # C
+            held.append(store_writer._Lock(path))  # C
             monkeypatch.setattr(fcntl, "flock", flock_after_a_released_and_c_locked)
         return real_flock(fd, op)
 
     monkeypatch.setattr(fcntl, "flock", flock_after_a_released_and_c_locked)
     try:
         with pytest.raises(S.ReinforcementFileError, match="being written by another process"):
-            S._Lock(path)  # B
+            store_writer._Lock(path)  # B
     finally:
         monkeypatch.setattr(fcntl, "flock", real_flock)
         for lock in held[1:]:
@@ -507,20 +510,20 @@ def test_check_dataset(tmp_path):
     ds = SyntheticImages(N, 4, 16, 20, seed=0)
     labels = np.asarray(ds.targets)
     p = str(tmp_path / "r.h5")
-    h = S.Header(N, K, 3, 4, Policy.preset("rrc", output_size=(16, 16)), [], S.Fingerprint.of_dataset(ds))
+    h = S.Header(N, K, 3, 4, Policy.preset("rrc", output_size=(16, 16)), [], dataset_fingerprint(ds))
     w = S.ReinforcementWriter.open(p, h, labels)
     for i in range(N):
         params, _, _, _, _ = make_rows(make_header("rrc", c=4, topk=3), [i])
         w.write([i], params, np.tile([0, 1, 2], (1, K, 1)), np.tile([0.5, 0.3, 0.2], (1, K, 1)))
     w.finish()
     with S.ReinforcementFile(p) as r:
-        r.check_dataset(ds)
+        r.check_dataset(dataset_fingerprint(ds))
         with pytest.raises(S.DatasetMismatchError, match="another dataset: the file holds 12 images, the dataset 11"):
-            r.check_dataset(SyntheticImages(N - 1, 4, 16, 20, seed=0))
+            r.check_dataset(dataset_fingerprint(SyntheticImages(N - 1, 4, 16, 20, seed=0)))
         with pytest.raises(S.DatasetMismatchError, match="the labels differ"):
-            r.check_dataset(SyntheticImages(N, 4, 16, 20, seed=1))
+            r.check_dataset(dataset_fingerprint(SyntheticImages(N, 4, 16, 20, seed=1)))
         with pytest.raises(S.DatasetMismatchError, match="4 classes, this one 6"):
-            r.check_dataset(SyntheticImages(N, 6, 16, 20, seed=0))
+            r.check_dataset(dataset_fingerprint(SyntheticImages(N, 6, 16, 20, seed=0)))
 
 
 # ---------------------------------------------------------------------- shards and merge
@@ -594,16 +597,16 @@ def test_open_errors_say_what_is_wrong_without_calling_the_file_damaged(code, ne
     msg = f"Unable to synchronously open file (unable to lock file, errno = {code}, error message = 'x')"
     e = OSError(code, msg) if errno_attribute else OSError(msg)
     with pytest.raises(S.FileAccessError, match=needle) as info:
-        S._raise_open_error("r.h5", e, writing=True)
+        store_reader._raise_open_error("r.h5", e, writing=True)
     text = str(info.value)
     assert "overwrite" not in text and "damaged" not in text and "regenerate" not in text
 
 
 def test_open_errors_of_the_file_itself_are_damage():
     with pytest.raises(S.CorruptFileError, match=r"is truncated .*--overwrite"):
-        S._raise_open_error("r.h5", OSError("Unable to open file (truncated file: eof = 5, stored_eof = 9)"))
+        store_reader._raise_open_error("r.h5", OSError("Unable to open file (truncated file: eof = 5, stored_eof = 9)"))
     with pytest.raises(S.CorruptFileError, match="it is damaged, regenerate it"):
-        S._raise_open_error("r.h5", OSError("Unable to open file (bad object header version number)"))
+        store_reader._raise_open_error("r.h5", OSError("Unable to open file (bad object header version number)"))
 
 
 _HOLD_OPEN = """

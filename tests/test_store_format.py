@@ -21,6 +21,7 @@ import zlib
 import numpy as np
 import pytest
 
+from reinforced_data import inspection
 from reinforced_data import store as S
 from reinforced_data.policy import Policy
 from reinforced_data.store import format as F
@@ -91,12 +92,10 @@ def test_format_imports_neither_h5py_nor_torch():
 
 @pytest.mark.subprocess
 def test_store_package_loads_no_torch():
-    """Every module of the store, and every name it serves (but the old dataset helpers,
-    which now live beside the decoding code), without torch."""
+    """Every module of the store, and every name it serves, without torch."""
     out = _run("import reinforced_data.store as S\n"
-               "for n in S.__all__:\n"
-               "    if n not in S._MOVED_TO_DATASETS: getattr(S, n)\n"
-               "import reinforced_data.store.inspect, reinforced_data.store.shards\n"
+               "for n in S.__all__: getattr(S, n)\n"
+               "import reinforced_data.store.reader, reinforced_data.store.writer, reinforced_data.store.shards\n"
                "print('h5py' in sys.modules, 'torch' in sys.modules)")
     assert out.split() == ["True", "False"]
 
@@ -190,12 +189,11 @@ def test_bad_header_arguments_are_config_errors():
 
 # ---------------------------------------------------------------------- the package's names
 def test_every_name_is_served_by_the_module_that_owns_it():
-    from reinforced_data.store import format, inspect, reader, shards, writer
+    from reinforced_data.store import format, reader, shards, writer
 
     homes = {"Header": format, "RecordCodec": format, "Fingerprint": format, "FORMAT_VERSION": format,
-             "ReinforcementFile": reader, "read_header": reader, "ReinforcementWriter": writer, "_Lock": writer,
-             "merge": shards, "shard_path": shards, "find_shards": shards, "inspect_file": inspect,
-             "format_inspect": inspect}
+             "ReinforcementFile": reader, "read_header": reader, "ReinforcementWriter": writer,
+             "merge": shards, "shard_path": shards, "find_shards": shards}
     for name, module in homes.items():
         assert getattr(S, name) is getattr(module, name), name
     assert set(S.__all__) <= set(dir(S))
@@ -204,13 +202,6 @@ def test_every_name_is_served_by_the_module_that_owns_it():
     assert S.CorruptFileError is errors.CorruptFileError and S.OutputExistsError is errors.OutputExistsError
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         S.nope  # noqa: B018
-
-
-def test_old_dataset_helpers_still_importable_from_store():
-    from reinforced_data import _datasets
-
-    for name in S._MOVED_TO_DATASETS:
-        assert getattr(S, name) is getattr(_datasets, name)
 
 
 # ---------------------------------------------------------------------- inspect text
@@ -228,7 +219,7 @@ def _info(**kw) -> dict:
 
 
 def test_format_inspect_text():
-    lines = S.format_inspect(_info()).splitlines()
+    lines = inspection.format_inspect(_info()).splitlines()
     assert lines[0] == "file:             r.h5"
     assert "complete:         yes" in lines
     assert "teacher:          resnet from t.pth (input 3x32x32, mean [0.5], std [0.25])" in lines
@@ -246,7 +237,7 @@ def test_format_inspect_says_what_each_teacher_was_fed():
                  "std": [0.25, 0.25, 0.25]},
                 {"name": "resnet", "checkpoint": None, "input_size": [224, 224], "mean": [0.485, 0.456, 0.406],
                  "std": [0.229, 0.224, 0.225]}]
-    lines = S.format_inspect(_info(policy=policy, teachers=teachers)).splitlines()
+    lines = inspection.format_inspect(_info(policy=policy, teachers=teachers)).splitlines()
     assert ("teacher:          bare (input 32x32 = the view's, mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25] = "
             "the policy's, as the student's views)") in lines
     assert ("teacher:          resnet (input 224x224, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225])"
@@ -254,7 +245,7 @@ def test_format_inspect_says_what_each_teacher_was_fed():
 
 
 def test_format_inspect_incomplete_shard_and_mismatch():
-    text = S.format_inspect(_info(complete=False, images_written=1, shard={"rank": 1, "world_size": 2},
+    text = inspection.format_inspect(_info(complete=False, images_written=1, shard={"rank": 1, "world_size": 2},
                                   teacher_top1_agreement=None, generation=None, dataset_matches=False,
                                   dataset_mismatch="the labels differ"))
     assert "complete:         NO (1 of 4 images written)" in text
@@ -263,6 +254,6 @@ def test_format_inspect_incomplete_shard_and_mismatch():
     # the verdict ends the text
     assert text.endswith("dataset:          DOES NOT MATCH: the labels differ\n"
                          "verdict:          WRONG DATASET: the file was made for another dataset (see above)")
-    merged = S.format_inspect(_info(shard={"rank": 0, "world_size": 1, "merged_from": 4}, dataset_matches=True))
+    merged = inspection.format_inspect(_info(shard={"rank": 0, "world_size": 1, "merged_from": 4}, dataset_matches=True))
     assert "shard:            merged from 4 ranks" in merged and "\ndataset:          matches\n" in merged
     assert merged.splitlines()[-1].startswith("verdict:          readable, but only the header and")

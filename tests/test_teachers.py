@@ -218,7 +218,7 @@ def test_a_bare_member_is_fed_the_students_tensor_bit_for_bit():
     import numpy as np
 
     from reinforced_data.policy import IMAGENET_MEAN, IMAGENET_STD, Policy
-    from reinforced_data.replay import replay
+    from reinforced_data._replay import replay
 
     ens = T.TeacherEnsemble(U.TinyTeacher(4))
     member = ens.members[0]

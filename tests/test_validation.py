@@ -15,7 +15,7 @@ import torch
 from reinforced_data import Policy
 from reinforced_data.errors import ConfigError
 from reinforced_data.policy import RA_OPS
-from reinforced_data.replay import replay
+from reinforced_data._replay import replay
 
 BACKENDS = ["reference", pytest.param("compiled", marks=pytest.mark.compiled)]
 SIZE = (40, 48)

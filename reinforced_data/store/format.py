@@ -4,7 +4,6 @@ docs/format.md describes every attribute, dataset and byte of a reinforcement fi
 module holds the part of it that needs no HDF5 (and imports no h5py, so it is testable
 and usable on its own):
 
-* :class:`Fingerprint`: what identifies the dataset a file was made for;
 * :class:`Header`: everything a file says about itself (its HDF5 attributes), and the
   settings that must agree between a file and a resumed run, or between shards;
 * :class:`RecordCodec`: records of one image ↔ the bytes of its HDF5 chunks. A chunk holds
@@ -17,19 +16,18 @@ and usable on its own):
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._version import __version__
 from ..errors import ConfigError, CorruptFileError
+from ..fingerprint import Fingerprint, sha256_hex as _sha256
 from ..policy import V2_DEFAULTS, V3_DEFAULTS, Policy
 
 __all__ = [
@@ -74,10 +72,6 @@ def smallest_uint(max_value: int) -> np.dtype:
         if max_value <= np.iinfo(dt).max:
             return np.dtype(dt)
     raise ConfigError(f"{max_value} does not fit in 64 bits")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _dtype_to_json(dt: np.dtype) -> list:
@@ -133,62 +127,6 @@ def header_digest(attrs: Any, labels: np.ndarray) -> str:
     return _sha256(payload.encode())
 
 
-# ---------------------------------------------------------------------- fingerprint
-@dataclass(frozen=True)
-class Fingerprint:
-    """What identifies a dataset: its length, a hash of its labels and of its file list, and
-    a hash of a fixed sample of its decoded images (files written before it have none)."""
-
-    num_images: int
-    labels_sha256: str
-    files_sha256: str | None = None
-    num_classes: int | None = None  # len(dataset.classes) when the dataset says
-    images_sha256: str | None = None  # reinforced_data._datasets.image_sample_sha256
-    images_decoder: str | None = None  # what decoded image files: "torchvision.io" or "PIL" (None: not files)
-
-    @classmethod
-    def of(cls, labels: np.ndarray, files: Sequence[str] | None = None,
-           num_classes: int | None = None) -> "Fingerprint":
-        labels = np.asarray(labels, dtype="<i8").reshape(-1)
-        files_hash = None if files is None else _sha256("\n".join(files).encode())
-        return cls(int(labels.shape[0]), _sha256(labels.tobytes()), files_hash, num_classes)
-
-    @classmethod
-    def of_dataset(cls, dataset: Any, labels: np.ndarray | None = None) -> "Fingerprint":
-        """The fingerprint of a dataset (see :func:`reinforced_data._datasets.dataset_fingerprint`)."""
-        from .._datasets import dataset_fingerprint
-
-        return dataset_fingerprint(dataset, labels)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Fingerprint":
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
-
-    def differences(self, other: "Fingerprint", images: bool = True) -> list[str]:
-        """What differs between the file's fingerprint (self) and a dataset's (other);
-        ``images=False`` leaves the image sample hash out."""
-        out = []
-        if self.num_images != other.num_images:
-            out.append(f"the file holds {self.num_images} images, the dataset {other.num_images}")
-        elif self.labels_sha256 != other.labels_sha256:
-            out.append("the labels differ")
-        if self.files_sha256 and other.files_sha256 and self.files_sha256 != other.files_sha256:
-            out.append("the file lists differ")
-        if self.num_classes and other.num_classes and self.num_classes != other.num_classes:
-            out.append(f"the file's dataset has {self.num_classes} classes, this one {other.num_classes}")
-        if (images and not out and self.images_sha256 and other.images_sha256
-                and self.images_sha256 != other.images_sha256):
-            out.append("the images differ (a fixed sample of 8 decoded images hashes differently)")
-        return out
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for key in ("images_sha256", "images_decoder"):
-            if d[key] is None:  # as files written before the field say it
-                del d[key]
-        return d
-
-
 # ---------------------------------------------------------------------- header
 @dataclass
 class Header:
@@ -227,8 +165,6 @@ class Header:
             groups = math.ceil(self.num_views / TARGET_RECORDS_PER_CHUNK)
             self.records_per_chunk = math.ceil(self.num_views / groups)
         if not self.library_version:
-            from .. import __version__
-
             self.library_version = __version__
         if not self.created:
             self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -22,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .._version import __version__
 from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, FileReplacedError,
                       IncompleteFileError, NotReinforcementFileError, UnsupportedVersionError)
 from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str,
@@ -235,8 +236,6 @@ def _check_format(f: h5py.File, path: str) -> None:
         raise NotReinforcementFileError(
             f"{path} is an HDF5 file but not a reinforcement file ({what}, expected {FORMAT_NAME!r})")
     if version > FORMAT_VERSION:
-        from .. import __version__
-
         raise UnsupportedVersionError(
             f"{path} has format version {version}, newer than the version {FORMAT_VERSION} that reinforced_data "
             f"{__version__} reads; upgrade reinforced_data")
@@ -601,14 +600,14 @@ class ReinforcementFile:
         return out
 
     # -- checks
-    def check_dataset(self, dataset: Any = None, *, fingerprint: Fingerprint | None = None,
-                      images: bool = False) -> None:
-        """Raise :class:`DatasetMismatchError` unless ``dataset`` is the one this file was made for.
+    def check_dataset(self, fingerprint: Fingerprint, *, images: bool = False) -> None:
+        """Raise :class:`DatasetMismatchError` unless the dataset whose ``fingerprint`` is given
+        (:func:`reinforced_data._datasets.dataset_fingerprint`) is the one this file was made for.
 
         ``images=True`` also compares the hash of a fixed sample of decoded images (when both
         the file and the dataset carry one); a resumed generation always does.
         """
-        fp = fingerprint if fingerprint is not None else Fingerprint.of_dataset(dataset)
+        fp = fingerprint
         diffs = self.fingerprint.differences(fp, images=images)
         if fp.num_classes and fp.num_classes != self.num_classes:
             diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has {fp.num_classes}")

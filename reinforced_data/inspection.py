@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, CorruptFileError, DatasetMismatchError, ReinforcementFileError
-from .format import Fingerprint, _sha256
-from .reader import ReinforcementFile
+from .errors import ConfigError, CorruptFileError, DatasetMismatchError, ReinforcementFileError
+from .store.format import Fingerprint, _sha256
+from .store.reader import ReinforcementFile
 
 __all__ = ["inspect_file", "verify_file", "format_inspect", "verdict"]
 
@@ -33,7 +33,7 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
     each), "problem_count", "images_checked", "records_checked", "seconds",
     "us_per_record"}``.
     """
-    from .._args import encode, encode_mix
+    from ._args import encode, encode_mix
 
     t0 = time.perf_counter()
     problems: list[str] = []
@@ -77,10 +77,10 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
                     f"(first: image {int(missing[0])})")
         raw = None
         if data is not None and not isinstance(data, Fingerprint):
-            from .._datasets import RawImages
+            from ._datasets import RawImages, dataset_fingerprint
 
             try:
-                f.check_dataset(data, images=True)
+                f.check_dataset(dataset_fingerprint(data), images=True)
             except DatasetMismatchError as e:
                 problem(str(e))
             else:
@@ -190,9 +190,10 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             "source": h.source,
         }
         if data is not None:
+            from ._datasets import dataset_fingerprint
+
             try:
-                f.check_dataset(fingerprint=data if isinstance(data, Fingerprint) else None,
-                                dataset=None if isinstance(data, Fingerprint) else data, images=True)
+                f.check_dataset(data if isinstance(data, Fingerprint) else dataset_fingerprint(data), images=True)
                 out["dataset_matches"], out["dataset_mismatch"] = True, None
             except DatasetMismatchError as e:
                 out["dataset_matches"], out["dataset_mismatch"] = False, str(e)
@@ -204,7 +205,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
 def _check_params(policy: Any, params: list[np.ndarray], images: list[int]) -> tuple[int, str | None]:
     """(how many of ``images`` hold parameters replay would refuse, the first one's problem), checking
     the records of a few hundred images at a time and, where a group fails, each of its images."""
-    from .._args import encode, encode_mix
+    from ._args import encode, encode_mix
 
     def check(p: np.ndarray) -> None:
         encode(p, policy)

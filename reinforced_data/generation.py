@@ -41,7 +41,7 @@ from . import store
 from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, resolve_dataset, to_uint8_image
 from .errors import ConfigError, FileAccessError, ReinforcedDataError
 from .policy import PRESETS, Policy
-from .replay import compiled_available, replay
+from ._replay import compiled_available, replay
 from .teachers import TeacherEnsemble, TeacherSpec
 
 __all__ = ["reinforce", "Reinforcement", "Summary", "parse_policy", "resolve_dataset", "block_order", "image_rng",
