@@ -25,7 +25,6 @@ import io
 import itertools
 import json
 import logging
-import math
 import os
 import pickle
 import re
@@ -265,6 +264,11 @@ class MldrSource:
         policy_from_config(config, cfg_path)  # refuses what cannot be imported, naming the file
         return cls(path, config, num_samples, topk, _param_transforms(config), prefix)
 
+    def config_path(self) -> str:
+        if self.is_tar:
+            return f"{self.path}:{self.prefix + '/' if self.prefix else ''}config.pth.tar"
+        return os.path.join(self.path, "config.pth.tar")
+
     def index_path(self, index: int) -> str:
         if self.is_tar:
             return f"{self.path}:{self.prefix + '/' if self.prefix else ''}{index}.pth.tar"
@@ -429,7 +433,11 @@ class _Converter:
         lam = 255
         box = (0, 0, 0, 0)
         if cutmix is not None:
+            if len(cutmix) != 5:
+                raise ValueError(f"its CutMix entry holds {len(cutmix)} values, not [lambda, row0, col0, row1, col1]")
             c_lam, x1, y1, x2, y2 = (float(cutmix[0]), *(int(v) for v in cutmix[1:5]))
+            if not 0.0 <= c_lam <= 1.0:  # the raw draw; the box is what is applied, and what is kept
+                raise ValueError(f"its CutMix lambda {c_lam} lies outside [0, 1]")
             if not (0 <= x1 <= x2 <= self.oh and 0 <= y1 <= y2 <= self.ow):
                 raise ValueError(f"its CutMix box {[x1, y1, x2, y2]} lies outside the {self.oh}x{self.ow} view")
             box = (x1, y1, x2 - x1, y2 - y1)
@@ -551,9 +559,9 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
     aug0 = _clean(first.config["reinforce"]["image_augmentation"])
     for s in srcs[1:]:
         if _clean(s.config["reinforce"]["image_augmentation"]) != aug0 or s.topk != first.topk:
-            raise MldrSourceError(f"{s.path}/config.pth.tar has another image_augmentation or topk than "
-                                  f"{first.path}/config.pth.tar; sources imported together must share them")
-    policy = policy_from_config(first.config, os.path.join(first.path, "config.pth.tar"))
+            raise MldrSourceError(f"{s.config_path()} has another image_augmentation or topk than "
+                                  f"{first.config_path()}; sources imported together must share them")
+    policy = policy_from_config(first.config, first.config_path())
     dataset = resolve_dataset(data)
     n = len(dataset)
     if n < 1:
@@ -586,7 +594,7 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
     K = sum(s.num_samples for s in srcs)
     k = first.topk
     if k > num_classes:
-        raise MldrSourceError(f"{first.path}/config.pth.tar: topk={k} exceeds its {num_classes} classes")
+        raise MldrSourceError(f"{first.config_path()}: topk={k} exceeds its {num_classes} classes")
 
     # labels against the source: the dataset's label should be among the teacher's top-k on most views
     if tar:  # the archive's first files
