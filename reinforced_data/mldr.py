@@ -287,12 +287,22 @@ class MldrSource:
 
     def stream(self):
         """A tar source's image files in archive order: (index, bytes), one at a time."""
-        with tarfile.open(self.path, "r|*") as t:
-            for m in t:
-                folder, _, name = m.name.rpartition("/")
-                match = _INDEX_FILE.match(name)
-                if m.isfile() and match and folder.lstrip("./") == (self.prefix or "").lstrip("./"):
-                    yield int(match.group(1)), t.extractfile(m).read()
+        mine = (self.prefix or "").lstrip("./")
+        try:
+            with tarfile.open(self.path, "r|*") as t:
+                for m in t:
+                    folder, _, name = m.name.rpartition("/")
+                    match = _INDEX_FILE.match(name)
+                    if not m.isfile() or not (match or name == "config.pth.tar"):
+                        continue
+                    if folder.lstrip("./") != mine:  # never import part of an archive silently
+                        raise MldrSourceError(
+                            f"{self.path} holds more than one ml-dr folder ({mine or '.'} and {folder or '.'}); "
+                            "extract it and import its folders together (reinforced-data import-mldr DIR1 DIR2 ...)")
+                    if match:
+                        yield int(match.group(1)), t.extractfile(m).read()
+        except (tarfile.TarError, EOFError, zlib.error) as e:
+            raise MldrSourceError(f"{self.path} is a damaged archive ({type(e).__name__}: {e})") from None
 
 
 def _tar_config(path: str) -> tuple[str, bytes]:

@@ -132,6 +132,7 @@ def test_trains_through_reinforced_dataset_and_kdloss_on_every_path(world, kind)
     assert torch.isfinite(loss)
 
 
+@pytest.mark.subprocess
 def test_workers_and_resume_write_the_same_records(world, tmp_path, monkeypatch):
     import reinforced_data.mldr as M
 
@@ -266,6 +267,7 @@ def test_inline_partner_policies_are_imported_not_sampled():
         Policy(mix_partner="inline")
 
 
+@pytest.mark.subprocess
 def test_a_published_tar_gz_imports_as_a_stream_like_its_folder(world, tmp_path):
     import tarfile
 
@@ -288,6 +290,14 @@ def test_a_published_tar_gz_imports_as_a_stream_like_its_folder(world, tmp_path)
         import_mldr(partial, str(tmp_path / "p.h5"), world["data"], progress=False)
     _one_line_naming(e, f"{partial}:reinforced_data/6.pth.tar")
     assert int(ReinforcementFile(str(tmp_path / "p.h5"), accept_incomplete=True).written.sum()) == 8
+    # an archive of several ml-dr folders is refused, not imported in part
+    two = str(tmp_path / "two.tar")
+    with tarfile.open(two, "w") as t:
+        t.add(src, arcname="run0")
+        t.add(world["srcs"]["mix"], arcname="run1")
+    with pytest.raises(MldrSourceError, match="more than one ml-dr folder") as e:
+        import_mldr(two, str(tmp_path / "two.h5"), world["data"], progress=False)
+    _one_line_naming(e, two)
 
 
 def test_show_draws_an_imported_files_inline_partners(world, tmp_path):
