@@ -73,7 +73,7 @@ def fidelity(pils: list, views: int, seed: int = 0) -> list[tuple]:
     rounding: list = []
     for label, what in rows:
         rs = np.random.RandomState(seed)
-        diffs = []
+        diffs, own_loader = [], []
         for i, pil in enumerate(pils):
             for _ in range(views):
                 own = U._per_image(rs, pil, U.CONFIGS["mix_ra_re"], SIZE)
@@ -117,19 +117,22 @@ def fidelity(pils: list, views: int, seed: int = 0) -> list[tuple]:
                 view = replay([_tensor(pil)], rec, policy, out_dtype=torch.float32, **kw)[0]
                 ref = U.mldr_reapply(pils, i, params, "mix_ra_re", SIZE)
                 diffs.append(_levels(view, ref).reshape(-1))
+                own_loader.append(_levels(U.mldr_reapply(pils, i, params, "mix_ra_re", SIZE, training=True),
+                                          ref).reshape(-1))
                 if what == "mixup":  # ml-dr's own float view rounded to uint8: the part of MixUp's row any uint8 view has
                     std = torch.tensor(U.IMAGENET_STD).view(3, 1, 1)
                     levels = (ref * std + torch.tensor(U.IMAGENET_MEAN).view(3, 1, 1)) * 255
                     rounding.append((levels.round() - levels).abs().reshape(-1))
         d = torch.cat(diffs)
+        t = torch.cat(own_loader)
         out.append((label, len(diffs), float(d.mean()), float(torch.quantile(d[::7], 0.99)), float(d.max()),
-                    float((d > 1.01).float().mean())))
+                    float((d > 1.01).float().mean()), float(t.mean()), float(t.max())))
         print(f"  {label}: mean {out[-1][2]:.3f}, p99 {out[-1][3]:.2f}, max {out[-1][4]:.1f}", flush=True)
         if what == "mixup":
             r = torch.cat(rounding)
             out.append(("MixUp: ml-dr's own view rounded to uint8 (the rounding alone)", len(rounding),
                         float(r.mean()), float(torch.quantile(r[::7], 0.99)), float(r.max()),
-                        float((r > 1.01).float().mean())))
+                        float((r > 1.01).float().mean()), None, None))
     return out
 
 
@@ -244,13 +247,16 @@ def main() -> None:
         "## Fidelity: replayed view vs ml-dr's generation path, per transform (uint8 levels)",
         "",
         f"Each row applies one transform (after RandomResizedCrop + flip) to {args.fidelity_views} views per photo; "
-        "`> 1 level` is the share of pixel values that differ by more than one level.",
+        "`> 1 level` is the share of pixel values that differ by more than one level. The last two columns "
+        "compare ml-dr's own training loader (dr/data.py: flip and RandAugment on the PIL image) with the same "
+        "generation path, for scale.",
         "",
-        "| transform | views | mean | p99 | max | > 1 level |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| transform | views | mean | p99 | max | > 1 level | ml-dr's training loader: mean | max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, n, mean, p99, mx, big in fid:
-        lines.append(f"| {label} | {n} | {mean:.3f} | {p99:.2f} | {mx:.1f} | {big * 100:.2f} % |")
+    for label, n, mean, p99, mx, big, tmean, tmax in fid:
+        own = "| |" if tmean is None else f"| {tmean:.3f} | {tmax:.1f} |"
+        lines.append(f"| {label} | {n} | {mean:.3f} | {p99:.2f} | {mx:.1f} | {big * 100:.2f} % {own}")
     lines += [
         "",
         "## Storage and loader speed",

@@ -158,30 +158,34 @@ def _split(params: list, names: tuple) -> tuple:
     return id2, {t: v[0] for t, v in zip(per, rest)}, {t: v[1] for t, v in zip(per, rest)}, rest[-2], rest[-1]
 
 
-def _view(pil: Image.Image, p: dict, size: int = SIZE) -> torch.Tensor:
+def _view(pil: Image.Image, p: dict, size: int = SIZE, training: bool = False) -> torch.Tensor:
     """ml-dr's generation path for one image: PIL crop, ToUint8, flip, tensor RandAugment, ToTensor, erase,
-    normalise (float32)."""
+    normalise (float32). ``training=True``: the path of ml-dr's training loader (dr/data.py reapplies the
+    transforms in order on the PIL image: crop, flip and RandAugment on PIL, then ToTensor, erase, normalise)."""
     top, left, h, w = p["random_resized_crop"]
     x = F.resized_crop(pil, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
-    x = (F.to_tensor(x) * 255).to(torch.uint8)
+    if not training:
+        x = (F.to_tensor(x) * 255).to(torch.uint8)
     if p.get("random_horizontal_flip"):
         x = F.hflip(x)
     for op, mag in p.get("rand_augment") or []:
         x = _apply_op(x, RA_NAMES[op], mag, interpolation=InterpolationMode.NEAREST, fill=None)
-    x = (x / 255.0).to(torch.float32)
+    x = F.to_tensor(x) if training else (x / 255.0).to(torch.float32)
     e = p.get("random_erase")
     if e is not None:
         x[:, e[0]:e[0] + e[2], e[1]:e[1] + e[3]] = 0
     return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def mldr_reapply(pils: list, index: int, params: list, kind: str, size: int = SIZE) -> torch.Tensor:
-    """The view ml-dr's generation labelled for one sample (float32, normalised)."""
+def mldr_reapply(pils: list, index: int, params: list, kind: str, size: int = SIZE,
+                 training: bool = False) -> torch.Tensor:
+    """The view ml-dr's generation labelled for one sample (float32, normalised); ``training=True``: the
+    view ml-dr's own training loader makes of it (see :func:`_view`)."""
     id2, own, other, mixup, cutmix = _split(params, CONFIGS[kind])
-    x = _view(pils[index], own, size)
+    x = _view(pils[index], own, size, training)
     if id2 is None:
         return x
-    x2 = _view(pils[id2], other, size)
+    x2 = _view(pils[id2], other, size, training)
     if mixup is not None:
         x = mixup * x + (1 - mixup) * x2
     if cutmix is not None:
