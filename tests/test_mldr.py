@@ -360,3 +360,26 @@ def test_ml_drs_truncating_uint8_conversion_is_exact_on_uint8_crops():
     truncation needs no field (docs/mldr.md)."""
     v = torch.arange(256, dtype=torch.uint8)
     assert torch.equal((v.to(torch.float32).div(255) * 255).to(torch.uint8), v)
+
+
+@pytest.mark.slow
+def test_the_fidelity_benchmark_measures_every_transform_row():
+    """benchmarks/mldr.py's fidelity table on one photo: every row measured, the crop row small."""
+    import importlib.util
+    import sys
+
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, here)
+    try:
+        spec = importlib.util.spec_from_file_location("bench_mldr", os.path.join(here, "mldr.py"))
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        from _photos import make_photos
+    finally:
+        sys.path.remove(here)
+    rows = bench.fidelity([make_photos(1, seed=0)[0].pil], 1)
+    labels = [r[0] for r in rows]
+    assert len(rows) == 1 + 13 + 5 and all(f"RandAugment {n}" in labels for n in U.RA_NAMES[1:])
+    crop = rows[0]
+    assert crop[2] < 0.2 and crop[4] <= 3, crop
+    assert all(np.isfinite(r[2]) and r[4] < 256 for r in rows)
