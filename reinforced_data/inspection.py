@@ -85,6 +85,13 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
                 problem(str(e))
             else:
                 raw = RawImages(data, strip=True)  # the pixels training replays on
+                sizes_seen: dict[int, tuple[int, int]] = {}
+
+                def size_of(j: int) -> tuple[int, int]:
+                    """Image j's decoded size, each image decoded once (inline partners name other images)."""
+                    if j not in sizes_seen:
+                        sizes_seen[j] = tuple(raw[j][0].shape[-2:])
+                    return sizes_seen[j]
         rows = np.flatnonzero(f.written)
         it = rows
         if progress:
@@ -116,15 +123,14 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
             try:
                 sizes = None
                 if raw is not None:
-                    sizes = [tuple(raw[i][0].shape[-2:])] * K
+                    sizes = [size_of(i)] * K
                 encode(out.params, h.policy, sizes)
                 if h.policy.mixing:
                     encode_mix(out.params, h.policy)
                 if h.policy.mix_partner == "inline":  # a mixed view's partner parameters, in its own record
                     m = np.flatnonzero(out.params["mix_mode"] != 0)
                     if m.size:
-                        psizes = None if raw is None else [tuple(raw[int(out.partner_index[j])][0].shape[-2:])
-                                                           for j in m]
+                        psizes = None if raw is None else [size_of(int(out.partner_index[j])) for j in m]
                         try:
                             encode(h.policy.partner_params(out.params[m]), h.policy, psizes)
                         except ConfigError as e:

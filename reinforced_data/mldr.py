@@ -13,8 +13,8 @@ as an op id and signed magnitude bin of torchvision's table, RandomErasing's box
 normalisation: ``erase_value`` (0, 0, 0)), MixUp's λ and CutMix's box; a mixed sample keeps its partner's
 own crop, flip, RandAugment and erasing inline (``mix_partner="inline"``, format version 4).
 
-Pickles are read with a restricted unpickler that builds only containers, numbers, strings and NumPy
-scalars (what ml-dr writes): a source cannot run code through it. (torch's own ``weights_only`` loader
+Pickles are read with a restricted unpickler that builds only containers, numbers, strings, bytes and
+NumPy scalars (what ml-dr writes): a source cannot run code through it. (torch's own ``weights_only`` loader
 refuses ml-dr's files, which are pickle protocol 4.)
 """
 
@@ -74,6 +74,10 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if name == "scalar" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             return _np_scalar
+        if module == "_codecs" and name == "encode":  # how pickle protocols 0-2 write bytes (a NumPy scalar's)
+            import codecs
+
+            return codecs.encode
         if module == "numpy" and name == "dtype":
             return np.dtype
         if module == "collections" and name == "OrderedDict":

@@ -383,3 +383,50 @@ def test_the_fidelity_benchmark_measures_every_transform_row():
     crop = rows[0]
     assert crop[2] < 0.2 and crop[4] <= 3, crop
     assert all(np.isfinite(r[2]) and r[4] < 256 for r in rows)
+
+
+def test_verify_with_data_checks_inline_partner_crops_against_the_partner_image(world, tmp_path):
+    from reinforced_data.inspection import verify_file
+
+    src = _copy(world, tmp_path, "mix_ra_re")
+    for i in range(len(world["images"])):
+        idx, samples = torch.load(src / f"{i}.pth.tar", weights_only=False)
+        j = next((j for j, s in enumerate(samples) if s["params"][0] is not None), None)
+        if j is not None:
+            samples[j]["params"][1][1] = (0, 0, 500, 500)  # the partner's crop: beyond any of these images
+            torch.save((idx, samples), src / f"{i}.pth.tar")
+            break
+    out = str(tmp_path / "o.h5")
+    import_mldr(str(src), out, world["data"], progress=False)  # the importer decodes no image
+    assert verify_file(out)["ok"]
+    report = verify_file(out, data=ImageFolder(world["data"]))
+    assert not report["ok"] and any(f"image {i}: its inline partner parameters" in p and "lies outside" in p
+                                    for p in report["problems"]), report["problems"]
+
+
+def test_resume_finds_a_source_that_moved(world, tmp_path, monkeypatch):
+    import reinforced_data.mldr as M
+
+    src = _copy(world, tmp_path, "rrc")
+    monkeypatch.setattr(M, "CHUNK_IMAGES", 4)
+    real, calls = M._convert_chunk, []
+
+    def failing(task):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(M, "_convert_chunk", failing)
+    out = str(tmp_path / "o.h5")
+    with pytest.raises(KeyboardInterrupt):
+        import_mldr(str(src), out, world["data"], progress=False)
+    monkeypatch.setattr(M, "_convert_chunk", real)
+    moved = tmp_path / "moved"
+    os.rename(src, moved)
+    s = import_mldr(str(moved), out, world["data"], resume=True, progress=False)
+    assert s["skipped"] == 4
+    want = ReinforcementFile(world["outs"]["rrc"])
+    got = ReinforcementFile(out)
+    for i in range(len(world["images"])):
+        assert got.read_image(i).params.tobytes() == want.read_image(i).params.tobytes()

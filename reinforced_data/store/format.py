@@ -183,7 +183,8 @@ class Header:
             "fingerprint": self.fingerprint.to_dict(), "seed": self.seed,
             "mix_block_size": self.mix_block_size, "prob_encoding": self.prob_encoding,
             "records_per_chunk": self.records_per_chunk,
-            **({"source": self.source} if self.source else {}),
+            # an imported file's source, wherever it lies now (its paths may move between runs)
+            **({"source": {k: v for k, v in self.source.items() if k != "paths"}} if self.source else {}),
         }
 
     def mismatches(self, other: "Header") -> list[str]:
