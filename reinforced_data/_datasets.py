@@ -39,6 +39,7 @@ from .fingerprint import IMAGE_SAMPLE_SIZE, Fingerprint, image_sample_indices, i
 __all__ = [
     "resolve_dataset", "to_uint8_image", "RawImages", "dataset_labels", "as_labels", "dataset_files",
     "dataset_num_classes", "dataset_fingerprint", "image_sample_sha256", "image_sample_indices", "class_names",
+    "unwrap_subsets", "RowMap", "match_rows", "matched_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -347,8 +348,12 @@ def dataset_labels(dataset: Any) -> np.ndarray:
 
 
 def dataset_files(dataset: Any) -> list[str] | None:
-    """The dataset's file list (relative to its root) when it has one (ImageFolder's ``samples``,
-    timm ``ImageDataset``'s reader's)."""
+    """The dataset's file list (relative to its root, ``/``-separated) when it has one
+    (ImageFolder's ``samples``, timm ``ImageDataset``'s reader's; a
+    :class:`torch.utils.data.Subset`: its dataset's, at its indices)."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = dataset_files(dataset.dataset)
+        return None if inner is None else [inner[int(i)] for i in dataset.indices]
     folder = _folder(dataset)
     samples, root = (folder[0], folder[2]) if folder else (
         getattr(dataset, "samples", None) or getattr(dataset, "imgs", None), getattr(dataset, "root", None))
@@ -356,8 +361,19 @@ def dataset_files(dataset: Any) -> list[str] | None:
         return None
     paths = [str(s[0]) if isinstance(s, (tuple, list)) else str(s) for s in samples]
     if root:
-        paths = [os.path.relpath(p, root) for p in paths]
+        paths = [_relpath(p, os.fspath(root)) for p in paths]
     return [p.replace(os.sep, "/") for p in paths]
+
+
+def _relpath(path: str, root: str) -> str:
+    """``os.path.relpath(path, root)``, without its cost (two ``abspath`` calls, ~11 us a path)
+    where ``path`` is ``root`` joined with plain names, as folder datasets list their files."""
+    prefix = os.path.join(root, "")
+    if path.startswith(prefix):
+        rel = path[len(prefix):]
+        if rel and all(part not in ("", ".", "..") for part in rel.split(os.sep)):
+            return rel
+    return os.path.relpath(path, root)
 
 
 def dataset_num_classes(dataset: Any) -> int | None:
@@ -375,15 +391,20 @@ def class_names(dataset: Any) -> list[str] | None:
     return [str(c) for c in classes] if classes is not None else None
 
 
-def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE, decoder: str = "tensor") -> str | None:
+def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE, decoder: str = "tensor",
+                        order: np.ndarray | None = None) -> str | None:
     """The sha256 of a fixed sample of the dataset's images, decoded through :class:`RawImages`
     (its transform bypassed): for each image of :func:`image_sample_indices`, its index,
     its height and width, and its uint8 pixels in HWC order. Two datasets with the same
     labels but other pixels differ here. None when the images cannot be decoded (logged).
-    ``decoder``: as :class:`RawImages`."""
+    ``decoder``: as :class:`RawImages`. ``order``: the dataset's items in a file's row order
+    (row ``r`` is item ``order[r]``, see :class:`RowMap`): the sample is then of rows, hashed
+    with the row index, as the file's was."""
     raw = RawImages(dataset, strip=True, decoder=decoder)
+    at = (lambda i: i) if order is None else (lambda i: int(order[i]))
     try:
-        return images_sha256((i, raw[i][0].permute(1, 2, 0).numpy()) for i in image_sample_indices(len(dataset), count))
+        return images_sha256((i, raw[at(i)][0].permute(1, 2, 0).numpy())
+                             for i in image_sample_indices(len(dataset) if order is None else len(order), count))
     except (OSError, ValueError, TypeError, IndexError, RuntimeError) as e:
         log.warning("the dataset's images cannot be sampled for its fingerprint (%s); it is identified by its "
                     "length, labels and file list only", " ".join(str(e).split()))
@@ -391,13 +412,119 @@ def image_sample_sha256(dataset: Any, count: int = IMAGE_SAMPLE_SIZE, decoder: s
 
 
 def dataset_fingerprint(dataset: Any, labels: np.ndarray | None = None, images: bool = True,
-                        decoder: str = "tensor"):
+                        decoder: str = "tensor", files: list[str] | None = None, order: np.ndarray | None = None):
     """The :class:`~reinforced_data.fingerprint.Fingerprint` that identifies ``dataset``: its
     length, labels, file list, class count and (``images=True``) the hash of a fixed
-    sample of its decoded images (:func:`image_sample_sha256`: 8 images decoded with ``decoder``)."""
+    sample of its decoded images (:func:`image_sample_sha256`: 8 images decoded with ``decoder``).
+    ``files``: its :func:`dataset_files`, when the caller has them already. ``order``: the
+    fingerprint of the dataset's items in a file's row order (row ``r`` is item ``order[r]``;
+    see :class:`RowMap`), which a file that stores identities compares with its own."""
     labels = dataset_labels(dataset) if labels is None else labels
-    fp = Fingerprint.of(labels, dataset_files(dataset), dataset_num_classes(dataset))
+    files = dataset_files(dataset) if files is None else files
+    if order is not None:
+        labels = np.asarray(labels)[order]
+        files = None if files is None else [files[int(i)] for i in order]
+    fp = Fingerprint.of(labels, files, dataset_num_classes(dataset))
     if images:
-        fp = dataclasses.replace(fp, images_sha256=image_sample_sha256(dataset, decoder=decoder),
+        fp = dataclasses.replace(fp, images_sha256=image_sample_sha256(dataset, decoder=decoder, order=order),
                                  images_decoder=RawImages(dataset, strip=True, decoder=decoder).decoder_name)
     return fp
+
+
+# ---------------------------------------------------------------------- items by identity
+def unwrap_subsets(dataset: Any) -> tuple[Any, np.ndarray | None]:
+    """``(base, items)``: the dataset under any :class:`torch.utils.data.Subset` wrappers, and the
+    base index of each of ``dataset``'s items (int64; None when ``dataset`` is not a Subset)."""
+    items = None
+    while isinstance(dataset, torch.utils.data.Subset):
+        idx = np.asarray(dataset.indices, dtype=np.int64).reshape(-1)
+        items = idx if items is None else idx[items]
+        dataset = dataset.dataset
+    return dataset, items
+
+
+@dataclasses.dataclass
+class RowMap:
+    """How the items of a dataset map to the rows of a reinforcement file that stores
+    identities (see :func:`match_rows`): ``base`` is the dataset whose items are decoded (the
+    wrapped dataset with its :class:`~torch.utils.data.Subset` wrappers removed), ``rows[d]``
+    the file row of the wrapped dataset's item ``d`` and ``base_index[r]`` the base item that
+    holds row ``r`` (a partner row included). Either is None where it is the identity."""
+
+    base: Any
+    rows: np.ndarray | None
+    base_index: np.ndarray | None
+    num_rows: int
+    base_files: list[str] | None = dataclasses.field(default=None, repr=False)
+
+    def base_item(self, row: int) -> int:
+        """The base item that holds file row ``row``."""
+        return int(row) if self.base_index is None else int(self.base_index[row])
+
+    @property
+    def order(self) -> np.ndarray:
+        """The base item of every file row (int64 [num_rows])."""
+        return np.arange(self.num_rows) if self.base_index is None else self.base_index.astype(np.int64)
+
+    def fingerprint(self, decoder: str = "tensor"):
+        """The base dataset's fingerprint in the file's row order, to compare with the file's."""
+        return dataset_fingerprint(self.base, files=self.base_files, order=self.order, decoder=decoder)
+
+
+def matched_fingerprint(dataset: Any, rows: RowMap | None, decoder: str = "tensor"):
+    """``dataset``'s fingerprint as a file's rows see it: in row order when ``rows`` (from
+    :func:`match_rows`) maps it by identity, else the dataset's own (by position)."""
+    return dataset_fingerprint(dataset, decoder=decoder) if rows is None else rows.fingerprint(decoder)
+
+
+def match_rows(dataset: Any, identities: list[str] | None, labels: np.ndarray, path: str) -> RowMap | None:
+    """Map ``dataset``'s items to the rows of the file at ``path`` by identity (docs/format.md,
+    "Dataset identity"): ``identities`` are the file's (one a row), ``labels`` its labels.
+
+    None when the file or the dataset has no identities (a file written before them, a
+    dataset without a file list, or one listing a file twice): items then map to rows by
+    position. Otherwise every item of ``dataset`` must be a file of the file, every row of the
+    file a file of the base dataset (for partner views and the image sample), and each image's
+    label the file's: a :class:`DatasetMismatchError` names the first extra or missing file
+    (and how many) or the first image whose label differs. Reads no image.
+    """
+    from .errors import DatasetMismatchError
+
+    if identities is None:
+        return None
+    base, items = unwrap_subsets(dataset)
+    files = dataset_files(base)
+    if files is None:
+        return None
+    where = {name: i for i, name in enumerate(files)}
+    if len(where) != len(files):  # a file listed twice: its items cannot be told apart by name
+        return None
+    base_index = np.fromiter((where.get(name, -1) for name in identities), dtype=np.int64, count=len(identities))
+    row_of = np.full(len(files), -1, dtype=np.int64)
+    row_of[base_index[base_index >= 0]] = np.flatnonzero(base_index >= 0)
+    used = np.arange(len(files), dtype=np.int64) if items is None else items
+    rows = row_of[used]
+    problems = []
+    extra = np.flatnonzero(rows < 0)
+    if extra.size:
+        problems.append(f"{extra.size} of the dataset's images {'is' if extra.size == 1 else 'are'} not in the "
+                        f"file (first: {files[int(used[extra[0]])]})")
+    missing = np.flatnonzero(base_index < 0)
+    if missing.size:
+        problems.append(f"{missing.size} of the file's images {'is' if missing.size == 1 else 'are'} missing from "
+                        f"the dataset (first: {identities[int(missing[0])]})")
+    if problems:
+        raise DatasetMismatchError(f"{path} was made for another dataset: {'; '.join(problems)}")
+    ours = dataset_labels(base)[base_index]
+    differ = np.flatnonzero(ours != np.asarray(labels, dtype=np.int64))
+    if differ.size:
+        r = int(differ[0])
+        raise DatasetMismatchError(
+            f"{path} was made for another dataset: {differ.size} image{'s have' if differ.size > 1 else ' has'} other "
+            f"labels (first: "
+            f"{identities[r]} is class {int(labels[r])} in the file, {int(ours[r])} in the dataset; do the two "
+            "number their classes in another order?)")
+    n = len(identities)
+    small = np.int32 if max(len(files), n) < 2 ** 31 else np.int64  # pickled to every spawned worker
+    return RowMap(base, None if np.array_equal(rows, np.arange(rows.size)) else rows.astype(small),
+                  None if np.array_equal(base_index, np.arange(n)) else base_index.astype(small), n, files)

@@ -164,9 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------- commands
 def _cmd_reinforce(args) -> int:
-    from .generation import parse_policy, reinforce
+    from .generation import reinforce
+    from .policy import Policy
 
-    policy = parse_policy(args.policy)
+    policy = Policy.parse(args.policy)
     if args.output_size:
         policy = type(policy).from_dict({**policy.to_dict(), "output_size": args.output_size})
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -212,6 +213,7 @@ def _cmd_import_mldr(args) -> int:
 def _cmd_inspect(args) -> int:
     from . import inspection
     from ._datasets import dataset_fingerprint
+    from .errors import ReinforcementFileError
     from .generation import resolve_dataset
 
     dataset = resolve_dataset(args.data) if args.data else None
@@ -223,11 +225,20 @@ def _cmd_inspect(args) -> int:
             print(json.dumps({"file": args.file, "verify": report}, indent=2, sort_keys=True) if args.json else
                   f"file:             {args.file}\n" + inspection.format_verify(report))
             return 1
-    info = inspection.inspect_file(args.file, data=data, max_images=args.max_images)
+    try:
+        info = inspection.inspect_file(args.file, data=data, max_images=args.max_images)
+    except ReinforcementFileError as e:  # damaged, foreign, newer: still a verdict, as with --verify
+        problem = " ".join(str(e).split())
+        print(json.dumps({"file": args.file, "problem": problem, "verdict": "UNREADABLE"}, indent=2, sort_keys=True)
+              if args.json else f"file:             {args.file}\nproblem:          {problem}\n"
+              "verdict:          UNREADABLE: the file cannot be opened (the problem above says why)")
+        return 1
     if report is not None:
         info["verify"] = report
+    info["verdict"] = inspection.verdict(info).split(":", 1)[1].strip()
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else inspection.format_inspect(info))
-    return 1 if info.get("dataset_matches") is False or (report is not None and not report["ok"]) else 0
+    bad = info["verdict"].startswith("DAMAGED") or info.get("dataset_matches") is False
+    return 1 if bad or (report is not None and not report["ok"]) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,7 +277,7 @@ def _user_message(e: BaseException, args) -> str | None:
 
     if isinstance(e, (ReinforcedDataError, FileNotFoundError, FileExistsError)):
         return " ".join(str(e).split()) or type(e).__name__
-    from .generation import system_error_message
+    from .errors import system_error_message
 
     return system_error_message(e, getattr(args, "output", None))
 

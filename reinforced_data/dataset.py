@@ -9,6 +9,12 @@ replayed pixels are the pixels the teacher labelled. With probability ``1 - p`` 
 is the *original* item instead: the user's dataset (and transform) with a one-hot,
 optionally label-smoothed, target.
 
+Items map to the file's rows by identity when the file and the dataset both have it (each
+row's path: timm's ``ImageDataset``, a ``Subset`` or a re-listed folder train on a file
+reinforced from ``ImageFolder``; :func:`reinforced_data._datasets.match_rows`), else by
+position. ``index`` below is the item's file row: one step (``_file_rows``) maps the
+wrapped dataset's indices to rows, and everything after it works on rows.
+
 Which view (and whether a sample is original) is a hash of ``(seed, epoch, index)`` after
 :meth:`ReinforcedDataset.set_epoch`, the same for any number of workers or ranks. Without
 ``set_epoch`` it is a hash of ``(seed, a draw from torch's default generator, index)``:
@@ -25,7 +31,10 @@ of one.
 
 Batch replay (``batch_replay=True`` or :meth:`ReinforcedDataset.loader`): workers return
 the decoded uint8 sources and their records; replay runs once per batch on ``device``
-(e.g. the GPU), giving the same bytes as the per-sample path.
+(e.g. the GPU), giving the same bytes as the per-sample path. Either way each record is
+encoded (and so checked) once, by the replay; only when a replay fails are the records
+checked one by one, to name a damaged record (:class:`CorruptFileError`) apart from an
+image that changed (:class:`DatasetMismatchError`).
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256
+from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256, match_rows
 from .errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from .policy import Policy
 from ._replay import BACKENDS, replay
@@ -128,7 +137,6 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         else:
             f = ReinforcementFile(file)  # refuses missing, foreign, newer-format, damaged and incomplete files
         self.dataset = dataset
-        self._raw = RawImages(dataset, strip=True)
         self._path = f.path
         self._identity = f.identity  # a worker reopening the path checks it finds this file
         self._file: ReinforcementFile | None = f
@@ -176,22 +184,34 @@ class ReinforcedDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ setup
     def _check_dataset(self, f: ReinforcementFile) -> None:
-        n = len(self.dataset)
-        if n != f.num_images:
-            raise DatasetMismatchError(
-                f"{f.path} was made for another dataset: the file holds {f.num_images} images, the dataset {n}; "
-                "pass the dataset the file was generated from")
-        fp = dataset_fingerprint(self.dataset)
+        """Check that the file was made for the dataset, and set how items map to file rows:
+        by identity when both have identities (``_rows``: the row of each item, ``_base_index``:
+        the base item of each row, None where that is the identity; ``_base``: the dataset under
+        its Subsets, whose items are decoded), else by position (item i is row i)."""
+        m = match_rows(self.dataset, f.identities(), f.labels, f.path)  # refuses extra or missing images, other labels
+        if m is None:  # by position, today's rule
+            n = len(self.dataset)
+            if n != f.num_images:
+                raise DatasetMismatchError(
+                    f"{f.path} was made for another dataset: the file holds {f.num_images} images, the dataset {n}; "
+                    "pass the dataset the file was generated from")
+            self._base, self._rows, self._base_index, order, files = self.dataset, None, None, None, None
+        else:
+            self._base, self._rows, self._base_index, files = m.base, m.rows, m.base_index, m.base_files
+            order = m.order
+            log.info("%s: %d items mapped to its rows by identity", f.path, len(self.dataset))
+        self._raw = RawImages(self._base, strip=True)
+        fp = dataset_fingerprint(self._base, files=files, order=order)
         stored = f.fingerprint.images_sha256
         if self._raw._tensor_decode and stored and fp.images_sha256 not in (None, stored):
             # torchvision.io's pixels differ from the ones the file was made from (by the PIL loader,
             # as files written before torchvision.io decoded them, or by another build of the libraries)
-            pil = image_sample_sha256(self.dataset, decoder="pil")
+            pil = image_sample_sha256(self._base, decoder="pil", order=order)
             if pil == stored:
                 log.warning("%s: torchvision.io decodes the images to other pixels than the file was generated "
                             "from (another libjpeg-turbo build, or a file decoded by PIL); reading every image with "
                             "the dataset's PIL loader", f.path)
-                self._raw = RawImages(self.dataset, strip=True, decoder="pil")
+                self._raw = RawImages(self._base, strip=True, decoder="pil")
                 fp = dataclasses.replace(fp, images_sha256=pil, images_decoder=self._raw.decoder_name)
         # labels, file list, class count and a sample of decoded images: one error naming the mismatch
         f.check_dataset(fp, images=True)
@@ -241,7 +261,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         After :meth:`set_epoch`, a function of ``(seed, epoch, index)``; otherwise it uses
         one draw from torch's default generator (so each call differs).
         """
-        return int(self._choices(np.array([index], dtype=np.int64))[0])
+        return int(self._choices(self._file_rows(np.array([self._index(index)], dtype=np.int64)))[0])
 
     def _choices(self, indices: np.ndarray, on_original: Callable[[int], None] | None = None) -> np.ndarray:
         """:meth:`choice` of each of ``indices`` (int64 array, in order), vectorised.
@@ -293,6 +313,12 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             coin = (_mix64(key ^ 1) >> 11) * (1.0 / (1 << 53)) >= self.p
             out = (-1 if coin else out) if one else np.where(coin, -1, out)
         return np.full(indices.size, out, dtype=np.int64) if np.ndim(out) == 0 else out
+
+    def _file_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The file rows of the dataset's items ``idx`` (int64, in range): the one step from the
+        wrapped dataset's indices to the file's. Everything after it (the view choice, records,
+        partners, sources, labels) works on file rows."""
+        return idx if self._rows is None else self._rows[idx].astype(np.int64)
 
     def _index(self, index: Any) -> int:
         try:
@@ -347,12 +373,14 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         return torch.from_numpy(t)
 
     # ------------------------------------------------------------------ items
-    def _source(self, index: int) -> torch.Tensor:
-        return self._raw[index][0]
+    def _source(self, row: int) -> torch.Tensor:
+        """The decoded image of file row ``row``."""
+        return self._raw[row if self._base_index is None else int(self._base_index[row])][0]
 
     def _original(self, index: int) -> tuple:
-        """An original sample: the dataset's own item (through its transform), a one-hot target."""
-        img = self.dataset[index][0]
+        """An original sample of file row ``index``: the dataset's own item (through its transform),
+        a one-hot target."""
+        img = self._base[index if self._base_index is None else int(self._base_index[index])][0]
         if not isinstance(img, torch.Tensor):
             raise ConfigError(f"original samples (p={self.p}) come from the dataset's transform as "
                               f"{type(img).__name__}, but replayed views are {self.out_dtype} tensors; give the "
@@ -374,7 +402,8 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                               + ("dtype" if exact else "kind"))
 
     def _image_name(self, index: int) -> str:
-        where = self._raw.path(index)
+        """File row ``index`` named for an error: "image i (its path)"."""
+        where = self._raw.path(index if self._base_index is None else int(self._base_index[index]))
         return f"image {index}" + (f" ({where})" if where else "")
 
     def _replay_error(self, index: int, view: int, e: Exception) -> DatasetMismatchError:
@@ -383,11 +412,14 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             "image changed since the file was generated: regenerate the file (`reinforced-data inspect --verify "
             "--data ...` checks every record against the images)")
 
-    def _check_records(self, images: np.ndarray, views: np.ndarray, params: np.ndarray, recs: Any,
+    def _check_records(self, images: np.ndarray, views: np.ndarray, params: np.ndarray,
+                       partner_images: np.ndarray | None, partner_views: np.ndarray | None,
                        pparams: np.ndarray | None) -> None:
         """Raise a :class:`CorruptFileError` naming the first record (image, view, field) whose values
         no image could make valid (a flip of 2, an unknown op id, a magnitude out of range): damage
-        to the file, not a changed image. The partner records of mixed views are checked too."""
+        to the file, not a changed image. The partner records of mixed views (``partner_images`` /
+        ``partner_views`` / ``pparams`` at the positions whose ``mix_mode`` is not 0) are checked too.
+        Runs only after a replay failed: replay encodes (and so checks) every record once."""
         from ._args import encode, encode_mix
 
         def check(rows: np.ndarray, mixing: bool) -> None:
@@ -399,10 +431,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         todo = [(params, images, views, mixing)]
         if pparams is not None:  # a partner contributes its own stored view, unmixed
             m = np.flatnonzero(params["mix_mode"] != 0)
-            if self.policy.mix_partner == "inline":  # its parameters are in the mixed view's own record
-                todo.append((pparams[m], images[m], views[m], False))
-            else:
-                todo.append((pparams[m], recs.partner_index[m], recs.partner_view[m], False))
+            todo.append((pparams[m], partner_images[m], partner_views[m], False))
         for rows, imgs, vws, mix in todo:
             try:
                 check(rows, mix)
@@ -449,6 +478,9 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             else:
                 pparams[m] = f.read_many(recs.partner_index[m], recs.partner_view[m]).params
             mixed[m] = True
+        # the record holding each partner's parameters: the partner's own stored view, or (inline) the mixed view's
+        inline = self.policy.mix_partner == "inline"
+        prec_image, prec_view = (images, views) if inline else (recs.partner_index, recs.partner_view)
         targets = self._soft_targets(recs.indices, recs.probs)
 
         def sources(part: slice) -> tuple[list, list]:
@@ -457,10 +489,12 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             return ([self._source(int(images[j])) for j in at],
                     [self._source(int(recs.partner_index[j])) if mixed[j] else None for j in at])
 
-        if self.batch_replay:  # the batch is replayed elsewhere, where image and view are no longer known
-            self._check_records(images, views, params, recs, pparams)
+        if self.batch_replay:  # replayed (and so encoded and checked) once, by replay_batch
             srcs, psrcs = sources(slice(None))
-            return [(src, params[j], psrc, None if psrc is None else pparams[j], targets[j])
+            pimg, pview = (prec_image, prec_view) if pparams is not None else (None, None)
+            return [_BatchItem((src, params[j], psrc, None if psrc is None else pparams[j], targets[j]),
+                               (int(images[j]), int(views[j]), int(pimg[j]) if mixed[j] else -1,
+                                int(pview[j]) if mixed[j] else -1))
                     for j, (src, psrc) in enumerate(zip(srcs, psrcs))]
         oh, ow = self.policy.output_size
         per = max(1, REPLAY_CALL_BYTES // (3 * oh * ow * torch.empty(0, dtype=self.out_dtype).element_size()))
@@ -472,7 +506,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             try:
                 out += self._replay(srcs, params[part], partners, None if pparams is None else pparams[part]).unbind(0)
             except ValueError as e:  # name the first damaged record, else the first image that does not fit its view
-                self._check_records(images, views, params, recs, pparams)
+                self._check_records(images, views, params, prec_image, prec_view, pparams)
                 for j, (src, psrc) in enumerate(zip(srcs, psrcs), start=a):
                     try:
                         self._replay([src], params[j:j + 1], None if psrc is None else [psrc],
@@ -485,7 +519,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list:
         """The items of ``indices`` (what DataLoader's fetcher calls for a batch): the per-item
         results of ``[self[i] for i in indices]``, with the per-batch work done at once."""
-        idx = np.array([self._index(i) for i in indices], dtype=np.int64)
+        idx = self._file_rows(np.array([self._index(i) for i in indices], dtype=np.int64))
         if not idx.size:
             return []
         items: list = [None] * idx.size
@@ -540,6 +574,11 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                 views = replay(srcs[:n], batch["params"], self.policy, out_dtype=self.out_dtype,
                                channels_last=self.channels_last, backend=self.backend, **kwargs)
             except ValueError as e:
+                where = batch.get("records")
+                if where is not None and len(where) == n:  # a damaged record is damage, named, not a mismatch
+                    where = where.numpy()
+                    self._check_records(where[:, 0], where[:, 1], batch["params"], where[:, 2], where[:, 3],
+                                        batch["partner_params"])
                 raise DatasetMismatchError(f"a batch of images does not fit its stored views in {self._path} "
                                            f"({e}); the images changed since the file was generated") from e
         if not len(opos):
@@ -559,6 +598,18 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         if views is not None:
             out[positions(rpos)] = views
         return out, targets
+
+
+class _BatchItem(tuple):
+    """A batch-replay item, ``(source, params, partner source, partner params, target)``, that also
+    names its record: ``record`` is ``(image, stored view, partner image, partner view)`` (-1, -1
+    when unmixed), which :func:`collate_sources` passes on so that :meth:`ReinforcedDataset.replay_batch`
+    can name a damaged record (the worker no longer encodes the records to check them: replay does)."""
+
+    def __new__(cls, item: tuple, record: tuple[int, int, int, int] | None = None) -> "_BatchItem":
+        self = super().__new__(cls, item)
+        self.record = record
+        return self
 
 
 def _source_strides(h: int, w: int, hwc: int) -> tuple[int, int, int]:
@@ -602,12 +653,18 @@ def collate_sources(items: list[tuple]) -> dict:
 
     rpos, opos, srcs, params, pparams, prefs, originals = [], [], [], [], [], [], []
     partner_srcs: list[torch.Tensor] = []
+    records: list | None = []
     for j, item in enumerate(items):
         if len(item) == 2:  # an original sample: (image through the user's transform, target)
             opos.append(j)
             originals.append(item[0])
             continue
         src, prm, psrc, pprm, _ = item
+        record = getattr(item, "record", None)
+        if record is None:  # an item made elsewhere: a failed replay cannot name its record
+            records = None
+        elif records is not None:
+            records.append(record)
         rpos.append(j)
         srcs.append(src)
         params.append(prm)
@@ -645,6 +702,7 @@ def collate_sources(items: list[tuple]) -> dict:
         "params": np.array(params, dtype=params[0].dtype) if params else None,
         "partner_params": np.array(pparams, dtype=pparams[0].dtype) if mixed else None,
         "partner_ref": torch.tensor(prefs, dtype=torch.int64) if mixed else None,
+        "records": torch.tensor(records, dtype=torch.int64).reshape(-1, 4) if records else None,
         "reinforced": rpos,
         "original": opos,
         "originals": default_collate(originals) if originals else None,

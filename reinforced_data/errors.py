@@ -5,16 +5,21 @@ sentence saying what is wrong and what to do; the ``reinforced-data`` command pr
 exactly these (and missing / existing files) as one line. Any other exception is a bug
 and keeps its traceback. Classes also derive from the builtin a caller would expect
 (``ValueError``, ``FileExistsError``, ``RuntimeError``), so ``except ValueError`` keeps
-working.
+working. :func:`system_error_message` names the system failures a user can fix (no space,
+file-size limit, read-only, permission).
 """
 
 from __future__ import annotations
+
+import errno
+import os
+import re
 
 __all__ = [
     "ReinforcedDataError", "ConfigError", "ReinforcementFileError", "NotReinforcementFileError",
     "UnsupportedVersionError", "IncompleteFileError", "CorruptFileError", "DatasetMismatchError",
     "SettingsMismatchError", "OutputExistsError", "FileAccessError", "NonFiniteOutputError",
-    "CompiledUnavailableError", "DatasetTypeError", "FileReplacedError",
+    "CompiledUnavailableError", "DatasetTypeError", "FileReplacedError", "system_error_message",
 ]
 
 
@@ -83,3 +88,45 @@ class NonFiniteOutputError(ReinforcedDataError, RuntimeError):
 # ---------------------------------------------------------------------- the compiled op
 class CompiledUnavailableError(ReinforcedDataError, RuntimeError):
     """``backend="compiled"`` was asked for but ``reinforced_data._C`` is not loaded."""
+
+
+# ---------------------------------------------------------------------- system errors
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)|\[Errno (\d+)\]")
+
+
+def _os_errno(e: BaseException) -> int | None:
+    """The system error number behind ``e``, also when HDF5 names it only in its message, or
+    when a failing clean-up (closing the file) raised while handling it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        code = getattr(e, "errno", None)
+        if isinstance(code, int) and code:
+            return code
+        m = _ERRNO_IN_TEXT.search(str(e))
+        if m:
+            return int(m.group(1) or m.group(2))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def system_error_message(e: BaseException, path: str | os.PathLike | None = None) -> str | None:
+    """One sentence for a system failure a user can fix (no space, file-size limit, read-only,
+    permission, a file where a directory should be), or None when ``e`` is none of them."""
+    if not isinstance(e, (OSError, RuntimeError)):
+        return None
+    code = _os_errno(e)
+    where = f" while writing {os.fspath(path)}" if path is not None else ""
+    resume = "then continue with --resume (the rows already written are kept)"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space is left on the device{where} (disk full or quota reached); free some space, {resume}"
+    if code == errno.EFBIG:
+        return (f"the file-size limit was reached{where} (ulimit -f, or the file system's largest file); raise the "
+                f"limit or write elsewhere, {resume}")
+    if code == errno.EROFS:
+        return f"the output{where.replace(' while writing', '')} lies on a read-only file system; write it somewhere writable"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}; check the permissions of the file and its directory"
+    if code == errno.ENOTDIR:
+        return f"a part of the path{where.replace(' while writing', '')} is a file, not a directory"
+    return None

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import json
 import logging
 import math
 import os
 import platform
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,13 +35,14 @@ import torch
 from torch import nn
 
 from . import store
-from ._datasets import RawImages, as_labels, dataset_fingerprint, dataset_labels, resolve_dataset, to_uint8_image
-from .errors import ConfigError, FileAccessError, ReinforcedDataError
-from .policy import PRESETS, Policy
+from ._datasets import (RawImages, as_labels, dataset_files, dataset_fingerprint, dataset_labels, resolve_dataset,
+                        to_uint8_image)
+from .errors import ConfigError, FileAccessError, ReinforcedDataError, system_error_message
+from .policy import Policy
 from ._replay import compiled_available, replay
 from .teachers import TeacherEnsemble, TeacherSpec
 
-__all__ = ["reinforce", "Reinforcement", "Summary", "parse_policy", "resolve_dataset", "block_order", "image_rng",
+__all__ = ["reinforce", "Reinforcement", "Summary", "resolve_dataset", "block_order", "image_rng",
            "to_uint8_image", "default_device", "default_num_workers", "check_device"]
 
 log = logging.getLogger(__name__)
@@ -54,41 +52,6 @@ MAX_SEED = 2**63 - 1  # stored as a signed 64-bit attribute
 
 
 # ---------------------------------------------------------------------- inputs
-def parse_policy(policy: Policy | str | dict) -> Policy:
-    """A :class:`Policy` from itself, a preset name, a JSON object (text or file), or a dict.
-
-    A JSON object may name a ``"preset"`` and override some of its fields. Every problem
-    is a :class:`~reinforced_data.errors.ConfigError` that names the text or file.
-    """
-    if isinstance(policy, Policy):
-        return policy
-    if isinstance(policy, str):
-        text = policy.strip()
-        if text in PRESETS:
-            return Policy.preset(text)
-        source = "policy"
-        if not text.startswith("{"):
-            if not os.path.isfile(text):
-                raise ConfigError(f"policy {text!r} is neither a preset ({', '.join(sorted(PRESETS))}), "
-                                  "a JSON object, nor a JSON file")
-            source = f"policy file {text}"
-            try:
-                with open(text, encoding="utf-8") as f:
-                    text = f.read()
-            except UnicodeDecodeError:
-                raise ConfigError(f"{source} is not a text (JSON) file; give a preset name, a JSON object or a "
-                                  "JSON file") from None
-        try:
-            policy = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{source} is not valid JSON ({e})") from None
-    if not isinstance(policy, dict):
-        raise ConfigError(f"a policy must be a preset name or a JSON object, not {type(policy).__name__}")
-    d = dict(policy)
-    preset = d.pop("preset", None)
-    return Policy.preset(preset, **d) if preset else Policy.from_dict(d)
-
-
 class _Decoded(torch.utils.data.Dataset):
     """Items as (index, uint8 image, label, seconds spent decoding), through the shared decode path.
 
@@ -255,48 +218,6 @@ def _rank_indices(n_images, seed, mixing, block_size, rank, world_size) -> np.nd
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
-# ---------------------------------------------------------------------- system errors
-_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)|\[Errno (\d+)\]")
-
-
-def _os_errno(e: BaseException) -> int | None:
-    """The system error number behind ``e``, also when HDF5 names it only in its message, or
-    when a failing clean-up (closing the file) raised while handling it."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        code = getattr(e, "errno", None)
-        if isinstance(code, int) and code:
-            return code
-        m = _ERRNO_IN_TEXT.search(str(e))
-        if m:
-            return int(m.group(1) or m.group(2))
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def system_error_message(e: BaseException, path: str | os.PathLike | None = None) -> str | None:
-    """One sentence for a system failure a user can fix (no space, file-size limit, read-only,
-    permission, a file where a directory should be), or None when ``e`` is none of them."""
-    if not isinstance(e, (OSError, RuntimeError)):
-        return None
-    code = _os_errno(e)
-    where = f" while writing {os.fspath(path)}" if path is not None else ""
-    resume = "then continue with --resume (the rows already written are kept)"
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space is left on the device{where} (disk full or quota reached); free some space, {resume}"
-    if code == errno.EFBIG:
-        return (f"the file-size limit was reached{where} (ulimit -f, or the file system's largest file); raise the "
-                f"limit or write elsewhere, {resume}")
-    if code == errno.EROFS:
-        return f"the output{where.replace(' while writing', '')} lies on a read-only file system; write it somewhere writable"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"permission denied{where}; check the permissions of the file and its directory"
-    if code == errno.ENOTDIR:
-        return f"a part of the path{where.replace(' while writing', '')} is a file, not a directory"
-    return None
-
-
 # ---------------------------------------------------------------------- defaults
 def default_device() -> torch.device:
     """Where generation runs unless told: this rank's GPU (``cuda:$LOCAL_RANK``) when there is one, else the CPU."""
@@ -435,7 +356,7 @@ class Reinforcement:
         if resume and overwrite:
             raise ConfigError("pass resume or overwrite, not both")
         _check_output_dir(output)
-        self.policy = policy = parse_policy(policy)
+        self.policy = policy = Policy.parse(policy)
         self.dataset = dataset = resolve_dataset(dataset)
         n_images = len(dataset)
         if n_images < 1:
@@ -472,7 +393,10 @@ class Reinforcement:
         if labels_arr.max() >= num_classes:
             raise store.DatasetMismatchError(
                 f"the dataset's labels reach {int(labels_arr.max())} but the teachers predict {num_classes} classes")
-        fingerprint = dataset_fingerprint(dataset, labels_arr)
+        #: what identifies each row's image (folders: its path), stored so that training maps any
+        #: listing of the same images (timm's order, a Subset) to its rows
+        self.identities = dataset_files(dataset)
+        fingerprint = dataset_fingerprint(dataset, labels_arr, files=self.identities)
         if fingerprint.num_classes is not None and fingerprint.num_classes != num_classes:
             raise store.DatasetMismatchError(
                 f"the dataset has {fingerprint.num_classes} classes but the teachers predict {num_classes}")
@@ -501,7 +425,7 @@ class Reinforcement:
         run keeps them and a resumed one continues after them."""
         try:
             self.writer = writer = store.ReinforcementWriter.open(self.path, self.header, self.labels,
-                                                                  mode=self.mode)
+                                                                  mode=self.mode, identities=self.identities)
             secs = self.secs
             secs["setup"] = time.perf_counter() - self.t_start
             try:

@@ -75,22 +75,23 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         if f.complete and missing.size and h.shard_world_size == 1:  # a shard holds only its own images
             problem(f"its complete flag is set but {missing.size} of {h.num_images} images are not written "
                     f"(first: image {int(missing[0])})")
-        raw = None
+        raw = mapped = None
         if data is not None and not isinstance(data, Fingerprint):
-            from ._datasets import RawImages, dataset_fingerprint
+            from ._datasets import RawImages, match_rows, matched_fingerprint
 
             try:
-                f.check_dataset(dataset_fingerprint(data), images=True)
+                mapped = match_rows(data, f.identities(), f.labels, f.path)  # None: by position
+                f.check_dataset(matched_fingerprint(data, mapped), images=True)
             except DatasetMismatchError as e:
                 problem(str(e))
             else:
-                raw = RawImages(data, strip=True)  # the pixels training replays on
+                raw = RawImages(data if mapped is None else mapped.base, strip=True)  # the pixels training replays on
                 sizes_seen: dict[int, tuple[int, int]] = {}
 
                 def size_of(j: int) -> tuple[int, int]:
                     """Image j's decoded size, each image decoded once (inline partners name other images)."""
                     if j not in sizes_seen:
-                        sizes_seen[j] = tuple(raw[j][0].shape[-2:])
+                        sizes_seen[j] = tuple(raw[j if mapped is None else mapped.base_item(j)][0].shape[-2:])
                     return sizes_seen[j]
         rows = np.flatnonzero(f.written)
         it = rows
@@ -196,10 +197,12 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             "source": h.source,
         }
         if data is not None:
-            from ._datasets import dataset_fingerprint
+            from ._datasets import match_rows, matched_fingerprint
 
             try:
-                f.check_dataset(data if isinstance(data, Fingerprint) else dataset_fingerprint(data), images=True)
+                f.check_dataset(data if isinstance(data, Fingerprint) else
+                                matched_fingerprint(data, match_rows(data, f.identities(), f.labels, f.path)),
+                                images=True)
                 out["dataset_matches"], out["dataset_mismatch"] = True, None
             except DatasetMismatchError as e:
                 out["dataset_matches"], out["dataset_mismatch"] = False, str(e)

@@ -556,7 +556,7 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
     map-style dataset in the order the sources index). Several sources concatenate their views (ml-dr
     picks one source at random per sample). Returns a summary dict."""
     from . import store
-    from ._datasets import dataset_fingerprint, dataset_labels, resolve_dataset
+    from ._datasets import dataset_files, dataset_fingerprint, dataset_labels, resolve_dataset
     from .errors import FileAccessError
     from .generation import system_error_message
 
@@ -597,7 +597,10 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
                                        f"{n} images; pass the dataset the source was made for")
     labels = dataset_labels(dataset)
     num_classes = first.config.get("num_classes") if isinstance(first.config, dict) else None
-    fingerprint = dataset_fingerprint(dataset, labels)
+    # what identifies each row's image (folders: its path), stored as generation stores it, so that training
+    # maps another listing of the same images (timm's order, a Subset) to its rows
+    identities = dataset_files(dataset)
+    fingerprint = dataset_fingerprint(dataset, labels, files=identities)
     num_classes = int(num_classes or fingerprint.num_classes or int(labels.max()) + 1)
     if fingerprint.num_classes is not None and fingerprint.num_classes != num_classes:
         raise DatasetMismatchError(f"the dataset has {fingerprint.num_classes} classes, but the source's teacher "
@@ -643,7 +646,7 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
     mode = "resume" if resume else "overwrite" if overwrite else "create"
     summary = {"output": path, "images": 0, "skipped": 0, "views": K, "label_in_topk_sampled": rate}
     try:
-        writer = store.ReinforcementWriter.open(path, header, labels, mode=mode)
+        writer = store.ReinforcementWriter.open(path, header, labels, mode=mode, identities=identities)
         try:
             todo = np.flatnonzero(~writer.written)
             summary["skipped"] = int(n - todo.size)

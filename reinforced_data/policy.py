@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -372,6 +373,41 @@ class Policy:
     @classmethod
     def from_json(cls, text: str) -> "Policy":
         return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def parse(cls, policy: "Policy | str | dict") -> "Policy":
+        """A :class:`Policy` from itself, a preset name, a JSON object (text or file), or a dict.
+
+        A JSON object may name a ``"preset"`` and override some of its fields. Every problem
+        is a :class:`~reinforced_data.errors.ConfigError` that names the text or file.
+        """
+        if isinstance(policy, cls):
+            return policy
+        if isinstance(policy, str):
+            text = policy.strip()
+            if text in PRESETS:
+                return cls.preset(text)
+            source = "policy"
+            if not text.startswith("{"):
+                if not os.path.isfile(text):
+                    raise ConfigError(f"policy {text!r} is neither a preset ({', '.join(sorted(PRESETS))}), "
+                                      "a JSON object, nor a JSON file")
+                source = f"policy file {text}"
+                try:
+                    with open(text, encoding="utf-8") as f:
+                        text = f.read()
+                except UnicodeDecodeError:
+                    raise ConfigError(f"{source} is not a text (JSON) file; give a preset name, a JSON object or a "
+                                      "JSON file") from None
+            try:
+                policy = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{source} is not valid JSON ({e})") from None
+        if not isinstance(policy, dict):
+            raise ConfigError(f"a policy must be a preset name or a JSON object, not {type(policy).__name__}")
+        d = dict(policy)
+        preset = d.pop("preset", None)
+        return cls.preset(preset, **d) if preset else cls.from_dict(d)
 
     @classmethod
     def from_timm(cls, *args: Any, **kwargs: Any) -> "Policy":

@@ -124,7 +124,7 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
     unmixed, captioned with the partner's image and view). ``names`` defaults to the
     dataset's class names.
     """
-    from ._datasets import RawImages, class_names, dataset_fingerprint
+    from ._datasets import RawImages, class_names, match_rows, matched_fingerprint
     from ._replay import replay
 
     f = _open(file)
@@ -132,17 +132,19 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
         raise ConfigError(f"--index {index} is out of range: {f.path} holds images 0 to {n - 1}")
     index = int(index)
-    if len(dataset) != n:
+    mapped = match_rows(dataset, f.identities(), f.labels, f.path)  # by identity (any listing), else by position
+    if mapped is None and len(dataset) != n:
         raise ConfigError(f"the dataset holds {len(dataset)} images but {f.path} was made for {n}; "
                           "pass the dataset the file was generated from")
-    f.check_dataset(dataset_fingerprint(dataset))
+    f.check_dataset(matched_fingerprint(dataset, mapped))
+    at = (lambda row: row) if mapped is None else mapped.base_item  # file row -> item of the decoded dataset
     k = f.num_views if views is None else int(views)
     if k < 1:
         raise ConfigError(f"--views {views} must be >= 1")
     k = min(k, f.num_views)
     names = names if names is not None else class_names(dataset)
-    raw = RawImages(dataset, strip=True)
-    src, label = raw[index]
+    raw = RawImages(dataset if mapped is None else mapped.base, strip=True)
+    src, label = raw[at(index)]
     recs = f.read_image(index)
     policy = f.policy
     params = recs.params[:k]
@@ -155,7 +157,7 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
         inline = policy.mix_partner == "inline"  # imported ml-dr files: the partner's parameters are in the record
         for v, (j, pv) in enumerate(partners):
             if j not in cache:
-                cache[j] = raw[j][0]
+                cache[j] = raw[at(j)][0]
             if inline:
                 pparams.append(policy.partner_params(params[v:v + 1])[0] if params["mix_mode"][v] else params[v])
             else:

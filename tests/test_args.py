@@ -236,3 +236,239 @@ def test_encode_structural_errors():
     too_many["crop"] = (0, 0, 4, 4)
     with pytest.raises(ValueError, match=r"params\['ra_op'\]"):
         _args.encode(too_many, policy)
+
+
+# ------------------------------------------------------------------ the per-record fast path
+def _fast_policies() -> dict[str, Policy]:
+    """Every preset, and the settings the presets leave out: torchvision RandAugment with bilinear
+    geometric ops and other fills, a padded crop with its own fill, timm with a fixed interpolation
+    and with mmax/ra_prob, timm's AutoAugment, colour jitter with hue, jitter after timm's ops."""
+    out = {name: Policy.preset(name) for name in sorted(policy_mod.PRESETS)}
+    out.update({
+        "tv bilinear fills": Policy.preset("rrc_ra_re", ra_interpolation="bilinear", fill=(1, 2, 3),
+                                           erase_value=(9, 8, 7), interpolation="bicubic"),
+        "padded fill": Policy.preset("paper_cifar_ra_re", pad_fill=(5, 6, 7)),
+        "timm bicubic": Policy.from_timm(auto_augment="rand-m9-mstd0.5", interpolation="bicubic"),
+        "timm mmax": Policy.from_timm(interpolation="random", auto_augment="rand-m9-n3-mstd101-mmax12-inc1",
+                                      ra_prob=0.8),
+        "timm autoaugment": Policy.from_timm(auto_augment="original", re_prob=0),
+        "jitter hue": Policy.from_timm(auto_augment=None, re_prob=0, color_jitter=(0.3, 0.2, (0.5, 1.0), 0.05),
+                                       color_jitter_prob=0.8),
+        "timm ops + jitter": Policy.from_timm(auto_augment="rand-n1-m9", force_color_jitter=True,
+                                              color_jitter=(0.4, 0.4, 0.4)),
+        "mixing, switch": Policy.preset("rrc_ra_re_mix", erase_value="random"),
+    })
+    return out
+
+
+FAST_POLICIES = _fast_policies()
+
+
+def _source_size(policy: Policy, g: np.random.Generator) -> tuple[int, int]:
+    oh, ow = policy.output_size
+    low = (oh - 2 * policy.crop_padding, ow - 2 * policy.crop_padding) if policy.crop_mode == "padded" else (1, 1)
+    return int(g.integers(max(1, low[0]), 600)), int(g.integers(max(1, low[1]), 600))
+
+
+def _outcome(fn):
+    """("rows", tensor) or ("error", type and message) of ``fn()``."""
+    try:
+        return "rows", fn()
+    except Exception as e:  # noqa: BLE001 - the fast path must give the very same exception
+        return "error", (type(e), str(e))
+
+
+def _same_outcome(got, want, what):
+    assert got[0] == want[0], (what, got, want)
+    if got[0] == "rows":
+        assert got[1].dtype == torch.int32 and torch.equal(got[1], want[1]), what
+    else:
+        assert got[1] == want[1], what
+
+
+@pytest.mark.parametrize("name", list(FAST_POLICIES))
+def test_every_policy_has_a_fast_plan_that_encode_takes(name, monkeypatch):
+    """The plan exists for the policy's records (and, without mixing, for its records with mixing
+    fields) and encode uses it: with encode_reference broken, one valid record still encodes."""
+    policy = FAST_POLICIES[name]
+    dtypes = [policy.param_dtype()]
+    if not policy.mixing:
+        dtypes.append(np.dtype(policy.param_dtype().descr + [("mix_mode", "u1"), ("mix_lam", "u1"),
+                                                            ("mix_box", "<u2", (4,))]))
+    g = np.random.default_rng(5)
+    h, w = _source_size(policy, g)
+    for dtype in dtypes:
+        assert _args._fast_plan(policy, dtype) is not None, dtype
+    recs = policy.sample(g, 3, h, w)
+    want = _args.encode_reference(recs, policy, [(h, w)] * 3)
+    want_mix = _args.encode_mix_reference(recs, policy) if policy.mixing else None
+
+    def broken(*args, **kwargs):
+        raise AssertionError("encode_reference ran for a valid record")
+
+    monkeypatch.setattr(_args, "encode_reference", broken)
+    monkeypatch.setattr(_args, "encode_mix_reference", broken)
+    for j in range(3):
+        assert torch.equal(_args.encode(recs[j:j + 1], policy, [(h, w)]), want[j:j + 1])
+        assert torch.equal(_args.encode(recs[j], policy), _args.encode(recs[j:j + 1], policy))  # a record scalar
+        if want_mix is not None:
+            assert torch.equal(_args.encode_mix(recs[j:j + 1], policy), want_mix[j:j + 1])
+    assert torch.equal(_args.encode(recs[:2], policy, [(h, w)] * 2), want[:2])
+
+
+@pytest.mark.parametrize("name", list(FAST_POLICIES))
+def test_fast_rows_equal_the_reference_on_sampled_records(name):
+    """Sampled records of every family, one at a time and a few at once, at many source sizes: the
+    fast path's rows are encode_reference's, bit for bit (and encode_mix's for mixing policies)."""
+    policy = FAST_POLICIES[name]
+    g = np.random.default_rng(abs(hash(name)) % 2**32)
+    for _ in range(12):
+        h, w = _source_size(policy, g)
+        recs = policy.sample(g, 24, h, w)
+        want = _args.encode_reference(recs, policy, [(h, w)] * 24)
+        plan = _args._fast_plan(policy, recs.dtype)
+        for j in range(24):
+            got = plan.encode(recs[j:j + 1], [(h, w)])
+            assert got is not None and torch.equal(got, want[j:j + 1]), (name, j, recs[j])
+            assert torch.equal(plan.encode(recs[j:j + 1], None), want[j:j + 1])
+        n = _args.FAST_MAX_RECORDS
+        assert torch.equal(plan.encode(recs[:n], [(h, w)] * n), want[:n])
+        assert torch.equal(_args.encode(recs[:n], policy, [(h, w)] * n), want[:n])
+        if policy.mixing:
+            want_mix = _args.encode_mix_reference(recs, policy)
+            for j in range(24):
+                assert torch.equal(plan.encode_mix(recs[j:j + 1]), want_mix[j:j + 1]), (name, j, recs[j])
+            assert torch.equal(_args.encode_mix(recs[:n], policy), want_mix[:n])
+
+
+def _corruptions(dtype: np.dtype, g: np.random.Generator) -> list:
+    """(field, element, value) to write into a record: each field's extremes, small values around
+    the valid ranges, and random values of its type."""
+    out = []
+    for name in dtype.names:
+        ft = dtype.fields[name][0]
+        count = int(np.prod(ft.shape)) if ft.shape else 1
+        info = np.iinfo(ft.base)
+        values = {info.min, info.max, 0, 1, 2, 3, 4, 255, 256, -1, -2, -3, 31, 65535, 65536, -32768, 32768}
+        values |= {int(v) for v in g.integers(-40, 300, 6)}
+        values |= {int(v) for v in g.integers(info.min, info.max, 4, endpoint=True)}
+        for v in sorted(values):
+            if info.min <= v <= info.max:
+                out.append((name, int(g.integers(count)), v))
+    return out
+
+
+@pytest.mark.parametrize("name", list(FAST_POLICIES))
+def test_corrupted_records_give_the_reference_rows_or_its_error(name):
+    """Each field of valid records set to extreme, near-range and random values (alone, and as one
+    record of three): encode gives what encode_reference gives, rows or the very same error, and the
+    plan itself never accepts a record the reference refuses."""
+    policy = FAST_POLICIES[name]
+    g = np.random.default_rng(7)
+    plan_of = _args._fast_plan
+    refused = accepted = 0
+    for case, (field, element, value) in enumerate(_corruptions(policy.param_dtype(), g)):
+        h, w = _source_size(policy, g)
+        recs = policy.sample(g, 3, h, w)
+        flat = recs[field].reshape(3, -1)
+        flat[1, element] = value
+        recs[field] = flat.reshape(recs[field].shape)
+        sizes = [(h, w)] * 3 if case % 3 else None
+        if case % 5 == 0 and sizes:  # a source smaller than the crop expects
+            sizes[1] = (max(1, h // 3), max(1, w // 3))
+        plan = plan_of(policy, recs.dtype)
+        for part, part_sizes in ((recs[1:2], None if sizes is None else sizes[1:2]), (recs, sizes)):
+            want = _outcome(lambda: _args.encode_reference(part, policy, part_sizes))
+            got = _outcome(lambda: _args.encode(part, policy, part_sizes))
+            _same_outcome(got, want, (name, field, element, value, part_sizes))
+            fast = plan.encode(part, part_sizes)
+            if want[0] == "error":
+                refused += 1
+                assert fast is None, (name, field, value)
+            elif fast is not None:
+                accepted += 1
+                assert torch.equal(fast, want[1])
+            if policy.mixing:
+                want = _outcome(lambda: _args.encode_mix_reference(part, policy))
+                _same_outcome(_outcome(lambda: _args.encode_mix(part, policy)), want, (name, field, value))
+                if want[0] == "error":
+                    assert plan.encode_mix(part) is None
+    assert refused > 10 and accepted > 10  # both ways were taken
+
+
+def test_records_the_fast_path_does_not_know_go_to_the_reference():
+    """A layout other than the policy's (a float field, another type, a field of another policy, an
+    unknown field) has no plan; encode gives the reference's rows or its error."""
+    policy = Policy.preset("rrc_ra_re")
+    good = policy.sample(np.random.default_rng(0), 2, 300, 400)
+    floats = np.zeros(2, dtype=[("crop", np.float32, (4,)), ("flip", np.uint8), ("ra_op", np.uint8, (2,)),
+                                ("ra_mag", np.int8, (2,)), ("erase", np.uint16, (4,))])
+    wide = np.zeros(2, dtype=[("crop", np.int64, (4,)), ("flip", np.uint8), ("ra_op", np.int32, (2,)),
+                              ("ra_mag", np.int8, (2,)), ("erase", np.uint16, (4,))])
+    extra = np.zeros(2, dtype=good.dtype.descr + [("note", np.uint8)])
+    for recs in (floats, wide, extra):
+        for n in good.dtype.names:
+            recs[n] = good[n]
+    assert _args._fast_plan(policy, floats.dtype) is None and _args._fast_plan(policy, extra.dtype) is None
+    with pytest.raises(ValueError, match=r"params\['crop'\] has dtype float32"):
+        _args.encode(floats[:1], policy)
+    assert torch.equal(_args.encode(wide[:1], policy), _args.encode_reference(good[:1], policy))
+    assert torch.equal(_args.encode(extra[:1], policy), _args.encode_reference(good[:1], policy))
+    big = np.zeros(1, dtype=[("crop", np.int64, (4,)), ("flip", np.uint8)])
+    big["crop"] = (2**40, 0, 4, 4)  # beyond int32: whatever the reference does with it
+    _same_outcome(_outcome(lambda: _args.encode(big, Policy())), _outcome(lambda: _args.encode_reference(big, Policy())),
+                  "int64 crop")
+
+
+def test_a_plan_that_disagrees_with_the_reference_is_not_used(monkeypatch, caplog):
+    """The plan is checked against encode_reference when built: a plan giving other rows is
+    dropped with a warning, and encode gives the reference's rows."""
+    policy = Policy.preset("rrc_ra_re", fill=(3, 4, 5))
+    row = _args._FastPlan._row
+
+    def off_by_one(self, rec, size):
+        out = row(self, rec, size)
+        if out is not None:
+            out[_args.FILL] += 1
+        return out
+
+    monkeypatch.setattr(_args._FastPlan, "_row", off_by_one)
+    with caplog.at_level("WARNING", logger="reinforced_data._args"):
+        assert _args._FastPlan.build(policy, policy.param_dtype()) is None
+    assert "disagrees with encode_reference" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["rrc_ra_re", "paper_cifar_ra_re", "timm"])
+def test_a_crop_at_the_edge_of_its_source_and_one_pixel_past_it(name):
+    """The crop box against the source size, at the boundary: a source exactly as large as the crop
+    needs (less the padding) encodes, one pixel smaller in either side is the reference's error."""
+    policy = FAST_POLICIES[name]
+    pad = policy.crop_padding
+    recs = policy.sample(np.random.default_rng(3), 16, 300, 400)
+    for j in range(16):
+        top, left, ch, cw = (int(v) for v in recs["crop"][j])
+        edge = (max(1, top + ch - pad), max(1, left + cw - pad))
+        one = recs[j:j + 1]
+        assert torch.equal(_args.encode(one, policy, [edge]), _args.encode_reference(one, policy, [edge]))
+        for smaller in ((edge[0] - 1, edge[1]), (edge[0], edge[1] - 1)):
+            if min(smaller) < 1:
+                continue
+            want = _outcome(lambda: _args.encode_reference(one, policy, [smaller]))
+            assert want[0] == "error"
+            _same_outcome(_outcome(lambda: _args.encode(one, policy, [smaller])), want, (j, smaller))
+
+
+def test_a_plan_that_cannot_be_built_leaves_encode_to_the_reference(monkeypatch, caplog):
+    """An exception while a plan is built or checked costs speed, never an encode: encode gives the
+    reference's rows, and says once why it could not build the plan."""
+    policy = Policy.preset("rrc_ra_re", fill=(6, 7, 8))
+    recs = policy.sample(np.random.default_rng(2), 1, 50, 60)
+
+    def broken(self):
+        raise RuntimeError("no sampling today")
+
+    monkeypatch.setattr(_args._FastPlan, "_agrees_with_reference", broken)
+    with caplog.at_level("WARNING", logger="reinforced_data._args"):
+        assert torch.equal(_args.encode(recs, policy, [(50, 60)]), _args.encode_reference(recs, policy, [(50, 60)]))
+    assert "could not be built" in caplog.text and "no sampling today" in caplog.text
+    assert _args._fast_plan(policy, recs.dtype) is None  # cached: not rebuilt on every call

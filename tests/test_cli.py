@@ -93,11 +93,14 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys):
         other: "is an HDF5 file but not a reinforcement file",
         newer: f"has format version {S.FORMAT_VERSION + 1}, newer than",
         truncated: "is truncated",
-        str(tmp_path / "missing.h5"): "does not exist",
     }
-    for path, needle in cases.items():
-        assert main(["inspect", path]) == 2, path
-        assert needle in one_error_line(capsys.readouterr().err), path
+    for path, needle in cases.items():  # inspect judges the file: the problem, then the verdict, exit 1
+        assert main(["inspect", path]) == 1, path
+        out = capsys.readouterr().out.splitlines()
+        assert needle in out[1] and out[-1].startswith("verdict:          UNREADABLE"), (path, out)
+    missing = str(tmp_path / "missing.h5")  # no file to judge: the command's one-line error
+    assert main(["inspect", missing]) == 2
+    assert "does not exist" in one_error_line(capsys.readouterr().err)
     # a file for another dataset, resumed: refused
     assert main(["reinforce", *[a.replace("num_images=24", "num_images=23") for a in COMMON], "-o", good,
                  "--resume", "--no-progress"]) == 2

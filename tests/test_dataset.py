@@ -499,6 +499,77 @@ def test_batch_replay_gives_the_per_sample_bytes(files, which, num_workers, targ
                 assert torch.equal(torch.cat([y[j] for _, y in got]), torch.stack([w[1][j] for w in want]))
 
 
+@pytest.mark.parametrize("which", ["rrc_ra_re", "rrc_ra_re_mix", "paper_imagenet_mix"])
+@pytest.mark.parametrize("batch_replay", [False, True])
+def test_each_record_is_encoded_once_per_fetch(files, which, batch_replay, monkeypatch):
+    """A fetch encodes each record it replays once: its own record, its partner's, and the mix row; batch
+    replay does not check the records in the worker and encode them again in replay_batch. Counted
+    through _args.encode / encode_mix, which replay and the record check call."""
+    from reinforced_data import _args
+
+    counts = {"encode": 0, "encode_mix": 0}
+
+    def counting(name):
+        real = getattr(_args, name)
+
+        def count(params, *args, **kwargs):
+            counts[name] += np.atleast_1d(params).shape[0]
+            return real(params, *args, **kwargs)
+        return count
+
+    monkeypatch.setattr(_args, "encode", counting("encode"))
+    monkeypatch.setattr(_args, "encode_mix", counting("encode_mix"))
+    ds = ReinforcedDataset(base(), files[which], batch_replay=batch_replay)
+    ds.set_epoch(2)
+    indices = list(range(0, N, 2))
+    with ReinforcementFile(files[which]) as f:
+        params = f.read_many(np.array(indices), np.array([ds.choice(i) for i in indices])).params
+    mixed = ds.policy.mixing and bool((params["mix_mode"] != 0).any())
+    assert mixed == ds.policy.mixing
+    if batch_replay:
+        loader = ds.loader(batch_size=len(indices), sampler=indices)
+        loader.set_epoch(2)
+        (x, _), = list(loader)
+    else:
+        x = torch.stack([item[0] for item in ds.__getitems__(indices)])
+    assert x.shape[0] == len(indices)
+    # with a mixed view in the batch, replay takes one partner record per record (an unmixed view is its
+    # own partner) and one mix row per record (mode 0 for the unmixed)
+    n = len(indices)
+    assert counts == {"encode": 2 * n if mixed else n, "encode_mix": n if mixed else 0}, counts
+
+
+def test_batch_replay_names_a_damaged_record_and_a_damaged_partner(mixed, tmp_path):
+    """Batch replay checks the records where the batch replays, not in the worker: a damaged record
+    (its own, or the partner record of a mixed view) is still a CorruptFileError naming that record;
+    an item collated without its record (made by hand) gives the batch-level mismatch error."""
+    from reinforced_data.dataset import collate_sources
+
+    with ReinforcementFile(mixed) as f:
+        recs = f.read_many(np.arange(N), np.zeros(N, dtype=np.int64))
+    j = int(np.flatnonzero(recs.params["mix_mode"] != 0)[0])
+    partner, pview = int(recs.partner_index[j]), int(recs.partner_view[j])
+    for image, view in ((j, 0), (partner, pview)):
+        path = str(tmp_path / f"damaged_{image}_{view}.h5")
+        shutil.copy(mixed, path)
+        with ReinforcementFile(path) as f:
+            c = f.codec
+            rows = np.concatenate([c.from_planes(f._planes(image, g)) for g in range(c.chunks_per_image)])
+        rows = rows[:K].copy()
+        rows["flip"][view] = 3
+        with h5py.File(path, "r+") as h:
+            for g, data in enumerate(c.chunks(rows)):
+                h["records"].id.write_direct_chunk((image, g, 0), data)
+        ds = ReinforcedDataset(base(), path, views=[0])
+        name = rf"stored view {view} of image {image} holds an invalid 'flip'"
+        with pytest.raises(CorruptFileError, match=name):
+            next(iter(ds.loader(batch_size=N)))
+        item = ds.loader(batch_size=1).dataset[j]
+        assert len(item) == 5 and item.record == (j, 0, partner, pview)
+        with pytest.raises(DatasetMismatchError, match="a batch of images does not fit"):
+            ds.replay_batch(collate_sources([tuple(item)]))  # a plain tuple: the record is not known
+
+
 def test_batch_replay_with_original_samples_and_a_sampler(plain):
     b = base(transform=user_transform())
     per = ReinforcedDataset(b, plain, p=0.5, channels_last=True)

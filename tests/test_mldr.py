@@ -430,3 +430,18 @@ def test_resume_finds_a_source_that_moved(world, tmp_path, monkeypatch):
     got = ReinforcementFile(out)
     for i in range(len(world["images"])):
         assert got.read_image(i).params.tobytes() == want.read_image(i).params.tobytes()
+
+
+def test_an_imported_file_trains_on_another_listing_of_the_same_images(world):
+    """The file stores each row's image path, as generated files do: a Subset listing the images in
+    another order gets each image's own stored views and targets."""
+    f = ReinforcementFile(world["outs"]["mix_ra_re"])
+    assert f.identities() == [os.path.relpath(p, world["data"]).replace(os.sep, "/") for p, _ in world["images"]]
+    order = list(range(len(world["images"])))[::-1]
+    sub = ReinforcedDataset(torch.utils.data.Subset(ImageFolder(world["data"]), order), f.path, target="sparse")
+    sub.set_epoch(1)
+    assert sub._rows is not None and list(sub._rows) == order
+    for k, i in enumerate(order):
+        _, (idx, probs) = sub[k]
+        stored = f.read_image(i)
+        assert any(np.array_equal(idx.numpy(), stored.indices[v]) for v in range(f.num_views))

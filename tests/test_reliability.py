@@ -80,9 +80,10 @@ def _run_under_limit(args: list[str], limit: int, err: str) -> None:
 @pytest.mark.subprocess
 @linux_only
 def test_a_file_size_limit_anywhere_in_a_run_resumes_to_the_uninterrupted_rows(tmp_path, capsys):
-    """The limit swept over the whole life of a run: creating the file, writing rows, writing the
-    run's statistics and sealing it. Each time the one-line error advises --resume, and --resume
-    then gives the rows of the uninterrupted run, row for row."""
+    """The limit swept over the whole life of a run: creating the file and writing rows. Each time
+    the one-line error advises --resume, and --resume then gives the rows of the uninterrupted run,
+    row for row. Finishing (the run's statistics, the complete flag) writes in place, into the
+    space reserved at creation, so the file no longer grows there and no limit can stop it."""
     ref = str(tmp_path / "ref.h5")
     assert cli_main(EFBIG_ARGS + ["-o", ref]) == 0
     size = os.path.getsize(ref)
@@ -106,7 +107,7 @@ def test_a_file_size_limit_anywhere_in_a_run_resumes_to_the_uninterrupted_rows(t
         same_rows(ref, out)
         assert sorted(os.listdir(tmp_path)) == sorted(  # no partial or recovery copies left behind
             p for p in os.listdir(tmp_path) if not p.endswith((".creating", ".recovering", ".lock")))
-    assert set(phases.values()) == {"creation", "rows", "finish (statistics, seal)"}, phases
+    assert set(phases.values()) == {"creation", "rows"}, phases
 
 
 def test_a_finished_file_cut_short_is_still_refused_by_resume(tmp_path):
@@ -239,7 +240,7 @@ def test_a_damaged_record_is_reported_as_damage_naming_image_view_and_field(plai
                f"reinforced-data inspect --verify {path}"]
     for get in (lambda: ds[image],  # one item
                 lambda: ds.__getitems__([1, 2, image, 7]),  # a batch: the record at fault is found
-                lambda: next(iter(ds.loader(batch_size=8)))):  # batch replay: checked where the records are read
+                lambda: next(iter(ds.loader(batch_size=8)))):  # batch replay: checked where the batch replays
         with pytest.raises(CorruptFileError) as e:
             get()
         msg = str(e.value)
@@ -356,6 +357,7 @@ def test_inspect_without_verify_flags_parameter_damage(plain, tmp_path, capsys, 
     info = inspect_file(path)
     assert info["stats_invalid_param_images"] == 1 and info["stats_first_invalid_params"].startswith("image 9: ")
     rc, lines = inspect_text(capsys, path)
+    assert rc == 1  # a DAMAGED verdict fails, with or without --verify
     assert lines[-1].startswith("verdict:          DAMAGED: 1 sampled images hold parameters replay refuses (image 9")
     assert lines[-1].endswith(f"run `reinforced-data inspect --verify {path}` to list every problem")
     assert f"params['{named}']" in lines[-1]
@@ -374,3 +376,6 @@ def test_inspect_verdict_for_an_incomplete_and_an_unreadable_file(tmp_path, caps
     junk.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     rc, lines = inspect_text(capsys, "--verify", "--no-progress", str(junk))
     assert rc == 1 and lines[-1].startswith("verdict:          UNREADABLE")
+    rc, lines = inspect_text(capsys, str(junk))  # without --verify: the same verdict, not an error line
+    assert rc == 1 and lines[0] == f"file:             {junk}" and lines[1].startswith("problem:          ")
+    assert lines[-1].startswith("verdict:          UNREADABLE") and len(lines) == 3

@@ -20,6 +20,7 @@ import datetime
 import json
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,8 @@ from ..policy import V2_DEFAULTS, V3_DEFAULTS, Policy
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "V1_POLICY_FIELDS", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
     "WRITTEN_CHUNK", "DIGEST_ATTR", "DIGEST_EXCLUDES", "header_digest", "Fingerprint", "Header", "RecordCodec",
-    "Record", "ImageRecords", "smallest_uint",
+    "Record", "ImageRecords", "smallest_uint", "IDENTITIES", "IDENTITIES_CHUNK", "encode_identities",
+    "decode_identities",
 ]
 
 FORMAT_NAME = "reinforced_data.reinforcement"
@@ -127,6 +129,41 @@ def header_digest(attrs: Any, labels: np.ndarray) -> str:
     return _sha256(payload.encode())
 
 
+# ---------------------------------------------------------------------- identities
+#: the optional dataset holding each row's identity (docs/format.md, "Dataset identity")
+IDENTITIES = "identities"
+#: bytes per HDF5 chunk of the identities (deflated as the records are, at DEFLATE_LEVEL)
+IDENTITIES_CHUNK = 1 << 20
+
+
+def encode_identities(files: Sequence[str] | None) -> np.ndarray | None:
+    """The bytes of the ``identities`` dataset: the file list (one identity a row) UTF-8 encoded and
+    joined by ``\n``, exactly what the fingerprint's ``files_sha256`` hashes, as uint8; None when
+    the list cannot identify rows (no list, a name listed twice, or one holding ``\n``)."""
+    if not files or len(set(files)) != len(files) or any("\n" in name for name in files):
+        return None
+    return np.frombuffer("\n".join(files).encode(), dtype=np.uint8)
+
+
+def decode_identities(blob: np.ndarray, fingerprint: "Fingerprint", path: str = "") -> list[str]:
+    """The identities stored as :func:`encode_identities` wrote them, checked against the
+    fingerprint they must hash to (which the header digest seals): a
+    :class:`CorruptFileError` when they do not."""
+    data = np.ascontiguousarray(blob, dtype=np.uint8).tobytes()
+    if fingerprint.files_sha256 is None or _sha256(data) != fingerprint.files_sha256:
+        raise CorruptFileError(f"{path}: its '{IDENTITIES}' dataset does not hash to its fingerprint's files_sha256: "
+                               "the file is damaged or was edited; regenerate it")
+    try:
+        names = data.decode()
+    except UnicodeDecodeError as e:  # pragma: no cover - the hash matched what the writer encoded
+        raise CorruptFileError(f"{path}: its '{IDENTITIES}' dataset is not UTF-8 ({e})") from None
+    out = names.split("\n")
+    if len(out) != fingerprint.num_images or len(set(out)) != len(out):
+        raise CorruptFileError(f"{path}: its '{IDENTITIES}' dataset holds {len(out)} names for "
+                               f"{fingerprint.num_images} images, or a name twice; regenerate it")
+    return out
+
+
 # ---------------------------------------------------------------------- header
 @dataclass
 class Header:
@@ -195,6 +232,10 @@ class Header:
             # a file written before the image hash matches on the rest of its fingerprint
             a["fingerprint"].pop("images_sha256", None)
             b["fingerprint"].pop("images_sha256", None)
+        if a["fingerprint"].get("files_sha256") is None or b["fingerprint"].get("files_sha256") is None:
+            # a Subset had no file list before identities (its fingerprint's files_sha256 is null)
+            a["fingerprint"].pop("files_sha256", None)
+            b["fingerprint"].pop("files_sha256", None)
         return [k for k in a if a[k] != b[k]]
 
     @property

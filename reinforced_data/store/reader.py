@@ -25,8 +25,8 @@ import numpy as np
 from .._version import __version__
 from ..errors import (CorruptFileError, DatasetMismatchError, FileAccessError, FileReplacedError,
                       IncompleteFileError, NotReinforcementFileError, UnsupportedVersionError)
-from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, Fingerprint, Header, ImageRecords, Record, _attr_str,
-                     header_digest)
+from .format import (DIGEST_ATTR, FORMAT_NAME, FORMAT_VERSION, IDENTITIES, Fingerprint, Header, ImageRecords, Record,
+                     _attr_str, decode_identities, header_digest)
 
 __all__ = ["ReinforcementFile", "read_header"]
 
@@ -231,6 +231,10 @@ def _check_format(f: h5py.File, path: str) -> None:
         version = int(f.attrs.get("format_version", -1))
     except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:
         _raise_damaged(path, e, f)
+    if fmt is None and all(name in f for name in ("records", "labels", "written")):
+        # a reinforcement file's datasets, but its attributes cannot be found: their index is damaged
+        raise CorruptFileError(f"{path} is damaged (it holds a reinforcement file's datasets, but its 'format' "
+                               "attribute cannot be read); regenerate it")
     if fmt is None or _attr_str(fmt) != FORMAT_NAME:
         what = "has no 'format' attribute" if fmt is None else f"has format {_attr_str(fmt)!r}"
         raise NotReinforcementFileError(
@@ -277,14 +281,18 @@ def _raise_damaged(path: str, e: Exception, f: h5py.File | None = None) -> None:
 def _check_digest(f: h5py.File, path: str, labels: np.ndarray) -> bool:
     """Check the header digest (docs/format.md): True when it matches, False when the file
     has none (written before digests: logged once); a mismatch is a :class:`CorruptFileError`."""
-    stored = f.attrs.get(DIGEST_ATTR)
+    try:
+        stored = f.attrs.get(DIGEST_ATTR)
+        actual = header_digest(f.attrs, labels)
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:  # the attributes cannot be read
+        _raise_damaged(path, e, f)
     if stored is None:
         if path not in _WARNED_NO_DIGEST:
             _WARNED_NO_DIGEST.add(path)
             log.warning("%s carries no header digest (written before reinforced_data sealed headers); its header "
                         "cannot be checked for changes", path)
         return False
-    if _attr_str(stored) != header_digest(f.attrs, labels):
+    if _attr_str(stored) != actual:
         raise CorruptFileError(
             f"{path}: its header was changed after it was written (digest mismatch: an attribute or the labels "
             "differ from those it was sealed with); restore the original file or regenerate it")
@@ -599,20 +607,46 @@ class ReinforcementFile:
                                    f"is damaged; {self._verify_hint}")
         return out
 
+    # -- identities
+    @property
+    def has_identities(self) -> bool:
+        """Whether the file stores what identifies each row's image (docs/format.md, "Dataset identity")."""
+        return IDENTITIES in self._file()
+
+    def identities(self) -> list[str] | None:
+        """What identifies each row's image (for folders, its path relative to the dataset root), one
+        a row; None for a file without them (written before them, or from a dataset without a file
+        list). Read from the file at each call; checked against the sealed fingerprint."""
+        f = self._file()
+        if IDENTITIES not in f:
+            return None
+        try:
+            blob = _read_small(f, IDENTITIES)
+        except (OSError, RuntimeError, ValueError) as e:
+            _raise_damaged(self.path, e, f)
+        return decode_identities(blob, self.fingerprint, self.path)
+
     # -- checks
     def check_dataset(self, fingerprint: Fingerprint, *, images: bool = False) -> None:
         """Raise :class:`DatasetMismatchError` unless the dataset whose ``fingerprint`` is given
         (:func:`reinforced_data._datasets.dataset_fingerprint`) is the one this file was made for.
 
         ``images=True`` also compares the hash of a fixed sample of decoded images (when both
-        the file and the dataset carry one); a resumed generation always does.
+        the file and the dataset carry one); a resumed generation always does. A dataset matched
+        to a file's rows by identity gives its fingerprint in the file's row order
+        (:func:`reinforced_data._datasets.match_rows`).
         """
         fp = fingerprint
         diffs = self.fingerprint.differences(fp, images=images)
         if fp.num_classes and fp.num_classes != self.num_classes:
             diffs.append(f"the file's teachers predict {self.num_classes} classes, the dataset has {fp.num_classes}")
         if diffs:
-            raise DatasetMismatchError(f"{self.path} was made for another dataset: {'; '.join(diffs)}")
+            hint = ""
+            if "the file lists differ" in diffs and not self.has_identities:  # another order, say
+                hint = ("; this file stores no identities (written before them), so items are matched by "
+                        "position: list the dataset in the order it was reinforced from (a folder: torchvision's "
+                        "ImageFolder order), or regenerate the file")
+            raise DatasetMismatchError(f"{self.path} was made for another dataset: {'; '.join(diffs)}{hint}")
 
 
 def read_header(path: str | os.PathLike) -> tuple[Header, bool, np.ndarray]:

@@ -22,13 +22,15 @@ import logging
 import os
 import zlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
 
 from ..errors import (ConfigError, CorruptFileError, DatasetMismatchError, FileAccessError, OutputExistsError,
                       ReinforcementFileError, SettingsMismatchError)
-from .format import DEFLATE_LEVEL, DIGEST_ATTR, WRITTEN_CHUNK, Header, header_digest, smallest_uint
+from .format import (DEFLATE_LEVEL, DIGEST_ATTR, IDENTITIES, IDENTITIES_CHUNK, WRITTEN_CHUNK, Header, _sha256,
+                     encode_identities, header_digest, smallest_uint)
 from .reader import (_check_digest, _check_format, _open_cut_short, _open_h5, _raise_damaged, _raise_open_error,
                      _stored_eof)
 
@@ -101,15 +103,23 @@ class ReinforcementWriter:
     # -- opening
     @classmethod
     def open(cls, path: str | os.PathLike, header: Header, labels: np.ndarray,
-             mode: str = "create") -> "ReinforcementWriter":
+             mode: str = "create", identities: Sequence[str] | None = None) -> "ReinforcementWriter":
         """``mode``: "create" (refuse an existing path), "overwrite", or "resume" (continue an existing
-        file written with the same settings; create it when absent)."""
+        file written with the same settings; create it when absent). ``identities``: what identifies
+        each row's image (the dataset's file list, :func:`reinforced_data._datasets.dataset_files`),
+        stored in a new file when it identifies every row (docs/format.md, "Dataset identity"); it
+        must be the list the header's fingerprint hashed. A resumed file keeps what it has."""
         path = os.fspath(path)
         if mode not in ("create", "overwrite", "resume"):
             raise ConfigError(f"mode={mode!r}; choose create, overwrite or resume")
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (header.num_images,):
             raise ConfigError(f"labels hold {labels.shape[0]} entries for {header.num_images} images")
+        blob = encode_identities(identities)
+        if blob is not None and (len(identities) != header.num_images
+                                 or _sha256(blob.tobytes()) != header.fingerprint.files_sha256):
+            raise ConfigError(f"the {len(identities)} identities given are not the file list the header's "
+                              "fingerprint was computed from")
         if os.path.isdir(path):
             raise OutputExistsError(f"{path} is a directory; name a file for the output")
         if os.path.lexists(path) and mode == "create":
@@ -126,14 +136,14 @@ class ReinforcementWriter:
             else:
                 if exists:
                     os.remove(path)
-                f = cls._create(path, header, labels)
+                f = cls._create(path, header, labels, blob)
         except BaseException:
             lock.release()
             raise
         return cls(path, header, f, lock)
 
     @staticmethod
-    def _create(path: str, header: Header, labels: np.ndarray) -> h5py.File:
+    def _create(path: str, header: Header, labels: np.ndarray, identities: np.ndarray | None = None) -> h5py.File:
         # The file is built in memory and written out in one piece: HDF5 never writes it itself
         # until it is whole, so a write the system refuses (a file-size limit, a full disk) is one
         # plain OSError here, the partial file is removed, and no HDF5 handle is left half closed.
@@ -143,8 +153,9 @@ class ReinforcementWriter:
         c = header.codec()
         with h5py.File(os.path.basename(tmp), "w", libver="latest", driver="core", backing_store=False) as f:
             for k, v in header.to_attrs().items():
-                f.attrs[k] = v
+                set_attr(f.attrs, k, v)
             f.attrs["complete"] = np.uint8(0)
+            set_attr(f.attrs, "generation", "null".ljust(GENERATION_BYTES))
             f.create_dataset(
                 "records", shape=(header.num_images, c.chunks_per_image, c.chunk_bytes), dtype=np.uint8,
                 chunks=(1, 1, c.chunk_bytes), compression="gzip", compression_opts=DEFLATE_LEVEL)
@@ -153,6 +164,9 @@ class ReinforcementWriter:
                              chunks=(min(n, 65536),), compression="gzip")
             f.create_dataset("written", shape=(n,), dtype=np.uint8, chunks=(min(n, WRITTEN_CHUNK),),
                              compression="gzip")
+            if identities is not None:
+                f.create_dataset(IDENTITIES, data=identities, chunks=(min(identities.size, IDENTITIES_CHUNK),),
+                                 compression="gzip", compression_opts=DEFLATE_LEVEL)
             seal_header(f)
             f.flush()
             image = f.id.get_file_image()
@@ -243,18 +257,18 @@ class ReinforcementWriter:
             try:
                 written = src["written"][:]
                 labels = src["labels"][:]
-            except (OSError, RuntimeError, ValueError) as e:
+                # "generation" (the run's statistics) is left out: finish() writes it again, and a
+                # writer stopped while writing it (a file-size limit, say) leaves it unreadable
+                attrs = {k: src.attrs[k] for k in src.attrs if k != "generation"}
+            except (KeyError, OSError, RuntimeError, ValueError) as e:
                 _raise_damaged(path, e, src)
-            # "generation" (the run's statistics) is left out: finish() writes it again, and a writer
-            # stopped while writing it (a file-size limit, say) leaves it unreadable
-            attrs = {k: src.attrs[k] for k in src.attrs if k != "generation"}
             stats = None
             with contextlib.suppress(OSError, RuntimeError, ValueError, KeyError):
                 stats = src.attrs.get("generation")
             with h5py.File(tmp, "w", libver="latest") as dst:
                 _copy_layout(src, dst, attrs)
                 if stats is not None:
-                    dst.attrs["generation"] = stats
+                    set_attr(dst.attrs, "generation", stats)
                 elif int(attrs.get("complete", 0)):  # finish() writes the statistics again
                     dst.attrs["complete"] = np.uint8(0)
                 dst["labels"][:] = labels
@@ -319,9 +333,9 @@ class ReinforcementWriter:
         if missing.size:
             raise ReinforcementFileError(f"{self.path}: {missing.size} images were not written (first: {missing[0]})")
         if generation is not None and not (self.was_complete and not self._wrote):  # keep the first run's
-            self._f.attrs["generation"] = json.dumps(generation, sort_keys=True)
+            set_generation(self._f.attrs, generation)
             self._f.flush()
-        self._f.attrs["complete"] = np.uint8(1)
+        self._f.attrs.modify("complete", np.uint8(1))
         self._f.flush()
         self.close()
 
@@ -354,21 +368,55 @@ def _open_swmr_writer(path: str) -> h5py.File:
         _raise_open_error(path, e, writing=True)
 
 
+def set_attr(attrs: h5py.AttributeManager, name: str, value: Any) -> None:
+    """Set one attribute; a string is stored fixed-length (UTF-8) inside the attribute itself.
+    h5py stores a ``str`` variable-length, in the file's global heap, where one damaged size
+    field makes HDF5 loop forever when the attribute is read (no error, no timeout can stop it);
+    readers read both kinds alike."""
+    if isinstance(value, (str, bytes)):  # bytes: a string attribute read back from a file
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        value = np.array(data, dtype=h5py.string_dtype("utf-8", max(len(data), 1)))
+    attrs[name] = value
+
+
+#: bytes reserved for the ``generation`` statistics when a file is created ("null" until the run
+#: finishes), so that finishing overwrites them in place: rewriting an attribute can move the heap
+#: that holds every attribute, and a write cut short there (a full disk, a file-size limit) would
+#: take the whole header with it
+GENERATION_BYTES = 4096
+
+
+def set_generation(attrs: h5py.AttributeManager, stats: dict | None) -> None:
+    """Write the run's statistics (docs/format.md ``generation``), in place when they fit the reserved size."""
+    data = json.dumps(stats, sort_keys=True).encode()
+    if len(data) > GENERATION_BYTES or "generation" not in attrs or \
+            attrs.get_id("generation").dtype != np.dtype(f"S{GENERATION_BYTES}"):
+        set_attr(attrs, "generation", data.decode())
+        return
+    attr = h5py.h5a.open(attrs._id, b"generation")
+    attr.write(np.array(data.ljust(GENERATION_BYTES), dtype=f"S{GENERATION_BYTES}"), mtype=attr.get_type())
+
+
 def seal_header(f: h5py.File) -> str:
     """Write the header digest of an open, writable file over its attributes and labels as
     stored (docs/format.md); call it whenever a writer sets an attribute the digest covers."""
     digest = header_digest(f.attrs, f["labels"][:])
-    f.attrs[DIGEST_ATTR] = digest
+    set_attr(f.attrs, DIGEST_ATTR, digest)
     return digest
 
 
 def _copy_layout(src: h5py.File, dst: h5py.File, attrs: dict | None = None) -> None:
-    """Create in ``dst`` the datasets of ``src`` (same shapes, chunks, filters), and its attributes."""
+    """Create in ``dst`` the datasets of ``src`` (same shapes, chunks, filters), and its attributes;
+    the ``identities`` (when ``src`` has them), which never change, are copied whole."""
     for k, v in (attrs if attrs is not None else dict(src.attrs)).items():
-        dst.attrs[k] = v
+        set_attr(dst.attrs, k, v)
     for name in ("records", "labels", "written"):
         s = src[name]
         dst.create_dataset(name, shape=s.shape, dtype=s.dtype, chunks=s.chunks, compression=s.compression,
+                           compression_opts=s.compression_opts)
+    if IDENTITIES in src:
+        s = src[IDENTITIES]
+        dst.create_dataset(IDENTITIES, data=s[()], chunks=s.chunks, compression=s.compression,
                            compression_opts=s.compression_opts)
 
 
