@@ -445,3 +445,13 @@ def test_an_imported_file_trains_on_another_listing_of_the_same_images(world):
         _, (idx, probs) = sub[k]
         stored = f.read_image(i)
         assert any(np.array_equal(idx.numpy(), stored.indices[v]) for v in range(f.num_views))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4:UserWarning")
+def test_torchs_weights_only_loader_refuses_ml_drs_protocol_4_files(world):
+    """Why the importer has its own restricted unpickler (docs/mldr.md): torch.load(weights_only=True)
+    cannot read what ml-dr writes with torch.save(..., pickle_protocol=4); the importer reads it."""
+    path = os.path.join(world["srcs"]["rrc"], "0.pth.tar")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    assert load_pickle(path)[0] == 0
