@@ -267,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("reinforced-data: interrupted" + ("; committed rows are kept, continue with --resume"
-                                                if args.command == "reinforce" else ""), file=sys.stderr)
+                                                if args.command in ("reinforce", "import-mldr") else ""),
+              file=sys.stderr)
         return 130
 
 

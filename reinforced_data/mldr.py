@@ -685,9 +685,13 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
                                       f"{int(writer.written.sum())} of the dataset's {n} images (the rows it held are "
                                       "kept; --resume continues once the source is complete)")
             writer.finish(generation={"imported_from": "apple/ml-dr", "images": summary["images"]})
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(Exception):
                 writer.close()
+            if isinstance(e, ConfigError) and mode != "resume" and not writer.written.any():
+                # a source this run cannot import leaves no empty file behind to block the corrected rerun
+                with contextlib.suppress(OSError):
+                    os.remove(path)
             raise
     except (OSError, RuntimeError) as e:
         msg = None if isinstance(e, ReinforcedDataError) or isinstance(e, FileNotFoundError) else \

@@ -455,3 +455,24 @@ def test_torchs_weights_only_loader_refuses_ml_drs_protocol_4_files(world):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
     assert load_pickle(path)[0] == 0
+
+
+def test_a_bad_file_found_before_any_row_is_written_leaves_no_output(world, tmp_path, monkeypatch):
+    import reinforced_data.mldr as M
+
+    real, calls = M._convert_chunk, []
+
+    def failing(task):
+        calls.append(1)
+        if len(calls) == 2:  # after the label probe: the first chunk's conversion
+            raise MldrSourceError("SRC/3.pth.tar is truncated")
+        return real(task)
+
+    monkeypatch.setattr(M, "_convert_chunk", failing)
+    out = tmp_path / "o.h5"
+    with pytest.raises(MldrSourceError, match="truncated"):
+        import_mldr(world["srcs"]["rrc"], str(out), world["data"], progress=False)
+    assert not out.exists()
+    monkeypatch.setattr(M, "_convert_chunk", real)
+    import_mldr(world["srcs"]["rrc"], str(out), world["data"], progress=False)  # the rerun needs no --overwrite
+    assert ReinforcementFile(str(out)).complete
