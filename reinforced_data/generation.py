@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -316,6 +317,15 @@ class _Block:
     need: list[int]
 
 
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """This rank and the number of ranks: as given, else from torchrun's RANK / WORLD_SIZE."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
+    return rank, world_size
+
+
 class Reinforcement:
     """One generation run as a pipeline of named stages.
 
@@ -367,10 +377,7 @@ class Reinforcement:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
             raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63 - 1] (it is stored as a signed 64-bit "
                               "integer)")
-        rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-        world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
+        rank, world_size = _rank_and_world(rank, world_size)
         if batch_size is None:
             batch_size = max(1, 256 // num_views)
         if batch_size < 1:
@@ -612,26 +619,14 @@ def reinforce(
     teachers: TeacherEnsemble | nn.Module | Sequence[Any] | str,
     output: str | os.PathLike,
     *,
-    policy: Policy | str | dict = "rrc_ra_re",
-    num_views: int = 50,
-    topk: int = 10,
-    seed: int = 0,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    num_workers: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    prob_encoding: str = "log_uint8",
-    rank: int | None = None,
-    world_size: int | None = None,
-    progress: bool = True,
-    labels: Sequence[int] | None = None,
-    backend: str = "auto",
     merge: bool = False,
     synchronize: bool | None = None,
+    **settings: Any,
 ) -> Summary:
     """Write a reinforcement file for ``dataset`` (see the module docstring).
+
+    The keyword arguments besides ``merge`` and ``synchronize`` are :class:`Reinforcement`'s
+    (its signature is theirs, defaults included; ``inspect.signature(reinforce)`` shows them all).
 
     Args:
         dataset: an ImageFolder path, ``"synthetic:N"``, or a map-style dataset whose items
@@ -664,20 +659,26 @@ def reinforce(
         This rank's :class:`Summary`; after ``merge``/``synchronize`` also every rank's
         (``ranks``) and the merged file (``merged``, on every rank).
     """
-    def run() -> Summary:
-        return Reinforcement(
-            dataset, teachers, output, policy=policy, num_views=num_views, topk=topk, seed=seed, batch_size=batch_size,
-            device=device, num_workers=num_workers, resume=resume, overwrite=overwrite, block_size=block_size,
-            prob_encoding=prob_encoding, rank=rank, world_size=world_size, progress=progress, labels=labels,
-            backend=backend).run()
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise TypeError(f"reinforce() got unexpected keyword argument(s) {', '.join(unknown)}")
+    rank, world_size = _rank_and_world(settings.get("rank"), settings.get("world_size"))
 
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-    if not 0 <= rank < world_size:
-        raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
+    def run() -> Summary:
+        return Reinforcement(dataset, teachers, output, **settings).run()
+
     if world_size <= 1 or not (merge or synchronize):
         return run()
     from . import distributed
 
     return distributed.run_ranks(run, output, rank=rank, world_size=world_size, merge=merge,
-                                 overwrite=overwrite or resume)
+                                 overwrite=bool(settings.get("overwrite") or settings.get("resume")))
+
+
+#: :class:`Reinforcement`'s keyword arguments and defaults: the settings of a run, written once
+_SETTINGS = {name: p.default for name, p in inspect.signature(Reinforcement).parameters.items()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY}
+_run_params = [p for p in inspect.signature(reinforce).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+reinforce.__signature__ = inspect.signature(reinforce).replace(parameters=_run_params + [
+    p for p in inspect.signature(Reinforcement).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY])
+del _run_params

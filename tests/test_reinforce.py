@@ -332,3 +332,17 @@ def test_a_bare_teacher_labels_the_tensor_the_student_gets(ds, tmp_path):
     run(ds, tmp_path / "imagenet.h5", pol=pol, teacher=old, device="cpu")
     top1, probs_ok = _label_agreement(ds, tmp_path / "imagenet.h5", teacher)
     assert top1 < 0.5 and probs_ok < 0.5, (top1, probs_ok)
+
+
+def test_reinforce_takes_reinforcements_settings_written_once():
+    import inspect
+
+    from reinforced_data.generation import Reinforcement
+
+    run = inspect.signature(Reinforcement).parameters
+    sig = inspect.signature(reinforce).parameters
+    settings = [n for n, p in run.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert list(sig) == ["dataset", "teachers", "output", "merge", "synchronize", *settings]
+    assert all(sig[n].default == run[n].default for n in settings) and "num_views" in settings
+    with pytest.raises(TypeError, match="unexpected keyword argument.*num_view\\b"):
+        reinforce("synthetic:4", U.TinyTeacher(CLASSES), "unused.h5", num_view=3)
