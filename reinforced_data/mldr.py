@@ -558,7 +558,7 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
     from . import store
     from ._datasets import dataset_files, dataset_fingerprint, dataset_labels, resolve_dataset
     from .errors import FileAccessError
-    from .generation import system_error_message
+    from .errors import system_error_message
 
     if resume and overwrite:
         raise ConfigError("pass resume or overwrite, not both")
