@@ -282,7 +282,9 @@ def exact_tv_op(img: torch.Tensor, op: str, signed_bin: int) -> torch.Tensor | N
     return out.to(torch.uint8)
 
 
-TV_OPS = [op for op in RA_OPS if op not in ("SolarizeAdd", "Hue")]  # Hue: ColorJitter (measure_jitter_ops)
+# not torchvision RandAugment ops: SolarizeAdd (timm's), Hue (ColorJitter, measure_jitter_ops), Grayscale and
+# GaussianBlur (RandomGrayscale / GaussianBlur / timm's 3a: tests/test_three_augment.py measures them)
+TV_OPS = [op for op in RA_OPS if op not in ("SolarizeAdd", "Hue", "Grayscale", "GaussianBlur")]
 
 
 def tv_bins(op: str, bins: Iterable[int] | None = None) -> list[int]:

@@ -12,6 +12,9 @@ it (or from the same arguments) in one call, so both sides run the same recipe:
                          bilinear/bicubic interpolation and pixel-noise erasing; "original")
   colour jitter          torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) after RRC + flip (v2, tensors);
                          timm train.py's defaults (color_jitter=0.4, no auto_augment, PIL images)
+  grey / blur / solarize torchvision's RandomGrayscale(0.2), RandomApply([GaussianBlur(23)], p=0.5) and
+                         RandomSolarize(128, p=0.2) after RRC + flip (v2, tensors); timm's 3a (DeiT III's
+                         3-Augment) with color_jitter=0.3, bicubic, no erasing (PIL images)
   the paper's            the paper's ImageNet configuration with its sequential MixUp + CutMix
                          beside the same torchvision pipeline followed by that mixing on tensors
                          (what apple/ml-dr runs); the paper's CIFAR RandomCrop(32, padding=4) +
@@ -159,6 +162,17 @@ def families(batch: int) -> list[Family]:
     tf = create_transform(is_training=True, **kw)
     out.append(Family("timm train.py defaults (color_jitter=0.4)", "timm", Policy.from_timm(**kw),
                       _per_view(tf, batch), "pil"))
+    # format version 4: torchvision's RandomGrayscale / GaussianBlur / RandomSolarize, timm's 3-Augment (DeiT III)
+    for label, aug in (("torchvision RandomGrayscale(0.2)", T.RandomGrayscale(0.2)),
+                       ("torchvision RandomApply([GaussianBlur(23)], p=0.5)", T.RandomApply([T.GaussianBlur(23)], p=0.5)),
+                       ("torchvision RandomSolarize(128, p=0.2)", T.RandomSolarize(128, p=0.2))):
+        tf = _tv_compose(aug, erase=0.0)
+        out.append(Family(label, "torchvision v2", Policy.from_torchvision(tf), _per_view(tf, batch), "tensor"))
+    kw = dict(input_size=224, auto_augment="3a", color_jitter=0.3, interpolation="bicubic", re_prob=0.0,
+              mean=MEAN, std=STD)  # DeiT III's 3-Augment as timm's train.py runs it (preset deit3)
+    tf = create_transform(is_training=True, **kw)
+    out.append(Family("timm auto_augment='3a', color_jitter=0.3 (DeiT III)", "timm", Policy.from_timm(**kw),
+                      _per_view(tf, batch), "pil"))
     for label, aug in (("the paper's CIFAR: RandomCrop(32, padding=4) + flip", None),
                        ("the paper's CIFAR + RandAugment(2, 9) + RandomErasing", T.RandAugment(num_ops=2, magnitude=9))):
         tf = _tv_compose(aug, erase=0.25 if aug is not None else 0.0, crop=T.RandomCrop(32, padding=4))
@@ -218,7 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh-pages", action="store_true",
                     help="keep glibc's default mmap threshold: every float32 batch is fresh memory")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--only", default=None, help="only the families whose name contains this text")
+    ap.add_argument("--only", default=None, help="only the families whose name contains this text (or one of these, comma-separated)")
     args = ap.parse_args(argv)
     if not args.fresh_pages and any(os.environ.get(k) != v for k, v in MMAP_ENV.items()):
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], {**os.environ, **MMAP_ENV})
@@ -248,7 +262,7 @@ def main(argv=None) -> int:
     ]
     worst = None
     for fam in families(args.batch):
-        if args.only and args.only not in fam.name:
+        if args.only and not any(o in fam.name for o in args.only.split(",")):
             continue
         o, lb = measure(fam, photos, args, rng)
         mo, ml = statistics.median(o), statistics.median(lb)

@@ -26,10 +26,15 @@ static_assert(OPS + MAX_OPS * OP_STRIDE <= RESIZE_FILTER, "op slots overlap the 
 constexpr int MIX_MODE = 0, MIX_LAM = 1, MIX_BOX = 2;
 constexpr int NUM_MIX_ARGS = 6;
 
+// GaussianBlur's six parameters hold BLUR_TAPS 16-bit taps (centre first), two per int32
+constexpr int BLUR_TAPS = 12;
+constexpr int BLUR_BITS = 14;
+
 // Kernel op ids (reinforced_data._reference.KERNEL_OPS order; policy.RA_OPS names them)
 enum Op : int {
   IDENTITY = 0, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE, BRIGHTNESS, COLOR,
-  CONTRAST, SHARPNESS, POSTERIZE, SOLARIZE, AUTOCONTRAST, EQUALIZE, INVERT, SOLARIZE_ADD, HUE, NUM_OP_IDS
+  CONTRAST, SHARPNESS, POSTERIZE, SOLARIZE, AUTOCONTRAST, EQUALIZE, INVERT, SOLARIZE_ADD, HUE,
+  GRAYSCALE, GAUSSIAN_BLUR, NUM_OP_IDS
 };
 // Interpolation of the geometric ops (the OP_INTERP slot) and the resize filters (RESIZE_FILTER)
 enum Interp : int { INTERP_NEAREST = 0, INTERP_BILINEAR, INTERP_BICUBIC, NUM_INTERPS };

@@ -99,6 +99,21 @@ inline void check_augment(const std::vector<at::Tensor>& images, const at::Tenso
           TORCH_CHECK(p[1] >= -32768 && p[1] <= 32768, "augment: args[", b, "] op ", s,
                       " hue shift must lie in [-32768, 32768], got ", p[1]);
           break;
+        case GRAYSCALE:  // 0 torchvision's formula, 1 PIL's
+          TORCH_CHECK(p[1] == 0 || p[1] == 1, "augment: args[", b, "] op ", s,
+                      " grayscale formula must be 0 (torchvision) or 1 (PIL), got ", p[1]);
+          break;
+        case GAUSSIAN_BLUR: {  // taps: non-negative parameters, centre + 2 x the others = 2^14
+          bool nonneg = true;
+          int64_t sum = 0;
+          for (int j = 0; j < 6; ++j) nonneg = nonneg && p[1 + j] >= 0;
+          for (int d = 0; d < BLUR_TAPS; ++d)
+            sum += (d == 0 ? 1 : 2) * (int64_t)((p[1 + (d >> 1)] >> (16 * (d & 1))) & 0xFFFF);
+          TORCH_CHECK(nonneg && sum == (1 << BLUR_BITS), "augment: args[", b, "] op ", s,
+                      " blur taps must be non-negative and sum to ", 1 << BLUR_BITS, ", got sum ", sum,
+                      nonneg ? "" : " with a negative parameter");
+          break;
+        }
         default:
           break;  // geometric parameters are any int32: sources outside the image take the fill
       }

@@ -141,6 +141,33 @@ RD_HD void hue(int64_t r, int64_t g, int64_t b, int64_t k, int* out) {
   }
 }
 
+// Grayscale: formula 0 is gray() above (torchvision's rgb_to_grayscale), 1 PIL's convert("L"), exactly.
+RD_HD int64_t gray_pil(int64_t r, int64_t g, int64_t b) { return (19595 * r + 38470 * g + 7471 * b + 32768) >> 16; }
+RD_HD int64_t grayscale(int64_t r, int64_t g, int64_t b, int64_t formula) {
+  return formula == 1 ? gray_pil(r, g, b) : gray(r, g, b);
+}
+
+// GaussianBlur: tap d (d = 0..11) of the packed parameters p[0..5], p[j] = t[2j] | t[2j+1] << 16.
+RD_HD int32_t blur_tap(const int32_t* p, int d) { return (p[d >> 1] >> (16 * (d & 1))) & 0xFFFF; }
+// The largest distance with a non-zero tap.
+RD_HD int blur_radius(const int32_t* p) {
+  int r = 0;
+  for (int d = 1; d < 12; ++d)
+    if (blur_tap(p, d) != 0) r = d;
+  return r;
+}
+// torch's "reflect" padding index (the edge is not repeated), for any i; n >= 1.
+RD_HD int64_t reflect_index(int64_t i, int64_t n) {
+  if (n == 1) return 0;
+  const int64_t period = 2 * (n - 1);
+  i %= period;
+  if (i < 0) i += period;
+  return i >= n ? period - i : i;
+}
+// Horizontal pass sum (Q14, < 2^22) -> the Q8 intermediate; vertical sum (Q22) -> the output byte.
+RD_HD int32_t blur_mid(int32_t hsum) { return (hsum + 32) >> 6; }
+RD_HD uint8_t blur_out(int32_t vsum) { return clamp_u8((vsum + (1 << 21)) >> 22); }
+
 RD_HD uint8_t autocontrast(int64_t x, int64_t lo, int64_t hi) {
   return hi > lo ? (uint8_t)((x - lo) * 255 / (hi - lo)) : (uint8_t)x;
 }

@@ -102,6 +102,8 @@ def _geometric_params(op: str, mag: float, height: int, width: int) -> list[int]
 def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int,
               family: str = "torchvision") -> list[int]:
     """The six integer kernel parameters of one torchvision-family op (unused ones are 0)."""
+    if op == "GaussianBlur":  # not a RandAugment op: the identity kernel keeps every table row a valid row
+        return pack_blur_taps(FAM.gaussian_taps(1, 0))
     table = _magnitudes(op, num_bins, height, width, family)
     params = [0] * 6
     if table is None:
@@ -186,9 +188,18 @@ def timm_op_row(config: str, name: str, stored: int, height: int, width: int) ->
         params[0] = min(256, max(0, arg))  # PIL: x < threshold stays, else 255 - x
     elif kernel == "SolarizeAdd":
         params[0], params[1] = arg
+    elif kernel == "Grayscale":
+        params[0] = arg
+    elif kernel == "GaussianBlur":
+        params = pack_blur_taps(FAM.pil_blur_taps(int(round(arg * 1000))))
     if any(abs(v) >= 2**31 for v in params) or (kernel in FACTOR_OPS and params[0] >= 2**31):
         raise ConfigError(f"timm op {name} at level {stored / FAM.MAG_SCALE} gives kernel parameters beyond int32")
     return (FAM.KERNEL_ID[kernel], *params)
+
+
+def pack_blur_taps(taps: Sequence[int]) -> list[int]:
+    """GaussianBlur's six kernel parameters: the 12 Q14 taps (centre first), two 16-bit taps per int32."""
+    return [int(taps[2 * j]) | (int(taps[2 * j + 1]) << 16) for j in range(6)]
 
 
 def _ints(params: np.ndarray, field: str, b: int, width: int) -> np.ndarray:
@@ -303,6 +314,8 @@ def encode_reference(params: np.ndarray, policy: Policy,
             _encode_torchvision_ops(params, policy, rows, b, oh, ow)
     if policy.jittering or "jitter_order" in names:
         _encode_jitter(params, policy, rows, b)
+    if policy.extra_ops or any(f in names for f in ("gray", "blur_sigma", "solarize")):
+        _encode_extra(params, policy, rows, b)
     return torch.from_numpy(rows.astype(np.int32))
 
 
@@ -372,8 +385,10 @@ def _encode_timm_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: in
     cap = int(round(FAM.timm_upper_bound(cfg) * FAM.MAG_SCALE))
     signed = np.array([o in FAM.TIMM_SIGNED for o in names])[ops]
     unparam = np.array([o in FAM.TIMM_UNPARAMETERISED for o in names])[ops]
-    _refuse_magnitudes(ops, mags, names, np.where(signed, -cap, 0), np.where(unparam, 0, cap),
-                       "timm's {op}", " (hundredths of a level)")
+    blur_rand = np.array([o == "GaussianBlurRand" for o in names])[ops]  # a radius in thousandths
+    high = np.where(unparam, 0, np.where(blur_rand, FAM.BLUR_RAND_MAX, cap))
+    _refuse_magnitudes(ops, mags, names, np.where(signed, -cap, 0), high, "timm's {op}",
+                       " (hundredths of a level; GaussianBlurRand's: its radius in thousandths of a pixel)")
     geometric = np.array([o in FAM.TIMM_GEOMETRIC for o in names])[ops]
     if "ra_interp" in (params.dtype.names or ()):
         interp = params["ra_interp"].astype(np.int64).reshape(b, -1)
@@ -444,6 +459,43 @@ def _encode_jitter(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int)
         same = v == identity[c]
         rows[:, base] = np.where(same, 0, kernel[c])
         rows[:, base + 1] = np.where(same, 0, v)
+
+
+def _encode_extra(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int) -> None:
+    """RandomGrayscale, GaussianBlur and RandomSolarize (format version 4) as kernel ops after the colour
+    jitter's, in that order; a view that did not draw one gets Identity in its slot."""
+    names = params.dtype.names or ()
+    fields = {"grayscale": "gray", "blur": "blur_sigma", "solarize": "solarize"}
+    on = policy.extra_ops
+    for op, field in fields.items():
+        if field in names and op not in on:
+            raise ConfigError(f"params have a '{field}' field, but the policy has no {op} (its {op}_prob is 0)")
+        if op in on and field not in names:
+            raise ConfigError(f"params have no '{field}' field, but the policy's {op}_prob is "
+                              f"{getattr(policy, op + '_prob')}")
+    first = int(rows[0, NUM_OPS]) if b else 0
+    if first + len(on) > MAX_RA_OPS:
+        raise ConfigError(f"{first} augmentation ops and {len(on)} grayscale/blur/solarize ops exceed the "
+                          f"{MAX_RA_OPS} ops per view the kernels hold")
+    rows[:, NUM_OPS] = first + len(on)
+    for s, op in enumerate(on):
+        base = OPS + (first + s) * OP_STRIDE
+        value = _ints(params, fields[op], b, 1)[:, 0]
+        if op == "blur":
+            _refuse_first((value < 0) | (value > 65535), "blur_sigma", value,
+                          "sigma (thousandths of a pixel) must lie in [0, 65535]; 0 = not blurred")
+            rows[:, base] = np.where(value > 0, FAM.KERNEL_ID["GaussianBlur"], 0)
+            for sigma in np.unique(value[value > 0]).tolist():
+                sel = value == sigma
+                rows[sel, base + 1:base + 7] = pack_blur_taps(FAM.gaussian_taps(policy.blur_kernel_size, sigma))
+            continue
+        _refuse_first((value != 0) & (value != 1), fields[op], value, "it must be 0 or 1")
+        if op == "grayscale":
+            rows[:, base] = np.where(value == 1, FAM.KERNEL_ID["Grayscale"], 0)
+            rows[:, base + 1] = np.where(value == 1, 1 if policy.grayscale_formula == "pil" else 0, 0)
+        else:  # x >= threshold (torchvision compares the float threshold) <=> x >= ceil(threshold)
+            rows[:, base] = np.where(value == 1, FAM.KERNEL_ID["Solarize"], 0)
+            rows[:, base + 1] = np.where(value == 1, int(math.ceil(policy.solarize_threshold)), 0)
 
 
 def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:
@@ -533,7 +585,7 @@ _STRUCT_CODES = {("u", 1): "B", ("i", 1): "b", ("u", 2): "H", ("i", 2): "h", ("u
 #: The fields the plan encodes, with the element count each must have (None: ra_num_ops).
 _FIELD_COUNTS = {"crop": 4, "flip": 1, "crop_filter": 1, "ra_op": None, "ra_mag": None, "ra_interp": None,
                  "jitter_order": 1, "jitter_factor": 3, "jitter_hue": 1, "erase": 4, "erase_seed": 1,
-                 "mix_mode": 1, "mix_lam": 1, "mix_box": 4}
+                 "mix_mode": 1, "mix_lam": 1, "mix_box": 4, "gray": 1, "blur_sigma": 1, "solarize": 1}
 
 _PLANS: dict[int, list] = {}  # id(policy) -> [policy, [(dtype, plan or None), ...]]
 _PLAN_CACHE_SIZE = 64
@@ -647,6 +699,9 @@ class _FastPlan:
         self.jitter = None
         if policy.jittering or "jitter_order" in names:
             self._plan_jitter(policy)
+        self.extra = None
+        if policy.extra_ops or any(f in names for f in ("gray", "blur_sigma", "solarize")):
+            self._plan_extra(policy)
         self.mix_switch = policy.mix_mode == "switch"
 
     def _plan_ops(self, policy: Policy, oh: int, ow: int) -> None:
@@ -665,7 +720,9 @@ class _FastPlan:
                 raise _NoPlan
             code = 0 if self.random_interp else FAM.INTERP_CODES[cfg["interpolation"]]
             # per op id: (low, high, geometric, interpolation code when fixed)
-            self.ops = [(-cap if o in FAM.TIMM_SIGNED else 0, 0 if o in FAM.TIMM_UNPARAMETERISED else cap, g,
+            # (GaussianBlurRand's stored magnitude is its radius in thousandths, up to BLUR_RAND_MAX)
+            self.ops = [(-cap if o in FAM.TIMM_SIGNED else 0, 0 if o in FAM.TIMM_UNPARAMETERISED else
+                         (FAM.BLUR_RAND_MAX if o == "GaussianBlurRand" else cap), g,
                          code if g else 0) for o, g in zip(names, geometric)]
             self.op_names = names
             self.timm_rows: dict[tuple[int, int], array] = {}
@@ -696,6 +753,43 @@ class _FastPlan:
         # per component: (factor's allowed range, kernel op id, identity value)
         bounds = [((0, cap) if i in on else (Q16, Q16)) for i in range(3)]
         self.jitter = (frozenset(on), bounds, kernel, (Q16, Q16, Q16, 0), len(on), 3 in on)
+
+    def _plan_extra(self, policy: Policy) -> None:
+        """RandomGrayscale / GaussianBlur / RandomSolarize slots (format version 4), as _encode_extra."""
+        fields = {"grayscale": "gray", "blur": "blur_sigma", "solarize": "solarize"}
+        on = policy.extra_ops
+        if any((f in self.names) != (op in on) for op, f in fields.items()):
+            raise _NoPlan  # encode_reference refuses these records, with its message
+        gray = (FAM.KERNEL_ID["Grayscale"], 1 if policy.grayscale_formula == "pil" else 0)
+        solarize = (FAM.KERNEL_ID["Solarize"], int(math.ceil(policy.solarize_threshold)))
+        self.extra = [(op, self.index[fields[op]][0], gray if op == "grayscale" else solarize) for op in on]
+        self.blur_rows: dict[int, tuple] = {}
+        self.blur_kernel_size = policy.blur_kernel_size
+
+    def _extra_slots(self, row: array, rec: tuple) -> bool:
+        first = row[NUM_OPS]
+        if first + len(self.extra) > MAX_RA_OPS:
+            return False
+        base = OPS + first * OP_STRIDE
+        for op, at, slot in self.extra:
+            v = rec[at]
+            if op == "blur":
+                if not 0 <= v <= 65535:
+                    return False
+                if v:
+                    values = self.blur_rows.get(v)
+                    if values is None:
+                        values = self.blur_rows[v] = (FAM.KERNEL_ID["GaussianBlur"],
+                                                      *pack_blur_taps(FAM.gaussian_taps(self.blur_kernel_size, v)))
+                    row[base:base + 7] = array("i", values)
+            elif v == 1:
+                row[base] = slot[0]
+                row[base + 1] = slot[1]
+            elif v != 0:
+                return False
+            base += OP_STRIDE
+        row[NUM_OPS] = first + len(self.extra)
+        return True
 
     def _agrees_with_reference(self) -> bool:
         """The plan's rows equal encode_reference's on records the policy samples (a guard against a
@@ -814,6 +908,8 @@ class _FastPlan:
                     row[base:base + OP_STRIDE] = slot
                     base += OP_STRIDE
         if self.jitter is not None and not self._jitter_slots(row, rec):
+            return None
+        if self.extra is not None and not self._extra_slots(row, rec):
             return None
         return row
 

@@ -29,7 +29,7 @@ from .errors import ConfigError
 KERNEL_OPS: tuple[str, ...] = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
     "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
-    "Invert", "SolarizeAdd", "Hue",
+    "Invert", "SolarizeAdd", "Hue", "Grayscale", "GaussianBlur",
 )
 KERNEL_ID = {name: i for i, name in enumerate(KERNEL_OPS)}
 
@@ -84,13 +84,18 @@ AUTOAUGMENT_BINS = 10  # torchvision's AutoAugment reads its tables with 10 bins
 
 # ------------------------------------------------------------------ timm
 _LEVEL_DENOM = 10.0  # timm's auto_augment._LEVEL_DENOM
-#: timm op names this package replays (timm.data.auto_augment.NAME_TO_OP keys less the blurs/Desaturate).
+#: timm op names this package replays (timm.data.auto_augment.NAME_TO_OP's keys; the last three, of
+#: the 3-Augment, need format version 4).
 TIMM_OPS = frozenset((
     "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "PosterizeIncreasing", "PosterizeOriginal",
     "Solarize", "SolarizeIncreasing", "SolarizeAdd", "Color", "ColorIncreasing", "Contrast", "ContrastIncreasing",
     "Brightness", "BrightnessIncreasing", "Sharpness", "SharpnessIncreasing", "ShearX", "ShearY", "TranslateX",
-    "TranslateY", "TranslateXRel", "TranslateYRel",
+    "TranslateY", "TranslateXRel", "TranslateYRel", "Desaturate", "GaussianBlur", "GaussianBlurRand",
 ))
+#: timm's GaussianBlurRand draws its radius uniformly in [0.1, 2 * level / 10] (the level, clamped to
+#: [0, 10], only bounds the draw): its stored magnitude is that radius in thousandths of a pixel.
+BLUR_RAND_SCALE = 1000
+BLUR_RAND_MAX = 2000
 #: timm ops whose level function calls ``_randomly_negate`` (the stored magnitude carries the sign).
 TIMM_SIGNED = frozenset(("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel",
                          "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"))
@@ -312,6 +317,14 @@ def timm_op_args(name: str, stored: int, cfg: dict, height: int, width: int) -> 
         elif name == "PosterizeOriginal":
             bits = bits + 4
         return "Posterize", bits
+    if name == "Desaturate":  # _minmax_level_to_arg(0.5, 1.0), then ImageEnhance.Color(1 - that)
+        amount = max(0.5, min(1.0, 0.5 + 0.5 * level / _LEVEL_DENOM))
+        factor = min(1.0, max(0.0, 1.0 - amount))
+        return ("Grayscale", 1) if factor == 0.0 else ("Color", factor)  # factor 0: PIL's convert("L") exactly
+    if name == "GaussianBlur":  # _minmax_level_to_arg(0.1, 2.0): PIL's GaussianBlur(radius)
+        return "GaussianBlur", max(0.1, min(2.0, 0.1 + 1.9 * level / _LEVEL_DENOM))
+    if name == "GaussianBlurRand":  # the radius drawn at sampling, stored in thousandths
+        return "GaussianBlur", abs(stored) / BLUR_RAND_SCALE
     if name in ("Solarize", "SolarizeIncreasing"):
         thresh = min(256, int((level / _LEVEL_DENOM) * 256))
         return "Solarize", 256 - thresh if name == "SolarizeIncreasing" else thresh
@@ -341,3 +354,49 @@ def pil_affine_params(coeffs: tuple[float, ...], height: int, width: int) -> lis
     t0 = int(round((a * width / 2.0 + b * height / 2.0 + c - 0.5) * 2 * q))
     t1 = int(round((d * width / 2.0 + e * height / 2.0 + f - 0.5) * 2 * q))
     return [r(a), r(b), t0, r(d), r(e), t1]
+
+
+# ------------------------------------------------------------------ blur taps
+BLUR_TAPS = 12  # the kernels' taps: the centre and 11 on each side
+BLUR_ONE = 1 << 14  # the taps sum to this
+
+
+def quantise_taps(weights: list[float]) -> tuple[int, ...]:
+    """Symmetric weights (centre first, at most 12) as Q14 taps that sum exactly to 2^14 over -R..R:
+    each side tap rounded, the centre takes the rest."""
+    w = list(weights)[:BLUR_TAPS]
+    total = w[0] + 2 * sum(w[1:])
+    side = [int(math.floor(v / total * BLUR_ONE + 0.5)) for v in w[1:]]
+    taps = [BLUR_ONE - 2 * sum(side)] + side
+    return tuple(taps + [0] * (BLUR_TAPS - len(taps)))
+
+
+@lru_cache(maxsize=4096)
+def gaussian_taps(kernel_size: int, sigma_milli: int) -> tuple[int, ...]:
+    """torchvision's ``GaussianBlur(kernel_size, sigma)`` kernel (``exp(-d^2 / (2 sigma^2))`` for
+    ``|d| <= kernel_size // 2``, normalised) as Q14 taps; sigma in thousandths of a pixel."""
+    sigma = sigma_milli / 1000.0
+    r = kernel_size // 2
+    if sigma <= 0 or r == 0:
+        return quantise_taps([1.0])
+    return quantise_taps([math.exp(-0.5 * (d / sigma) ** 2) for d in range(r + 1)])
+
+
+@lru_cache(maxsize=4096)
+def pil_blur_taps(radius_milli: int) -> tuple[int, ...]:
+    """PIL's ``GaussianBlur(radius)`` (``ImagingGaussianBlur``: three passes of an extended box blur whose
+    radius l + a follows Gwosdek et al., as PIL computes it) as one kernel, the three boxes convolved, in Q14
+    taps; beyond 11 pixels (radius >= 3.47, box radius 3) the kernel is cut and renormalised."""
+    radius = radius_milli / 1000.0
+    if radius <= 0:
+        return quantise_taps([1.0])
+    sigma2 = radius * radius / 3
+    L = math.sqrt(12.0 * sigma2 + 1.0)
+    lo = math.floor((L - 1.0) / 2.0)
+    a = (2 * lo + 1) * (lo * (lo + 1) - 3 * sigma2) / (6 * (sigma2 - (lo + 1) * (lo + 1)))
+    box = [a] + [1.0] * (2 * lo + 1) + [a]
+    k = [1.0]
+    for _ in range(3):
+        k = [sum(k[i - j] * box[j] for j in range(len(box)) if 0 <= i - j < len(k)) for i in range(len(k) + len(box) - 1)]
+    c = len(k) // 2
+    return quantise_taps(k[c:])

@@ -18,7 +18,7 @@ WEIGHT_BITS = 14  # resampling weights are normalised to sum to ~2**14
 KERNEL_OPS: tuple[str, ...] = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
     "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
-    "Invert", "SolarizeAdd", "Hue",
+    "Invert", "SolarizeAdd", "Hue", "Grayscale", "GaussianBlur",
 )
 assert RA_OPS == KERNEL_OPS[:len(RA_OPS)], "policy.RA_OPS must list the kernel ops in their id order"
 _OP = {name: i for i, name in enumerate(KERNEL_OPS)}
@@ -187,6 +187,10 @@ def apply_op(x: torch.Tensor, op: int, p: list[int], fill: torch.Tensor) -> torc
         return torch.where(x < f, (x + p[1]).clamp(0, 255), x)
     if name == "Hue":
         return hue(x, f)
+    if name == "Grayscale":
+        return grayscale(x, f)
+    if name == "GaussianBlur":
+        return gaussian_blur(x, blur_taps(p[:6]))
     if name == "AutoContrast":
         lo = x.amin(dim=(1, 2), keepdim=True)
         hi = x.amax(dim=(1, 2), keepdim=True)
@@ -236,6 +240,56 @@ def hue(x: torch.Tensor, k: int) -> torch.Tensor:
     vals = torch.stack([hi, mid, lo], dim=-1)
     out = torch.gather(vals, -1, which).permute(2, 0, 1)
     return torch.where((c == 0)[None], x, out)
+
+
+def grayscale(x: torch.Tensor, formula: int) -> torch.Tensor:
+    """Grey in all three channels: ``formula`` 0 is torchvision's ``rgb_to_grayscale`` on tensors,
+    floor(0.2989 r + 0.587 g + 0.114 b) with Q16 coefficients (the grey Color and Contrast use); 1 is
+    PIL's ``convert("L")``, (19595 r + 38470 g + 7471 b + 2^15) >> 16, exactly."""
+    if formula == 1:
+        g = (19595 * x[0] + 38470 * x[1] + 7471 * x[2] + (1 << 15)) >> 16
+    else:
+        g = _gray(x)
+    return g[None].expand(3, -1, -1).clone()
+
+
+BLUR_TAPS = 12  # a blur kernel has at most 23 taps: the centre and 11 on each side
+BLUR_BITS = 14  # the taps sum to 2^14
+
+
+def blur_taps(p: list[int]) -> list[int]:
+    """The 12 taps (centre first) packed two per parameter, 16 bits each: ``p[j] = t[2j] | t[2j+1] << 16``."""
+    return [(int(p[j]) >> (16 * h)) & 0xFFFF for j in range(6) for h in range(2)]
+
+
+def blur_radius(taps: list[int]) -> int:
+    """The largest distance with a non-zero tap (taps beyond it contribute nothing)."""
+    return max((i for i, t in enumerate(taps) if t), default=0)
+
+
+def reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
+    """torch's ``reflect`` padding (the edge pixel is not repeated), repeated as often as needed."""
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    i = torch.remainder(i, period)
+    return torch.where(i >= n, period - i, i)
+
+
+def gaussian_blur(x: torch.Tensor, taps: list[int]) -> torch.Tensor:
+    """Separable blur with symmetric Q14 taps (``taps[d]`` weighs distance d; they sum to 2^14 over -R..R)
+    and reflected borders: the horizontal pass keeps ``(sum + 32) >> 6`` (Q8), the vertical pass
+    rounds ``(sum + 2^21) >> 22``. Every intermediate fits int32 (Q8 values < 2^16, sums < 2^30)."""
+    c, h, w = x.shape
+    r = blur_radius(taps)
+    d = torch.arange(-r, r + 1, device=x.device)
+    t = torch.tensor([taps[abs(int(v))] for v in d.tolist()], dtype=torch.int64, device=x.device)
+    cols = reflect_index(torch.arange(w, device=x.device)[:, None] + d[None, :], w)  # [w, 2r+1]
+    hs = (x[:, :, cols] * t).sum(-1)  # [c, h, w]
+    h8 = (hs + 32) >> 6
+    rows = reflect_index(torch.arange(h, device=x.device)[:, None] + d[None, :], h)  # [h, 2r+1]
+    acc = (h8[:, rows, :] * t[None, None, :, None]).sum(2)  # [c, h, w]
+    return ((acc + (1 << 21)) >> 22).clamp(0, 255)
 
 
 # ------------------------------------------------------------------ erasing
@@ -307,6 +361,17 @@ def check_augment_rows(sizes: list[tuple[int, int]], args: torch.Tensor, out_h: 
                 raise RuntimeError(f"augment: args[{b}] op {s} solarize threshold must lie in [0, 256], got {p1}")
             if name == "Hue" and not -32768 <= p1 <= 32768:
                 raise RuntimeError(f"augment: args[{b}] op {s} hue shift must lie in [-32768, 32768], got {p1}")
+            if name == "Grayscale" and p1 not in (0, 1):
+                raise RuntimeError(f"augment: args[{b}] op {s} grayscale formula must be 0 (torchvision) or 1 (PIL), "
+                                   f"got {p1}")
+            if name == "GaussianBlur":
+                taps = blur_taps(r[base + 1:base + 7])
+                nonneg = all(v >= 0 for v in r[base + 1:base + 7])
+                total = taps[0] + 2 * sum(taps[1:])
+                if not nonneg or total != 1 << BLUR_BITS:
+                    raise RuntimeError(f"augment: args[{b}] op {s} blur taps must be non-negative and sum to "
+                                       f"{1 << BLUR_BITS}, got sum {total}"
+                                       + ("" if nonneg else " with a negative parameter"))
             if name == "SolarizeAdd":
                 if not 0 <= p1 <= 256:
                     raise RuntimeError(f"augment: args[{b}] op {s} solarize_add threshold must lie in [0, 256], "

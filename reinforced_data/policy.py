@@ -76,6 +76,18 @@ V3_DEFAULTS: dict[str, Any] = {
     "jitter_brightness": (1.0, 1.0), "jitter_contrast": (1.0, 1.0), "jitter_saturation": (1.0, 1.0),
     "jitter_hue": (0.0, 0.0), "jitter_prob": 1.0,
 }
+#: Fields added in format version 4 (RandomGrayscale, GaussianBlur, RandomSolarize), with the defaults that
+#: turn them off; to_dict() leaves them out while they hold these.
+V4_DEFAULTS: dict[str, Any] = {
+    "grayscale_prob": 0.0, "grayscale_formula": "torchvision",
+    "blur_prob": 0.0, "blur_kernel_size": 23, "blur_sigma": (0.1, 2.0),
+    "solarize_prob": 0.0, "solarize_threshold": 128.0,
+}
+GRAYSCALE_FORMULAS = ("torchvision", "pil")  # rgb_to_grayscale on tensors / PIL's convert("L")
+MAX_BLUR_KERNEL = 23  # the kernels hold 12 taps: the centre and 11 on each side
+MAX_BLUR_SIGMA = 65.535  # stored in thousandths of a pixel (uint16)
+#: timm ops of the 3-Augment that only version-4 readers know (policy.uses_v4_ops).
+V4_TIMM_OPS = frozenset(("Desaturate", "GaussianBlur", "GaussianBlurRand"))
 #: ColorJitter's four adjustments, by the index torchvision's ``fn_idx`` permutation uses.
 JITTER_COMPONENTS: tuple[str, ...] = ("brightness", "contrast", "saturation", "hue")
 #: The kernel op of each adjustment (saturation is the blend with grey that Color is).
@@ -158,7 +170,19 @@ class Policy:
     jitter_saturation: tuple[float, float] = (1.0, 1.0)
     jitter_hue: tuple[float, float] = (0.0, 0.0)
     jitter_prob: float = 1.0
-    # --- added in format version 4 (default: partners are stored views) ---
+    # --- added in format version 4 (defaults: off) ---
+    # After the colour jitter, in this order (timm's and torchvision's SSL recipes' order): RandomGrayscale
+    # (grayscale_prob; grayscale_formula "torchvision" on tensors or "pil", PIL's convert("L"), which timm's
+    # PIL pipeline uses), GaussianBlur in a RandomApply (blur_prob; torchvision's kernel_size and sigma range,
+    # sigma drawn per view), RandomSolarize (solarize_prob, solarize_threshold: x >= threshold is inverted).
+    grayscale_prob: float = 0.0
+    grayscale_formula: str = "torchvision"
+    blur_prob: float = 0.0
+    blur_kernel_size: int = 23
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_prob: float = 0.0
+    solarize_threshold: float = 128.0
+    # --- also added in format version 4 (default: partners are stored views) ---
     # Where a mixed view's partner parameters live: "stored" (another stored view of the partner image) or
     # "inline" (in the record: partner_crop, partner_flip, partner_ra_op/_mag, partner_erase; files imported
     # from apple/ml-dr, see docs/mldr.md). Inline records are written by import-mldr, never sampled.
@@ -217,7 +241,42 @@ class Policy:
             raise ConfigError(f"std={self.std} must be at least {MIN_STD:g} (a smaller std gives infinite views)")
         self._validate_v2()
         self._validate_v3()
+        self._validate_v4()
         self._validate_v4_partner()
+
+    def _validate_v4(self) -> None:
+        for name in ("grayscale_prob", "blur_prob", "solarize_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        if self.grayscale_formula not in GRAYSCALE_FORMULAS:
+            raise ConfigError(f"grayscale_formula={self.grayscale_formula!r} must be one of {GRAYSCALE_FORMULAS}")
+        k = self.blur_kernel_size
+        if not (1 <= k <= MAX_BLUR_KERNEL and k % 2 == 1):
+            raise ConfigError(f"blur_kernel_size={k} must be odd and in [1, {MAX_BLUR_KERNEL}] (the kernels hold "
+                              f"{MAX_BLUR_KERNEL} taps)")
+        lo, hi = self.blur_sigma
+        if not 0.0 < lo <= hi <= MAX_BLUR_SIGMA:
+            raise ConfigError(f"blur_sigma={self.blur_sigma} must be an ordered pair in (0, {MAX_BLUR_SIGMA}]")
+        if not 0.0 <= self.solarize_threshold <= 256.0:
+            raise ConfigError(f"solarize_threshold={self.solarize_threshold} must lie in [0, 256]")
+        n = self.ra_num_ops + len(self.jitter_components) + len(self.extra_ops)
+        if self.extra_ops and n > MAX_RA_OPS:
+            raise ConfigError(f"ra_num_ops={self.ra_num_ops}, {len(self.jitter_components)} colour jitter "
+                              f"adjustments and {'/'.join(self.extra_ops)} apply {n} ops per view; the kernels hold "
+                              f"at most {MAX_RA_OPS}")
+
+    @property
+    def extra_ops(self) -> tuple[str, ...]:
+        """The version-4 ops this policy draws after the colour jitter, in replay order."""
+        on = (("grayscale", self.grayscale_prob), ("blur", self.blur_prob), ("solarize", self.solarize_prob))
+        return tuple(name for name, p in on if p > 0)
+
+    @property
+    def uses_v4_ops(self) -> bool:
+        """Whether the policy needs a version-4 reader: version-4 fields, or timm's 3-Augment ops in ra_config."""
+        if self.extra_ops:
+            return True
+        return self.ra_family in FAM.TIMM_FAMILIES and bool(V4_TIMM_OPS & set(self.ra_ops()))
 
     def _validate_v4_partner(self) -> None:
         if self.mix_partner not in MIX_PARTNERS:
@@ -226,10 +285,10 @@ class Policy:
             if not self.mixing:
                 raise ConfigError("mix_partner='inline' needs a mixing policy (MixUp or CutMix)")
             if self.crop_mode != "resized" or self.interpolation == "random" or self.ra_random_interpolation \
-                    or self.jittering or self.erase_value == "random":
+                    or self.jittering or self.extra_ops or self.erase_value == "random":
                 raise ConfigError("mix_partner='inline' stores crop, flip, RandAugment and erasing per partner; "
-                                  "it takes a resized crop with one interpolation, no colour jitter and constant "
-                                  "erasing")
+                                  "it takes a resized crop with one interpolation, no colour jitter, grayscale, blur "
+                                  "or solarize, and constant erasing")
 
     def _validate_v3(self) -> None:
         for name in ("jitter_brightness", "jitter_contrast", "jitter_saturation"):
@@ -351,8 +410,7 @@ class Policy:
         """Plain JSON-able fields; fields added after version 1 only where they differ from their defaults."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
-            if ((k in V2_DEFAULTS and v == V2_DEFAULTS[k]) or (k in V3_DEFAULTS and v == V3_DEFAULTS[k])
-                    or (k in V4_PARTNER_DEFAULTS and v == V4_PARTNER_DEFAULTS[k])):
+            if any(k in d and v == d[k] for d in (V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS)):
                 continue
             if k == "ra_config":
                 v = json.loads(v)
@@ -453,6 +511,12 @@ class Policy:
             fields += [("jitter_order", np.uint8), ("jitter_factor", np.uint32, (3,))]
             if 3 in self.jitter_components:
                 fields += [("jitter_hue", np.int16)]
+        if self.grayscale_prob > 0:
+            fields += [("gray", np.uint8)]
+        if self.blur_prob > 0:
+            fields += [("blur_sigma", np.uint16)]
+        if self.solarize_prob > 0:
+            fields += [("solarize", np.uint8)]
         if self.erase_prob > 0:
             fields += [("erase", np.uint16, (4,))]
             if self.erase_value == "random":
@@ -503,6 +567,8 @@ class Policy:
             _sample_ra(rng, k, self, out)
         if self.jittering:
             _sample_jitter(rng, k, self, out)
+        if self.extra_ops:
+            _sample_extra(rng, k, self, out)
         if self.erase_prob > 0:
             apply = rng.random(k) < self.erase_prob
             box = _sample_erase_box(rng, k, oh, ow, self.erase_scale, self.erase_ratio)
@@ -544,6 +610,12 @@ _TIMM_M9_MSTD05_INC1 = {
     "magnitude_noise": "gauss", "magnitude_std": 0.5, "magnitude_max": None, "translate_const": 100.0,
     "translate_pct": 0.45, "interpolation": "random", "source": "rand-m9-mstd0.5-inc1",
 }
+# timm's AutoAugment policy "3a" (auto_augment.auto_augment_policy_3a) as timm resolves it for a 224 px input
+_TIMM_3A = {
+    "policy": [[["Solarize", 1.0, 5.0]], [["Desaturate", 1.0, 10.0]], [["GaussianBlurRand", 1.0, 10.0]]],
+    "magnitude_noise": "none", "magnitude_std": 0.0, "magnitude_max": None, "translate_const": 100.0,
+    "translate_pct": 0.45, "interpolation": "bicubic", "source": "3a",
+}
 PRESETS.update({
     # The paper's (Faghri et al.) ImageNet+ configurations: RRC + flip + torchvision RandAugment(2, 9)
     # + RandomErasing(0.25); with mixing, apple/ml-dr's MixUp(α=1, p=0.5, λ/2) then CutMix(α=1, p=0.5).
@@ -565,6 +637,12 @@ PRESETS.update({
     # RRC + flip + torchvision's ColorJitter(0.4, 0.4, 0.4), as timm builds it.
     "timm_train_default": dict(interpolation="random", jitter_brightness=(0.6, 1.4), jitter_contrast=(0.6, 1.4),
                                jitter_saturation=(0.6, 1.4)),
+    # DeiT III's 3-Augment as timm runs it (train.py --aa 3a --color-jitter 0.3 --reprob 0, bicubic): RRC + flip,
+    # one of Solarize(128) / Desaturate (PIL's grey) / GaussianBlurRand (radius U(0.1, 2)) per view, then
+    # ColorJitter(0.3, 0.3, 0.3) (tests/test_three_augment.py checks it against Policy.from_timm).
+    "deit3": dict(interpolation="bicubic", ra_family="timm_autoaugment", ra_num_ops=1, fill=(124, 116, 104),
+                  ra_config=_TIMM_3A, jitter_brightness=(0.7, 1.3), jitter_contrast=(0.7, 1.3),
+                  jitter_saturation=(0.7, 1.3)),
     # torchvision's TrivialAugmentWide and AutoAugment(IMAGENET) after RRC + flip.
     "trivialaugment": dict(ra_family="trivialaugment", ra_num_ops=1),
     "autoaugment": dict(ra_family="autoaugment", ra_num_ops=2),
@@ -764,6 +842,21 @@ def _sample_jitter(rng, k: int, policy: Policy, out: np.ndarray) -> None:
         out["jitter_hue"] = np.where(applied, q, 0)
 
 
+def _sample_extra(rng, k: int, policy: Policy, out: np.ndarray) -> None:
+    """torchvision's RandomGrayscale (applied when a uniform draw is below p), GaussianBlur in a RandomApply
+    (sigma uniform over ``blur_sigma``, stored in thousandths of a pixel; 0 = not blurred) and RandomSolarize
+    (applied when a uniform draw is below p), drawn in that order."""
+    if policy.grayscale_prob > 0:
+        out["gray"] = rng.random(k) < policy.grayscale_prob
+    if policy.blur_prob > 0:
+        applied = rng.random(k) < policy.blur_prob
+        lo, hi = policy.blur_sigma
+        sigma = np.round(rng.uniform(lo, hi, size=k) * 1000).astype(np.int64)
+        out["blur_sigma"] = np.where(applied, np.clip(sigma, 1, 65535), 0)
+    if policy.solarize_prob > 0:
+        out["solarize"] = rng.random(k) < policy.solarize_prob
+
+
 def _signed_bins(names, ops, bins, negative, signed_ops, unparameterised) -> np.ndarray:
     signed = np.isin(ops, [i for i, o in enumerate(names) if o in signed_ops])
     has_mag = ~np.isin(ops, [i for i, o in enumerate(names) if o in unparameterised])
@@ -818,6 +911,11 @@ def _sample_timm(rng, k: int, policy: Policy, out: np.ndarray) -> None:
     unparam = np.isin(name_arr[op_id], list(FAM.TIMM_UNPARAMETERISED))
     q = np.round(level * FAM.MAG_SCALE).astype(np.int64)
     q = np.where(signed & negative, -q, q)
+    blur_rand = name_arr[op_id] == "GaussianBlurRand"
+    if blur_rand.any():  # gaussian_blur_rand: radius = random.uniform(0.1, 2.0 * clamp(level / 10, 0, 1))
+        top = 2.0 * np.clip(level / 10.0, 0.0, 1.0)
+        radius = 0.1 + (top - 0.1) * rng.random((k, n))
+        q = np.where(blur_rand, np.round(radius * FAM.BLUR_RAND_SCALE).astype(np.int64), q)
     q = np.where(unparam | ~applied, 0, q)
     out["ra_op"] = np.where(applied, op_id, 0)
     out["ra_mag"] = q
@@ -839,7 +937,10 @@ _FIELD_KINDS: dict[str, Any] = {
     "ra_family": "str", "ra_interpolation": "str", "ra_prob": "float", "ra_config": "config",
     "mix_mode": "str", "mixup_prob": "float", "cutmix_prob": "float", "mixup_lam_div": "float",
     "jitter_brightness": ("float", 2), "jitter_contrast": ("float", 2), "jitter_saturation": ("float", 2),
-    "jitter_hue": ("float", 2), "jitter_prob": "float", "mix_partner": "str",
+    "jitter_hue": ("float", 2), "jitter_prob": "float",
+    "grayscale_prob": "float", "grayscale_formula": "str", "blur_prob": "float", "blur_kernel_size": "int",
+    "blur_sigma": ("float", 2), "solarize_prob": "float", "solarize_threshold": "float",
+    "mix_partner": "str",
 }
 
 

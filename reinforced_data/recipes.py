@@ -59,9 +59,6 @@ def timm_ra_config(auto_augment: str, hparams: dict | None = None) -> tuple[str,
         raise ConfigError(f"auto_augment={auto_augment!r} must be a timm augmentation string")
     if auto_augment.startswith("augmix"):
         raise ConfigError(f"auto_augment={auto_augment!r}: AugMix blends several chains per view and cannot be replayed")
-    if "3a" in auto_augment.split("-")[0] or "-t3a" in auto_augment:
-        raise ConfigError(f"auto_augment={auto_augment!r}: the 3-Augment ops (GaussianBlur, Desaturate) cannot be "
-                          "replayed")
     hp = dict(hparams) if hparams is not None else None
     try:
         if auto_augment.startswith("rand"):
@@ -149,7 +146,9 @@ def timm_fields(
     after the crop and flip (preset ``timm_train_default``). As in timm, ``color_jitter`` is used only
     without ``auto_augment`` (or with ``force_color_jitter`` or a 3-Augment string), a number jitters
     brightness, contrast and saturation, a 3- or 4-tuple sets each (the fourth is hue), and
-    ``color_jitter_prob`` applies it to that share of views; pass ``auto_augment=None, color_jitter=0``
+    ``color_jitter_prob`` applies it to that share of views; ``auto_augment="3a"`` is DeiT III's 3-Augment
+    (preset ``deit3`` with ``color_jitter=0.3``), ``grayscale_prob`` and ``gaussian_blur_prob`` timm's
+    RandomGrayscale (PIL's grey) and RandomApply(GaussianBlur(23)); pass ``auto_augment=None, color_jitter=0``
     for no augmentation stage. Like ``train.py``, there is no
     mixing unless ``mixup_alpha`` or ``cutmix_alpha`` is given (e.g. 0.8 and 1.0, timm's DeiT-style
     recipes). ``ra_prob`` (not timm's) runs the augmentation stage on that share of views only.
@@ -175,10 +174,13 @@ def timm_fields(
     # timm applies colour jitter only without auto_augment, unless forced or with 3-Augment
     jitter_on = color_jitter is not None and (not auto_augment or force_color_jitter or "3a" in str(auto_augment))
     jitter = _timm_color_jitter(color_jitter, color_jitter_prob) if jitter_on else {}
+    # timm's SimCLR-style extras: RandomGrayscale on its PIL images (PIL's convert("L")) and
+    # RandomApply([GaussianBlur(kernel_size=23)]) with torchvision's default sigma (0.1, 2.0)
+    extra: dict[str, Any] = {}
     if grayscale_prob:
-        raise ConfigError(f"grayscale_prob={grayscale_prob}: random grayscale cannot be replayed")
+        extra.update(grayscale_prob=float(grayscale_prob), grayscale_formula="pil")
     if gaussian_blur_prob:
-        raise ConfigError(f"gaussian_blur_prob={gaussian_blur_prob}: gaussian blur cannot be replayed")
+        extra.update(blur_prob=float(gaussian_blur_prob), blur_kernel_size=23, blur_sigma=(0.1, 2.0))
     if interpolation not in ("random", "bilinear", "bicubic"):
         raise ConfigError(f"interpolation={interpolation!r} cannot be replayed; use 'random', 'bilinear' or 'bicubic'")
     if re_count != 1:
@@ -215,6 +217,7 @@ def timm_fields(
         fields.update(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
                       switch_prob=switch_prob)
     fields.update(jitter)
+    fields.update(extra)
     return fields
 
 
@@ -315,14 +318,15 @@ def _fill3(value: Any, what: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in vals)  # type: ignore[return-value]
 
 
-_STAGES = ("crop", "flip", "augment", "jitter", "erase")
+_STAGES = ("crop", "flip", "augment", "jitter", "grayscale", "blur", "solarize", "erase")
 
 
 def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
     """The ``Policy`` fields (``Policy.from_torchvision`` builds the policy from them) of a torchvision
     (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
     RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET), ColorJitter (each
-    optionally in a RandomApply), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
+    optionally in a RandomApply), RandomGrayscale, GaussianBlur (optionally in a RandomApply), RandomSolarize
+    (these three after ColorJitter, in this order), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
     ToDtype, ConvertImageDtype). One transform alone is read as a one-element pipeline. Anything else is
     refused by name, and so is what torchvision would not run or what replay would not reproduce: two
     Normalize, Normalize on uint8 data, RandAugment / TrivialAugmentWide / AutoAugment after the float
@@ -352,13 +356,14 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
     erase_value: Any = None
     seen_crop = False
     seen_normalize = False
+    converted = False  # whether a tensor conversion came before (else the images may be PIL's)
 
     def advance(name: str, t: Any) -> None:
         nonlocal stage
         i = _STAGES.index(name)
         if i <= stage:
             raise ConfigError(f"{type(t).__name__} after a later stage: the replay order is crop, flip, "
-                              f"augmentation, colour jitter, erasing")
+                              f"augmentation, colour jitter, grayscale, blur, solarize, erasing")
         stage = i
 
     for t in seq:
@@ -366,11 +371,12 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
         if name == "RandomApply":
             inner = list(getattr(t, "transforms", []))
             if len(inner) != 1 or type(inner[0]).__name__ not in ("RandAugment", "TrivialAugmentWide", "AutoAugment",
-                                                                  "ColorJitter"):
-                raise ConfigError("RandomApply can only wrap one RandAugment, TrivialAugmentWide, AutoAugment or "
-                                  "ColorJitter")
-            fields["jitter_prob" if type(inner[0]).__name__ == "ColorJitter" else "ra_prob"] = float(t.p)
-            t, name = inner[0], type(inner[0]).__name__
+                                                                  "ColorJitter", "GaussianBlur"):
+                raise ConfigError("RandomApply can only wrap one RandAugment, TrivialAugmentWide, AutoAugment, "
+                                  "ColorJitter or GaussianBlur")
+            inner_name = type(inner[0]).__name__
+            fields[{"ColorJitter": "jitter_prob", "GaussianBlur": "blur_prob"}.get(inner_name, "ra_prob")] = float(t.p)
+            t, name = inner[0], inner_name
         if name == "RandomResizedCrop":
             advance("crop", t)
             seen_crop = True
@@ -441,6 +447,30 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
                                   "would jitter float data); put ColorJitter before ToTensor / ToDtype / Normalize, "
                                   "while the image is uint8")
             fields.update(_jitter_fields(t))
+        elif name == "RandomGrayscale":
+            advance("grayscale", t)
+            if dtype != "uint8":
+                raise ConfigError("RandomGrayscale after the float conversion or Normalize cannot be replayed; put it "
+                                  "before ToTensor / ToDtype / Normalize, while the image is uint8")
+            # before any conversion the dataset's PIL images are greyed by PIL's convert("L")
+            fields.update(grayscale_prob=float(t.p), grayscale_formula="torchvision" if converted else "pil")
+        elif name == "GaussianBlur":
+            advance("blur", t)
+            if dtype != "uint8":
+                raise ConfigError("GaussianBlur after the float conversion or Normalize cannot be replayed (torchvision "
+                                  "would keep float values); put it before ToTensor / ToDtype / Normalize")
+            ks = [int(v) for v in (t.kernel_size if isinstance(t.kernel_size, (list, tuple)) else [t.kernel_size] * 2)]
+            if len(set(ks)) != 1:
+                raise ConfigError(f"GaussianBlur(kernel_size={t.kernel_size!r}): only square kernels can be replayed")
+            sigma = tuple(float(v) for v in t.sigma) if isinstance(t.sigma, (list, tuple)) else (float(t.sigma),) * 2
+            fields.update(blur_kernel_size=ks[0], blur_sigma=sigma)
+            fields.setdefault("blur_prob", 1.0)
+        elif name == "RandomSolarize":
+            advance("solarize", t)
+            if dtype != "uint8":
+                raise ConfigError("RandomSolarize after the float conversion or Normalize cannot be replayed (its "
+                                  "threshold would be on the float scale); put it before ToTensor / ToDtype / Normalize")
+            fields.update(solarize_prob=float(t.p), solarize_threshold=float(t.threshold))
         elif name == "RandomErasing":
             advance("erase", t)
             if getattr(t, "inplace", False) not in (False, True):  # pragma: no cover - attribute shape
@@ -462,8 +492,10 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
             dtype = "normalised"
         elif name in ("ToTensor",):
             dtype = "float"
+            converted = True
         elif name in ("PILToTensor", "ToImage"):
             dtype = "uint8"
+            converted = True
         elif name in ("ToDtype", "ConvertImageDtype"):
             import torch
 
@@ -480,7 +512,8 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
         else:
             raise ConfigError(f"{name} cannot be replayed; supported: RandomResizedCrop, RandomCrop, "
                               "RandomHorizontalFlip, RandAugment, TrivialAugmentWide, AutoAugment(IMAGENET), "
-                              "ColorJitter, RandomErasing, Normalize, ToTensor, PILToTensor, ToImage, ToDtype")
+                              "ColorJitter, RandomGrayscale, GaussianBlur, RandomSolarize, RandomErasing, Normalize, "
+                              "ToTensor, PILToTensor, ToImage, ToDtype")
     if not seen_crop:
         raise ConfigError("the transforms have no RandomResizedCrop or RandomCrop; a view needs one")
     if not seen_normalize and dtype == "float":  # the pipeline returns v / 255: replay's float output

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 import _util
-from reinforced_data import _args
+from reinforced_data import _args, _families
 from reinforced_data._reference import KERNEL_OPS
 from reinforced_data.policy import RA_OPS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
 
@@ -51,6 +51,14 @@ def _random_op(g: np.random.Generator, oh: int, ow: int):
         return OP_ID[op], [int(g.integers(0, 257)), int(g.integers(-255, 256)), 0, 0, 0, 0]
     if op == "Hue":
         return OP_ID[op], [int(g.integers(-32768, 32769)), 0, 0, 0, 0, 0]
+    if op == "Grayscale":
+        return OP_ID[op], [int(g.integers(0, 2)), 0, 0, 0, 0, 0]
+    if op == "GaussianBlur":  # torchvision's kernel (random size and sigma) or PIL's (random radius)
+        if g.random() < 0.5:
+            taps = _families.gaussian_taps(int(g.choice([3, 5, 9, 23])), int(g.integers(1, 6000)))
+        else:
+            taps = _families.pil_blur_taps(int(g.integers(0, 5000)))
+        return OP_ID[op], _args.pack_blur_taps(taps)
     nb = int(g.choice([2, 10, 31]))
     b = 0 if op in UNPARAMETERISED_OPS else int(g.integers(0, nb))
     if op in SIGNED_OPS and g.random() < 0.5:

@@ -19,7 +19,7 @@ import torch
 
 import _util
 from _rows import INT32_MAX, INT32_MIN, _policy_and_params, _rows, _valid_row, _with
-from reinforced_data import _args, _reference
+from reinforced_data import _args, _families, _reference
 from reinforced_data import policy as policy_mod
 from reinforced_data.policy import RA_OPS, Policy
 
@@ -65,7 +65,10 @@ def test_layout_constants_match_header():
         assert n in c, f"{n} missing from csrc/replay_args.h"
         assert c[n] == getattr(_args, n), f"{n}: header {c[n]} != _args.py {getattr(_args, n)}"
     assert c["MAX_OPS"] == policy_mod.MAX_RA_OPS
-    assert set(c) <= set(names) | {"MAX_OPS"}, f"header constants unknown to the test: {set(c) - set(names)}"
+    assert c["BLUR_TAPS"] == _reference.BLUR_TAPS == _families.BLUR_TAPS
+    assert 1 << c["BLUR_BITS"] == 1 << _reference.BLUR_BITS == _families.BLUR_ONE
+    extra = {"MAX_OPS", "BLUR_TAPS", "BLUR_BITS"}
+    assert set(c) <= set(names) | extra, f"header constants unknown to the test: {set(c) - set(names) - extra}"
     ops = _header_enum(REPO / "csrc" / "replay_args.h", "Op")
     assert ops[-1] == "NUM_OP_IDS"
     assert [o.replace("_", "") for o in ops[:-1]] == [o.upper() for o in _reference.KERNEL_OPS]
@@ -158,7 +161,10 @@ TARGETED = [  # (description, {field: value}, message fragment)
     ("erase value mixed", dict(ERASE_VALUE=-1), r"erase value"),
     ("num_ops 5", dict(NUM_OPS=5), r"num_ops"),
     ("num_ops -1", dict(NUM_OPS=-1), r"num_ops"),
-    ("op id 17", dict(OPS=17), r"unknown op id"),
+    ("op id 19", dict(OPS=19), r"unknown op id"),
+    ("grayscale formula", dict(OPS=17, OPS_plus1=2), r"grayscale formula"),
+    ("blur taps sum", dict(OPS=18, OPS_plus1=16383), r"blur taps"),
+    ("blur taps negative", dict(OPS=18, OPS_plus1=-16384), r"blur taps"),
     ("hue shift", dict(OPS=16, OPS_plus1=32769), r"hue shift"),
     ("hue shift negative", dict(OPS=16, OPS_plus1=-32769), r"hue shift"),
     ("op id -1", dict(OPS=-1), r"unknown op id"),

@@ -27,6 +27,7 @@ import torch
 import _util
 from conftest import unavailable
 from reinforced_data import _args as A
+from reinforced_data import _families as FAM
 from reinforced_data import _reference as R
 from reinforced_data.policy import RA_OPS, SIGNED_OPS, Policy
 
@@ -148,6 +149,27 @@ def test_colour_jitter_policies(emu, preset):
         augment_both(emu, imgs, _rows_for(imgs, pol, 40 + seed), 21, 26, what=f"{preset} seed {seed}")
 
 
+@pytest.mark.parametrize("kw", [dict(grayscale_prob=0.5, blur_prob=0.6, solarize_prob=0.5, blur_kernel_size=9,
+                                     blur_sigma=(0.1, 4.0), erase_prob=0.5),
+                                dict(grayscale_prob=0.7, grayscale_formula="pil", blur_prob=1.0, blur_sigma=(0.5, 9.0),
+                                     solarize_threshold=200.5, solarize_prob=0.6, jitter_brightness=(0.5, 1.5))])
+def test_grayscale_blur_solarize_policies(emu, kw):
+    """RandomGrayscale (both formulas), GaussianBlur (RandomApply's identity views, kernels up to 23 taps,
+    reflected borders on small views) and RandomSolarize after the colour jitter."""
+    imgs = _util.image_batch(SIZES, 4)
+    pol = Policy(output_size=(13, 26), **kw)
+    for seed in range(2):
+        augment_both(emu, imgs, _rows_for(imgs, pol, 60 + seed), 13, 26, what=f"grey/blur/solarize seed {seed}")
+
+
+def test_deit3_three_augment(emu):
+    """timm's 3a (Solarize, PIL's grey, GaussianBlurRand's PIL-box kernel) then ColorJitter(0.3)."""
+    imgs = _util.image_batch(SIZES, 4)
+    pol = Policy.preset("deit3", output_size=(19, 23))
+    for seed in range(3):
+        augment_both(emu, imgs, _rows_for(imgs, pol, 70 + seed), 19, 23, what=f"deit3 seed {seed}")
+
+
 def test_hue_every_colour(emu):
     """The hue shift on a cube of colours (every 5th level of each channel) at shifts of every sector."""
     v = torch.arange(0, 256, 5)
@@ -194,6 +216,10 @@ def test_every_op(emu):
             if RA_OPS[op] not in SIGNED_OPS:
                 mag = abs(mag)
             r[A.OPS + 1:A.OPS + 7] = table[op, mag + nb - 1]
+            if RA_OPS[op] == "GaussianBlur":  # a real kernel (the table holds the identity's)
+                r[A.OPS + 1:A.OPS + 7] = A.pack_blur_taps(FAM.gaussian_taps(2 * k + 3, 500 * (k + 1)))
+            elif RA_OPS[op] == "Grayscale":
+                r[A.OPS + 1] = k % 2
             if k % 2:
                 r[A.ERASE_TOP:A.ERASE_W + 1] = [2, 3, 7, 9]
                 r[A.ERASE_VALUE:A.ERASE_VALUE + 3] = -1 if k == 1 else [5, 6, 7]  # -1: noise
@@ -226,6 +252,8 @@ def test_op_chains(emu):
                 base = A.OPS + s * A.OP_STRIDE
                 r[base] = op
                 r[base + 1:base + 7] = table[op, mag + nb - 1]
+                if RA_OPS[op] == "GaussianBlur":  # PIL's kernel at a random radius (the table holds the identity)
+                    r[base + 1:base + 7] = A.pack_blur_taps(FAM.pil_blur_taps(int(rng.integers(0, 4000))))
             rows.append(r)
         augment_both(emu, imgs, torch.from_numpy(np.stack(rows).astype(np.int32)), oh, ow, f"nops={nops}")
 

@@ -476,3 +476,10 @@ def test_a_bad_file_found_before_any_row_is_written_leaves_no_output(world, tmp_
     monkeypatch.setattr(M, "_convert_chunk", real)
     import_mldr(world["srcs"]["rrc"], str(out), world["data"], progress=False)  # the rerun needs no --overwrite
     assert ReinforcementFile(str(out)).complete
+
+
+def test_inline_partners_refuse_the_other_version_4_ops():
+    """The partner_* fields hold crop, flip, RandAugment and erasing only: a policy with grayscale, blur or
+    solarize (whose per-view fields a partner would not have) cannot take inline partners."""
+    with pytest.raises(ConfigError, match="grayscale, blur"):
+        Policy.preset("paper_imagenet_mix", mix_partner="inline", grayscale_prob=0.2)

@@ -21,7 +21,7 @@ import torch
 import _reinforce_util as U
 import _util
 from _rows import (OP_ID, OUTPUT_SIZES, _random_batch, _random_mix, _row, _rows, _valid_row, _with)
-from reinforced_data import _args, _reference
+from reinforced_data import _args, _families, _reference
 from reinforced_data.policy import PRESETS, RA_OPS, SIGNED_OPS, UNPARAMETERISED_OPS, Policy
 
 with warnings.catch_warnings():
@@ -58,7 +58,14 @@ def test_augment_each_op_matches_reference(out_hw):
             for b in bins:
                 for sign in ((1, -1) if op in SIGNED_OPS else (1,)):
                     images.append(img)
-                    rows.append(_row(crop, fill=(9, 99, 199), ops=[(OP_ID[op], _args.op_params(op, sign * b, nb, oh, ow))]))
+                    p = _args.op_params(op, sign * b, nb, oh, ow)
+                    if op == "Grayscale":  # formula 0 (torchvision) and 1 (PIL)
+                        p = [b % 2, 0, 0, 0, 0, 0]
+                    elif op == "GaussianBlur":  # torchvision's kernel at several sizes, PIL's at several radii
+                        taps = (_families.gaussian_taps(min(2 * b + 1, 23), 700 * b) if sign > 0 and nb == 31
+                                else _families.pil_blur_taps(150 * b))
+                        p = _args.pack_blur_taps(taps)
+                    rows.append(_row(crop, fill=(9, 99, 199), ops=[(OP_ID[op], p)]))
     rows_t = _rows(rows)
     out = torch.ops.reinforced_data.augment(images, rows_t, oh, ow)
     _util.assert_equal_views(out, _reference.augment(images, rows_t, oh, ow), rows_t, "single ops")

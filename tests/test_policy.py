@@ -258,7 +258,9 @@ def _check_family_ranges(policy: Policy, s: np.ndarray) -> None:
         cap = FAM.timm_upper_bound(FAM.parse_config(policy.ra_config)) * FAM.MAG_SCALE
         signed = np.isin(named, list(FAM.TIMM_SIGNED))
         unparam = np.isin(named, list(FAM.TIMM_UNPARAMETERISED))
-        assert (np.abs(mags) <= cap).all() and (mags[~signed] >= 0).all() and (mags[unparam] == 0).all()
+        radius = named == "GaussianBlurRand"  # its drawn radius in thousandths of a pixel, not a level
+        assert ((mags[radius] >= 0) & (mags[radius] <= FAM.BLUR_RAND_MAX)).all()
+        assert (np.abs(mags[~radius]) <= cap).all() and (mags[~signed] >= 0).all() and (mags[unparam] == 0).all()
         if "ra_interp" in s.dtype.names:
             geo = np.isin(named, list(FAM.TIMM_GEOMETRIC))
             assert set(np.unique(s["ra_interp"][geo])) <= {1, 2} and (s["ra_interp"][~geo] == 0).all()

@@ -226,7 +226,7 @@ def _row_edits():
         ("erase-value-mixed", {A.ERASE_VALUE: -1}),
         ("erase-box-negative", {A.ERASE_TOP: -1, A.ERASE_H: 2, A.ERASE_W: 2}),
         ("num-ops-5", {A.NUM_OPS: 5}),
-        ("op-id-17", {A.NUM_OPS: 1, op0: 17}),
+        ("op-id-19", {A.NUM_OPS: 1, op0: 19}),
         ("interp-3", {A.NUM_OPS: 1, op0: 5, op0 + A.OP_INTERP: 3}),
         ("solarize-negative-threshold", {A.NUM_OPS: 1, op0: solarize, op0 + 1: -1}),
         ("posterize-mask-256", {A.NUM_OPS: 1, op0: posterize, op0 + 1: 256}),

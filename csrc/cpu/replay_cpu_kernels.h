@@ -435,6 +435,68 @@ inline void op_hue(uint8_t* img, int64_t n, int64_t k) {
   }
 }
 
+// Grayscale: replay_math.h's grayscale() in all three channels (formula 0 torchvision, 1 PIL).
+inline void op_grayscale(uint8_t* img, int64_t n, int64_t formula) {
+  uint8_t* R = img;
+  uint8_t* G = img + n;
+  uint8_t* B = img + 2 * n;
+  if (formula == 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t g = (uint8_t)((19595 * (int32_t)R[i] + 38470 * (int32_t)G[i] + 7471 * (int32_t)B[i] + 32768) >> 16);
+      R[i] = G[i] = B[i] = g;
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t g = (uint8_t)((19589 * (int32_t)R[i] + 38470 * (int32_t)G[i] + 7471 * (int32_t)B[i]) >> 16);
+      R[i] = G[i] = B[i] = g;
+    }
+  }
+}
+
+// GaussianBlur of one channel a -> o with the packed taps p (replay_math.h): horizontal pass over a
+// reflected copy of each row into Q8 (uint16: at most 255 * 2^8), vertical pass with reflected row
+// indices; int32 throughout (sums < 2^22 and < 2^30), in loops the compiler vectorises.
+inline void op_blur_channel(const uint8_t* a, uint8_t* o, int64_t h, int64_t w, const int32_t* p, Scratch& s) {
+  int32_t t[args::BLUR_TAPS];
+  for (int d = 0; d < args::BLUR_TAPS; ++d) t[d] = M::blur_tap(p, d);
+  const int R = M::blur_radius(p);
+  s.blur_row.resize(w + 2 * R);
+  s.blur_mid.resize(h * w);
+  s.blur_acc.resize(w);
+  int32_t* row = s.blur_row.data();
+  uint16_t* mid = s.blur_mid.data();
+  int32_t* acc = s.blur_acc.data();
+  for (int64_t y = 0; y < h; ++y) {
+    const uint8_t* in = a + y * w;
+    for (int64_t x = 0; x < w; ++x) row[x + R] = in[x];
+    for (int d = 1; d <= R; ++d) {
+      row[R - d] = in[M::reflect_index(-d, w)];
+      row[w - 1 + R + d] = in[M::reflect_index(w - 1 + d, w)];
+    }
+    uint16_t* m = mid + y * w;
+    for (int64_t x = 0; x < w; ++x) acc[x] = t[0] * row[x + R];
+    for (int d = 1; d <= R; ++d) {
+      const int32_t td = t[d];
+      const int32_t* lo = row + R - d;
+      const int32_t* hi = row + R + d;
+      for (int64_t x = 0; x < w; ++x) acc[x] += td * (lo[x] + hi[x]);
+    }
+    for (int64_t x = 0; x < w; ++x) m[x] = (uint16_t)M::blur_mid(acc[x]);
+  }
+  for (int64_t y = 0; y < h; ++y) {
+    const uint16_t* c = mid + y * w;
+    for (int64_t x = 0; x < w; ++x) acc[x] = t[0] * (int32_t)c[x];
+    for (int d = 1; d <= R; ++d) {
+      const int32_t td = t[d];
+      const uint16_t* up = mid + M::reflect_index(y - d, h) * w;
+      const uint16_t* dn = mid + M::reflect_index(y + d, h) * w;
+      for (int64_t x = 0; x < w; ++x) acc[x] += td * ((int32_t)up[x] + (int32_t)dn[x]);
+    }
+    uint8_t* out = o + y * w;
+    for (int64_t x = 0; x < w; ++x) out[x] = M::blur_out(acc[x]);
+  }
+}
+
 inline void op_autocontrast(uint8_t* img, int64_t n) {
   for (int c = 0; c < 3; ++c) {
     uint8_t* a = img + c * n;
@@ -748,6 +810,13 @@ void apply_op(uint8_t*& img, uint8_t*& other, int64_t h, int64_t w, const int32_
     case args::HUE:
       op_hue(img, n, f);
       return;
+    case args::GRAYSCALE:
+      op_grayscale(img, n, f);
+      return;
+    case args::GAUSSIAN_BLUR:
+      for (int c = 0; c < 3; ++c) op_blur_channel(img + c * n, other + c * n, h, w, op + 1, s);
+      std::swap(img, other);
+      return;
     default:
       TORCH_CHECK(false, "augment: unknown op id ", op[0]);  // unreachable: check_augment
   }
@@ -775,6 +844,8 @@ inline bool swaps_buffers(const int32_t* op, int64_t h, int64_t w) {
       return true;
     case args::SHARPNESS:
       return h > 2 && w > 2;
+    case args::GAUSSIAN_BLUR:
+      return true;
     default:
       return false;
   }

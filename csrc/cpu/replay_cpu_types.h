@@ -34,6 +34,9 @@ struct Scratch {
   std::vector<uint8_t> buf;    // [3, out_h, out_w]: second image buffer for the ops
   std::vector<uint8_t> tbuf;   // [2, 3, out_w, out_h]: transposed images (ShearY)
   std::vector<uint16_t> colsum;  // [out_w]: Sharpness column sums
+  std::vector<int32_t> blur_row;   // [out_w + 2 * radius]: GaussianBlur's reflected row
+  std::vector<uint16_t> blur_mid;  // [out_h, out_w]: GaussianBlur's horizontal pass (Q8)
+  std::vector<int32_t> blur_acc;   // [out_w]: GaussianBlur's vertical sums
   // AVX2 horizontal pass: per block of 32 outputs, 8 window starts and the shuffle controls
   // and weights of each tap pair
   std::vector<int32_t> hbase;

@@ -509,6 +509,32 @@ __global__ void __launch_bounds__(kThreads)
         v2 = h[2];
         break;
       }
+      case GRAYSCALE: {
+        const int g = (int)rm::grayscale(v0, v1, v2, prm[0]);
+        v0 = g;
+        v1 = g;
+        v2 = g;
+        break;
+      }
+      case GAUSSIAN_BLUR: {  // the CPU's two separable passes, evaluated per output pixel (same integers)
+        const int R = rm::blur_radius(prm);
+        int32_t acc[3] = {0, 0, 0};
+        for (int dy = -R; dy <= R; ++dy) {
+          const int sy = (int)rm::reflect_index(y + dy, oh);
+          const int32_t ty = rm::blur_tap(prm, dy < 0 ? -dy : dy);
+          for (int c = 0; c < 3; ++c) {
+            const uint8_t* __restrict__ q = s + c * plane + sy * ow;
+            int32_t hsum = 0;
+            for (int dx = -R; dx <= R; ++dx)
+              hsum += rm::blur_tap(prm, dx < 0 ? -dx : dx) * (int32_t)q[rm::reflect_index(x + dx, ow)];
+            acc[c] += ty * rm::blur_mid(hsum);
+          }
+        }
+        v0 = rm::blur_out(acc[0]);
+        v1 = rm::blur_out(acc[1]);
+        v2 = rm::blur_out(acc[2]);
+        break;
+      }
       default:  // IDENTITY
         break;
     }

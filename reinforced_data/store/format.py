@@ -41,9 +41,10 @@ __all__ = [
 FORMAT_NAME = "reinforced_data.reinforcement"
 #: The newest version this reader knows. A file is written with the oldest version that can
 #: hold it: 1 when its policy uses only the fields version 1 knew (so older readers still read
-#: it), 2 when it uses only those version 2 knew, 3 when it uses only those version 3 knew (colour jitter),
-#: 4 when it uses a later one (inline mixing partners of imported apple/ml-dr files); older readers then
-#: refuse it as newer, not as a bad policy.
+#: it), 2 when it uses only those version 2 knew, 3 when it uses only those version 3 knew (colour
+#: jitter), 4 when it uses a later one (grayscale, blur, solarize; or timm's 3-Augment ops in its
+#: ra_config; or inline mixing partners, files imported from apple/ml-dr); older readers then refuse
+#: it as newer, not as a bad policy.
 FORMAT_VERSION = 4
 #: The policy fields a version-1 reader knows.
 V1_POLICY_FIELDS = frozenset((
@@ -242,11 +243,9 @@ class Header:
     def format_version(self) -> int:
         """The version this header is written with (see :data:`FORMAT_VERSION`)."""
         fields = set(json.loads(self.policy.to_json()))
-        if fields <= V1_POLICY_FIELDS:
-            return 1
-        if fields <= V2_POLICY_FIELDS:
-            return 2
-        return 3 if fields <= V3_POLICY_FIELDS else FORMAT_VERSION
+        if not fields <= V3_POLICY_FIELDS or self.policy.uses_v4_ops:  # 3-Augment: version 4
+            return 4
+        return 1 if fields <= V1_POLICY_FIELDS else (2 if fields <= V2_POLICY_FIELDS else 3)
 
     def to_attrs(self) -> dict[str, Any]:
         codec = self.codec()
