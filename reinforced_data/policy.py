@@ -94,6 +94,15 @@ JITTER_COMPONENTS: tuple[str, ...] = ("brightness", "contrast", "saturation", "h
 JITTER_KERNEL_OPS: tuple[str, ...] = ("Brightness", "Contrast", "Color", "Hue")
 MAX_JITTER_FACTOR = 256.0  # brightness / contrast / saturation factors (Q16 in uint32: at most 2^24)
 JITTER_IDENTITY_ORDER = 0b11100100  # the permutation (0, 1, 2, 3), two bits per position
+#: Fields added in format version 4 for imported files (apple/ml-dr's, :mod:`reinforced_data.mldr`), with the
+#: defaults that keep earlier behaviour; to_dict() leaves them out while they hold these.
+V4_PARTNER_DEFAULTS: dict[str, Any] = {"mix_partner": "stored"}
+#: "stored": a mixed view's partner is another stored view (partner_index, partner_view); "inline": the
+#: partner's own crop, flip, RandAugment and erasing are stored in the record itself (``partner_*`` fields),
+#: as apple/ml-dr stores them.
+MIX_PARTNERS = ("stored", "inline")
+#: The per-image fields an inline partner repeats, each stored as ``partner_<field>``.
+PARTNER_FIELDS = ("crop", "flip", "ra_op", "ra_mag", "erase")
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,11 @@ class Policy:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.0
     solarize_threshold: float = 128.0
+    # --- also added in format version 4 (default: partners are stored views) ---
+    # Where a mixed view's partner parameters live: "stored" (another stored view of the partner image) or
+    # "inline" (in the record: partner_crop, partner_flip, partner_ra_op/_mag, partner_erase; files imported
+    # from apple/ml-dr, see docs/mldr.md). Inline records are written by import-mldr, never sampled.
+    mix_partner: str = "stored"
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (lists, ints for floats) to the declared types, so a
@@ -228,6 +242,7 @@ class Policy:
         self._validate_v2()
         self._validate_v3()
         self._validate_v4()
+        self._validate_v4_partner()
 
     def _validate_v4(self) -> None:
         for name in ("grayscale_prob", "blur_prob", "solarize_prob"):
@@ -262,6 +277,18 @@ class Policy:
         if self.extra_ops:
             return True
         return self.ra_family in FAM.TIMM_FAMILIES and bool(V4_TIMM_OPS & set(self.ra_ops()))
+
+    def _validate_v4_partner(self) -> None:
+        if self.mix_partner not in MIX_PARTNERS:
+            raise ConfigError(f"mix_partner={self.mix_partner!r} must be one of {MIX_PARTNERS}")
+        if self.mix_partner == "inline":
+            if not self.mixing:
+                raise ConfigError("mix_partner='inline' needs a mixing policy (MixUp or CutMix)")
+            if self.crop_mode != "resized" or self.interpolation == "random" or self.ra_random_interpolation \
+                    or self.jittering or self.extra_ops or self.erase_value == "random":
+                raise ConfigError("mix_partner='inline' stores crop, flip, RandAugment and erasing per partner; "
+                                  "it takes a resized crop with one interpolation, no colour jitter, grayscale, blur "
+                                  "or solarize, and constant erasing")
 
     def _validate_v3(self) -> None:
         for name in ("jitter_brightness", "jitter_contrast", "jitter_saturation"):
@@ -383,7 +410,7 @@ class Policy:
         """Plain JSON-able fields; fields added after version 1 only where they differ from their defaults."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
-            if any(k in d and v == d[k] for d in (V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS)):
+            if any(k in d and v == d[k] for d in (V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS)):
                 continue
             if k == "ra_config":
                 v = json.loads(v)
@@ -496,7 +523,22 @@ class Policy:
                 fields += [("erase_seed", np.uint16)]
         if self.mixing:
             fields += [("mix_mode", np.uint8), ("mix_lam", np.uint8), ("mix_box", np.uint16, (4,))]
+        if self.mix_partner == "inline":  # the partner's own per-image parameters, same types and shapes
+            own = dict((f[0], f[1:]) for f in fields)
+            fields += [(f"partner_{name}",) + own[name] for name in PARTNER_FIELDS if name in own]
         return np.dtype(fields)
+
+    def partner_params(self, params: np.ndarray) -> np.ndarray:
+        """For ``mix_partner='inline'`` records: the partner's parameters as records of this policy's dtype
+        (the per-image fields taken from the ``partner_*`` fields; mixing fields kept, unused by the partner)."""
+        if self.mix_partner != "inline":
+            raise ConfigError("partner_params needs a mix_partner='inline' policy; other partners are stored views")
+        params = np.atleast_1d(params)
+        out = params.copy()
+        for name in PARTNER_FIELDS:
+            if name in (params.dtype.names or ()):
+                out[name] = params[f"partner_{name}"]
+        return out
 
     def sample(self, rng: np.random.Generator, k: int, height: int, width: int) -> np.ndarray:
         """Draw the parameters of ``k`` views of one ``height`` x ``width`` image.
@@ -509,6 +551,9 @@ class Policy:
             raise ConfigError(f"image size {height}x{width} must be between 1 and {MAX_SOURCE_SIZE} per side")
         if k < 1:
             raise ConfigError(f"k={k} must be >= 1")
+        if self.mix_partner == "inline":
+            raise ConfigError("mix_partner='inline' records are imported (reinforced-data import-mldr), not sampled; "
+                              "generate with mix_partner='stored'")
         out = np.zeros(k, dtype=self.param_dtype())
         oh, ow = self.output_size
         if self.crop_mode == "padded":
@@ -895,6 +940,7 @@ _FIELD_KINDS: dict[str, Any] = {
     "jitter_hue": ("float", 2), "jitter_prob": "float",
     "grayscale_prob": "float", "grayscale_formula": "str", "blur_prob": "float", "blur_kernel_size": "int",
     "blur_sigma": ("float", 2), "solarize_prob": "float", "solarize_threshold": "float",
+    "mix_partner": "str",
 }
 
 
