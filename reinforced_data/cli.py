@@ -6,6 +6,7 @@
     reinforced-data merge OUT.h5 [SHARD ...]
     reinforced-data inspect OUT.h5 [--data DIR]
     reinforced-data show OUT.h5 --data DIR --index I [--views N] [--out grid.png]
+    reinforced-data import-mldr SRC [SRC ...] --data DIR -o OUT.h5 [--workers N] [--resume]   # apple/ml-dr's files
 
 Errors a user can fix are printed as one line, ``reinforced-data: error: ...``, with
 exit status 2; ``inspect --data`` exits 1 when the file belongs to another dataset.
@@ -138,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "on any problem")
     i.add_argument("--no-progress", action="store_true", help="no progress bar for --verify")
 
+    x = sub.add_parser("import-mldr", help="import apple/ml-dr's reinforced data (the paper's published files)",
+                       description="Convert apple/ml-dr source folders (config.pth.tar + {index}.pth.tar) into one "
+                                   "reinforcement file for the dataset they were made for (docs/mldr.md).")
+    x.add_argument("sources", nargs="+", metavar="SRC", help="ml-dr folder(s); several concatenate their views")
+    x.add_argument("--data", required=True, help="the training set the source was made for (ImageFolder directory, "
+                   "in the order ml-dr indexed it); its labels and fingerprint go into the file")
+    x.add_argument("-o", "--output", required=True, help="the .h5 file to write")
+    x.add_argument("--workers", type=_non_negative, default=0, help="worker processes reading the source (default 0)")
+    x.add_argument("--prob-encoding", choices=("log_uint8", "float16"), default="log_uint8",
+                   help="how probabilities are stored (default log_uint8, see docs/format.md)")
+    xg = x.add_mutually_exclusive_group()
+    xg.add_argument("--resume", action="store_true", help="continue an interrupted import")
+    xg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    x.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     from .demo import add_demo_parser
     from .show import add_show_parser
 
@@ -181,6 +197,16 @@ def _cmd_merge(args) -> int:
     out = store.merge(args.output, args.shards or None, overwrite=args.overwrite)
     with store.ReinforcementFile(out) as f:
         print(f"merged into {out}: {f.num_images} images x {f.num_views} views, {f.bytes_per_record:.1f} bytes/record")
+    return 0
+
+
+def _cmd_import_mldr(args) -> int:
+    from .mldr import import_mldr
+
+    s = import_mldr(args.sources, args.output, args.data, num_workers=args.workers, resume=args.resume,
+                    overwrite=args.overwrite, prob_encoding=args.prob_encoding, progress=not args.no_progress)
+    print(f"wrote {s['output']}: {s['images']} images imported ({s['skipped']} already there), {s['views']} views "
+          "per image", file=sys.stderr)
     return 0
 
 
@@ -230,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ReinforcedDataError
 
     try:
-        commands = {"reinforce": _cmd_reinforce, "merge": _cmd_merge, "inspect": _cmd_inspect}
+        commands = {"reinforce": _cmd_reinforce, "merge": _cmd_merge, "inspect": _cmd_inspect,
+                    "import-mldr": _cmd_import_mldr}
         return commands[args.command](args) if args.command in commands else args.func(args)
     except (ReinforcedDataError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as e:
         msg = _user_message(e, args)
@@ -240,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("reinforced-data: interrupted" + ("; committed rows are kept, continue with --resume"
-                                                if args.command == "reinforce" else ""), file=sys.stderr)
+                                                if args.command in ("reinforce", "import-mldr") else ""),
+              file=sys.stderr)
         return 130
 
 

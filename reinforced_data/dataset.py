@@ -473,8 +473,14 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             # the partner's own stored view is replayed and mixed in
             m = np.flatnonzero(params["mix_mode"] != 0)
             pparams = params.copy()  # an unmixed view's partner is itself (mix_mode 0 leaves it as it is)
-            pparams[m] = f.read_many(recs.partner_index[m], recs.partner_view[m]).params
+            if self.policy.mix_partner == "inline":  # the partner's parameters are in the record (ml-dr's)
+                pparams[m] = self.policy.partner_params(params[m])
+            else:
+                pparams[m] = f.read_many(recs.partner_index[m], recs.partner_view[m]).params
             mixed[m] = True
+        # the record holding each partner's parameters: the partner's own stored view, or (inline) the mixed view's
+        inline = self.policy.mix_partner == "inline"
+        prec_image, prec_view = (images, views) if inline else (recs.partner_index, recs.partner_view)
         targets = self._soft_targets(recs.indices, recs.probs)
 
         def sources(part: slice) -> tuple[list, list]:
@@ -485,7 +491,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
 
         if self.batch_replay:  # replayed (and so encoded and checked) once, by replay_batch
             srcs, psrcs = sources(slice(None))
-            pimg, pview = (recs.partner_index, recs.partner_view) if pparams is not None else (None, None)
+            pimg, pview = (prec_image, prec_view) if pparams is not None else (None, None)
             return [_BatchItem((src, params[j], psrc, None if psrc is None else pparams[j], targets[j]),
                                (int(images[j]), int(views[j]), int(pimg[j]) if mixed[j] else -1,
                                 int(pview[j]) if mixed[j] else -1))
@@ -500,7 +506,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             try:
                 out += self._replay(srcs, params[part], partners, None if pparams is None else pparams[part]).unbind(0)
             except ValueError as e:  # name the first damaged record, else the first image that does not fit its view
-                self._check_records(images, views, params, recs.partner_index, recs.partner_view, pparams)
+                self._check_records(images, views, params, prec_image, prec_view, pparams)
                 for j, (src, psrc) in enumerate(zip(srcs, psrcs), start=a):
                     try:
                         self._replay([src], params[j:j + 1], None if psrc is None else [psrc],

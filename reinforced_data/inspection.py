@@ -86,6 +86,13 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
                 problem(str(e))
             else:
                 raw = RawImages(data if mapped is None else mapped.base, strip=True)  # the pixels training replays on
+                sizes_seen: dict[int, tuple[int, int]] = {}
+
+                def size_of(j: int) -> tuple[int, int]:
+                    """Image j's decoded size, each image decoded once (inline partners name other images)."""
+                    if j not in sizes_seen:
+                        sizes_seen[j] = tuple(raw[j if mapped is None else mapped.base_item(j)][0].shape[-2:])
+                    return sizes_seen[j]
         rows = np.flatnonzero(f.written)
         it = rows
         if progress:
@@ -117,10 +124,18 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
             try:
                 sizes = None
                 if raw is not None:
-                    sizes = [tuple(raw[i if mapped is None else mapped.base_item(i)][0].shape[-2:])] * K
+                    sizes = [size_of(i)] * K
                 encode(out.params, h.policy, sizes)
                 if h.policy.mixing:
                     encode_mix(out.params, h.policy)
+                if h.policy.mix_partner == "inline":  # a mixed view's partner parameters, in its own record
+                    m = np.flatnonzero(out.params["mix_mode"] != 0)
+                    if m.size:
+                        psizes = None if raw is None else [size_of(int(out.partner_index[j])) for j in m]
+                        try:
+                            encode(h.policy.partner_params(out.params[m]), h.policy, psizes)
+                        except ConfigError as e:
+                            raise ConfigError(f"its inline partner parameters: {e}") from None
             except (ConfigError, ValueError, OSError) as e:
                 problem(f"image {i}: {' '.join(str(e).split())}")
             records += K
@@ -179,6 +194,7 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
             "mean_entropy_nats": entropy / total if total else None,
             "generation": f.generation,
             "images_decoder": h.fingerprint.images_decoder,
+            "source": h.source,
         }
         if data is not None:
             from ._datasets import match_rows, matched_fingerprint
@@ -204,6 +220,8 @@ def _check_params(policy: Any, params: list[np.ndarray], images: list[int]) -> t
         encode(p, policy)
         if policy.mixing:
             encode_mix(p, policy)
+        if policy.mix_partner == "inline" and (p["mix_mode"] != 0).any():
+            encode(policy.partner_params(p[p["mix_mode"] != 0]), policy)
 
     bad, first = 0, None
     step = 256
@@ -284,6 +302,9 @@ def format_inspect(info: dict) -> str:
         src = f" from {t['checkpoint']}" if t.get("checkpoint") else ""
         lines.append(f"teacher:          {t.get('name')}{src} (input {size}, {norm})")
     lines += [
+        *([f"imported from:    {info['source'].get('format')}: {', '.join(info['source'].get('paths', []))} "
+           f"(num_samples {info['source'].get('num_samples')}, top-{info['source'].get('topk')})"]
+          if info.get("source") else []),
         f"seed:             {info['seed']} (mixing block size {info['mix_block_size']})",
         "shard:            " + (f"rank {shard['rank']} of {shard['world_size']}" if shard["world_size"] > 1 else
                                 f"merged from {shard['merged_from']} ranks" if shard.get("merged_from") else "single"),

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import _families as FAM
+from . import _samplers as S
 from .errors import ConfigError
 
 __all__ = ["Policy", "RA_OPS", "SIGNED_OPS", "PRESETS", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -53,8 +54,6 @@ MIN_RATIO = 1e-6  # crop_ratio / erase_ratio bounds lie in [MIN_RATIO, 1 / MIN_R
 MIN_STD = 1e-6
 
 # mix_mode values
-MIX_NONE, MIX_MIXUP, MIX_CUTMIX, MIX_BOTH = 0, 1, 2, 3
-MAX_PADDED_SOURCE = 32767  # padded crops are stored as int16
 
 CROP_MODES = ("resized", "padded")
 CROP_INTERPOLATIONS = ("bilinear", "bicubic", "random")
@@ -93,7 +92,15 @@ JITTER_COMPONENTS: tuple[str, ...] = ("brightness", "contrast", "saturation", "h
 #: The kernel op of each adjustment (saturation is the blend with grey that Color is).
 JITTER_KERNEL_OPS: tuple[str, ...] = ("Brightness", "Contrast", "Color", "Hue")
 MAX_JITTER_FACTOR = 256.0  # brightness / contrast / saturation factors (Q16 in uint32: at most 2^24)
-JITTER_IDENTITY_ORDER = 0b11100100  # the permutation (0, 1, 2, 3), two bits per position
+#: Fields added in format version 4 for imported files (apple/ml-dr's, :mod:`reinforced_data.mldr`), with the
+#: defaults that keep earlier behaviour; to_dict() leaves them out while they hold these.
+V4_PARTNER_DEFAULTS: dict[str, Any] = {"mix_partner": "stored"}
+#: "stored": a mixed view's partner is another stored view (partner_index, partner_view); "inline": the
+#: partner's own crop, flip, RandAugment and erasing are stored in the record itself (``partner_*`` fields),
+#: as apple/ml-dr stores them.
+MIX_PARTNERS = ("stored", "inline")
+#: The per-image fields an inline partner repeats, each stored as ``partner_<field>``.
+PARTNER_FIELDS = ("crop", "flip", "ra_op", "ra_mag", "erase")
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,11 @@ class Policy:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.0
     solarize_threshold: float = 128.0
+    # --- also added in format version 4 (default: partners are stored views) ---
+    # Where a mixed view's partner parameters live: "stored" (another stored view of the partner image) or
+    # "inline" (in the record: partner_crop, partner_flip, partner_ra_op/_mag, partner_erase; files imported
+    # from apple/ml-dr, see docs/mldr.md). Inline records are written by import-mldr, never sampled.
+    mix_partner: str = "stored"
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (lists, ints for floats) to the declared types, so a
@@ -228,6 +240,7 @@ class Policy:
         self._validate_v2()
         self._validate_v3()
         self._validate_v4()
+        self._validate_v4_partner()
 
     def _validate_v4(self) -> None:
         for name in ("grayscale_prob", "blur_prob", "solarize_prob"):
@@ -262,6 +275,18 @@ class Policy:
         if self.extra_ops:
             return True
         return self.ra_family in FAM.TIMM_FAMILIES and bool(V4_TIMM_OPS & set(self.ra_ops()))
+
+    def _validate_v4_partner(self) -> None:
+        if self.mix_partner not in MIX_PARTNERS:
+            raise ConfigError(f"mix_partner={self.mix_partner!r} must be one of {MIX_PARTNERS}")
+        if self.mix_partner == "inline":
+            if not self.mixing:
+                raise ConfigError("mix_partner='inline' needs a mixing policy (MixUp or CutMix)")
+            if self.crop_mode != "resized" or self.interpolation == "random" or self.ra_random_interpolation \
+                    or self.jittering or self.extra_ops or self.erase_value == "random":
+                raise ConfigError("mix_partner='inline' stores crop, flip, RandAugment and erasing per partner; "
+                                  "it takes a resized crop with one interpolation, no colour jitter, grayscale, blur "
+                                  "or solarize, and constant erasing")
 
     def _validate_v3(self) -> None:
         for name in ("jitter_brightness", "jitter_contrast", "jitter_saturation"):
@@ -383,7 +408,7 @@ class Policy:
         """Plain JSON-able fields; fields added after version 1 only where they differ from their defaults."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
-            if any(k in d and v == d[k] for d in (V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS)):
+            if any(k in d and v == d[k] for d in (V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS)):
                 continue
             if k == "ra_config":
                 v = json.loads(v)
@@ -496,7 +521,22 @@ class Policy:
                 fields += [("erase_seed", np.uint16)]
         if self.mixing:
             fields += [("mix_mode", np.uint8), ("mix_lam", np.uint8), ("mix_box", np.uint16, (4,))]
+        if self.mix_partner == "inline":  # the partner's own per-image parameters, same types and shapes
+            own = dict((f[0], f[1:]) for f in fields)
+            fields += [(f"partner_{name}",) + own[name] for name in PARTNER_FIELDS if name in own]
         return np.dtype(fields)
+
+    def partner_params(self, params: np.ndarray) -> np.ndarray:
+        """For ``mix_partner='inline'`` records: the partner's parameters as records of this policy's dtype
+        (the per-image fields taken from the ``partner_*`` fields; mixing fields kept, unused by the partner)."""
+        if self.mix_partner != "inline":
+            raise ConfigError("partner_params needs a mix_partner='inline' policy; other partners are stored views")
+        params = np.atleast_1d(params)
+        out = params.copy()
+        for name in PARTNER_FIELDS:
+            if name in (params.dtype.names or ()):
+                out[name] = params[f"partner_{name}"]
+        return out
 
     def sample(self, rng: np.random.Generator, k: int, height: int, width: int) -> np.ndarray:
         """Draw the parameters of ``k`` views of one ``height`` x ``width`` image.
@@ -509,30 +549,33 @@ class Policy:
             raise ConfigError(f"image size {height}x{width} must be between 1 and {MAX_SOURCE_SIZE} per side")
         if k < 1:
             raise ConfigError(f"k={k} must be >= 1")
+        if self.mix_partner == "inline":
+            raise ConfigError("mix_partner='inline' records are imported (reinforced-data import-mldr), not sampled; "
+                              "generate with mix_partner='stored'")
         out = np.zeros(k, dtype=self.param_dtype())
         oh, ow = self.output_size
         if self.crop_mode == "padded":
-            out["crop"] = _sample_padded_crop(rng, k, height, width, oh, ow, self.crop_padding)
+            out["crop"] = S.padded_crop(rng, k, height, width, oh, ow, self.crop_padding)
         else:
-            out["crop"] = _sample_resized_crop(rng, k, height, width, self.crop_scale, self.crop_ratio)
+            out["crop"] = S.resized_crop(rng, k, height, width, self.crop_scale, self.crop_ratio)
         out["flip"] = rng.random(k) < self.flip_prob
         if "crop_filter" in out.dtype.names:  # timm's random.choice((BILINEAR, BICUBIC))
             out["crop_filter"] = rng.integers(0, 2, size=k)
         if self.ra_num_ops:
-            _sample_ra(rng, k, self, out)
+            S.randaugment(rng, k, self, out)
         if self.jittering:
-            _sample_jitter(rng, k, self, out)
+            S.jitter(rng, k, self, out)
         if self.extra_ops:
-            _sample_extra(rng, k, self, out)
+            S.extra_ops(rng, k, self, out)
         if self.erase_prob > 0:
             apply = rng.random(k) < self.erase_prob
-            box = _sample_erase_box(rng, k, oh, ow, self.erase_scale, self.erase_ratio)
+            box = S.erase_box(rng, k, oh, ow, self.erase_scale, self.erase_ratio)
             box[~apply] = 0
             out["erase"] = box
             if self.erase_value == "random":
                 out["erase_seed"] = rng.integers(0, 1 << 16, size=k)
         if self.mixing:
-            mode, lam, box = _sample_mix(rng, k, oh, ow, self)
+            mode, lam, box = S.mix(rng, k, oh, ow, self)
             out["mix_mode"] = mode
             out["mix_lam"] = lam
             out["mix_box"] = box
@@ -607,279 +650,6 @@ PRESETS.update({
 PRESETS["timm"] = PRESETS["timm_rand_m9_mstd05_inc1"]
 
 
-# ---------------------------------------------------------------- samplers
-def _sample_resized_crop(rng, k, height, width, scale, ratio, attempts=10) -> np.ndarray:
-    """torchvision's RandomResizedCrop.make_params, ``attempts`` tries per view at once."""
-    area = height * width
-    target = area * rng.uniform(scale[0], scale[1], size=(k, attempts))
-    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(k, attempts)))
-    w = np.round(np.sqrt(target * aspect)).astype(np.int64)
-    h = np.round(np.sqrt(target / aspect)).astype(np.int64)
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = np.argmax(ok, axis=1)
-    found = ok[np.arange(k), first]
-    h = h[np.arange(k), first]
-    w = w[np.arange(k), first]
-    # Central fallback crop (torchvision's), used where no attempt fitted.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = height, int(round(height * max(ratio)))
-    else:
-        fw, fh = width, height
-    h = np.where(found, h, fh)
-    w = np.where(found, w, fw)
-    u = rng.random((k, 2))
-    top = np.where(found, np.floor(u[:, 0] * (height - h + 1)), (height - fh) // 2)
-    left = np.where(found, np.floor(u[:, 1] * (width - w + 1)), (width - fw) // 2)
-    return np.stack([top, left, h, w], axis=1).astype(np.uint16)
-
-
-def _sample_erase_box(rng, k, height, width, scale, ratio, attempts=10) -> np.ndarray:
-    """torchvision's RandomErasing.make_params; a view with no fitting attempt gets no box."""
-    area = height * width
-    target = area * rng.uniform(scale[0], scale[1], size=(k, attempts))
-    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(k, attempts)))
-    h = np.round(np.sqrt(target * aspect)).astype(np.int64)
-    w = np.round(np.sqrt(target / aspect)).astype(np.int64)
-    ok = (h < height) & (w < width) & (h > 0) & (w > 0)
-    first = np.argmax(ok, axis=1)
-    found = ok[np.arange(k), first]
-    h = np.where(found, h[np.arange(k), first], 0)
-    w = np.where(found, w[np.arange(k), first], 0)
-    u = rng.random((k, 2))
-    top = np.floor(u[:, 0] * (height - h + 1))
-    left = np.floor(u[:, 1] * (width - w + 1))
-    box = np.stack([top, left, h, w], axis=1).astype(np.uint16)
-    box[~found] = 0
-    return box
-
-
-def _rand_bbox(rng, k, height, width, lam, even: bool = False) -> np.ndarray:
-    """A CutMix box: size from sqrt(1 - lam), centre uniform, clipped; [k, 4] top, left, h, w.
-
-    timm's ``rand_bbox`` (margin 0) spans ``centre - cut // 2`` to ``centre + (cut + 1) // 2``;
-    ``even=True`` is apple/ml-dr's ``CutMix.rand_bbox``, ``centre ± cut // 2`` (even sides before
-    clipping)."""
-    cut_rat = np.sqrt(1.0 - lam)
-    ch = (height * cut_rat).astype(np.int64)
-    cw = (width * cut_rat).astype(np.int64)
-    cy = rng.integers(0, height, size=k)
-    cx = rng.integers(0, width, size=k)
-    up = 0 if even else 1  # the half above the centre: cut // 2, or timm's (cut + 1) // 2
-    y0 = np.clip(cy - ch // 2, 0, height)
-    y1 = np.clip(cy + (ch + up) // 2, 0, height)
-    x0 = np.clip(cx - cw // 2, 0, width)
-    x1 = np.clip(cx + (cw + up) // 2, 0, width)
-    return np.stack([y0, x0, y1 - y0, x1 - x0], axis=1)
-
-
-def _sample_mix(rng, k, height, width, policy: Policy):
-    """Mixing draws: mode, this view's weight λ (quantised to 1/255), CutMix box.
-
-    "switch": timm's ``Mixup._params_per_elem`` (one of MixUp / CutMix per view).
-    "sequential": apple/ml-dr's MixUp (probability mixup_prob, λ = Beta(α, α) / mixup_lam_div)
-    then CutMix (probability cutmix_prob) on the same partner; mode 3 when both hit.
-    """
-    if policy.mix_mode == "sequential":
-        return _sample_mix_sequential(rng, k, height, width, policy)
-    mixed = rng.random(k) < policy.mix_prob
-    if policy.mixup_alpha > 0 and policy.cutmix_alpha > 0:
-        cut = rng.random(k) < policy.switch_prob
-    else:
-        cut = np.full(k, policy.cutmix_alpha > 0)
-    alpha = np.where(cut, policy.cutmix_alpha, policy.mixup_alpha)
-    lam = rng.beta(np.maximum(alpha, 1e-6), np.maximum(alpha, 1e-6))
-    box = _rand_bbox(rng, k, height, width, lam)
-    # CutMix's λ is the share of the view that stays its own (timm's correct_lam).
-    cut_lam = 1.0 - (box[:, 2] * box[:, 3]) / float(height * width)
-    lam = np.where(cut, cut_lam, lam)
-    mode = np.where(mixed, np.where(cut, MIX_CUTMIX, MIX_MIXUP), MIX_NONE)
-    box[mode != MIX_CUTMIX] = 0
-    lam_q = np.where(mode == MIX_NONE, 255, np.round(lam * 255))
-    return mode.astype(np.uint8), lam_q.astype(np.uint8), box.astype(np.uint16)
-
-
-def _sample_mix_sequential(rng, k, height, width, policy: Policy):
-    a_m, a_c = max(policy.mixup_alpha, 1e-6), max(policy.cutmix_alpha, 1e-6)
-    mixup = (rng.random(k) < policy.mixup_prob) & (policy.mixup_alpha > 0)
-    mix_lam = rng.beta(a_m, a_m, size=k) / policy.mixup_lam_div
-    cutmix = (rng.random(k) < policy.cutmix_prob) & (policy.cutmix_alpha > 0)
-    cut_lam = rng.beta(a_c, a_c, size=k)
-    box = _rand_bbox(rng, k, height, width, cut_lam, even=True)
-    cut_lam = 1.0 - (box[:, 2] * box[:, 3]) / float(height * width)
-    mode = mixup * MIX_MIXUP + cutmix * MIX_CUTMIX  # 3 = MixUp, then CutMix
-    box[~cutmix] = 0
-    lam = np.where(mixup, mix_lam, cut_lam)
-    lam_q = np.where(mode == MIX_NONE, 255, np.round(lam * 255))
-    return mode.astype(np.uint8), lam_q.astype(np.uint8), box.astype(np.uint16)
-
-
-def _sample_padded_crop(rng, k, height, width, oh, ow, padding) -> np.ndarray:
-    """torchvision's RandomCrop(output_size, padding).get_params, in source coordinates (top may be < 0)."""
-    ph, pw = height + 2 * padding, width + 2 * padding
-    if ph < oh or pw < ow:
-        raise ConfigError(f"a {height}x{width} image padded by {padding} is smaller than the {oh}x{ow} output: "
-                          "torchvision's RandomCrop refuses it; raise crop_padding or use crop_mode='resized'")
-    if max(height, width) + padding > MAX_PADDED_SOURCE:
-        raise ConfigError(f"image size {height}x{width} with crop_padding={padding}: padded crops hold "
-                          f"coordinates up to {MAX_PADDED_SOURCE}")
-    top = rng.integers(0, ph - oh + 1, size=k) - padding
-    left = rng.integers(0, pw - ow + 1, size=k) - padding
-    return np.stack([top, left, np.full(k, oh), np.full(k, ow)], axis=1).astype(np.int16)
-
-
-def _sample_ra(rng, k: int, policy: Policy, out: np.ndarray) -> None:
-    """The RandAugment-like stage of ``policy.ra_family``: op ids, magnitudes, interpolations."""
-    n = policy.ra_num_ops
-    fam = policy.ra_family
-    if fam == "torchvision":  # torchvision's RandAugment; the draws of version 1, unchanged
-        ops = rng.integers(0, len(FAM.TORCHVISION_OPS), size=(k, n))
-        negative = rng.random((k, n)) <= 0.5
-        signed = np.isin(ops, [RA_OPS.index(o) for o in SIGNED_OPS])
-        has_mag = ~np.isin(ops, [RA_OPS.index(o) for o in UNPARAMETERISED_OPS])
-        mag = np.where(has_mag, policy.ra_magnitude, 0)
-        mag = np.where(signed & negative, -mag, mag)
-    elif fam == "trivialaugment":  # TrivialAugmentWide: one op, a uniform bin, a random sign
-        names = FAM.TORCHVISION_OPS
-        ops = rng.integers(0, len(names), size=(k, n))
-        bins = rng.integers(0, policy.ra_num_magnitude_bins, size=(k, n))
-        negative = rng.random((k, n)) <= 0.5
-        mag = _signed_bins(names, ops, bins, negative, FAM.TV_SIGNED, FAM.TV_UNPARAMETERISED)
-    elif fam == "autoaugment":  # AutoAugment(IMAGENET): a sub-policy, each op with its probability
-        names = FAM.AUTOAUGMENT_OPS
-        table = FAM.AUTOAUGMENT_IMAGENET
-        op_tab = np.array([[names.index(o) for o, _, _ in sp] for sp in table])
-        p_tab = np.array([[p for _, p, _ in sp] for sp in table])
-        b_tab = np.array([[b or 0 for _, _, b in sp] for sp in table])
-        sub = rng.integers(0, len(table), size=k)
-        applied = rng.random((k, 2)) <= p_tab[sub]
-        negative = rng.random((k, 2)) <= 0.5
-        ops = np.where(applied, op_tab[sub], 0)
-        mag = _signed_bins(names, ops, b_tab[sub], negative, FAM.TV_SIGNED, FAM.TV_UNPARAMETERISED)
-    else:
-        _sample_timm(rng, k, policy, out)
-        ops, mag = out["ra_op"], out["ra_mag"]
-    if policy.ra_prob < 1.0:  # the stage as a whole (the paper's p); off = every slot Identity
-        off = rng.random(k) >= policy.ra_prob
-        ops = np.where(off[:, None], 0, ops)
-        mag = np.where(off[:, None], 0, mag)
-        if "ra_interp" in out.dtype.names:
-            out["ra_interp"][off] = 0
-    out["ra_op"] = ops
-    out["ra_mag"] = mag
-
-
-def _sample_jitter(rng, k: int, policy: Policy, out: np.ndarray) -> None:
-    """torchvision's ColorJitter.get_params / make_params: a random order of the four adjustments
-    (``randperm(4)``), each enabled factor uniform over its range; with ``jitter_prob`` < 1 (timm's
-    ``RandomApply``), a view that is not jittered stores the identity (factors 1, hue 0, order 0..3).
-    Factors are stored in Q16 (uint32), the hue shift in 1/65536 of a turn (int16, +0.5 stored as -0.5:
-    the same shift)."""
-    applied = rng.random(k) < policy.jitter_prob if policy.jitter_prob < 1.0 else np.ones(k, dtype=bool)
-    order = np.argsort(rng.random((k, 4)), axis=1)
-    on = policy.jitter_components
-    factor = np.full((k, 3), 1 << 16, dtype=np.int64)
-    ranges = (policy.jitter_brightness, policy.jitter_contrast, policy.jitter_saturation)
-    for i in range(3):
-        if i in on:
-            lo, hi = ranges[i]
-            factor[:, i] = np.round(rng.uniform(lo, hi, size=k) * (1 << 16))
-    factor[~applied] = 1 << 16
-    packed = (order << np.arange(0, 8, 2)).sum(axis=1)
-    out["jitter_order"] = np.where(applied, packed, JITTER_IDENTITY_ORDER)
-    out["jitter_factor"] = factor
-    if 3 in on:
-        lo, hi = policy.jitter_hue
-        q = np.round(rng.uniform(lo, hi, size=k) * (1 << 16)).astype(np.int64)
-        q = (q + (1 << 15)) % (1 << 16) - (1 << 15)
-        out["jitter_hue"] = np.where(applied, q, 0)
-
-
-def _sample_extra(rng, k: int, policy: Policy, out: np.ndarray) -> None:
-    """torchvision's RandomGrayscale (applied when a uniform draw is below p), GaussianBlur in a RandomApply
-    (sigma uniform over ``blur_sigma``, stored in thousandths of a pixel; 0 = not blurred) and RandomSolarize
-    (applied when a uniform draw is below p), drawn in that order."""
-    if policy.grayscale_prob > 0:
-        out["gray"] = rng.random(k) < policy.grayscale_prob
-    if policy.blur_prob > 0:
-        applied = rng.random(k) < policy.blur_prob
-        lo, hi = policy.blur_sigma
-        sigma = np.round(rng.uniform(lo, hi, size=k) * 1000).astype(np.int64)
-        out["blur_sigma"] = np.where(applied, np.clip(sigma, 1, 65535), 0)
-    if policy.solarize_prob > 0:
-        out["solarize"] = rng.random(k) < policy.solarize_prob
-
-
-def _signed_bins(names, ops, bins, negative, signed_ops, unparameterised) -> np.ndarray:
-    signed = np.isin(ops, [i for i, o in enumerate(names) if o in signed_ops])
-    has_mag = ~np.isin(ops, [i for i, o in enumerate(names) if o in unparameterised])
-    mag = np.where(has_mag, bins, 0)
-    return np.where(signed & negative, -mag, mag)
-
-
-def _sample_timm(rng, k: int, policy: Policy, out: np.ndarray) -> None:
-    """timm's RandAugment / AutoAugment with AugmentOp's draws: apply with the op's probability,
-    magnitude noise (gauss / uniform), clip to [0, magnitude_max or 10], random negation of the
-    signed ops, and the geometric ops' interpolation. Levels are stored in hundredths."""
-    cfg = FAM.parse_config(policy.ra_config)
-    names = policy.ra_ops()
-    n = policy.ra_num_ops
-    if policy.ra_family == "timm":
-        entries = cfg["ops"]
-        m = len(entries)
-        if cfg["weights"] is None:  # np.random.choice(ops, n, replace=True)
-            pick = rng.integers(0, m, size=(k, n))
-        else:  # choice without replacement, weighted: exponential clocks (Plackett-Luce), the first n
-            w = np.asarray(cfg["weights"], dtype=np.float64)
-            with np.errstate(divide="ignore"):
-                clocks = rng.exponential(size=(k, m)) / w
-            pick = np.argsort(clocks, axis=1, kind="stable")[:, :n]
-        op_names = [e[0] for e in entries]
-        op_id = np.array([names.index(o) for o in op_names])[pick]
-        prob = np.array([e[1] for e in entries])[pick]
-        base = np.array([e[2] for e in entries], dtype=np.float64)[pick]
-        present = np.ones((k, n), dtype=bool)
-    else:
-        table = cfg["policy"]
-        sub = rng.integers(0, len(table), size=k)
-        op_tab = np.zeros((len(table), n), dtype=np.int64)
-        p_tab = np.zeros((len(table), n))
-        m_tab = np.zeros((len(table), n))
-        has = np.zeros((len(table), n), dtype=bool)
-        for i, sp in enumerate(table):
-            for j, (o, p, mg) in enumerate(sp):
-                op_tab[i, j], p_tab[i, j], m_tab[i, j], has[i, j] = names.index(o), p, mg, True
-        op_id, prob, base, present = op_tab[sub], p_tab[sub], m_tab[sub], has[sub]
-    applied = present & (rng.random((k, n)) <= prob)
-    if cfg["magnitude_noise"] == "gauss":
-        level = rng.normal(base, cfg["magnitude_std"])
-    elif cfg["magnitude_noise"] == "uniform":
-        level = rng.uniform(0.0, base)
-    else:
-        level = base
-    level = np.clip(level, 0.0, FAM.timm_upper_bound(cfg))
-    negative = rng.random((k, n)) > 0.5
-    name_arr = np.array(names, dtype=object)
-    signed = np.isin(name_arr[op_id], list(FAM.TIMM_SIGNED))
-    unparam = np.isin(name_arr[op_id], list(FAM.TIMM_UNPARAMETERISED))
-    q = np.round(level * FAM.MAG_SCALE).astype(np.int64)
-    q = np.where(signed & negative, -q, q)
-    blur_rand = name_arr[op_id] == "GaussianBlurRand"
-    if blur_rand.any():  # gaussian_blur_rand: radius = random.uniform(0.1, 2.0 * clamp(level / 10, 0, 1))
-        top = 2.0 * np.clip(level / 10.0, 0.0, 1.0)
-        radius = 0.1 + (top - 0.1) * rng.random((k, n))
-        q = np.where(blur_rand, np.round(radius * FAM.BLUR_RAND_SCALE).astype(np.int64), q)
-    q = np.where(unparam | ~applied, 0, q)
-    out["ra_op"] = np.where(applied, op_id, 0)
-    out["ra_mag"] = q
-    if "ra_interp" in out.dtype.names:  # timm's _RANDOM_INTERPOLATION = (BILINEAR, BICUBIC)
-        geometric = np.isin(name_arr[op_id], list(FAM.TIMM_GEOMETRIC)) & applied
-        choice = rng.integers(0, 2, size=(k, n)) + FAM.INTERP_CODES["bilinear"]
-        out["ra_interp"] = np.where(geometric, choice, 0)
-
-
 # How each field is typed: "int", "float", ("int", n) / ("float", n) for n-tuples;
 # erase_value also takes the string "random".
 _FIELD_KINDS: dict[str, Any] = {
@@ -895,6 +665,7 @@ _FIELD_KINDS: dict[str, Any] = {
     "jitter_hue": ("float", 2), "jitter_prob": "float",
     "grayscale_prob": "float", "grayscale_formula": "str", "blur_prob": "float", "blur_kernel_size": "int",
     "blur_sigma": ("float", 2), "solarize_prob": "float", "solarize_threshold": "float",
+    "mix_partner": "str",
 }
 
 

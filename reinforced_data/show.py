@@ -154,10 +154,14 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
         partners = [(int(recs.partner_index[v]), int(recs.partner_view[v])) for v in range(k)]
         cache: dict[int, torch.Tensor] = {index: src}
         pparams = []
-        for j, pv in partners:
+        inline = policy.mix_partner == "inline"  # imported ml-dr files: the partner's parameters are in the record
+        for v, (j, pv) in enumerate(partners):
             if j not in cache:
                 cache[j] = raw[at(j)][0]
-            pparams.append(f.read(j, pv).params)
+            if inline:
+                pparams.append(policy.partner_params(params[v:v + 1])[0] if params["mix_mode"][v] else params[v])
+            else:
+                pparams.append(f.read(j, pv).params)
         kwargs = dict(partners=[cache[j] for j, _ in partners], partner_params=np.stack(pparams))
     out = replay([src] * k, params, policy, out_dtype=torch.uint8, **kwargs)
     true = names[label] if names is not None and 0 <= label < len(names) else f"class {label}"
@@ -180,7 +184,8 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
                     box = params["mix_box"][v]
                     cut = float(box[2]) * float(box[3]) / float(policy.output_size[0] * policy.output_size[1])
                     share = cut + share * (1.0 - cut)
-                prow.append(Panel(pv_views[v], [f"image {j} view {pv}", f"{kind} {share:.2f}", ""]))
+                where = f"image {j} (inline)" if policy.mix_partner == "inline" else f"image {j} view {pv}"
+                prow.append(Panel(pv_views[v], [where, f"{kind} {share:.2f}", ""]))
             else:
                 prow.append(Panel(None, ["(not mixed)", "", ""]))
         rows.append(prow)

@@ -16,7 +16,8 @@ import _util
 from reinforced_data import _args as A
 from reinforced_data import _reference as R
 from reinforced_data.errors import ConfigError
-from reinforced_data.policy import JITTER_IDENTITY_ORDER, Policy
+from reinforced_data._samplers import JITTER_IDENTITY_ORDER
+from reinforced_data.policy import Policy
 from reinforced_data._replay import replay
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"

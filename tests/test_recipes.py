@@ -11,7 +11,7 @@ import pytest
 
 from reinforced_data import _args as A
 from reinforced_data import _families as FAM
-from reinforced_data.policy import PRESETS, V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, Policy
+from reinforced_data.policy import PRESETS, V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS, Policy
 
 torch = pytest.importorskip("torch")
 T1 = pytest.importorskip("torchvision.transforms")
@@ -28,7 +28,9 @@ def test_version1_policies_serialise_as_before():
     for name in ("rrc", "rrc_ra_re", "rrc_ra_re_mix", "torchvision", "rrc_ra_re_noise", "paper_imagenet"):
         d = Policy.preset(name).to_dict()
         assert set(d) == V1_FIELDS, name
-    assert set(V2_DEFAULTS) | set(V3_DEFAULTS) | set(V4_DEFAULTS) | V1_FIELDS == {f for f in Policy.__dataclass_fields__}
+    assert (set(V2_DEFAULTS) | set(V3_DEFAULTS) | set(V4_DEFAULTS) | set(V4_PARTNER_DEFAULTS) | V1_FIELDS
+            == {f for f in Policy.__dataclass_fields__})
+    assert Policy(**V4_PARTNER_DEFAULTS) == Policy()  # version 4's inline partners: partners are stored views
     assert Policy(**V2_DEFAULTS) == Policy()  # the defaults of the new fields are version 1's behaviour
     assert Policy(**V3_DEFAULTS) == Policy() and not Policy().jittering  # version 3's: no colour jitter
     assert Policy(**V4_DEFAULTS) == Policy() and not Policy().extra_ops  # version 4's: no grayscale/blur/solarize

@@ -341,7 +341,7 @@ def test_ra_prob_rate():
 
 # ------------------------------------------------------------------ mixing
 def test_cutmix_box_is_timms_rand_bbox_with_the_same_draws():
-    from reinforced_data.policy import _rand_bbox
+    from reinforced_data._samplers import rand_bbox
 
     class NumpyGlobalDraws:  # our sampler's calls, answered by the RandomState timm's code uses
         def __init__(self, rs):
@@ -355,7 +355,7 @@ def test_cutmix_box_is_timms_rand_bbox_with_the_same_draws():
         for i, lam in enumerate(lams):
             np.random.seed(i)
             (yl, yh, xl, xh), corrected = timm_mixup.cutmix_bbox_and_lam((3, h, w), float(lam))
-            top, left, bh, bw = _rand_bbox(NumpyGlobalDraws(np.random.RandomState(i)), 1, h, w, lams[i:i + 1])[0]
+            top, left, bh, bw = rand_bbox(NumpyGlobalDraws(np.random.RandomState(i)), 1, h, w, lams[i:i + 1])[0]
             assert (top, top + bh, left, left + bw) == (yl, yh, xl, xh), (h, w, lam)
             assert 1.0 - bh * bw / (h * w) == pytest.approx(corrected)
 
@@ -364,7 +364,7 @@ def test_the_ml_dr_presets_cutmix_box_is_ml_drs():
     """apple/ml-dr's CutMix.rand_bbox: cut = int(side * sqrt(1 - lam)), centre uniform (row, then
     column), box centre ± cut // 2 clipped to the image, so an unclipped box has even sides; the
     sequential (ml-dr) policies draw it, the switch (timm) ones keep timm's."""
-    from reinforced_data.policy import _rand_bbox
+    from reinforced_data._samplers import rand_bbox
 
     class Draws:
         def __init__(self, rs):
@@ -383,7 +383,7 @@ def test_the_ml_dr_presets_cutmix_box_is_ml_drs():
     for h, w in [(224, 224), (17, 31), (1, 1), (32, 32)]:
         lams = np.random.default_rng(h).beta(1.0, 1.0, size=500)
         for i in range(len(lams)):
-            ours = _rand_bbox(Draws(np.random.RandomState(i)), 1, h, w, lams[i:i + 1], even=True)[0]
+            ours = rand_bbox(Draws(np.random.RandomState(i)), 1, h, w, lams[i:i + 1], even=True)[0]
             assert tuple(int(v) for v in ours) == tuple(int(v) for v in ml_dr_box(np.random.RandomState(i), h, w,
                                                                                       lams[i])), (h, w, i)
     s = Policy.preset("paper_imagenet_mix").sample(np.random.default_rng(3), 4000, 300, 400)

@@ -435,17 +435,19 @@ def test_truncated_file(tmp_path):
             r.read_image(i)
 
 
-@pytest.mark.parametrize("where", [(b"OHDR", 0), (b"FRHP", 0), (b"BTLF", 0), (b"BTHD", 1), (b"FHIB", 0)])
+@pytest.mark.parametrize("where", [(b"OHDR", 0), (b"OHDR", 1), (b"OHDR", 3), (b"OCHK", 0), (b"OCHK", 2)])
 def test_damaged_metadata_is_a_clear_error(tmp_path, where):
-    """64 zeroed bytes inside the file's metadata (the root group's object header, the heap of its
-    attributes, their name index, their creation-order index, the heap's indirect block): a
-    CorruptFileError, for reading and for resuming, never 'not a reinforcement file' or a traceback."""
+    """64 zeroed bytes inside the file's metadata (the root group's object header, which holds every
+    attribute, and the datasets' headers and their continuation chunks): a CorruptFileError, for
+    reading and for resuming, never 'not a reinforcement file' or a traceback."""
     p = str(tmp_path / "r.h5")
     h = make_header()
     write_file(p, h, indices=range(6), finish=False)
     data = open(p, "rb").read()
     signature, nth = where
     starts = [m.start() for m in re.finditer(re.escape(signature), data)]
+    # the attributes are compact (in the root group's header): no heap of their own, none global
+    assert not re.search(b"FRHP|FHIB|FHDB|GCOL", data)
     with open(p, "r+b") as f:
         f.seek(starts[nth] + 6)  # past the signature and version: inside the checked structure
         f.write(bytes(64))

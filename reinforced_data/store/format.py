@@ -43,7 +43,8 @@ FORMAT_NAME = "reinforced_data.reinforcement"
 #: hold it: 1 when its policy uses only the fields version 1 knew (so older readers still read
 #: it), 2 when it uses only those version 2 knew, 3 when it uses only those version 3 knew (colour
 #: jitter), 4 when it uses a later one (grayscale, blur, solarize; or timm's 3-Augment ops in its
-#: ra_config); older readers then refuse it as newer, not as a bad policy.
+#: ra_config; or inline mixing partners, files imported from apple/ml-dr); older readers then refuse
+#: it as newer, not as a bad policy.
 FORMAT_VERSION = 4
 #: The policy fields a version-1 reader knows.
 V1_POLICY_FIELDS = frozenset((
@@ -185,6 +186,8 @@ class Header:
     library_version: str = ""
     created: str = ""
     extra: dict = field(default_factory=dict)  # e.g. merged_from
+    #: where an imported file came from (attribute ``source``, format version 4; None for generated files)
+    source: dict | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_images", "num_views", "topk", "num_classes"):
@@ -218,10 +221,14 @@ class Header:
             "fingerprint": self.fingerprint.to_dict(), "seed": self.seed,
             "mix_block_size": self.mix_block_size, "prob_encoding": self.prob_encoding,
             "records_per_chunk": self.records_per_chunk,
+            # an imported file's source, wherever it lies now (its paths may move between runs)
+            **({"source": {k: v for k, v in self.source.items() if k != "paths"}} if self.source else {}),
         }
 
     def mismatches(self, other: "Header") -> list[str]:
         a, b = self.settings(), other.settings()
+        a.setdefault("source", None)
+        b.setdefault("source", None)
         if "images_sha256" not in a["fingerprint"] or "images_sha256" not in b["fingerprint"]:
             # a file written before the image hash matches on the rest of its fingerprint
             a["fingerprint"].pop("images_sha256", None)
@@ -262,6 +269,7 @@ class Header:
                                 sort_keys=True),
             "library_version": self.library_version,
             "created": self.created,
+            **({"source": json.dumps(self.source, sort_keys=True)} if self.source else {}),
         }
 
     @classmethod
@@ -277,6 +285,7 @@ class Header:
                 prob_encoding=_attr_str(attrs["prob_encoding"]), records_per_chunk=int(attrs["records_per_chunk"]),
                 shard_rank=int(shard.pop("rank")), shard_world_size=int(shard.pop("world_size")),
                 library_version=_attr_str(attrs["library_version"]), created=_attr_str(attrs["created"]), extra=shard,
+                source=json.loads(_attr_str(attrs["source"])) if "source" in attrs else None,
             )
             stored = _dtype_from_json(json.loads(_attr_str(attrs["record_dtype"])))
             lr = float(attrs["prob_log_range"])

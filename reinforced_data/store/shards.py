@@ -9,12 +9,11 @@ import os
 import re
 from collections.abc import Iterable
 
-import h5py
 import numpy as np
 
 from ..errors import ConfigError, OutputExistsError, ReinforcementFileError, SettingsMismatchError
 from .reader import ReinforcementFile
-from .writer import _copy_layout, copy_rows, seal_header
+from .writer import _copy_layout, copy_rows, new_h5_file, seal_header
 
 __all__ = ["shard_path", "find_shards", "merge"]
 
@@ -105,7 +104,7 @@ def merge(output: str | os.PathLike, shards: Iterable[str | os.PathLike] | None 
         attrs["complete"] = np.uint8(0)
         gens = [f.generation for f in files]
         attrs["generation"] = json.dumps({"merged_from_shards": gens}, sort_keys=True)
-        with h5py.File(tmp, "w", libver="latest") as dst:
+        with new_h5_file(tmp) as dst:
             _copy_layout(src0, dst, attrs)
             dst["labels"][:] = src0["labels"][:]
             seal_header(dst)  # the shard attribute changed: seal the merged header anew

@@ -151,7 +151,7 @@ class ReinforcementWriter:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         c = header.codec()
-        with h5py.File(os.path.basename(tmp), "w", libver="latest", driver="core", backing_store=False) as f:
+        with new_h5_file(os.path.basename(tmp), in_memory=True) as f:
             for k, v in header.to_attrs().items():
                 set_attr(f.attrs, k, v)
             f.attrs["complete"] = np.uint8(0)
@@ -265,7 +265,7 @@ class ReinforcementWriter:
             stats = None
             with contextlib.suppress(OSError, RuntimeError, ValueError, KeyError):
                 stats = src.attrs.get("generation")
-            with h5py.File(tmp, "w", libver="latest") as dst:
+            with new_h5_file(tmp) as dst:
                 _copy_layout(src, dst, attrs)
                 if stats is not None:
                     set_attr(dst.attrs, "generation", stats)
@@ -366,6 +366,26 @@ def _open_swmr_writer(path: str) -> h5py.File:
         return h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl))
     except OSError as e:
         _raise_open_error(path, e, writing=True)
+
+
+#: attributes the root group keeps in its object header (compact storage) before it moves them
+#: to a heap of their own; a file has about 20
+MAX_COMPACT_ATTRS = 64
+
+
+def new_h5_file(name: str, in_memory: bool = False) -> h5py.File:
+    """A new, empty HDF5 file (latest format) that keeps its attributes in the root group's object
+    header, where damage fails its checksum: HDF5 keeps more than 8 attributes in a fractal heap
+    by default, and one flipped bit in that heap's indirect block makes reading them loop forever.
+    ``in_memory``: built in memory (the core driver, nothing written; ``get_file_image()``)."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    if in_memory:
+        fapl.set_fapl_core(block_size=64 * 1024, backing_store=False)
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_attr_phase_change(MAX_COMPACT_ATTRS, 0)
+    return h5py.File(h5py.h5f.create(os.fsencode(name), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
 
 
 def set_attr(attrs: h5py.AttributeManager, name: str, value: Any) -> None:
