@@ -12,7 +12,7 @@ benchmarks/fidelity.py, measures the same tables on many more photos for docs/re
 Every bound below is the larger of what this file's crops of both sets measured and the worst case of
 the same figure (over all photo sets, or the worst set) in benchmarks/results/fidelity.md and
 fidelity_jitter.md (torch 2.14, torchvision 0.29, timm 1.0.31, Pillow 13; bounds tuned on the tuning
-photos alone failed 25 of these tests on both sets), plus a stated margin: shares of differing values x 1.25 (rounded up), largest
+photos alone would fail 25 of these tests on both sets, by the measured figures), plus a stated margin: shares of differing values x 1.25 (rounded up), largest
 differences exact where they are 0 or 1 (a change there is a change of semantics), +25 % for
 the larger ones. Where we differ because the library is the inexact one, that is asserted
 directly (AutoContrast's maximum, torchvision's bilinear border), and so is the cause where the
