@@ -335,7 +335,8 @@ class ReinforcementWriter:
         if generation is not None and not (self.was_complete and not self._wrote):  # keep the first run's
             set_generation(self._f.attrs, generation)
             self._f.flush()
-        self._f.attrs.modify("complete", np.uint8(1))
+        if not int(self._f.attrs.get("complete", 0)):  # a finished file resumed is left byte for byte as it was
+            self._f.attrs.modify("complete", np.uint8(1))
         self._f.flush()
         self.close()
 
@@ -385,6 +386,7 @@ def new_h5_file(name: str, in_memory: bool = False) -> h5py.File:
         fapl.set_fapl_core(block_size=64 * 1024, backing_store=False)
     fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
     fcpl.set_attr_phase_change(MAX_COMPACT_ATTRS, 0)
+    fcpl.set_obj_track_times(False)  # no clock in the root group's header: rewriting a flag changes no other byte
     return h5py.File(h5py.h5f.create(os.fsencode(name), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
 
 
