@@ -85,6 +85,16 @@ class _IntermixedParser(argparse.ArgumentParser):
             self._inside = False
 
 
+def _add_writing_args(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """The options of a command that writes a reinforcement file: probability encoding, resume or
+    overwrite, progress bar."""
+    p.add_argument("--prob-encoding", choices=("log_uint8", "float16"), default="log_uint8",
+                   help="how probabilities are stored (default log_uint8, see docs/format.md)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help=resume_help)
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -115,13 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=_non_negative, help="decode processes (default: 0 on CPU, min(8, cores-1) on "
                    "GPU)")
     r.add_argument("--block-size", type=int, default=64, help="images per mixing block (default 64)")
-    r.add_argument("--prob-encoding", choices=("log_uint8", "float16"), default="log_uint8",
-                   help="how probabilities are stored (default log_uint8, see docs/format.md)")
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue an existing output file")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_writing_args(r, "continue an existing output file")
     r.add_argument("--merge", action="store_true", help="with several ranks: rank 0 merges the shards at the end")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--backend", choices=("auto", "compiled", "reference"), default="auto", help="replay backend")
 
     m = sub.add_parser("merge", help="join the shards written by several ranks into one file")
@@ -147,12 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "in the order ml-dr indexed it); its labels and fingerprint go into the file")
     x.add_argument("-o", "--output", required=True, help="the .h5 file to write")
     x.add_argument("--workers", type=_non_negative, default=0, help="worker processes reading the source (default 0)")
-    x.add_argument("--prob-encoding", choices=("log_uint8", "float16"), default="log_uint8",
-                   help="how probabilities are stored (default log_uint8, see docs/format.md)")
-    xg = x.add_mutually_exclusive_group()
-    xg.add_argument("--resume", action="store_true", help="continue an interrupted import")
-    xg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    x.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_writing_args(x, "continue an interrupted import")
 
     from .demo import add_demo_parser
     from .show import add_show_parser
