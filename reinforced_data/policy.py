@@ -112,55 +112,36 @@ class Policy:
     ``fill`` is the uint8 value geometric RandAugment ops put outside the image.
     """
 
+    # The fields read in the order the stages run: crop -> flip -> RandAugment-like ops -> colour
+    # jitter -> grayscale / blur / solarize -> erase -> normalise -> mix. The format version that
+    # added each field is noted: a file is written with the oldest version that holds its policy
+    # (fields of later versions at their defaults are left out of to_dict()).
     output_size: tuple[int, int] = (224, 224)
-    # RandomResizedCrop
+    # Crop: "resized" (RandomResizedCrop with crop_scale / crop_ratio; filter "bilinear" / "bicubic" /
+    # "random" = timm's per-view choice, stored) or "padded" (torchvision RandomCrop(output_size,
+    # padding=crop_padding, fill=pad_fill)). crop_mode, interpolation, crop_padding, pad_fill: version 2.
+    crop_mode: str = "resized"
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
-    flip_prob: float = 0.5
-    # RandAugment (torchvision semantics); num_ops == 0 disables it
-    ra_num_ops: int = 0
-    ra_magnitude: int = 9
-    ra_num_magnitude_bins: int = 31
-    fill: tuple[int, int, int] = (0, 0, 0)
-    # RandomErasing; erase_prob == 0 disables it
-    erase_prob: float = 0.0
-    erase_scale: tuple[float, float] = (0.02, 0.33)
-    erase_ratio: tuple[float, float] = (0.3, 3.3)
-    erase_value: tuple[int, int, int] | str = (0, 0, 0)
-    # Normalisation applied after everything else
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    # MixUp / CutMix (timm's Mixup semantics): mix_prob is the chance that a view is
-    # mixed at all, switch_prob the chance of CutMix when both are enabled.
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0
-    switch_prob: float = 0.5
-    # --- added in format version 2 (defaults keep version-1 behaviour) ---
-    # Crop: "resized" (RandomResizedCrop, filter "bilinear" / "bicubic" / "random" = timm's
-    # per-view choice, stored) or "padded" (torchvision RandomCrop(output_size,
-    # padding=crop_padding, fill=pad_fill)).
-    crop_mode: str = "resized"
     interpolation: str = "bilinear"
     crop_padding: int = 0
     pad_fill: tuple[int, int, int] = (0, 0, 0)
-    # RandAugment family (see reinforced_data._families); ra_interpolation is the geometric
-    # ops' filter of the torchvision families; ra_config the resolved timm configuration
-    # (JSON text; to_dict gives it as a mapping); ra_prob the chance the stage runs at all.
+    # Horizontal flip
+    flip_prob: float = 0.5
+    # RandAugment-like ops; ra_num_ops == 0 disables them. ra_family (see reinforced_data._families),
+    # ra_interpolation (the geometric ops' filter of the torchvision families), ra_prob (the chance the
+    # stage runs at all) and ra_config (the resolved timm configuration, JSON text; to_dict gives it as a
+    # mapping): version 2. fill: what geometric ops put outside the image.
     ra_family: str = "torchvision"
+    ra_num_ops: int = 0
+    ra_magnitude: int = 9
+    ra_num_magnitude_bins: int = 31
     ra_interpolation: str = "nearest"
     ra_prob: float = 1.0
     ra_config: str = ""
-    # Mixing: "switch" (timm's Mixup: one of MixUp / CutMix per view, with mix_prob and
-    # switch_prob) or "sequential" (apple/ml-dr: MixUp with mixup_prob and lambda =
-    # Beta(a, a) / mixup_lam_div, then CutMix with cutmix_prob, on the same partner).
-    mix_mode: str = "switch"
-    mixup_prob: float = 1.0
-    cutmix_prob: float = 1.0
-    mixup_lam_div: float = 1.0
-    # --- added in format version 3 (defaults: no colour jitter) ---
-    # ColorJitter (torchvision's semantics; timm's color_jitter builds one): factor ranges (lo, hi) for
-    # brightness, contrast and saturation ((1, 1) = off), hue shift range in [-0.5, 0.5] ((0, 0) = off),
+    fill: tuple[int, int, int] = (0, 0, 0)
+    # ColorJitter (version 3; torchvision's semantics; timm's color_jitter builds one): factor ranges (lo, hi)
+    # for brightness, contrast and saturation ((1, 1) = off), hue shift range in [-0.5, 0.5] ((0, 0) = off),
     # the four applied in a random order per view, after the RandAugment-like stage; jitter_prob is the
     # chance a view is jittered at all (timm's color_jitter_prob, a RandomApply's p).
     jitter_brightness: tuple[float, float] = (1.0, 1.0)
@@ -168,11 +149,11 @@ class Policy:
     jitter_saturation: tuple[float, float] = (1.0, 1.0)
     jitter_hue: tuple[float, float] = (0.0, 0.0)
     jitter_prob: float = 1.0
-    # --- added in format version 4 (defaults: off) ---
-    # After the colour jitter, in this order (timm's and torchvision's SSL recipes' order): RandomGrayscale
-    # (grayscale_prob; grayscale_formula "torchvision" on tensors or "pil", PIL's convert("L"), which timm's
-    # PIL pipeline uses), GaussianBlur in a RandomApply (blur_prob; torchvision's kernel_size and sigma range,
-    # sigma drawn per view), RandomSolarize (solarize_prob, solarize_threshold: x >= threshold is inverted).
+    # Version 4, after the colour jitter, in this order (timm's and torchvision's SSL recipes' order):
+    # RandomGrayscale (grayscale_prob; grayscale_formula "torchvision" on tensors or "pil", PIL's
+    # convert("L"), which timm's PIL pipeline uses), GaussianBlur in a RandomApply (blur_prob; torchvision's
+    # kernel_size and sigma range, sigma drawn per view), RandomSolarize (solarize_prob,
+    # solarize_threshold: x >= threshold is inverted).
     grayscale_prob: float = 0.0
     grayscale_formula: str = "torchvision"
     blur_prob: float = 0.0
@@ -180,10 +161,29 @@ class Policy:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.0
     solarize_threshold: float = 128.0
-    # --- also added in format version 4 (default: partners are stored views) ---
-    # Where a mixed view's partner parameters live: "stored" (another stored view of the partner image) or
-    # "inline" (in the record: partner_crop, partner_flip, partner_ra_op/_mag, partner_erase; files imported
-    # from apple/ml-dr, see docs/mldr.md). Inline records are written by import-mldr, never sampled.
+    # RandomErasing; erase_prob == 0 disables it
+    erase_prob: float = 0.0
+    erase_scale: tuple[float, float] = (0.02, 0.33)
+    erase_ratio: tuple[float, float] = (0.3, 3.3)
+    erase_value: tuple[int, int, int] | str = (0, 0, 0)
+    # Normalisation of float output
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # Mixing. mix_mode (version 2): "switch" (timm's Mixup: mix_prob is the chance that a view is mixed at
+    # all, switch_prob the chance of CutMix when both are enabled) or "sequential" (apple/ml-dr: MixUp with
+    # mixup_prob and lambda = Beta(a, a) / mixup_lam_div, then CutMix with cutmix_prob, on the same
+    # partner). mix_partner (version 4): where a mixed view's partner parameters live, "stored" (another
+    # stored view of the partner image) or "inline" (in the record: partner_crop, partner_flip,
+    # partner_ra_op/_mag, partner_erase; files imported from apple/ml-dr, see docs/mldr.md; written by
+    # import-mldr, never sampled).
+    mix_mode: str = "switch"
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+    mixup_prob: float = 1.0
+    cutmix_prob: float = 1.0
+    mixup_lam_div: float = 1.0
     mix_partner: str = "stored"
 
     def __post_init__(self) -> None:
