@@ -47,11 +47,12 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         if len(problems) < max_problems:
             problems.append(msg)
 
-    hint = None
+    hint = mismatch = None
 
     def report(images: int, records: int, opened: bool = True) -> dict:
         secs = time.perf_counter() - t0
         return {"ok": count == 0, "opened": opened, "problems": problems, "problem_count": count,
+                "dataset_mismatch": mismatch,
                 "images_checked": images, "records_checked": records, "seconds": secs,
                 "us_per_record": 1e6 * secs / records if records else None}
 
@@ -75,15 +76,22 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         if f.complete and missing.size and h.shard_world_size == 1:  # a shard holds only its own images
             problem(f"its complete flag is set but {missing.size} of {h.num_images} images are not written "
                     f"(first: image {int(missing[0])})")
-        raw = mapped = None
-        if data is not None and not isinstance(data, Fingerprint):
+        raw = mapped = identities = mismatch = None
+        try:
+            identities = f.identities()  # checked against the sealed fingerprint
+        except ReinforcementFileError as e:
+            problem(str(e))
+        if data is not None and not isinstance(data, Fingerprint) and identities is None and f.has_identities:
+            problem("its images cannot be matched to the dataset: the file's identities are damaged")
+        elif data is not None and not isinstance(data, Fingerprint):
             from ._datasets import RawImages, match_rows, matched_fingerprint
 
             try:
-                mapped = match_rows(data, f.identities(), f.labels, f.path)  # None: by position
+                mapped = match_rows(data, identities, f.labels, f.path)  # None: by position
                 f.check_dataset(matched_fingerprint(data, mapped), images=True)
-            except DatasetMismatchError as e:
-                problem(str(e))
+            except DatasetMismatchError as e:  # another dataset: not damage (the verdict says WRONG DATASET)
+                mismatch = str(e)
+                problem(mismatch)
             else:
                 raw = RawImages(data if mapped is None else mapped.base, strip=True)  # the pixels training replays on
                 sizes_seen: dict[int, tuple[int, int]] = {}
@@ -115,6 +123,10 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
             except CorruptFileError as e:
                 problem(str(e))
                 continue
+            if out.indices.shape[-1] > 1:
+                ranked = np.sort(out.indices, axis=-1)
+                if (ranked[:, 1:] == ranked[:, :-1]).any():
+                    problem(f"image {i}: a view's top-k names a class twice (its target would not be a distribution)")
             if h.prob_encoding == "float16":
                 p = out.probs
                 if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
@@ -254,16 +266,18 @@ def verdict(info: dict) -> str:
         problems.append(f"{info['stats_invalid_param_images']} sampled images hold parameters replay refuses "
                         f"({info['stats_first_invalid_params']})")
     v = info.get("verify")
-    if v is not None and not v["ok"]:
-        problems.append(f"{v['problem_count']} problem(s) found by --verify")
+    damage = 0 if v is None else v["problem_count"] - (1 if v.get("dataset_mismatch") else 0)
+    if damage:
+        problems.append(f"{damage} problem(s) found by --verify")
     if problems:
         then = "regenerate it" if v is not None else f"run {verify_cmd} to list every problem"
         return f"verdict:          DAMAGED: {'; '.join(problems)}; {then}"
-    if info.get("dataset_matches") is False:
+    if info.get("dataset_matches") is False or (v is not None and v.get("dataset_mismatch")):
         return "verdict:          WRONG DATASET: the file was made for another dataset (see above)"
     if not info["complete"]:
+        command = "import-mldr" if info.get("source") else "reinforce"  # an imported file, or a generated one
         head = (f"verdict:          INCOMPLETE: {info['images_written']} of {info['num_images']} images written; "
-                "continue it with `reinforced-data reinforce ... --resume`")
+                f"continue it with `reinforced-data {command} ... --resume`")
         return head + ("" if v is not None else f"; {verify_cmd} checks every record written")
     if v is not None:
         return f"verdict:          OK: every record of its {v['images_checked']} images checked"

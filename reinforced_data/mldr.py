@@ -21,6 +21,7 @@ refuses ml-dr's files, which are pickle protocol 4.)
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import io
 import itertools
 import json
@@ -390,7 +391,7 @@ class _Converter:
         try:
             v = np.asarray(values, dtype=np.float64).reshape(K, self.k)
             i = np.asarray(ids, dtype=np.int64).reshape(K, self.k)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, OverflowError) as e:
             raise MldrSourceError(f"{path}: its probabilities are not numbers ({e})") from None
         bad = ~np.isfinite(v) | (v < 0) | (v > 1)
         if bad.any():
@@ -401,6 +402,11 @@ class _Converter:
             j = int(np.flatnonzero(bad.any(axis=1))[0])
             raise MldrSourceError(f"{path}: sample {j} cannot be imported (a class id is {int(i[bad][0])}, outside "
                                   f"[0, {self.num_classes}))")
+        same = np.sort(i, axis=1)
+        same = same[:, 1:] == same[:, :-1]
+        if same.any():  # a top-k never names a class twice; its probabilities would not be a distribution
+            j = int(np.flatnonzero(same.any(axis=1))[0])
+            raise MldrSourceError(f"{path}: sample {j} cannot be imported (its top-{self.k} names a class twice)")
         order = np.argsort(-v, axis=1, kind="stable")
         return params, np.take_along_axis(i, order, 1), np.take_along_axis(v, order, 1), partner
 
@@ -663,7 +669,11 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
                 tasks = ((policy.to_json(), srcs, num_classes, c) for c in chunks)
             with contextlib.ExitStack() as stack:
                 if num_workers > 0:
-                    pool = stack.enter_context(ProcessPoolExecutor(num_workers))
+                    # spawned, not forked: a forked worker holds the writer's lock and the pool's pipes open,
+                    # so after the importer is killed it would never see the end of its pipe and would keep
+                    # the lock (blocking --resume); a spawned one inherits neither and exits when its pipe closes
+                    pool = stack.enter_context(ProcessPoolExecutor(num_workers,
+                                                                   mp_context=multiprocessing.get_context("spawn")))
                     results = _bounded_map(pool, _convert_chunk, tasks, 2 * num_workers)
                 else:
                     results = map(_convert_chunk, tasks)

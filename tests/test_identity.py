@@ -484,3 +484,27 @@ def test_recovering_a_killed_writers_file_keeps_its_identities(tmp_path, caplog)
     w.close()
     with ReinforcementFile(path, accept_incomplete=True) as f:
         assert f.identities() == files
+
+
+def test_damaged_identities_are_damage_and_another_folder_is_the_wrong_dataset(folder, reinforced, tmp_path, capsys):
+    """--verify reads the identities (a damaged chunk there is DAMAGED, and training refuses the file with a
+    CorruptFileError, not h5py's error); --verify --data with another folder is WRONG DATASET, not damage."""
+    from reinforced_data.cli import main as cli_main
+
+    path = str(tmp_path / "damaged.h5")
+    shutil.copy(reinforced, path)
+    with h5py.File(path, "r") as f:
+        at = f[IDENTITIES].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(at.byte_offset + at.size // 2)
+        fh.write(bytes(8))
+    with pytest.raises(CorruptFileError, match="is damaged"):
+        ReinforcedDataset(ImageFolder(folder), path)
+    capsys.readouterr()
+    assert cli_main(["inspect", "--verify", "--no-progress", path]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("verdict:          DAMAGED")
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    os.remove(next(str(p) for p in sorted(other.rglob("*.png"))))
+    assert cli_main(["inspect", "--verify", "--no-progress", "--data", str(other), reinforced]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("verdict:          WRONG DATASET")

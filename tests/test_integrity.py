@@ -418,3 +418,16 @@ def test_verify_json_and_progress_bar(tmp_path, capsys):
     assert "verify" in out.err  # the tqdm bar, on stderr
     assert cli_main(["inspect", "--verify", "--no-progress", p]) == 1
     assert "verify" not in capsys.readouterr().err
+
+
+def test_verify_catches_a_top_k_naming_a_class_twice(tmp_path, capsys):
+    """A view whose top-k repeats a class (an imported source can hold one) would give a target that is not a
+    distribution, stopping KDLoss in the middle of an epoch: --verify names it."""
+    p = str(tmp_path / "dup.h5")
+    h = make_header("rrc", n=NV, k=KV, topk=3, c=CV)
+    params, idx, val, _, _ = make_rows(h, range(NV))
+    idx[2, 1, 1] = idx[2, 1, 0]  # image 2, view 1: its second class is its first again
+    w = S.ReinforcementWriter.open(p, h, np.arange(NV) % CV)
+    w.write(list(range(NV)), params, idx, val)
+    w.finish()
+    _expect_problem(capsys, p, "image 2: a view's top-k names a class twice")

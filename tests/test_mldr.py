@@ -236,6 +236,17 @@ def test_bad_sources_are_one_line_naming_the_file(world, tmp_path):
     with pytest.raises(MldrSourceError, match="unknown transform") as e:
         import_mldr(str(src), out, world["data"], progress=False)
     _one_line_naming(e, src / "config.pth.tar")
+    shutil.rmtree(src)
+    # a top-k naming a class twice (its target would not be a distribution), a class id beyond any integer
+    for ids, needle in (([1, 1], "names a class twice"), ([10**30, 0], "not numbers")):
+        src = _copy(world, tmp_path)
+        idx, samples = torch.load(src / "3.pth.tar", weights_only=False)
+        samples[0]["prob"] = (samples[0]["prob"][0][:2], ids)
+        torch.save((idx, samples), src / "3.pth.tar", pickle_protocol=4)
+        with pytest.raises(MldrSourceError, match=needle) as e:
+            import_mldr(str(src), out, world["data"], progress=False)
+        _one_line_naming(e, src / "3.pth.tar")
+        shutil.rmtree(src)
     assert not os.path.exists(out)
 
 

@@ -622,7 +622,7 @@ class ReinforcementFile:
             return None
         try:
             blob = _read_small(f, IDENTITIES)
-        except (OSError, RuntimeError, ValueError) as e:
+        except (KeyError, OSError, RuntimeError, ValueError) as e:  # KeyError: its header is damaged
             _raise_damaged(self.path, e, f)
         return decode_identities(blob, self.fingerprint, self.path)
 
