@@ -21,15 +21,17 @@ refuses ml-dr's files, which are pickle protocol 4.)
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import io
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import re
 import tarfile
+import threading
+import time
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -669,11 +671,12 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
                 tasks = ((policy.to_json(), srcs, num_classes, c) for c in chunks)
             with contextlib.ExitStack() as stack:
                 if num_workers > 0:
-                    # spawned, not forked: a forked worker holds the writer's lock and the pool's pipes open,
-                    # so after the importer is killed it would never see the end of its pipe and would keep
-                    # the lock (blocking --resume); a spawned one inherits neither and exits when its pipe closes
-                    pool = stack.enter_context(ProcessPoolExecutor(num_workers,
-                                                                   mp_context=multiprocessing.get_context("spawn")))
+                    # spawned, not forked: a forked worker would hold the writer's lock open (blocking --resume
+                    # once the importer is killed); and each worker ends itself when the importer is gone, as
+                    # it would otherwise wait on the pool's queue for ever
+                    pool = stack.enter_context(ProcessPoolExecutor(
+                        num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_end_with_parent,
+                        initargs=(os.getpid(),)))
                     results = _bounded_map(pool, _convert_chunk, tasks, 2 * num_workers)
                 else:
                     results = map(_convert_chunk, tasks)
@@ -735,6 +738,17 @@ def _tar_tasks(policy_json: str, src: MldrSource, num_classes: int, written: np.
             indices, blobs = [], []
     if indices:
         yield policy_json, [src], num_classes, indices, blobs
+
+
+def _end_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Initializer of an import worker: a daemon thread ends the worker once its importer (``parent``) is gone
+    (killed, say); rows already written are safe and ``--resume`` continues."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="reinforced_data-import-parent-watch", daemon=True).start()
 
 
 def _bounded_map(pool: ProcessPoolExecutor, fn: Any, tasks: Any, depth: int):

@@ -494,3 +494,36 @@ def test_inline_partners_refuse_the_other_version_4_ops():
     solarize (whose per-view fields a partner would not have) cannot take inline partners."""
     with pytest.raises(ConfigError, match="grayscale, blur"):
         Policy.preset("paper_imagenet_mix", mix_partner="inline", grayscale_prob=0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_an_import_worker_ends_when_the_importer_is_killed(tmp_path):
+    """import-mldr's pool workers (spawned, with _end_with_parent) exit once the importer is gone: a killed
+    importer's workers used to wait on the pool's queue for ever (holding the writer's lock, when forked)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import multiprocessing, os, time\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "from reinforced_data.mldr import _end_with_parent\n"
+            "pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'), "
+            "initializer=_end_with_parent, initargs=(os.getpid(),))\n"
+            "print(pool.submit(os.getpid).result(), flush=True)\n"
+            "time.sleep(120)\n")
+    importer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    worker = int(importer.stdout.readline())
+    os.kill(importer.pid, signal.SIGKILL)
+    importer.wait()
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
+        with open(f"/proc/{worker}/stat") as f:  # a zombie has ended (its new parent reaps it)
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.2)
+    alive = os.path.exists(f"/proc/{worker}") and open(f"/proc/{worker}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "the pool worker outlived its importer"
