@@ -21,13 +21,17 @@ MAX_PADDED_SOURCE = 32767  # padded crops are stored as int16
 JITTER_IDENTITY_ORDER = 0b11100100  # the permutation (0, 1, 2, 3), two bits per position
 
 
+def _box_attempts(rng, k, height, width, scale, ratio, attempts) -> tuple[np.ndarray, np.ndarray]:
+    """``attempts`` boxes per view as torchvision draws them (an area share, then a log-uniform aspect
+    ratio): the rounded sqrt(area * aspect) and sqrt(area / aspect) of each."""
+    target = height * width * rng.uniform(scale[0], scale[1], size=(k, attempts))
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(k, attempts)))
+    return np.round(np.sqrt(target * aspect)).astype(np.int64), np.round(np.sqrt(target / aspect)).astype(np.int64)
+
+
 def resized_crop(rng, k, height, width, scale, ratio, attempts=10) -> np.ndarray:
     """torchvision's RandomResizedCrop.make_params, ``attempts`` tries per view at once."""
-    area = height * width
-    target = area * rng.uniform(scale[0], scale[1], size=(k, attempts))
-    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(k, attempts)))
-    w = np.round(np.sqrt(target * aspect)).astype(np.int64)
-    h = np.round(np.sqrt(target / aspect)).astype(np.int64)
+    w, h = _box_attempts(rng, k, height, width, scale, ratio, attempts)
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     first = np.argmax(ok, axis=1)
     found = ok[np.arange(k), first]
@@ -51,11 +55,7 @@ def resized_crop(rng, k, height, width, scale, ratio, attempts=10) -> np.ndarray
 
 def erase_box(rng, k, height, width, scale, ratio, attempts=10) -> np.ndarray:
     """torchvision's RandomErasing.make_params; a view with no fitting attempt gets no box."""
-    area = height * width
-    target = area * rng.uniform(scale[0], scale[1], size=(k, attempts))
-    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(k, attempts)))
-    h = np.round(np.sqrt(target * aspect)).astype(np.int64)
-    w = np.round(np.sqrt(target / aspect)).astype(np.int64)
+    h, w = _box_attempts(rng, k, height, width, scale, ratio, attempts)
     ok = (h < height) & (w < width) & (h > 0) & (w > 0)
     first = np.argmax(ok, axis=1)
     found = ok[np.arange(k), first]
