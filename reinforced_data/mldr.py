@@ -576,6 +576,12 @@ def import_mldr(sources: Sequence[str | os.PathLike] | str | os.PathLike, output
         raise ConfigError("name at least one ml-dr source folder")
     if num_workers < 0:
         raise ConfigError(f"num_workers={num_workers} must be >= 0")
+    seen: dict[str, str] = {}
+    for s in sources:  # the same views twice would pass for twice as many
+        real = os.path.realpath(s)
+        if real in seen:
+            raise MldrSourceError(f"{s} is named twice (as {seen[real]} too): each source is imported once")
+        seen[real] = os.fspath(s)
     srcs = [MldrSource.open(s) for s in sources]
     first = srcs[0]
     aug0 = _clean(first.config["reinforce"]["image_augmentation"])

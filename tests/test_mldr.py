@@ -237,6 +237,10 @@ def test_bad_sources_are_one_line_naming_the_file(world, tmp_path):
         import_mldr(str(src), out, world["data"], progress=False)
     _one_line_naming(e, src / "config.pth.tar")
     shutil.rmtree(src)
+    # the same source named twice (its views would pass for twice as many)
+    with pytest.raises(MldrSourceError, match="named twice") as e:
+        import_mldr([world["srcs"]["ra_re"], world["srcs"]["ra_re"] + "/"], out, world["data"], progress=False)
+    _one_line_naming(e, world["srcs"]["ra_re"])
     # a top-k naming a class twice (its target would not be a distribution), a class id beyond any integer
     for ids, needle in (([1, 1], "names a class twice"), ([10**30, 0], "not numbers")):
         src = _copy(world, tmp_path)

@@ -643,7 +643,8 @@ class ReinforcementFile:
         if diffs:
             hint = ""
             if "the file lists differ" in diffs and not self.has_identities:  # another order, say
-                hint = ("; this file stores no identities (written before them), so items are matched by "
+                hint = ("; this file stores no identities (it was written before files held them, or they were "
+                        "removed), so items are matched by "
                         "position: list the dataset in the order it was reinforced from (a folder: torchvision's "
                         "ImageFolder order), or regenerate the file")
             raise DatasetMismatchError(f"{self.path} was made for another dataset: {'; '.join(diffs)}{hint}")
