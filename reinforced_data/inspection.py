@@ -33,8 +33,6 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
     each), "problem_count", "images_checked", "records_checked", "seconds",
     "us_per_record"}``.
     """
-    from ._args import encode, encode_mix
-
     t0 = time.perf_counter()
     problems: list[str] = []
     count = 0
@@ -76,14 +74,16 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
         if f.complete and missing.size and h.shard_world_size == 1:  # a shard holds only its own images
             problem(f"its complete flag is set but {missing.size} of {h.num_images} images are not written "
                     f"(first: image {int(missing[0])})")
-        raw = mapped = identities = mismatch = None
+        raw = mapped = identities = None
         try:
             identities = f.identities()  # checked against the sealed fingerprint
         except ReinforcementFileError as e:
             problem(str(e))
-        if data is not None and not isinstance(data, Fingerprint) and identities is None and f.has_identities:
+        if data is None or isinstance(data, Fingerprint):
+            pass
+        elif identities is None and f.has_identities:
             problem("its images cannot be matched to the dataset: the file's identities are damaged")
-        elif data is not None and not isinstance(data, Fingerprint):
+        else:
             from ._datasets import RawImages, match_rows, matched_fingerprint
 
             try:
@@ -134,20 +134,11 @@ def verify_file(path: str | os.PathLike, data: Any = None, progress: bool = Fals
                 elif p.shape[-1] > 1 and (np.diff(p, axis=-1) > 0).any():
                     problem(f"image {i}: its top-k probabilities are not sorted")
             try:
-                sizes = None
-                if raw is not None:
-                    sizes = [size_of(i)] * K
-                encode(out.params, h.policy, sizes)
-                if h.policy.mixing:
-                    encode_mix(out.params, h.policy)
-                if h.policy.mix_partner == "inline":  # a mixed view's partner parameters, in its own record
-                    m = np.flatnonzero(out.params["mix_mode"] != 0)
-                    if m.size:
-                        psizes = None if raw is None else [size_of(int(out.partner_index[j])) for j in m]
-                        try:
-                            encode(h.policy.partner_params(out.params[m]), h.policy, psizes)
-                        except ConfigError as e:
-                            raise ConfigError(f"its inline partner parameters: {e}") from None
+                if raw is None:
+                    _check_as_replay(h.policy, out.params)
+                else:
+                    _check_as_replay(h.policy, out.params, [size_of(i)] * K,
+                                     lambda m: [size_of(int(out.partner_index[j])) for j in m])
             except (ConfigError, ValueError, OSError) as e:
                 problem(f"image {i}: {' '.join(str(e).split())}")
             records += K
@@ -223,17 +214,31 @@ def inspect_file(path: str | os.PathLike, data: Any = None, max_images: int = 20
     return out
 
 
+def _check_as_replay(policy: Any, params: np.ndarray, sizes: list | None = None, partner_sizes: Any = None) -> None:
+    """Encode records as replay encodes them (a ConfigError where replay would refuse them): their rows,
+    their mixing, and an imported mixed view's inline partner parameters. ``sizes``: the source sizes of
+    the views; ``partner_sizes(m)``: those of the partners of views ``m`` (without them, boxes are checked
+    against the output only)."""
+    from ._args import encode, encode_mix
+
+    encode(params, policy, sizes)
+    if policy.mixing:
+        encode_mix(params, policy)
+    if policy.mix_partner == "inline":  # a mixed view's partner parameters, in its own record
+        m = np.flatnonzero(params["mix_mode"] != 0)
+        if m.size:
+            try:
+                encode(policy.partner_params(params[m]), policy, None if partner_sizes is None else partner_sizes(m))
+            except ConfigError as e:
+                raise ConfigError(f"its inline partner parameters: {e}") from None
+
+
 def _check_params(policy: Any, params: list[np.ndarray], images: list[int]) -> tuple[int, str | None]:
     """(how many of ``images`` hold parameters replay would refuse, the first one's problem), checking
     the records of a few hundred images at a time and, where a group fails, each of its images."""
-    from ._args import encode, encode_mix
 
     def check(p: np.ndarray) -> None:
-        encode(p, policy)
-        if policy.mixing:
-            encode_mix(p, policy)
-        if policy.mix_partner == "inline" and (p["mix_mode"] != 0).any():
-            encode(policy.partner_params(p[p["mix_mode"] != 0]), policy)
+        _check_as_replay(policy, p)
 
     bad, first = 0, None
     step = 256
