@@ -46,6 +46,9 @@ TORCH_LIBRARY(reinforced_data, m) {
   m.def("augment(Tensor[] images, Tensor args, int out_h, int out_w) -> Tensor");
   // a, b: uint8 [B, 3, H, W]; args: int32 [B, NUM_MIX_ARGS] (CPU or a's device). Returns the mixed views.
   m.def("mix(Tensor a, Tensor b, Tensor args) -> Tensor");
+  // orig: uint8 [B, 3, H, W] crops; chains: uint8 [B, K, 3, H, W] (K <= MAX_AUGMIX_CHAINS); args: int32
+  // [B, NUM_AUGMIX_ARGS] (CPU or orig's device). Returns the AugMix blend, uint8 [B, 3, H, W].
+  m.def("augmix(Tensor orig, Tensor chains, Tensor args) -> Tensor");
   // x: uint8 [B, C, H, W]; lut: floating [C, 256]. Returns lut[c, x] in lut's dtype.
   m.def("normalize(Tensor x, Tensor lut, bool channels_last) -> Tensor");
 }

@@ -26,6 +26,14 @@ static_assert(OPS + MAX_OPS * OP_STRIDE <= RESIZE_FILTER, "op slots overlap the 
 constexpr int MIX_MODE = 0, MIX_LAM = 1, MIX_BOX = 2;
 constexpr int NUM_MIX_ARGS = 6;
 
+// augmix(): one row of NUM_AUGMIX_ARGS int32 per view (format version 5)
+constexpr int AM_MODE = 0, AM_CHAINS = 1, AM_ORIG = 2, AM_WEIGHTS = 3;  // AM_WEIGHTS: MAX_AUGMIX_CHAINS values
+constexpr int MAX_AUGMIX_CHAINS = 8;
+constexpr int NUM_AUGMIX_ARGS = 12;
+constexpr int AUGMIX_BITS = 15;  // weights are Q15
+enum AugMixMode : int { AUGMIX_TIMM = 1, AUGMIX_TORCHVISION = 2, AUGMIX_BLENDED = 3 };
+static_assert(AM_WEIGHTS + MAX_AUGMIX_CHAINS <= NUM_AUGMIX_ARGS, "augmix weights overflow the row");
+
 // GaussianBlur's six parameters hold BLUR_TAPS 16-bit taps (centre first), two per int32
 constexpr int BLUR_TAPS = 12;
 constexpr int BLUR_BITS = 14;

@@ -151,6 +151,44 @@ inline void check_mix(const at::Tensor& a, const at::Tensor& b, const at::Tensor
   }
 }
 
+inline void check_augmix(const at::Tensor& orig, const at::Tensor& chains, const at::Tensor& args_cpu) {
+  using namespace args;
+  TORCH_CHECK(orig.scalar_type() == at::kByte && chains.scalar_type() == at::kByte,
+              "augmix: orig and chains must be uint8, got ", orig.scalar_type(), " and ", chains.scalar_type());
+  TORCH_CHECK(orig.dim() == 4 && chains.dim() == 5 && chains.size(0) == orig.size(0) &&
+                  chains.size(2) == orig.size(1) && chains.size(3) == orig.size(2) && chains.size(4) == orig.size(3),
+              "augmix: orig must be [B, C, H, W] and chains [B, K, C, H, W], got ", orig.sizes(), " and ",
+              chains.sizes());
+  TORCH_CHECK(chains.size(1) >= 1 && chains.size(1) <= MAX_AUGMIX_CHAINS, "augmix: chains must hold 1 to ",
+              MAX_AUGMIX_CHAINS, " chains, got ", chains.size(1));
+  TORCH_CHECK(orig.device() == chains.device(), "augmix: orig is on ", orig.device(), ", chains on ", chains.device());
+  TORCH_CHECK(args_cpu.scalar_type() == at::kInt && args_cpu.dim() == 2 && args_cpu.size(0) == orig.size(0) &&
+                  args_cpu.size(1) == NUM_AUGMIX_ARGS,
+              "augmix: args must be int32 of shape [", orig.size(0), ", ", NUM_AUGMIX_ARGS, "], got ",
+              args_cpu.scalar_type(), " ", args_cpu.sizes());
+  const auto rows = args_cpu.contiguous();
+  const int32_t* p = rows.data_ptr<int32_t>();
+  const int64_t one = 1 << AUGMIX_BITS, K = chains.size(1);
+  for (int64_t i = 0; i < orig.size(0); ++i) {
+    const int32_t* r = p + i * NUM_AUGMIX_ARGS;
+    const int mode = r[AM_MODE];
+    TORCH_CHECK(mode >= 1 && mode <= 3, "augmix: args[", i,
+                "] mode must be 1 (timm), 2 (torchvision) or 3 (timm blended), got ", mode);
+    TORCH_CHECK(r[AM_CHAINS] == K, "augmix: args[", i, "] holds ", r[AM_CHAINS], " chains, the chains tensor ", K);
+    bool ok = r[AM_ORIG] >= 0 && r[AM_ORIG] <= one;
+    int64_t total = 0;
+    for (int k = 0; k < MAX_AUGMIX_CHAINS; ++k) {
+      const int32_t w = r[AM_WEIGHTS + k];
+      ok = ok && (k < K ? (w >= 0 && w <= one) : w == 0);
+      if (k < K) total += w;
+    }
+    TORCH_CHECK(ok, "augmix: args[", i, "] weights must lie in [0, ", one, "] (0 beyond the chains)");
+    TORCH_CHECK((mode == 1 && total == one) || (mode == 2 && total + r[AM_ORIG] == one) || (mode == 3 && r[AM_ORIG] == 0),
+                "augmix: args[", i, "] weights do not sum as mode ", mode, " needs (chains ", total, ", original ",
+                r[AM_ORIG], ", one ", one, ")");
+  }
+}
+
 inline void check_normalize(const at::Tensor& x, const at::Tensor& lut) {
   TORCH_CHECK(x.scalar_type() == at::kByte && x.dim() == 4, "normalize: x must be uint8 [B, C, H, W], got ",
               x.scalar_type(), " ", x.sizes());

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "replay_args.h"
+
 #if defined(__CUDACC__)
 #define RD_HD __host__ __device__ __forceinline__
 #else
@@ -245,6 +247,25 @@ RD_HD uint8_t erase_noise(uint32_t seed, uint32_t key) {
 // MixUp of bytes a and b with lambda q / 255 (q in [0, 255]): round(a*q/255 + b*(255-q)/255), halves up.
 // In uint32: a*q + b*(255 - q) + 127 <= 255 * 255 + 127.
 RD_HD uint8_t mixup(uint32_t a, uint32_t b, uint32_t q) { return (uint8_t)((a * q + b * (255 - q) + 127) / 255); }
+
+// AugMix blend of one byte: x the crop's, a[k * stride] chain k's; r an augmix row (replay_args.h), weights Q15
+// (B = 2^15). Mode 1 (timm): m = (sum w_k a_k) >> 15, then (o x + (B - o) m) >> 15. Mode 2 (torchvision):
+// (o x + sum w_k a_k) >> 15. Mode 3 (timm blended): y = x, then y = ((B - w_k) y + w_k a_k) >> 15 per chain.
+// Weights are checked to sum as the mode needs (check_augmix), so every sum is < 2^24 and the result <= 255.
+RD_HD uint8_t augmix_px(uint32_t x, const uint8_t* a, int64_t stride, const int32_t* r) {
+  const int mode = r[args::AM_MODE], n = r[args::AM_CHAINS];
+  const uint32_t one = 1u << args::AUGMIX_BITS, o = (uint32_t)r[args::AM_ORIG];
+  const int32_t* w = r + args::AM_WEIGHTS;
+  if (mode == args::AUGMIX_BLENDED) {
+    uint32_t y = x;
+    for (int k = 0; k < n; ++k) y = ((one - (uint32_t)w[k]) * y + (uint32_t)w[k] * a[k * stride]) >> args::AUGMIX_BITS;
+    return (uint8_t)y;
+  }
+  uint32_t s = 0;
+  for (int k = 0; k < n; ++k) s += (uint32_t)w[k] * a[k * stride];
+  if (mode == args::AUGMIX_TIMM) return (uint8_t)((o * x + (one - o) * (s >> args::AUGMIX_BITS)) >> args::AUGMIX_BITS);
+  return (uint8_t)((o * x + s) >> args::AUGMIX_BITS);
+}
 
 }  // namespace math
 }  // namespace reinforced_data

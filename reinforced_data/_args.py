@@ -45,6 +45,14 @@ assert OPS + MAX_RA_OPS * OP_STRIDE <= RESIZE_FILTER
 MIX_MODE, MIX_LAM, MIX_BOX = 0, 1, 2  # box: top, left, height, width
 NUM_MIX_ARGS = 6
 
+# --- augmix() row layout (int32; format version 5) -----------------------------------
+AM_MODE, AM_CHAINS, AM_ORIG, AM_WEIGHTS = 0, 1, 2, 3  # AM_WEIGHTS: MAX_AUGMIX_CHAINS values
+MAX_AUGMIX_CHAINS = FAM.MAX_AUGMIX_CHAINS
+NUM_AUGMIX_ARGS = 12
+AUGMIX_BITS = FAM.AUGMIX_BITS
+AUGMIX_TIMM, AUGMIX_TORCHVISION, AUGMIX_BLENDED = 1, 2, 3  # AM_MODE values
+assert AM_WEIGHTS + MAX_AUGMIX_CHAINS <= NUM_AUGMIX_ARGS
+
 Q16 = 1 << 16
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 FACTOR_OPS = ("Brightness", "Color", "Contrast", "Sharpness")
@@ -118,6 +126,8 @@ def op_params(op: str, signed_bin: int, num_bins: int, height: int, width: int,
     elif op == "Posterize":
         bits = int(mag)
         params[0] = (0xFF << (8 - bits)) & 0xFF
+    elif op == "Solarize" and family == "augmix":  # AugMix's table holds the threshold itself (0..255)
+        params[0] = int(math.ceil(mag))
     elif op == "Solarize":
         # x >= 255 * m (compared in float32 by torchvision) <=> x >= ceil of that value
         params[0] = int(math.ceil(float(np.float32(255.0) * np.float32(mag))))
@@ -496,6 +506,128 @@ def _encode_extra(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int) 
         else:  # x >= threshold (torchvision compares the float threshold) <=> x >= ceil(threshold)
             rows[:, base] = np.where(value == 1, FAM.KERNEL_ID["Solarize"], 0)
             rows[:, base + 1] = np.where(value == 1, int(math.ceil(policy.solarize_threshold)), 0)
+
+
+def encode_augmix(params: np.ndarray, policy: Policy) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check AugMix records (format version 5) and turn them into kernel rows: the chains' ``augment`` rows
+    ([B * width, NUM_ARGS] int32, view by view, chain by chain: the identity crop of the view's crop, the
+    chain's ops) and the ``augmix`` mixing rows ([B, NUM_AUGMIX_ARGS] int32). The specification; there is no
+    per-record fast path (an AugMix view costs far more to replay than its rows to encode)."""
+    params = np.atleast_1d(params)
+    if not policy.augmix:
+        raise ConfigError("encode_augmix needs an AugMix policy (augmix='torchvision' or 'timm')")
+    names = params.dtype.names or ()
+    need = ["am_op", "am_mag", "am_weight"] + (["am_interp"] if policy.augmix_random_interpolation else [])
+    for field in need:
+        if field not in names:
+            raise ConfigError(f"params have no '{field}' field, but the policy is AugMix ({policy.augmix})")
+    b = params.shape[0]
+    w, d = policy.augmix_width, policy.augmix_slots
+    oh, ow = policy.output_size
+    ops = _ints(params, "am_op", b, w * d)
+    mags = _ints(params, "am_mag", b, w * d)
+    op_names = policy.augmix_ops
+    count = len(op_names) - 1
+    if policy.augmix == "torchvision" and not policy.augmix_all_ops:
+        count = FAM.AUGMIX_BASIC_OPS
+    _refuse_first((ops < 0) | (ops > count), "am_op", ops, f"op ids must lie in [0, {count}] (0: an unused slot)")
+    slot_ops = ops.reshape(b, w, d)
+    # a chain's ops come first, then Identity: a chain of depth 0, or an op after an Identity, was not drawn
+    first_none = np.argmax(np.concatenate([slot_ops == 0, np.ones((b, w, 1), dtype=bool)], axis=2), axis=2)
+    bad = (first_none == 0)[:, :, None] | ((slot_ops != 0) & (np.arange(d)[None, None, :] > first_none[:, :, None]))
+    if policy.augmix_depth > 0:
+        bad |= (first_none < policy.augmix_depth)[:, :, None]
+    _refuse_first(bad, "am_op", ops, f"each chain holds {policy.augmix_depth if policy.augmix_depth > 0 else '1 to 3'} "
+                  "ops, then Identity (0) in its unused slots")
+    rows = np.zeros((b, w, NUM_ARGS), dtype=np.int64)
+    rows[:, :, CROP_H] = oh
+    rows[:, :, CROP_W] = ow
+    rows[:, :, FILL:FILL + 3] = policy.fill
+    rows[:, :, NUM_OPS] = d
+    if policy.augmix == "torchvision":
+        kernel_id = np.array([FAM.KERNEL_ID[o] for o in op_names], dtype=np.int64)
+        nb = FAM.AUGMIX_BINS
+        sev = policy.augmix_severity - 1
+        low_of, high_of = _mag_bounds(op_names)
+        _refuse_magnitudes(ops, mags, op_names, low_of[ops] * sev, np.where(high_of[ops] > 0, sev, 0), "AugMix's {op}",
+                           " (a bin of severity " + str(policy.augmix_severity) + ")")
+        table = _op_table(nb, oh, ow, "augmix")
+        interp_code = FAM.INTERP_CODES[policy.augmix_interpolation]
+        params6 = table[ops, mags + nb - 1]  # [b, w*d, 6]
+        interp = np.where(_KERNEL_GEOMETRIC[kernel_id[ops]], interp_code, 0)
+        slot_kid = kernel_id[ops]
+    else:
+        cfg = FAM.parse_config(policy.augmix_config)
+        cap = int(round(FAM.timm_upper_bound(cfg) * FAM.MAG_SCALE))
+        signed = np.array([o in FAM.TIMM_SIGNED for o in op_names])[ops]
+        unparam = np.array([o in FAM.TIMM_UNPARAMETERISED for o in op_names])[ops]
+        _refuse_magnitudes(ops, mags, op_names, np.where(signed, -cap, 0), np.where(unparam, 0, cap), "timm's {op}",
+                           " (hundredths of a level)")
+        geometric = np.array([o in FAM.TIMM_GEOMETRIC for o in op_names])[ops]
+        if "am_interp" in names:
+            interp = _ints(params, "am_interp", b, w * d)
+            ok = np.where(geometric, (interp == 1) | (interp == 2), interp == 0)
+            _refuse_first(~ok, "am_interp", interp, "geometric ops take 1 (bilinear) or 2 (bicubic), the others 0")
+        else:
+            interp = np.where(geometric, FAM.INTERP_CODES[cfg["interpolation"]], 0)
+        params6 = np.zeros((b, w * d, 6), dtype=np.int64)
+        slot_kid = np.zeros((b, w * d), dtype=np.int64)
+        for (o, m) in set(zip(ops.reshape(-1).tolist(), mags.reshape(-1).tolist())):
+            if o:
+                sel = (ops == o) & (mags == m)
+                values = timm_op_row(policy.augmix_config, op_names[o], m, oh, ow)
+                slot_kid[sel] = values[0]
+                params6[sel] = values[1:]
+    slot_kid = slot_kid.reshape(b, w, d)
+    params6 = params6.reshape(b, w, d, 6)
+    interp = interp.reshape(b, w, d)
+    for s in range(d):
+        base = OPS + s * OP_STRIDE
+        rows[:, :, base] = slot_kid[:, :, s]
+        rows[:, :, base + 1:base + OP_INTERP] = params6[:, :, s]
+        rows[:, :, base + OP_INTERP] = interp[:, :, s]
+    return torch.from_numpy(rows.reshape(b * w, NUM_ARGS).astype(np.int32)), _augmix_mix_rows(params, policy, b, w)
+
+
+def _augmix_mix_rows(params: np.ndarray, policy: Policy, b: int, w: int) -> torch.Tensor:
+    one = 1 << AUGMIX_BITS
+    weight = _ints(params, "am_weight", b, w + 1)
+    _refuse_first((weight < 0) | (weight > one), "am_weight", weight, f"weights (Q15) must lie in [0, {one}]")
+    chains, orig = weight[:, :w], weight[:, w]
+    rows = np.zeros((b, NUM_AUGMIX_ARGS), dtype=np.int64)
+    rows[:, AM_CHAINS] = w
+    if policy.augmix == "torchvision":
+        _refuse_first(weight.sum(axis=1) != one, "am_weight", weight,
+                      f"the chains' weights and the crop's must sum to {one}")
+        rows[:, AM_MODE] = AUGMIX_TORCHVISION
+        rows[:, AM_ORIG] = orig
+        rows[:, AM_WEIGHTS:AM_WEIGHTS + w] = chains
+    else:
+        _refuse_first(chains.sum(axis=1) != one, "am_weight", weight, f"the chains' weights must sum to {one}")
+        if policy.augmix_blended:
+            rows[:, AM_MODE] = AUGMIX_BLENDED
+            rows[:, AM_WEIGHTS:AM_WEIGHTS + w] = blended_weights(chains, orig)
+        else:
+            rows[:, AM_MODE] = AUGMIX_TIMM
+            rows[:, AM_ORIG] = orig
+            rows[:, AM_WEIGHTS:AM_WEIGHTS + w] = chains
+    return torch.from_numpy(rows.astype(np.int32))
+
+
+def blended_weights(chains: np.ndarray, orig: np.ndarray) -> np.ndarray:
+    """timm's ``_calc_blended_weights`` on the stored Q15 weights, in float64, rounded to Q15: the factors of
+    the blends one chain after another (``x = blend(x, chain, a)``) that give chain k the weight
+    ``w_k * m`` overall (m = 1 - the crop's weight); 0 where nothing is left to blend."""
+    one = float(1 << AUGMIX_BITS)
+    ws = chains.astype(np.float64) / one * ((one - orig.astype(np.float64)) / one)[:, None]
+    out = np.zeros_like(ws)
+    cump = np.ones(ws.shape[0])
+    for k in range(ws.shape[1] - 1, -1, -1):
+        alpha = np.where(cump > 0, ws[:, k] / np.where(cump > 0, cump, 1.0), 0.0)
+        alpha = np.clip(alpha, 0.0, 1.0)
+        cump = cump * (1.0 - alpha)
+        out[:, k] = alpha
+    return np.round(out * one).astype(np.int64)
 
 
 def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:

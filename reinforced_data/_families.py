@@ -82,6 +82,25 @@ AUTOAUGMENT_IMAGENET: tuple[tuple[tuple[str, float, int | None], ...], ...] = (
 )
 AUTOAUGMENT_BINS = 10  # torchvision's AutoAugment reads its tables with 10 bins
 
+# ------------------------------------------------------------------ AugMix (format version 5)
+#: torchvision's AugMix ops (its ``_augmentation_space`` keys, in order; ``all_ops=False`` draws only the
+#: first :data:`AUGMIX_BASIC_OPS`), after Identity (a chain slot beyond the chain's depth).
+AUGMIX_TV_OPS: tuple[str, ...] = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Posterize",
+                                  "Solarize", "AutoContrast", "Equalize", "Brightness", "Color", "Contrast",
+                                  "Sharpness")
+AUGMIX_BASIC_OPS = 9
+AUGMIX_BINS = 10  # torchvision's AugMix._PARAMETER_MAX: its tables have 10 bins, a severity s draws bins 0..s-1
+#: timm's _AUGMIX_TRANSFORMS (auto_augment.augmix_ops), each applied with probability 1.
+TIMM_AUGMIX_OPS: tuple[str, ...] = (
+    "AutoContrast", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing",
+    "Equalize", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing", "ShearX", "ShearY", "TranslateXRel",
+    "TranslateYRel",
+)
+MAX_AUGMIX_CHAINS = 8  # chains per view the mixing kernel takes
+AUGMIX_BITS = 15  # stored AugMix weights are Q15 (uint16): 1.0 = 2^15
+AUGMIX_ONE = 1 << AUGMIX_BITS
+AUGMIX_FAMILIES = ("torchvision", "timm")
+
 # ------------------------------------------------------------------ timm
 _LEVEL_DENOM = 10.0  # timm's auto_augment._LEVEL_DENOM
 #: timm op names this package replays (timm.data.auto_augment.NAME_TO_OP's keys; the last three, of
@@ -108,97 +127,113 @@ MAG_SCALE = 100  # timm magnitudes are stored in hundredths of a level (int16)
 
 def canonical_config(config: Any, family: str) -> str:
     """Check a resolved timm configuration (dict or JSON text) and return its canonical JSON."""
+    what = "augmix_config" if family == "timm_augmix" else "ra_config"
     if isinstance(config, str):
         try:
             config = json.loads(config) if config else {}
         except ValueError as e:
-            raise ConfigError(f"ra_config is not valid JSON: {e}") from None
+            raise ConfigError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"ra_config={config!r} must be a mapping (the resolved timm configuration)")
+        raise ConfigError(f"{what}={config!r} must be a mapping (the resolved timm configuration)")
     cfg = dict(config)
     known = {"ops", "num_layers", "weights", "policy", "magnitude_std", "magnitude_noise", "magnitude_max",
              "translate_const", "translate_pct", "interpolation", "source"}
     unknown = sorted(set(cfg) - known)
     if unknown:
-        raise ConfigError(f"ra_config has unknown key(s) {unknown}; known keys: {sorted(known)}")
+        raise ConfigError(f"{what} has unknown key(s) {unknown}; known keys: {sorted(known)}")
 
     def op_entry(e: Any, where: str) -> list:
         if not (isinstance(e, (list, tuple)) and len(e) == 3):
-            raise ConfigError(f"ra_config {where} must be [name, probability, magnitude], got {e!r}")
+            raise ConfigError(f"{what} {where} must be [name, probability, magnitude], got {e!r}")
         name, prob, mag = e
         if name not in TIMM_OPS:
-            raise ConfigError(f"ra_config {where}: timm op {name!r} cannot be replayed; supported ops: {sorted(TIMM_OPS)}")
-        prob, mag = _number(prob, f"ra_config {where} probability"), _number(mag, f"ra_config {where} magnitude")
+            raise ConfigError(f"{what} {where}: timm op {name!r} cannot be replayed; supported ops: {sorted(TIMM_OPS)}")
+        prob, mag = _number(prob, f"{what} {where} probability"), _number(mag, f"{what} {where} magnitude")
         if not 0.0 <= prob <= 1.0:
-            raise ConfigError(f"ra_config {where}: probability {prob} must lie in [0, 1]")
+            raise ConfigError(f"{what} {where}: probability {prob} must lie in [0, 1]")
         if mag < 0:
-            raise ConfigError(f"ra_config {where}: magnitude {mag} must be >= 0")
+            raise ConfigError(f"{what} {where}: magnitude {mag} must be >= 0")
         return [name, prob, mag]
 
     out: dict[str, Any] = {}
-    if family == "timm":
+    if family == "timm_augmix":  # timm's AugMix ops: the list only (width, depth, alpha are Policy fields)
         ops = cfg.get("ops")
         if not isinstance(ops, (list, tuple)) or not ops:
-            raise ConfigError("ra_config['ops'] must be a non-empty list of [name, probability, magnitude]")
+            raise ConfigError("augmix_config['ops'] must be a non-empty list of [name, probability, magnitude]")
         out["ops"] = [op_entry(e, f"ops[{i}]") for i, e in enumerate(ops)]
         names = [e[0] for e in out["ops"]]
         if len(set(names)) != len(names):
-            raise ConfigError(f"ra_config['ops'] names an op twice: {names}")
+            raise ConfigError(f"augmix_config['ops'] names an op twice: {names}")
+        if any(e[1] != 1.0 for e in out["ops"]):
+            raise ConfigError("augmix_config['ops']: timm's AugMix applies every drawn op (probability 1.0)")
+        if set(names) & {"GaussianBlur", "GaussianBlurRand", "Desaturate"}:
+            raise ConfigError(f"augmix_config['ops'] {names}: the 3-Augment ops cannot be AugMix chain ops")
+        unknown = sorted(set(cfg) - known - {"ops"}) or sorted({"num_layers", "weights", "policy"} & set(cfg))
+        if unknown:
+            raise ConfigError(f"augmix_config has key(s) {unknown} that AugMix does not take")
+    elif family == "timm":
+        ops = cfg.get("ops")
+        if not isinstance(ops, (list, tuple)) or not ops:
+            raise ConfigError(f"{what}['ops'] must be a non-empty list of [name, probability, magnitude]")
+        out["ops"] = [op_entry(e, f"ops[{i}]") for i, e in enumerate(ops)]
+        names = [e[0] for e in out["ops"]]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{what}['ops'] names an op twice: {names}")
         n = cfg.get("num_layers", 2)
         if not (isinstance(n, int) and not isinstance(n, bool)) or n < 0:
-            raise ConfigError(f"ra_config['num_layers']={n!r} must be a non-negative integer")
+            raise ConfigError(f"{what}['num_layers']={n!r} must be a non-negative integer")
         out["num_layers"] = n
         w = cfg.get("weights")
         if w is not None:
             if not isinstance(w, (list, tuple)) or len(w) != len(names):
-                raise ConfigError(f"ra_config['weights'] must hold one weight per op ({len(names)})")
-            w = [_number(v, "ra_config['weights']") for v in w]
+                raise ConfigError(f"{what}['weights'] must hold one weight per op ({len(names)})")
+            w = [_number(v, f"{what}['weights']") for v in w]
             if min(w) < 0 or sum(w) <= 0:
-                raise ConfigError(f"ra_config['weights']={w} must be >= 0 with a positive sum")
+                raise ConfigError(f"{what}['weights']={w} must be >= 0 with a positive sum")
             total = sum(w)
             w = [v / total for v in w]
             if n > sum(v > 0 for v in w):
-                raise ConfigError(f"ra_config: num_layers={n} ops without replacement but only "
+                raise ConfigError(f"{what}: num_layers={n} ops without replacement but only "
                                   f"{sum(v > 0 for v in w)} ops have a positive weight")
         out["weights"] = w
     elif family == "timm_autoaugment":
         pol = cfg.get("policy")
         if not isinstance(pol, (list, tuple)) or not pol:
-            raise ConfigError("ra_config['policy'] must be a non-empty list of sub-policies")
+            raise ConfigError(f"{what}['policy'] must be a non-empty list of sub-policies")
         out["policy"] = []
         for i, sp in enumerate(pol):
             if not isinstance(sp, (list, tuple)) or not sp:
-                raise ConfigError(f"ra_config['policy'][{i}] must be a non-empty list of ops")
+                raise ConfigError(f"{what}['policy'][{i}] must be a non-empty list of ops")
             out["policy"].append([op_entry(e, f"policy[{i}][{j}]") for j, e in enumerate(sp)])
     else:  # pragma: no cover - callers pass a timm family
         raise ConfigError(f"ra_config is only used by the timm families, not {family!r}")
     noise = cfg.get("magnitude_noise")
-    std = _number(cfg.get("magnitude_std", 0.0), "ra_config['magnitude_std']") if cfg.get("magnitude_std") is not None else 0.0
+    std = _number(cfg.get("magnitude_std", 0.0), f"{what}['magnitude_std']") if cfg.get("magnitude_std") is not None else 0.0
     if noise is None:
         noise = "gauss" if std > 0 else "none"
     if noise not in ("none", "gauss", "uniform"):
-        raise ConfigError(f"ra_config['magnitude_noise']={noise!r} must be 'none', 'gauss' or 'uniform'")
+        raise ConfigError(f"{what}['magnitude_noise']={noise!r} must be 'none', 'gauss' or 'uniform'")
     if noise == "gauss" and not (std > 0 and math.isfinite(std)):
-        raise ConfigError(f"ra_config['magnitude_std']={std} must be a positive finite number for gauss noise")
+        raise ConfigError(f"{what}['magnitude_std']={std} must be a positive finite number for gauss noise")
     out["magnitude_noise"] = noise
     out["magnitude_std"] = std if noise == "gauss" else 0.0
     mmax = cfg.get("magnitude_max")
     if mmax is not None:
-        mmax = _number(mmax, "ra_config['magnitude_max']")
+        mmax = _number(mmax, f"{what}['magnitude_max']")
         if not 0 < mmax <= 300:
-            raise ConfigError(f"ra_config['magnitude_max']={mmax} must lie in (0, 300] (int16 hundredths of a level)")
+            raise ConfigError(f"{what}['magnitude_max']={mmax} must lie in (0, 300] (int16 hundredths of a level)")
     out["magnitude_max"] = mmax
-    out["translate_const"] = _number(cfg.get("translate_const", 250), "ra_config['translate_const']")
-    out["translate_pct"] = _number(cfg.get("translate_pct", 0.45), "ra_config['translate_pct']")
+    out["translate_const"] = _number(cfg.get("translate_const", 250), f"{what}['translate_const']")
+    out["translate_pct"] = _number(cfg.get("translate_pct", 0.45), f"{what}['translate_pct']")
     interp = cfg.get("interpolation", "random")
     if interp not in TIMM_INTERPOLATIONS:
-        raise ConfigError(f"ra_config['interpolation']={interp!r} must be one of {TIMM_INTERPOLATIONS}")
+        raise ConfigError(f"{what}['interpolation']={interp!r} must be one of {TIMM_INTERPOLATIONS}")
     out["interpolation"] = interp
     if cfg.get("source") is not None:
         out["source"] = str(cfg["source"])
     for k in ("translate_const", "translate_pct"):
         if not (math.isfinite(out[k]) and abs(out[k]) < 1e6):
-            raise ConfigError(f"ra_config['{k}']={out[k]} must be finite")
+            raise ConfigError(f"{what}['{k}']={out[k]} must be finite")
     return json.dumps(out, sort_keys=True)
 
 
@@ -228,7 +263,9 @@ def family_ops(family: str, config_text: str = "") -> tuple[str, ...]:
     if family == "autoaugment":
         return AUTOAUGMENT_OPS
     cfg = parse_config(config_text)
-    entries = cfg["ops"] if family == "timm" else [e for sp in cfg["policy"] for e in sp]
+    if family == "augmix":
+        return AUGMIX_TV_OPS
+    entries = cfg["ops"] if family in ("timm", "timm_augmix") else [e for sp in cfg["policy"] for e in sp]
     names: list[str] = ["Identity"]
     for e in entries:
         if e[0] not in names:
@@ -256,7 +293,14 @@ def torchvision_magnitudes(family: str, op: str, num_bins: int, height: int, wid
     import torch
 
     lin = lambda hi: torch.linspace(0.0, hi, num_bins)  # noqa: E731
-    if family == "trivialaugment":
+    if family == "augmix":  # torchvision's AugMix space (v1: Solarize's thresholds on the 0..255 scale)
+        table = {
+            "ShearX": lin(0.3), "ShearY": lin(0.3), "TranslateX": lin(width / 3.0), "TranslateY": lin(height / 3.0),
+            "Rotate": lin(30.0), "Brightness": lin(0.9), "Color": lin(0.9), "Contrast": lin(0.9), "Sharpness": lin(0.9),
+            "Posterize": (4 - (torch.arange(num_bins) / ((num_bins - 1) / 4)).round().int()),
+            "Solarize": torch.linspace(255.0, 0.0, num_bins),
+        }.get(op)
+    elif family == "trivialaugment":
         table = {
             "ShearX": lin(0.99), "ShearY": lin(0.99), "TranslateX": lin(32.0), "TranslateY": lin(32.0),
             "Rotate": lin(135.0), "Brightness": lin(0.99), "Color": lin(0.99), "Contrast": lin(0.99),

@@ -28,12 +28,12 @@ from collections.abc import Sequence
 import torch
 
 from . import _reference
-from ._args import NUM_ARGS, NUM_MIX_ARGS
+from ._args import MAX_AUGMIX_CHAINS, NUM_ARGS, NUM_AUGMIX_ARGS, NUM_MIX_ARGS
 from .errors import CompiledUnavailableError, ConfigError
 from .policy import MAX_OUTPUT_SIZE  # the same bound as csrc/replay_checks.h
 
 __all__ = ["BACKENDS", "DISABLE_ENV", "CompiledUnavailableError", "compiled_available", "unavailable_reason",
-           "use_compiled", "augment", "mix", "normalize"]
+           "use_compiled", "augment", "mix", "augmix", "normalize"]
 
 BACKENDS = ("auto", "compiled", "reference")
 DISABLE_ENV = "REINFORCED_DATA_DISABLE_COMPILED"
@@ -127,6 +127,13 @@ def mix(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor, backend: str = "au
     return _reference.mix(a, b, args)
 
 
+def augmix(orig: torch.Tensor, chains: torch.Tensor, args: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """The ``augmix`` op: the AugMix blend of uint8 crops [B, 3, H, W] with their chains [B, K, 3, H, W]."""
+    if use_compiled(backend):
+        return torch.ops.reinforced_data.augmix(orig, chains, args)
+    return _reference.augmix(orig, chains, args)
+
+
 def normalize(x: torch.Tensor, lut: torch.Tensor, channels_last: bool = False, backend: str = "auto") -> torch.Tensor:
     """The ``normalize`` op: ``lut[c, x]`` for uint8 x [B, C, H, W]."""
     if use_compiled(backend):
@@ -175,6 +182,23 @@ def _mix_fake(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor) -> torch.Ten
     return torch.empty_like(a)  # the CUDA kernel keeps a's memory format
 
 
+def _augmix_fake(orig: torch.Tensor, chains: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
+    torch._check(orig.dtype == torch.uint8 and chains.dtype == torch.uint8,
+                 lambda: f"augmix: orig and chains must be uint8, got {orig.dtype} and {chains.dtype}")
+    torch._check(orig.dim() == 4 and chains.dim() == 5 and chains.size(0) == orig.size(0)
+                 and all(x == y for x, y in zip(chains.shape[2:], orig.shape[1:])),
+                 lambda: f"augmix: orig must be [B, C, H, W] and chains [B, K, C, H, W], got {list(orig.shape)} and "
+                         f"{list(chains.shape)}")
+    torch._check(chains.size(1) >= 1 and chains.size(1) <= MAX_AUGMIX_CHAINS,
+                 lambda: f"augmix: chains must hold 1 to {MAX_AUGMIX_CHAINS} chains, got {chains.size(1)}")
+    torch._check(orig.device == chains.device, lambda: f"augmix: orig is on {orig.device}, chains on {chains.device}")
+    torch._check(args.dtype == torch.int32 and args.dim() == 2 and args.size(0) == orig.size(0)
+                 and args.size(1) == NUM_AUGMIX_ARGS,
+                 lambda: f"augmix: args must be int32 of shape [{orig.size(0)}, {NUM_AUGMIX_ARGS}], got {args.dtype} "
+                         f"{list(args.shape)}")
+    return torch.empty(orig.shape, dtype=orig.dtype, device=orig.device)
+
+
 def _normalize_fake(x: torch.Tensor, lut: torch.Tensor, channels_last: bool) -> torch.Tensor:
     torch._check(x.dtype == torch.uint8 and x.dim() == 4,
                  lambda: f"normalize: x must be uint8 [B, C, H, W], got {x.dtype} {list(x.shape)}")
@@ -188,4 +212,5 @@ def _normalize_fake(x: torch.Tensor, lut: torch.Tensor, channels_last: bool) -> 
 if _COMPILED_ERROR is None:
     torch.library.register_fake("reinforced_data::augment")(_augment_fake)
     torch.library.register_fake("reinforced_data::mix")(_mix_fake)
+    torch.library.register_fake("reinforced_data::augmix")(_augmix_fake)
     torch.library.register_fake("reinforced_data::normalize")(_normalize_fake)

@@ -436,6 +436,57 @@ def mix(a: torch.Tensor, b: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def check_augmix_rows(orig: torch.Tensor, chains: torch.Tensor, args: torch.Tensor) -> None:
+    """The augmix checks of ``csrc/replay_checks.h`` (the row checks with its messages)."""
+    if (orig.dim() != 4 or chains.dim() != 5 or chains.shape[0] != orig.shape[0] or chains.shape[2:] != orig.shape[1:]
+            or args.dim() != 2 or args.shape[0] != orig.shape[0]):
+        raise RuntimeError(f"augmix: orig {tuple(orig.shape)}, chains {tuple(chains.shape)} and args "
+                           f"{tuple(args.shape)} do not match")
+    k = chains.shape[1]
+    one = 1 << A.AUGMIX_BITS
+    for i in range(orig.shape[0]):
+        r = [int(v) for v in args[i].tolist()]
+        mode, n, o, w = r[A.AM_MODE], r[A.AM_CHAINS], r[A.AM_ORIG], r[A.AM_WEIGHTS:A.AM_WEIGHTS + A.MAX_AUGMIX_CHAINS]
+        if mode not in (1, 2, 3):
+            raise RuntimeError(f"augmix: args[{i}] mode must be 1 (timm), 2 (torchvision) or 3 (timm blended), got {mode}")
+        if n != k:
+            raise RuntimeError(f"augmix: args[{i}] holds {n} chains, the chains tensor {k}")
+        if any(not 0 <= v <= one for v in w[:n]) or any(w[n:]) or not 0 <= o <= one:
+            raise RuntimeError(f"augmix: args[{i}] weights must lie in [0, {one}] (0 beyond the chains)")
+        total = sum(w[:n])
+        if (mode == 1 and total != one) or (mode == 2 and total + o != one) or (mode == 3 and o != 0):
+            raise RuntimeError(f"augmix: args[{i}] weights do not sum as mode {mode} needs "
+                               f"(chains {total}, original {o}, one {one})")
+
+
+def augmix(orig: torch.Tensor, chains: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
+    """Reference of ``reinforced_data::augmix``: the AugMix blend of uint8 crops ``orig`` [B, 3, H, W] with their
+    chains [B, K, 3, H, W] by Q15 weights (B = 2^15). Mode 1 (timm): ``m = (sum w_k a_k) >> 15``, then
+    ``(o x + (B - o) m) >> 15``; mode 2 (torchvision): ``(o x + sum w_k a_k) >> 15``; mode 3 (timm blended):
+    ``y = x``, then ``y = ((B - w_k) y + w_k a_k) >> 15`` chain by chain. Every sum fits int32."""
+    check_augmix_rows(orig, chains, args)
+    one = 1 << A.AUGMIX_BITS
+    out = torch.empty_like(orig)
+    for i in range(orig.shape[0]):
+        r = [int(v) for v in args[i].tolist()]
+        mode, n, o = r[A.AM_MODE], r[A.AM_CHAINS], r[A.AM_ORIG]
+        w = r[A.AM_WEIGHTS:A.AM_WEIGHTS + n]
+        x = orig[i].long()
+        a = chains[i].long()
+        if mode == 3:
+            y = x
+            for k in range(n):
+                y = ((one - w[k]) * y + w[k] * a[k]) >> A.AUGMIX_BITS
+        else:
+            s = sum(w[k] * a[k] for k in range(n))
+            if mode == 1:
+                y = (o * x + (one - o) * (s >> A.AUGMIX_BITS)) >> A.AUGMIX_BITS
+            else:
+                y = (o * x + s) >> A.AUGMIX_BITS
+        out[i] = y.to(torch.uint8)
+    return out
+
+
 def normalize(x: torch.Tensor, lut: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """Reference of ``reinforced_data::normalize``: ``out[b, c, y, x] = lut[c, x[b, c, y, x]]``."""
     c = x.shape[1]

@@ -4,7 +4,8 @@ Dispatches to the compiled op ``torch.ops.reinforced_data.*`` (C++ on CPU tensor
 on GPU tensors) when ``reinforced_data._C`` is loaded, and otherwise to the pure-PyTorch
 reference in :mod:`reinforced_data._reference`, which gives the same bytes more slowly
 (:mod:`reinforced_data._ops` loads the op, wraps it and warns once on a fallback).
-Order: crop-and-resize → flip → RandAugment ops → erase → (mix) → normalise.
+Order: crop-and-resize → flip → RandAugment ops → erase → (mix) → normalise. An AugMix policy runs
+its stage where RandAugment's runs, in four calls of the same ops (see :func:`_augmix_views`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from . import _args
-from ._ops import _COMPILED_ERROR, BACKENDS, augment, compiled_available, mix, normalize  # noqa: F401
+from ._ops import _COMPILED_ERROR, BACKENDS, augment, augmix, compiled_available, mix, normalize  # noqa: F401
 from .errors import ConfigError
 from .policy import Policy
 
@@ -122,4 +123,33 @@ def _unmixed_views(images: Sequence[torch.Tensor], params: np.ndarray, policy: P
     sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
     # The rows stay on the CPU: every backend validates them on the host anyway.
     rows = _args.encode(params, policy, sizes)
+    if policy.augmix:
+        return _augmix_views(images, params, policy, rows, backend)
     return augment(images, rows, *policy.output_size, backend)
+
+
+def _augmix_views(images: list[torch.Tensor], params: np.ndarray, policy: Policy, rows: torch.Tensor,
+                  backend: str) -> torch.Tensor:
+    """AugMix views from the ops every backend has: ``augment`` crops and flips (no ops, no erasing); ``augment``
+    runs each chain's ops on its view's crop (an identity crop: the resampling weights of an n -> n resize are
+    exact, so the crop enters unchanged); ``augmix`` blends the chains with the crop; a last ``augment`` (the
+    identity crop again) applies what follows the stage (colour jitter, grayscale / blur / solarize, erasing)."""
+    oh, ow = policy.output_size
+    first = rows.clone()
+    first[:, _args.NUM_OPS] = 0
+    first[:, _args.ERASE_TOP:_args.ERASE_W + 1] = 0
+    crops = augment(images, first, oh, ow, backend)
+    chain_rows, mix_rows = _args.encode_augmix(params, policy)
+    width = policy.augmix_width
+    sources = [crops[i] for i in range(crops.shape[0]) for _ in range(width)]
+    chains = augment(sources, chain_rows, oh, ow, backend).view(crops.shape[0], width, 3, oh, ow)
+    views = augmix(crops, chains, mix_rows, backend)
+    rest = rows[:, _args.NUM_OPS] > 0
+    rest |= (rows[:, _args.ERASE_H] > 0) & (rows[:, _args.ERASE_W] > 0)
+    if not bool(rest.any()):
+        return views
+    last = rows.clone()
+    last[:, _args.CROP_TOP:_args.CROP_W + 1] = torch.tensor([0, 0, oh, ow], dtype=last.dtype)
+    last[:, _args.FLIP] = 0
+    last[:, _args.RESIZE_FILTER] = 0
+    return augment(list(views), last, oh, ow, backend)

@@ -291,3 +291,70 @@ def timm_ops(rng, k: int, policy, out: np.ndarray) -> None:
         geometric = np.isin(name_arr[op_id], list(FAM.TIMM_GEOMETRIC)) & applied
         choice = rng.integers(0, 2, size=(k, n)) + FAM.INTERP_CODES["bilinear"]
         out["ra_interp"] = np.where(geometric, choice, 0)
+
+
+def quantise_weights(values: np.ndarray, total: int = FAM.AUGMIX_ONE) -> np.ndarray:
+    """Non-negative weights [k, n] (each row summing to 1) as integers summing exactly to ``total`` per row:
+    each floored, the rest handed one by one to the largest remainders (the first of equal ones)."""
+    scaled = np.asarray(values, dtype=np.float64) * total
+    q = np.floor(scaled).astype(np.int64)
+    short = total - q.sum(axis=1)
+    order = np.argsort(-(scaled - q), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(q.shape[1])[None, :].repeat(q.shape[0], axis=0), axis=1)
+    return q + (rank < short[:, None])
+
+
+def augmix(rng, k: int, policy, out: np.ndarray) -> None:
+    """AugMix (format version 5): per view, Dirichlet(alpha) chain weights and a Beta(alpha, alpha) blend with
+    the crop; per chain a depth (the fixed one, or uniform in 1..3) and that many ops drawn uniformly with
+    replacement, each with its magnitude as the library draws it (torchvision: a bin uniform in
+    0..severity-1 and a random sign for signed ops; timm: AugmentOp's level noise, clip and random negation,
+    and the geometric ops' interpolation when random). Slots beyond a chain's depth hold Identity (op 0).
+
+    Weights are stored in Q15 (:func:`quantise_weights`): timm's chain weights sum to 2^15 and the last value
+    is the crop's weight 1 - m (m its blend factor, rounded); torchvision's chain weights (Dirichlet times
+    the Beta's second share) and the crop's weight (the first share) sum to 2^15 together."""
+    w, d = policy.augmix_width, policy.augmix_slots
+    alpha = policy.augmix_alpha
+    chain = rng.dirichlet([alpha] * w, size=k)
+    m = rng.beta(alpha, alpha, size=k)  # timm: the mix's blend factor; torchvision: the crop's share
+    if policy.augmix_depth > 0:
+        depth = np.full((k, w), policy.augmix_depth)
+    else:
+        depth = rng.integers(1, 4, size=(k, w))
+    used = np.arange(d)[None, None, :] < depth[:, :, None]  # [k, w, d]
+    names = policy.augmix_ops
+    if policy.augmix == "torchvision":
+        count = len(names) - 1 if policy.augmix_all_ops else FAM.AUGMIX_BASIC_OPS
+        ops = rng.integers(1, count + 1, size=(k, w, d))
+        bins = rng.integers(0, policy.augmix_severity, size=(k, w, d))
+        negative = rng.random((k, w, d)) < 0.5
+        mag = signed_bins(names, ops, bins, negative, FAM.TV_SIGNED, FAM.TV_UNPARAMETERISED)
+        weights = quantise_weights(np.concatenate([chain * (1.0 - m)[:, None], m[:, None]], axis=1))
+    else:
+        cfg = FAM.parse_config(policy.augmix_config)
+        ops = rng.integers(1, len(names), size=(k, w, d))
+        base = np.array([0.0] + [e[2] for e in cfg["ops"]])[ops]
+        if cfg["magnitude_noise"] == "gauss":
+            level = rng.normal(base, cfg["magnitude_std"])
+        elif cfg["magnitude_noise"] == "uniform":
+            level = rng.uniform(0.0, base)
+        else:
+            level = base
+        level = np.clip(level, 0.0, FAM.timm_upper_bound(cfg))
+        negative = rng.random((k, w, d)) > 0.5
+        name_arr = np.array(names, dtype=object)
+        signed = np.isin(name_arr[ops], list(FAM.TIMM_SIGNED))
+        unparam = np.isin(name_arr[ops], list(FAM.TIMM_UNPARAMETERISED))
+        mag = np.round(level * FAM.MAG_SCALE).astype(np.int64)
+        mag = np.where(unparam, 0, np.where(signed & negative, -mag, mag))
+        if "am_interp" in out.dtype.names:  # timm's _RANDOM_INTERPOLATION = (BILINEAR, BICUBIC)
+            geometric = np.isin(name_arr[ops], list(FAM.TIMM_GEOMETRIC)) & used
+            choice = rng.integers(0, 2, size=(k, w, d)) + FAM.INTERP_CODES["bilinear"]
+            out["am_interp"] = np.where(geometric, choice, 0).reshape(k, w * d)
+        mix = np.round(m * FAM.AUGMIX_ONE).astype(np.int64)
+        weights = np.concatenate([quantise_weights(chain), (FAM.AUGMIX_ONE - mix)[:, None]], axis=1)
+    out["am_op"] = np.where(used, ops, 0).reshape(k, w * d)
+    out["am_mag"] = np.where(used, mag, 0).reshape(k, w * d)
+    out["am_weight"] = weights

@@ -82,6 +82,14 @@ V4_DEFAULTS: dict[str, Any] = {
     "blur_prob": 0.0, "blur_kernel_size": 23, "blur_sigma": (0.1, 2.0),
     "solarize_prob": 0.0, "solarize_threshold": 128.0,
 }
+#: Fields added in format version 5 (AugMix), with the defaults that turn it off; to_dict() leaves them out
+#: while they hold these.
+V5_DEFAULTS: dict[str, Any] = {
+    "augmix": "", "augmix_width": 3, "augmix_depth": -1, "augmix_alpha": 1.0, "augmix_severity": 3,
+    "augmix_all_ops": True, "augmix_interpolation": "bilinear", "augmix_blended": False, "augmix_config": "",
+}
+#: AugMix chains hold at most MAX_RA_OPS ops (one kernel row each); a random depth draws 1..3 (both libraries).
+AUGMIX_RANDOM_DEPTH = 3
 GRAYSCALE_FORMULAS = ("torchvision", "pil")  # rgb_to_grayscale on tensors / PIL's convert("L")
 MAX_BLUR_KERNEL = 23  # the kernels hold 12 taps: the centre and 11 on each side
 MAX_BLUR_SIGMA = 65.535  # stored in thousandths of a pixel (uint16)
@@ -140,6 +148,21 @@ class Policy:
     ra_prob: float = 1.0
     ra_config: str = ""
     fill: tuple[int, int, int] = (0, 0, 0)
+    # AugMix (version 5), in place of the RandAugment-like stage (ra_num_ops must be 0): augmix "torchvision"
+    # (torchvision's AugMix: augmix_severity, augmix_all_ops, augmix_interpolation "nearest" / "bilinear") or
+    # "timm" (timm's augmix-m*-w*-d*: augmix_config, the resolved ops, as ra_config is for RandAugment;
+    # augmix_blended, its "-b1" mode); "" = off. augmix_width chains of augmix_depth ops (-1: 1..3 per
+    # chain), Dirichlet(augmix_alpha) chain weights and a Beta(augmix_alpha, augmix_alpha) blend with the
+    # crop; the chains' geometric ops put ``fill`` outside the image.
+    augmix: str = ""
+    augmix_width: int = 3
+    augmix_depth: int = -1
+    augmix_alpha: float = 1.0
+    augmix_severity: int = 3
+    augmix_all_ops: bool = True
+    augmix_interpolation: str = "bilinear"
+    augmix_blended: bool = False
+    augmix_config: str = ""
     # ColorJitter (version 3; torchvision's semantics; timm's color_jitter builds one): factor ranges (lo, hi)
     # for brightness, contrast and saturation ((1, 1) = off), hue shift range in [-0.5, 0.5] ((0, 0) = off),
     # the four applied in a random order per view, after the RandAugment-like stage; jitter_prob is the
@@ -241,6 +264,72 @@ class Policy:
         self._validate_v3()
         self._validate_v4()
         self._validate_v4_partner()
+        self._validate_v5()
+
+    def _validate_v5(self) -> None:
+        if self.augmix not in ("",) + FAM.AUGMIX_FAMILIES:
+            raise ConfigError(f"augmix={self.augmix!r} must be '' (off), 'torchvision' or 'timm'")
+        if not self.augmix:
+            changed = [k for k, v in V5_DEFAULTS.items() if k != "augmix" and getattr(self, k) != v]
+            if changed:
+                raise ConfigError(f"{changed[0]}={getattr(self, changed[0])!r} needs augmix='torchvision' or 'timm'")
+            return
+        if self.ra_num_ops:
+            raise ConfigError(f"augmix={self.augmix!r} with ra_num_ops={self.ra_num_ops}: AugMix takes the place of "
+                              "the RandAugment-like stage; set ra_num_ops=0")
+        if not 1 <= self.augmix_width <= FAM.MAX_AUGMIX_CHAINS:
+            raise ConfigError(f"augmix_width={self.augmix_width} must lie in [1, {FAM.MAX_AUGMIX_CHAINS}] (the chains "
+                              "the mixing kernel takes)")
+        if self.augmix_depth != -1 and not 1 <= self.augmix_depth <= MAX_RA_OPS:
+            raise ConfigError(f"augmix_depth={self.augmix_depth} must be -1 (1..3 per chain) or lie in "
+                              f"[1, {MAX_RA_OPS}] (the ops a kernel row holds)")
+        if not 0.0 < self.augmix_alpha <= 1e3:
+            raise ConfigError(f"augmix_alpha={self.augmix_alpha} must lie in (0, 1000] (Dirichlet / Beta concentration)")
+        if self.mix_partner == "inline":
+            raise ConfigError("mix_partner='inline' (imported ml-dr files) cannot be combined with AugMix")
+        if self.augmix == "torchvision":
+            if not 1 <= self.augmix_severity <= FAM.AUGMIX_BINS:
+                raise ConfigError(f"augmix_severity={self.augmix_severity} must lie in [1, {FAM.AUGMIX_BINS}], as "
+                                  "torchvision's AugMix requires")
+            if self.augmix_interpolation not in TV_RA_INTERPOLATIONS:
+                raise ConfigError(f"augmix_interpolation={self.augmix_interpolation!r} must be one of "
+                                  f"{TV_RA_INTERPOLATIONS} (torchvision's tensor affine supports these)")
+            if self.augmix_config or self.augmix_blended:
+                raise ConfigError("augmix_config and augmix_blended are timm's (augmix='timm'); torchvision's AugMix "
+                                  "takes augmix_severity / augmix_all_ops / augmix_interpolation")
+        else:
+            if not self.augmix_config:
+                raise ConfigError("augmix='timm' needs augmix_config (timm's resolved AugMix ops; build it with "
+                                  "Policy.from_timm(auto_augment='augmix-m5-w4-d2'))")
+            for k in ("augmix_severity", "augmix_all_ops", "augmix_interpolation"):
+                if getattr(self, k) != V5_DEFAULTS[k]:
+                    raise ConfigError(f"{k}={getattr(self, k)!r} is torchvision's; timm's AugMix takes its ops, "
+                                      "levels and interpolation from augmix_config")
+        n = len(self.jitter_components) + len(self.extra_ops)
+        if n > MAX_RA_OPS:
+            raise ConfigError(f"{n} colour jitter / grayscale / blur / solarize ops after AugMix exceed the "
+                              f"{MAX_RA_OPS} ops a kernel row holds")
+
+    @property
+    def augmix_ops(self) -> tuple[str, ...]:
+        """The op names a stored ``am_op`` id indexes (index 0 is Identity, an unused chain slot)."""
+        if self.augmix == "torchvision":
+            return FAM.AUGMIX_TV_OPS
+        return FAM.family_ops("timm_augmix", self.augmix_config) if self.augmix else ()
+
+    @property
+    def augmix_slots(self) -> int:
+        """Op slots per chain: the fixed depth, or 3 for a random depth (1..3)."""
+        return self.augmix_depth if self.augmix_depth > 0 else AUGMIX_RANDOM_DEPTH
+
+    @property
+    def augmix_random_interpolation(self) -> bool:
+        return self.augmix == "timm" and FAM.parse_config(self.augmix_config)["interpolation"] == "random"
+
+    @property
+    def uses_v5(self) -> bool:
+        """Whether the policy needs a version-5 reader (AugMix)."""
+        return bool(self.augmix)
 
     def _validate_v4(self) -> None:
         for name in ("grayscale_prob", "blur_prob", "solarize_prob"):
@@ -408,9 +497,10 @@ class Policy:
         """Plain JSON-able fields; fields added after version 1 only where they differ from their defaults."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
-            if any(k in d and v == d[k] for d in (V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS)):
+            if any(k in d and v == d[k] for d in (V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS,
+                                                   V5_DEFAULTS)):
                 continue
-            if k == "ra_config":
+            if k in ("ra_config", "augmix_config"):
                 v = json.loads(v)
             out[k] = list(v) if isinstance(v, tuple) else v
         return out
@@ -505,6 +595,13 @@ class Policy:
             fields += [("ra_op", np.uint8, (n,)), ("ra_mag", mag, (n,))]
             if self.ra_random_interpolation:
                 fields += [("ra_interp", np.uint8, (n,))]
+        if self.augmix:  # width x slots ops, chain by chain; then the chains' weights and the crop's
+            n = self.augmix_width * self.augmix_slots
+            mag = np.int16 if self.augmix == "timm" else np.int8
+            fields += [("am_op", np.uint8, (n,)), ("am_mag", mag, (n,))]
+            if self.augmix_random_interpolation:
+                fields += [("am_interp", np.uint8, (n,))]
+            fields += [("am_weight", np.uint16, (self.augmix_width + 1,))]
         if self.jittering:
             fields += [("jitter_order", np.uint8), ("jitter_factor", np.uint32, (3,))]
             if 3 in self.jitter_components:
@@ -563,6 +660,8 @@ class Policy:
             out["crop_filter"] = rng.integers(0, 2, size=k)
         if self.ra_num_ops:
             S.randaugment(rng, k, self, out)
+        if self.augmix:
+            S.augmix(rng, k, self, out)
         if self.jittering:
             S.jitter(rng, k, self, out)
         if self.extra_ops:
@@ -666,6 +765,9 @@ _FIELD_KINDS: dict[str, Any] = {
     "grayscale_prob": "float", "grayscale_formula": "str", "blur_prob": "float", "blur_kernel_size": "int",
     "blur_sigma": ("float", 2), "solarize_prob": "float", "solarize_threshold": "float",
     "mix_partner": "str",
+    "augmix": "str", "augmix_width": "int", "augmix_depth": "int", "augmix_alpha": "float", "augmix_severity": "int",
+    "augmix_all_ops": "bool", "augmix_interpolation": "str", "augmix_blended": "bool",
+    "augmix_config": "augmix_config",
 }
 
 
@@ -676,6 +778,18 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{name}={value!r} must be a string")
         return value
+    if kind == "bool":
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise ConfigError(f"{name}={value!r} must be true or false")
+    if kind == "augmix_config":  # timm's resolved AugMix ops: canonical JSON text ("" = none)
+        if value is None or value == "" or value == {}:
+            return ""
+        try:
+            cfg = json.loads(value) if isinstance(value, str) else value
+        except ValueError as e:
+            raise ConfigError(f"augmix_config is not valid JSON: {e}") from None
+        return FAM.canonical_config(cfg, "timm_augmix")
     if kind == "config":  # the resolved timm configuration: canonical JSON text ("" = none)
         if value is None or value == "" or value == {}:
             return ""

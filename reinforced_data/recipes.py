@@ -57,11 +57,16 @@ def timm_ra_config(auto_augment: str, hparams: dict | None = None) -> tuple[str,
 
     if not isinstance(auto_augment, str) or not auto_augment:
         raise ConfigError(f"auto_augment={auto_augment!r} must be a timm augmentation string")
-    if auto_augment.startswith("augmix"):
-        raise ConfigError(f"auto_augment={auto_augment!r}: AugMix blends several chains per view and cannot be replayed")
     hp = dict(hparams) if hparams is not None else None
     try:
-        if auto_augment.startswith("rand"):
+        if auto_augment.startswith("augmix"):
+            family = "timm_augmix"
+            t = AA.augment_and_mix_transform(auto_augment, hp)
+            ops = list(t.ops)
+            cfg = {"ops": [[o.name, float(o.prob), float(o.magnitude)] for o in ops]}
+            augmix = {"width": int(t.width), "depth": int(t.depth), "alpha": float(t.alpha),
+                      "blended": bool(t.blended)}
+        elif auto_augment.startswith("rand"):
             family = "timm"
             t = AA.rand_augment_transform(auto_augment, hp)
             ops = list(t.ops)
@@ -75,7 +80,7 @@ def timm_ra_config(auto_augment: str, hparams: dict | None = None) -> tuple[str,
             t = AA.auto_augment_transform(auto_augment, hp)
             ops = [o for sp in t.policy for o in sp]
             cfg = {"policy": [[[o.name, float(o.prob), float(o.magnitude)] for o in sp] for sp in t.policy]}
-    except (AssertionError, KeyError, ValueError) as e:
+    except (AssertionError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"auto_augment={auto_augment!r} is not a timm augmentation string timm accepts "
                           f"({type(e).__name__}: {e})") from None
     for o in ops:
@@ -102,7 +107,29 @@ def timm_ra_config(auto_augment: str, hparams: dict | None = None) -> tuple[str,
     for o in ops:  # one configuration for every op, as timm builds them
         if (float(o.magnitude_std or 0.0), o.magnitude_max) != (mstd, first.magnitude_max):
             raise ConfigError(f"auto_augment={auto_augment!r}: ops with different magnitude noise cannot be replayed")
+    if family == "timm_augmix":
+        cfg["augmix"] = augmix  # taken out by timm_fields (Policy fields); not part of augmix_config
     return family, cfg
+
+
+def _timm_augmix_fields(auto_augment: str, cfg: dict) -> dict[str, Any]:
+    """Policy fields of timm's ``augmix-m*-w*-d*[-a*][-mstd*][-b1]`` resolved by timm (``timm_ra_config``)."""
+    from .policy import AUGMIX_RANDOM_DEPTH, MAX_RA_OPS
+
+    am = cfg.pop("augmix")
+    width, depth, alpha = am["width"], am["depth"], am["alpha"]
+    if not 1 <= width <= FAM.MAX_AUGMIX_CHAINS:
+        raise ConfigError(f"auto_augment={auto_augment!r}: AugMix width {width} must lie in "
+                          f"[1, {FAM.MAX_AUGMIX_CHAINS}] (the chains a view's blend takes)")
+    if depth <= 0:
+        depth = -1  # timm draws 1..3 per chain for any depth <= 0
+    elif depth > MAX_RA_OPS:
+        raise ConfigError(f"auto_augment={auto_augment!r}: AugMix depth {depth} must be at most {MAX_RA_OPS} (the ops "
+                          f"a kernel row holds), or -1 for 1..{AUGMIX_RANDOM_DEPTH}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ConfigError(f"auto_augment={auto_augment!r}: AugMix alpha {alpha} must be > 0")
+    return dict(augmix="timm", augmix_config=cfg, augmix_width=width, augmix_depth=depth, augmix_alpha=alpha,
+                augmix_blended=am["blended"])
 
 
 def timm_fields(
@@ -207,9 +234,16 @@ def timm_fields(
             from timm.data.transforms import str_to_pil_interp
 
             hparams["interpolation"] = str_to_pil_interp(interpolation)
+        if auto_augment.startswith("augmix"):
+            hparams["translate_pct"] = 0.3  # as create_transform sets it for AugMix
         family, cfg = timm_ra_config(auto_augment, hparams)
-        fields.update(ra_family=family, ra_config=cfg, fill=img_mean, ra_prob=ra_prob,
-                      ra_num_ops=FAM.family_slots(family, FAM.canonical_config(cfg, family)))
+        if family == "timm_augmix":
+            if ra_prob != 1.0:
+                raise ConfigError(f"ra_prob={ra_prob} with AugMix cannot be replayed: AugMix runs on every view")
+            fields.update(_timm_augmix_fields(auto_augment, cfg), fill=img_mean)
+        else:
+            fields.update(ra_family=family, ra_config=cfg, fill=img_mean, ra_prob=ra_prob,
+                          ra_num_ops=FAM.family_slots(family, FAM.canonical_config(cfg, family)))
     if re_prob > 0:
         fields.update(erase_prob=re_prob, erase_scale=(0.02, 1 / 3), erase_ratio=(0.3, 1 / 0.3),
                       erase_value="random" if re_mode == "pixel" else img_mean)
@@ -324,7 +358,7 @@ _STAGES = ("crop", "flip", "augment", "jitter", "grayscale", "blur", "solarize",
 def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
     """The ``Policy`` fields (``Policy.from_torchvision`` builds the policy from them) of a torchvision
     (v1 or v2) ``Compose`` (or list) of RandomResizedCrop / RandomCrop,
-    RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET), ColorJitter (each
+    RandomHorizontalFlip, RandAugment / TrivialAugmentWide / AutoAugment(IMAGENET) / AugMix, ColorJitter (each
     optionally in a RandomApply), RandomGrayscale, GaussianBlur (optionally in a RandomApply), RandomSolarize
     (these three after ColorJitter, in this order), RandomErasing, Normalize and the conversions (ToTensor, PILToTensor, ToImage,
     ToDtype, ConvertImageDtype). One transform alone is read as a one-element pipeline. Anything else is
@@ -414,6 +448,34 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
         elif name == "RandomHorizontalFlip":
             advance("flip", t)
             fields["flip_prob"] = float(t.p)
+        elif name == "AugMix":
+            advance("augment", t)
+            if dtype != "uint8":
+                raise ConfigError("AugMix after the float conversion or Normalize cannot be replayed (torchvision would "
+                                  "run it on float data); put AugMix before ToTensor / ToDtype / Normalize")
+            interp = _interp_name(t.interpolation, "AugMix.interpolation")
+            if interp not in ("nearest", "bilinear"):
+                raise ConfigError(f"AugMix(interpolation={interp!r}) cannot be replayed; use nearest or bilinear")
+            fill = getattr(t, "fill", None)
+            if isinstance(fill, dict):
+                values = list(fill.values())
+                if len({repr(v) for v in values}) != 1:
+                    raise ConfigError(f"AugMix(fill={fill!r}) cannot be replayed; pass one value")
+                fill = values[0]
+            from .policy import MAX_RA_OPS
+
+            width, depth = int(t.mixture_width), int(t.chain_depth)
+            if not 1 <= width <= FAM.MAX_AUGMIX_CHAINS:
+                raise ConfigError(f"AugMix(mixture_width={width}) cannot be replayed; the blend takes 1 to "
+                                  f"{FAM.MAX_AUGMIX_CHAINS} chains")
+            if depth > MAX_RA_OPS:
+                raise ConfigError(f"AugMix(chain_depth={depth}) cannot be replayed; a chain holds at most {MAX_RA_OPS} "
+                                  "ops (or -1: 1 to 3)")
+            if not (_is_real(t.alpha) and t.alpha > 0):
+                raise ConfigError(f"AugMix(alpha={t.alpha!r}) must be > 0")
+            fields.update(augmix="torchvision", augmix_width=width, augmix_depth=depth if depth > 0 else -1,
+                          augmix_alpha=float(t.alpha), augmix_severity=int(t.severity),
+                          augmix_all_ops=bool(t.all_ops), augmix_interpolation=interp, fill=_fill3(fill, "AugMix.fill"))
         elif name in ("RandAugment", "TrivialAugmentWide", "AutoAugment"):
             advance("augment", t)
             if dtype != "uint8":
@@ -511,7 +573,7 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
                 dtype = "uint8"
         else:
             raise ConfigError(f"{name} cannot be replayed; supported: RandomResizedCrop, RandomCrop, "
-                              "RandomHorizontalFlip, RandAugment, TrivialAugmentWide, AutoAugment(IMAGENET), "
+                              "RandomHorizontalFlip, RandAugment, TrivialAugmentWide, AutoAugment(IMAGENET), AugMix, "
                               "ColorJitter, RandomGrayscale, GaussianBlur, RandomSolarize, RandomErasing, Normalize, "
                               "ToTensor, PILToTensor, ToImage, ToDtype")
     if not seen_crop:

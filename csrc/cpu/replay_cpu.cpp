@@ -1,4 +1,4 @@
-// CPU kernels of reinforced_data::augment, ::mix and ::normalize.
+// CPU kernels of reinforced_data::augment, ::mix, ::augmix and ::normalize.
 //
 // Every output byte follows the integer formulas of replay_math.h (reinforced_data/
 // _reference.py is the specification): the CPU, CUDA and reference backends agree bit for
@@ -153,6 +153,30 @@ at::Tensor mix_cpu(const at::Tensor& a_in, const at::Tensor& b_in, const at::Ten
   return out;
 }
 
+// The AugMix blend (math::augmix_px), one view per task: a few multiply-adds a byte, scalar code.
+at::Tensor augmix_cpu(const at::Tensor& orig_in, const at::Tensor& chains_in, const at::Tensor& args) {
+  const at::Tensor rows = args.contiguous();
+  check_augmix(orig_in, chains_in, rows);
+  const at::Tensor orig = orig_in.contiguous(), chains = chains_in.contiguous();
+  at::Tensor out = at::empty(orig.sizes(), orig.options());
+  if (out.numel() == 0) return out;
+  const int32_t* r = rows.data_ptr<int32_t>();
+  const uint8_t* po = orig.data_ptr<uint8_t>();
+  const uint8_t* pc = chains.data_ptr<uint8_t>();
+  uint8_t* pout = out.data_ptr<uint8_t>();
+  const int64_t size = orig.size(1) * orig.size(2) * orig.size(3), K = chains.size(1);
+  at::parallel_for(0, orig.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int32_t* row = r + i * args::NUM_AUGMIX_ARGS;
+      const uint8_t* x = po + i * size;
+      const uint8_t* a = pc + i * K * size;
+      uint8_t* o = pout + i * size;
+      for (int64_t e = 0; e < size; ++e) o[e] = math::augmix_px(x[e], a + e, size, row);
+    }
+  });
+  return out;
+}
+
 // out[b, c, y, x] = lut[c, x[b, c, y, x]]: a copy of table entries, so the element type only
 // matters through its size (any floating dtype, bit-exact).
 template <typename T>
@@ -258,5 +282,6 @@ at::Tensor normalize_cpu(const at::Tensor& x_in, const at::Tensor& lut_in, bool 
 TORCH_LIBRARY_IMPL(reinforced_data, CPU, m) {
   m.impl("augment", &reinforced_data::augment_cpu);
   m.impl("mix", &reinforced_data::mix_cpu);
+  m.impl("augmix", &reinforced_data::augmix_cpu);
   m.impl("normalize", &reinforced_data::normalize_cpu);
 }

@@ -1,4 +1,4 @@
-// CUDA kernels of reinforced_data::augment, ::mix and ::normalize.
+// CUDA kernels of reinforced_data::augment, ::mix, ::augmix and ::normalize.
 //
 // Every output byte is computed with the integer formulas of replay_math.h, the same
 // ones the C++ CPU kernel uses, so the two backends and reinforced_data/_reference.py
@@ -566,6 +566,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One thread a byte of a view's crop; chain k's byte lies k * n further in the view's chains.
+__global__ void __launch_bounds__(kThreads)
+    augmix_kernel(const uint8_t* __restrict__ orig, const uint8_t* __restrict__ chains, uint8_t* __restrict__ out,
+                  const int32_t* __restrict__ rows, int64_t n, int64_t K, int T) {
+  const int64_t v = blockIdx.x / T;
+  const int t = blockIdx.x - (int)(v * T);
+  const int32_t* r = rows + v * NUM_AUGMIX_ARGS;
+  for (int64_t e = (int64_t)t * kThreads + threadIdx.x; e < n; e += (int64_t)T * kThreads) {
+    out[v * n + e] = rm::augmix_px(orig[v * n + e], chains + v * K * n + e, n, r);
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     normalize_kernel(const uint8_t* __restrict__ x, const scalar_t* __restrict__ lut, scalar_t* __restrict__ out,
@@ -685,6 +697,18 @@ at::Tensor mix_impl(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
   return result;
 }
 
+// orig, chains, args_cpu validated (check_augmix); args_dev: the same rows on orig's device.
+at::Tensor augmix_impl(const at::Tensor& orig, const at::Tensor& chains, const at::Tensor& args_dev) {
+  at::Tensor out = at::empty(orig.sizes(), orig.options());
+  if (orig.numel() == 0) return out;
+  const at::Tensor oc = orig.contiguous(), cc = chains.contiguous(), rows = args_dev.contiguous();
+  const int64_t B = orig.size(0), n = orig.size(1) * orig.size(2) * orig.size(3);
+  const int T = blocks_per_view(n, B);
+  RD_LAUNCH(augmix_kernel, (unsigned)(B * T), kThreads, oc.data_ptr<uint8_t>(), cc.data_ptr<uint8_t>(),
+            out.data_ptr<uint8_t>(), rows.data_ptr<int32_t>(), n, chains.size(1), T);
+  return out;
+}
+
 // x, lut validated (check_normalize).
 at::Tensor normalize_impl(const at::Tensor& x, const at::Tensor& lut, bool channels_last) {
   at::Tensor out = at::empty(x.sizes(), lut.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
@@ -754,6 +778,22 @@ at::Tensor mix_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
   return mix_impl(a, b, args);
 }
 
+// args as mix_cuda's: on the CPU (validated, then copied without blocking) or on orig's device.
+at::Tensor augmix_cuda(const at::Tensor& orig, const at::Tensor& chains, const at::Tensor& args) {
+  TORCH_CHECK(orig.is_cuda(), "augmix: orig must be a CUDA tensor, got ", orig.device());
+  check_on(chains, orig.device(), "augmix: chains", "orig");
+  TORCH_CHECK(args.is_cpu() || args.device() == orig.device(), "augmix: args is on ", args.device(),
+              " but must be on the CPU or on ", orig.device(), " (the device of orig)");
+  c10::cuda::CUDAGuard guard(orig.device());
+  if (args.is_cpu()) {
+    const at::Tensor args_cpu = args.contiguous();
+    check_augmix(orig, chains, args_cpu);
+    return augmix_impl(orig, chains, rows_to_device(args_cpu, orig.device()));
+  }
+  check_augmix(orig, chains, args.to(at::kCPU).contiguous());
+  return augmix_impl(orig, chains, args);
+}
+
 at::Tensor normalize_cuda(const at::Tensor& x, const at::Tensor& lut, bool channels_last) {
   TORCH_CHECK(x.is_cuda(), "normalize: x must be a CUDA tensor, got ", x.device());
   check_normalize(x, lut);
@@ -770,6 +810,7 @@ at::Tensor normalize_cuda(const at::Tensor& x, const at::Tensor& lut, bool chann
 TORCH_LIBRARY_IMPL(reinforced_data, CUDA, m) {
   m.impl("augment", &reinforced_data::cuda::augment_cuda);
   m.impl("mix", &reinforced_data::cuda::mix_cuda);
+  m.impl("augmix", &reinforced_data::cuda::augmix_cuda);
   m.impl("normalize", &reinforced_data::cuda::normalize_cuda);
 }
 #endif

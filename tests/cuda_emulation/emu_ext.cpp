@@ -22,6 +22,10 @@ at::Tensor emu_mix(at::Tensor a, at::Tensor b, at::Tensor args) {
   reinforced_data::check_mix(a, b, args.contiguous());
   return rdc::mix_impl(a, b, args);
 }
+at::Tensor emu_augmix(at::Tensor orig, at::Tensor chains, at::Tensor args) {
+  reinforced_data::check_augmix(orig, chains, args.contiguous());
+  return rdc::augmix_impl(orig, chains, args.contiguous());
+}
 at::Tensor emu_normalize(at::Tensor x, at::Tensor lut, bool cl) {
   reinforced_data::check_normalize(x, lut);
   return rdc::normalize_impl(x, lut, cl);
@@ -33,6 +37,7 @@ int32_t max_taps(int64_t n, int64_t m, int64_t filter) { return rdc::max_taps(n,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("augment", &emu_augment, "augment kernels, emulated on the host");
   m.def("mix", &emu_mix, "mix kernel, emulated on the host");
+  m.def("augmix", &emu_augmix, "augmix kernel, emulated on the host");
   m.def("normalize", &emu_normalize, "normalize kernel, emulated on the host");
   m.def("divergent", &divergent, "threads that left a kernel while others waited at __syncthreads");
   m.def("launches", &launches, "kernel launches so far");
