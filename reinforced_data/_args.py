@@ -346,7 +346,7 @@ def _op_arrays(params: np.ndarray, b: int, n_names: int) -> tuple[np.ndarray, np
 
 
 def _refuse_magnitudes(ops: np.ndarray, mags: np.ndarray, names: tuple[str, ...], low: np.ndarray,
-                       high: np.ndarray, what: str, unit: str = "") -> None:
+                       high: np.ndarray, what: str, unit: str = "", field: str = "ra_mag") -> None:
     """Raise a ConfigError naming the first stored magnitude outside its op's [low, high] (0 for
     ops without a magnitude); ``what`` names the op (``{op}`` is replaced), ``unit`` the scale."""
     bad = (mags < low) | (mags > high)
@@ -355,7 +355,7 @@ def _refuse_magnitudes(ops: np.ndarray, mags: np.ndarray, names: tuple[str, ...]
         op = what.format(op=names[int(ops[v, s])])
         allowed = "0" if high[v, s] == 0 else f"[{int(low[v, s])}, {int(high[v, s])}]"
         raise ConfigError(
-            f"params['ra_mag'] of view {v} (slot {s}) holds {int(mags[v, s])} for {op}, whose magnitude"
+            f"params['{field}'] of view {v} (slot {s}) holds {int(mags[v, s])} for {op}, whose magnitude"
             f"{unit} must be {allowed}"
         )
 
@@ -550,7 +550,7 @@ def encode_augmix(params: np.ndarray, policy: Policy) -> tuple[torch.Tensor, tor
         sev = policy.augmix_severity - 1
         low_of, high_of = _mag_bounds(op_names)
         _refuse_magnitudes(ops, mags, op_names, low_of[ops] * sev, np.where(high_of[ops] > 0, sev, 0), "AugMix's {op}",
-                           " (a bin of severity " + str(policy.augmix_severity) + ")")
+                           " (a bin of severity " + str(policy.augmix_severity) + ")", "am_mag")
         table = _op_table(nb, oh, ow, "augmix")
         interp_code = FAM.INTERP_CODES[policy.augmix_interpolation]
         params6 = table[ops, mags + nb - 1]  # [b, w*d, 6]
@@ -562,7 +562,7 @@ def encode_augmix(params: np.ndarray, policy: Policy) -> tuple[torch.Tensor, tor
         signed = np.array([o in FAM.TIMM_SIGNED for o in op_names])[ops]
         unparam = np.array([o in FAM.TIMM_UNPARAMETERISED for o in op_names])[ops]
         _refuse_magnitudes(ops, mags, op_names, np.where(signed, -cap, 0), np.where(unparam, 0, cap), "timm's {op}",
-                           " (hundredths of a level)")
+                           " (hundredths of a level)", "am_mag")
         geometric = np.array([o in FAM.TIMM_GEOMETRIC for o in op_names])[ops]
         if "am_interp" in names:
             interp = _ints(params, "am_interp", b, w * d)

@@ -130,20 +130,30 @@ def _unmixed_views(images: Sequence[torch.Tensor], params: np.ndarray, policy: P
 
 def _augmix_views(images: list[torch.Tensor], params: np.ndarray, policy: Policy, rows: torch.Tensor,
                   backend: str) -> torch.Tensor:
-    """AugMix views from the ops every backend has: ``augment`` crops and flips (no ops, no erasing); ``augment``
-    runs each chain's ops on its view's crop (an identity crop: the resampling weights of an n -> n resize are
-    exact, so the crop enters unchanged); ``augmix`` blends the chains with the crop; a last ``augment`` (the
-    identity crop again) applies what follows the stage (colour jitter, grayscale / blur / solarize, erasing)."""
+    return augmix_pipeline(images, params, policy, rows,
+                           lambda imgs, r, oh, ow: augment(imgs, r, oh, ow, backend),
+                           lambda orig, chains, r: augmix(orig, chains, r, backend))
+
+
+def augmix_pipeline(images: list[torch.Tensor], params: np.ndarray, policy: Policy, rows: torch.Tensor,
+                    augment_fn, augmix_fn) -> torch.Tensor:
+    """AugMix views from the ops every backend has (``augment_fn`` / ``augmix_fn``: one backend's ``augment`` and
+    ``augmix``): ``augment`` crops and flips (no ops, no erasing); ``augment`` runs each chain's ops on its view's
+    crop (an identity crop: the resampling weights of an n -> n resize are exact, so the crop enters unchanged);
+    ``augmix`` blends the chains with the crop; a last ``augment`` (the identity crop again) applies what
+    follows the stage (colour jitter, grayscale / blur / solarize, erasing). ``rows``: ``encode``'s rows."""
+    augment = augment_fn
+    augmix = augmix_fn
     oh, ow = policy.output_size
     first = rows.clone()
     first[:, _args.NUM_OPS] = 0
     first[:, _args.ERASE_TOP:_args.ERASE_W + 1] = 0
-    crops = augment(images, first, oh, ow, backend)
+    crops = augment(images, first, oh, ow)
     chain_rows, mix_rows = _args.encode_augmix(params, policy)
     width = policy.augmix_width
     sources = [crops[i] for i in range(crops.shape[0]) for _ in range(width)]
-    chains = augment(sources, chain_rows, oh, ow, backend).view(crops.shape[0], width, 3, oh, ow)
-    views = augmix(crops, chains, mix_rows, backend)
+    chains = augment(sources, chain_rows, oh, ow).view(crops.shape[0], width, 3, oh, ow)
+    views = augmix(crops, chains, mix_rows)
     rest = rows[:, _args.NUM_OPS] > 0
     rest |= (rows[:, _args.ERASE_H] > 0) & (rows[:, _args.ERASE_W] > 0)
     if not bool(rest.any()):
@@ -152,4 +162,4 @@ def _augmix_views(images: list[torch.Tensor], params: np.ndarray, policy: Policy
     last[:, _args.CROP_TOP:_args.CROP_W + 1] = torch.tensor([0, 0, oh, ow], dtype=last.dtype)
     last[:, _args.FLIP] = 0
     last[:, _args.RESIZE_FILTER] = 0
-    return augment(list(views), last, oh, ow, backend)
+    return augment(list(views), last, oh, ow)

@@ -713,6 +713,13 @@ _TIMM_3A = {
     "magnitude_noise": "none", "magnitude_std": 0.0, "magnitude_max": None, "translate_const": 100.0,
     "translate_pct": 0.45, "interpolation": "bicubic", "source": "3a",
 }
+# timm's "augmix-m5-w4-d2" as timm resolves it for a 224 px input (create_transform sets translate_pct 0.3;
+# magnitude_std defaults to inf: levels uniform in [0, 5]); tests/test_augmix.py checks it against timm
+_TIMM_AUGMIX_M5_W4_D2 = {
+    "ops": [[name, 1.0, 5.0] for name in FAM.TIMM_AUGMIX_OPS], "magnitude_noise": "uniform", "magnitude_std": 0.0,
+    "magnitude_max": None, "translate_const": 100.0, "translate_pct": 0.3, "interpolation": "random",
+    "source": "augmix-m5-w4-d2",
+}
 PRESETS.update({
     # The paper's (Faghri et al.) ImageNet+ configurations: RRC + flip + torchvision RandAugment(2, 9)
     # + RandomErasing(0.25); with mixing, apple/ml-dr's MixUp(α=1, p=0.5, λ/2) then CutMix(α=1, p=0.5).
@@ -740,6 +747,11 @@ PRESETS.update({
     "deit3": dict(interpolation="bicubic", ra_family="timm_autoaugment", ra_num_ops=1, fill=(124, 116, 104),
                   ra_config=_TIMM_3A, jitter_brightness=(0.7, 1.3), jitter_contrast=(0.7, 1.3),
                   jitter_saturation=(0.7, 1.3)),
+    # timm's AugMix recipe (train.py --aa augmix-m5-w4-d2, random interpolation, --reprob 0.25 --remode pixel):
+    # RRC + flip + 4 chains of 2 ops (format version 5) + RandomErasing(0.25, per-pixel).
+    "augmix": dict(interpolation="random", augmix="timm", augmix_config=_TIMM_AUGMIX_M5_W4_D2, augmix_width=4,
+                   augmix_depth=2, fill=(124, 116, 104), erase_prob=0.25, erase_scale=(0.02, 1 / 3),
+                   erase_ratio=(0.3, 1 / 0.3), erase_value="random"),
     # torchvision's TrivialAugmentWide and AutoAugment(IMAGENET) after RRC + flip.
     "trivialaugment": dict(ra_family="trivialaugment", ra_num_ops=1),
     "autoaugment": dict(ra_family="autoaugment", ra_num_ops=2),

@@ -60,7 +60,8 @@ def test_layout_constants_match_header():
     c = _header_constants(REPO / "csrc" / "replay_args.h")
     names = ["CROP_TOP", "CROP_LEFT", "CROP_H", "CROP_W", "FLIP", "FILL", "ERASE_TOP", "ERASE_LEFT", "ERASE_H",
              "ERASE_W", "ERASE_VALUE", "ERASE_SEED", "NUM_OPS", "OPS", "OP_STRIDE", "OP_INTERP", "RESIZE_FILTER", "PAD_FILL", "NUM_ARGS", "MIX_MODE",
-             "MIX_LAM", "MIX_BOX", "NUM_MIX_ARGS"]
+             "MIX_LAM", "MIX_BOX", "NUM_MIX_ARGS", "AM_MODE", "AM_CHAINS", "AM_ORIG", "AM_WEIGHTS",
+             "MAX_AUGMIX_CHAINS", "NUM_AUGMIX_ARGS", "AUGMIX_BITS"]
     for n in names:
         assert n in c, f"{n} missing from csrc/replay_args.h"
         assert c[n] == getattr(_args, n), f"{n}: header {c[n]} != _args.py {getattr(_args, n)}"
@@ -69,6 +70,12 @@ def test_layout_constants_match_header():
     assert 1 << c["BLUR_BITS"] == 1 << _reference.BLUR_BITS == _families.BLUR_ONE
     extra = {"MAX_OPS", "BLUR_TAPS", "BLUR_BITS"}
     assert set(c) <= set(names) | extra, f"header constants unknown to the test: {set(c) - set(names) - extra}"
+    text = (REPO / "csrc" / "replay_args.h").read_text()
+    modes = re.search(r"enum\s+AugMixMode\s*:\s*int\s*\{([^}]*)\}", text).group(1)
+    assert {n.strip(): int(v) for n, v in (x.split("=") for x in modes.split(",") if x.strip())} == {
+        "AUGMIX_TIMM": _args.AUGMIX_TIMM, "AUGMIX_TORCHVISION": _args.AUGMIX_TORCHVISION,
+        "AUGMIX_BLENDED": _args.AUGMIX_BLENDED}
+    assert 1 << c["AUGMIX_BITS"] == _families.AUGMIX_ONE and c["MAX_AUGMIX_CHAINS"] == _families.MAX_AUGMIX_CHAINS
     ops = _header_enum(REPO / "csrc" / "replay_args.h", "Op")
     assert ops[-1] == "NUM_OP_IDS"
     assert [o.replace("_", "") for o in ops[:-1]] == [o.upper() for o in _reference.KERNEL_OPS]

@@ -11,7 +11,8 @@ import pytest
 
 from reinforced_data import _args as A
 from reinforced_data import _families as FAM
-from reinforced_data.policy import PRESETS, V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS, Policy
+from reinforced_data.policy import (PRESETS, V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS, V5_DEFAULTS,
+                                    Policy)
 
 torch = pytest.importorskip("torch")
 T1 = pytest.importorskip("torchvision.transforms")
@@ -28,8 +29,9 @@ def test_version1_policies_serialise_as_before():
     for name in ("rrc", "rrc_ra_re", "rrc_ra_re_mix", "torchvision", "rrc_ra_re_noise", "paper_imagenet"):
         d = Policy.preset(name).to_dict()
         assert set(d) == V1_FIELDS, name
-    assert (set(V2_DEFAULTS) | set(V3_DEFAULTS) | set(V4_DEFAULTS) | set(V4_PARTNER_DEFAULTS) | V1_FIELDS
-            == {f for f in Policy.__dataclass_fields__})
+    assert (set(V2_DEFAULTS) | set(V3_DEFAULTS) | set(V4_DEFAULTS) | set(V4_PARTNER_DEFAULTS) | set(V5_DEFAULTS)
+            | V1_FIELDS == {f for f in Policy.__dataclass_fields__})
+    assert Policy(**V5_DEFAULTS) == Policy() and not Policy().augmix  # version 5's: no AugMix
     assert Policy(**V4_PARTNER_DEFAULTS) == Policy()  # version 4's inline partners: partners are stored views
     assert Policy(**V2_DEFAULTS) == Policy()  # the defaults of the new fields are version 1's behaviour
     assert Policy(**V3_DEFAULTS) == Policy() and not Policy().jittering  # version 3's: no colour jitter
@@ -144,7 +146,8 @@ def test_from_timm_defaults_and_presets():
     (dict(auto_augment=None, color_jitter=(0.4, 0.4, 0.4, 0.7)), "ColorJitter refuses"),
     (dict(force_color_jitter=True), "at most 4"),
     (dict(re_count=2), "re_count"), (dict(re_mode="rand"), "re_mode"), (dict(re_num_splits=2), "re_num_splits"),
-    (dict(auto_augment="augmix-m5"), "AugMix"), (dict(auto_augment="rand-m9-t3a"), "at most 4"),
+    (dict(auto_augment="augmix-m5-w9"), "AugMix width 9"), (dict(auto_augment="augmix-m5-d5"), "AugMix depth 5"),
+    (dict(auto_augment="augmix-m5", ra_prob=0.5), "ra_prob"), (dict(auto_augment="rand-m9-t3a"), "at most 4"),
     (dict(auto_augment="rand-m9-x4"), "auto_augment"), (dict(cutmix_minmax=(0.2, 0.8)), "cutmix_minmax"),
     (dict(mixup_mode="batch"), "mixup_mode"), (dict(interpolation="nearest"), "interpolation"),
     (dict(train_crop_mode="rkrc"), "train_crop_mode"), (dict(grayscale_prob=1.5), "grayscale_prob"),

@@ -256,7 +256,7 @@ def test_records_and_format_version():
     p = Policy(output_size=(8, 8), grayscale_prob=0.5, blur_prob=0.5, solarize_prob=0.5)
     assert [f for f in p.param_dtype().names if f in ("gray", "blur_sigma", "solarize")] == \
         ["gray", "blur_sigma", "solarize"]
-    assert FORMAT_VERSION == 4
+    assert FORMAT_VERSION >= 4  # version 5 (AugMix) came later: tests/test_augmix.py
     for pol, version in ((p, 4), (Policy.preset("deit3"), 4), (Policy.preset("timm_train_default"), 3),
                          (Policy.preset("rrc"), 1)):
         assert Header.format_version.fget(type("H", (), {"policy": pol})()) == version, pol

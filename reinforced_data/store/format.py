@@ -29,7 +29,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import ConfigError, CorruptFileError
 from ..fingerprint import Fingerprint, sha256_hex as _sha256
-from ..policy import V2_DEFAULTS, V3_DEFAULTS, Policy
+from ..policy import V2_DEFAULTS, V3_DEFAULTS, V4_DEFAULTS, V4_PARTNER_DEFAULTS, Policy
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "V1_POLICY_FIELDS", "PROB_ENCODINGS", "LOG_RANGE", "DEFLATE_LEVEL", "TARGET_RECORDS_PER_CHUNK",
@@ -43,9 +43,10 @@ FORMAT_NAME = "reinforced_data.reinforcement"
 #: hold it: 1 when its policy uses only the fields version 1 knew (so older readers still read
 #: it), 2 when it uses only those version 2 knew, 3 when it uses only those version 3 knew (colour
 #: jitter), 4 when it uses a later one (grayscale, blur, solarize; or timm's 3-Augment ops in its
-#: ra_config; or inline mixing partners, files imported from apple/ml-dr); older readers then refuse
-#: it as newer, not as a bad policy.
-FORMAT_VERSION = 4
+#: ra_config; or inline mixing partners, files imported from apple/ml-dr), 5 when it uses AugMix (the
+#: ``augmix*`` fields; records gain ``am_op``, ``am_mag``, maybe ``am_interp``, and ``am_weight``); older
+#: readers then refuse it as newer, not as a bad policy.
+FORMAT_VERSION = 5
 #: The policy fields a version-1 reader knows.
 V1_POLICY_FIELDS = frozenset((
     "output_size", "crop_scale", "crop_ratio", "flip_prob", "ra_num_ops", "ra_magnitude", "ra_num_magnitude_bins",
@@ -55,6 +56,8 @@ V1_POLICY_FIELDS = frozenset((
 V2_POLICY_FIELDS = V1_POLICY_FIELDS | frozenset(V2_DEFAULTS)
 #: The policy fields a version-3 reader knows.
 V3_POLICY_FIELDS = V2_POLICY_FIELDS | frozenset(V3_DEFAULTS)
+#: The policy fields a version-4 reader knows.
+V4_POLICY_FIELDS = V3_POLICY_FIELDS | frozenset(V4_DEFAULTS) | frozenset(V4_PARTNER_DEFAULTS)
 #: ``log_uint8``: 8-bit codes of -ln(p) (delta-coded, see docs/format.md); ``float16``: raw halves.
 PROB_ENCODINGS = ("log_uint8", "float16")
 LOG_RANGE = 16.0  # log_uint8 code c means p = exp(-c * LOG_RANGE / 255); c = 255 means p <= e^-16
@@ -243,6 +246,8 @@ class Header:
     def format_version(self) -> int:
         """The version this header is written with (see :data:`FORMAT_VERSION`)."""
         fields = set(json.loads(self.policy.to_json()))
+        if not fields <= V4_POLICY_FIELDS or self.policy.uses_v5:  # AugMix: version 5
+            return 5
         if not fields <= V3_POLICY_FIELDS or self.policy.uses_v4_ops:  # 3-Augment: version 4
             return 4
         return 1 if fields <= V1_POLICY_FIELDS else (2 if fields <= V2_POLICY_FIELDS else 3)
