@@ -895,3 +895,157 @@ def timm_policy(output_size=(224, 224)):
         warnings.simplefilter("ignore")
         return Policy.from_timm(input_size=output_size[0], auto_augment="rand-m9-mstd0.5-inc1",
                                 interpolation="random", re_prob=0.25, re_mode="pixel")
+
+
+# ------------------------------------------------------------------ AugMix (format version 5)
+# The libraries' own AugMix transforms run on our crop with their random draws forced to a stored record:
+# torchvision's AugMix.forward (v1, on the uint8 tensor) with `torch.randint` answered from the record and
+# `_sample_dirichlet` (meant to be overridden in tests) returning the stored weights; timm's AugMixAugment
+# (PIL) with `np.random` answered from the record and each chain op an AugmentOp at the stored level (no
+# noise), interpolation and sign. Both then run every op, the float chain sums and the blends themselves.
+class _Scripted:
+    """A module stand-in: the names in ``overrides`` answered by it, the rest by ``module``."""
+
+    def __init__(self, module, **overrides):
+        self._module = module
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+def augmix_crop(img: torch.Tensor, record, policy) -> torch.Tensor:
+    """The crop AugMix receives in the replay (``augment``'s crop and flip of the record, no ops)."""
+    oh, ow = policy.output_size
+    rows = A.encode(np.atleast_1d(record), policy, [tuple(img.shape[1:])])
+    rows[:, A.NUM_OPS] = 0
+    rows[:, A.ERASE_TOP:A.ERASE_W + 1] = 0
+    return _reference.augment([img], rows, oh, ow)[0]
+
+
+def _record_chains(record, policy) -> list[list[tuple[int, int, int]]]:
+    w, d = policy.augmix_width, policy.augmix_slots
+    ops = np.asarray(record["am_op"]).reshape(w, d)
+    mags = np.asarray(record["am_mag"]).reshape(w, d)
+    interp = np.asarray(record["am_interp"]).reshape(w, d) if "am_interp" in record.dtype.names else np.zeros((w, d))
+    return [[(int(o), int(m), int(i)) for o, m, i in zip(ops[c], mags[c], interp[c]) if o] for c in range(w)]
+
+
+def torchvision_augmix_view(crop: torch.Tensor, record, policy) -> torch.Tensor:
+    """torchvision's AugMix (v1) on ``crop`` with its draws forced to ``record``."""
+    import torchvision.transforms as T
+    import torchvision.transforms.autoaugment as tv_aa
+    from reinforced_data import _families as FAM
+
+    t = T.AugMix(severity=policy.augmix_severity, mixture_width=policy.augmix_width, chain_depth=policy.augmix_depth,
+                 alpha=policy.augmix_alpha, all_ops=policy.augmix_all_ops,
+                 interpolation=TV_INTERP[policy.augmix_interpolation], fill=list(policy.fill))
+    one = float(FAM.AUGMIX_ONE)
+    weight = np.asarray(record["am_weight"], dtype=np.float64) / one
+    m0 = weight[-1]
+    chain_w = weight[:-1] / (1.0 - m0) if m0 < 1.0 else np.full(policy.augmix_width, 1.0 / policy.augmix_width)
+    dirichlet = [torch.tensor([[m0, 1.0 - m0]], dtype=torch.float32), torch.tensor(chain_w[None, :], dtype=torch.float32)]
+    t._sample_dirichlet = lambda params: dirichlet.pop(0)
+    script: list[int] = []
+    for chain in _record_chains(record, policy):
+        if policy.augmix_depth <= 0:
+            script.append(len(chain))
+        for o, m, _ in chain:
+            name = FAM.AUGMIX_TV_OPS[o]
+            script.append(o - 1)
+            if name not in FAM.TV_UNPARAMETERISED:
+                script.append(abs(m))
+            if name in FAM.TV_SIGNED:
+                script.append(1 if m < 0 else 0)
+    answers = iter(script)
+    saved = tv_aa.torch
+    tv_aa.torch = _Scripted(torch, randint=lambda *a, **k: torch.tensor([next(answers)]))
+    try:
+        out = t(crop.clone())
+    finally:
+        tv_aa.torch = saved
+    assert next(answers, None) is None and not dirichlet, "torchvision drew another sequence than the record's"
+    return out
+
+
+def timm_augmix_view(crop: torch.Tensor, record, policy) -> torch.Tensor:
+    """timm's AugMixAugment (PIL) on ``crop`` with its draws forced to ``record``."""
+    from reinforced_data import _families as FAM
+
+    cfg = FAM.parse_config(policy.augmix_config)
+    names = policy.augmix_ops
+    hp = dict(translate_const=cfg["translate_const"], translate_pct=cfg["translate_pct"], img_mean=tuple(policy.fill),
+              magnitude_std=0)
+    if cfg["magnitude_max"]:
+        hp["magnitude_max"] = cfg["magnitude_max"]
+    fixed = None if cfg["interpolation"] == "random" else cfg["interpolation"]
+
+    class Forced:
+        def __init__(self, o: int, m: int, i: int):
+            h = dict(hp, interpolation=PIL_INTERP[fixed or {1: "bilinear", 2: "bicubic"}.get(i, "bilinear")])
+            self.op = taa.AugmentOp(names[o], prob=1.0, magnitude=abs(m) / FAM.MAG_SCALE, hparams=h)
+            self.negative = m < 0
+
+        def __call__(self, img):
+            saved = taa._randomly_negate
+            taa._randomly_negate = (lambda v: -v) if self.negative else (lambda v: v)
+            try:
+                return self.op(img)
+            finally:
+                taa._randomly_negate = saved
+
+    chains = [[Forced(*s) for s in chain] for chain in _record_chains(record, policy)]
+    one = float(FAM.AUGMIX_ONE)
+    weight = np.asarray(record["am_weight"], dtype=np.float64) / one
+    queue: list = [weight[:-1], 1.0 - weight[-1]]
+    depths = [len(c) for c in chains]
+    rnd = _Scripted(np.random, dirichlet=lambda *a, **k: queue.pop(0), beta=lambda *a, **k: queue.pop(0),
+                    randint=lambda *a, **k: depths.pop(0), choice=lambda ops, depth, replace=True: chains.pop(0))
+    t = taa.AugMixAugment([], alpha=policy.augmix_alpha, width=policy.augmix_width,
+                          depth=policy.augmix_depth if policy.augmix_depth > 0 else -1, blended=policy.augmix_blended)
+    saved = taa.np
+    taa.np = _Scripted(np, random=rnd)
+    try:
+        out = t(Image.fromarray(crop.permute(1, 2, 0).contiguous().numpy()))
+    finally:
+        taa.np = saved
+    assert not chains and not queue, "timm drew another sequence than the record's"
+    return to_tensor(out)
+
+
+def chain_policy_augmix(policy, images: list[Crop], views_per_image: int, seed: int = 0,
+                        backend: str = "reference") -> ChainStat:
+    """AugMix views replayed by us beside the library's AugMix on the same crop with the same record (the
+    AugMix stage alone: both start from our crop, whose closeness fidelity.md measures)."""
+    from reinforced_data._replay import replay
+
+    lib = torchvision_augmix_view if policy.augmix == "torchvision" else timm_augmix_view
+    g = np.random.default_rng(seed)
+    st = ChainStat()
+    for c in images:
+        h, w = c.tensor.shape[1:]
+        params = policy.sample(g, views_per_image, h, w)
+        out = replay([c.tensor] * views_per_image, params, policy, backend=backend)
+        for k in range(views_per_image):
+            theirs = lib(augmix_crop(c.tensor, params[k], policy), params[k], policy)
+            names = policy.augmix_ops
+            desc = " | ".join("+".join(names[o] for o, _, _ in chain) for chain in _record_chains(params[k], policy))
+            st.add(out[k], theirs, f"{c.name} view {k} ({desc})")
+    return st
+
+
+def augmix_policies(output_size=(224, 224)) -> dict:
+    """The AugMix policies of the report: torchvision's AugMix() defaults, timm's augmix-m5-w4-d2 (random
+    bilinear / bicubic) and its blended mode."""
+    from reinforced_data.policy import Policy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "torchvision AugMix() (severity 3, width 3, depth 1-3, bilinear) vs torchvision v1's AugMix":
+                Policy(augmix="torchvision", output_size=output_size),
+            "timm augmix-m5-w4-d2 (random bilinear/bicubic) vs timm's AugMixAugment (PIL)":
+                Policy.from_timm(input_size=output_size, auto_augment="augmix-m5-w4-d2", re_prob=0),
+            "timm augmix-m3-w3-b1 (blended, depth 1-3) vs timm's AugMixAugment (PIL)":
+                Policy.from_timm(input_size=output_size, auto_augment="augmix-m3-w3-b1", re_prob=0),
+        }

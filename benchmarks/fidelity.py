@@ -13,6 +13,7 @@ a table per set shows where each worst case comes from.
     python benchmarks/fidelity.py --photos 24 --views 8                 # ~15-20 min on one idle core
     python benchmarks/fidelity.py --photos 24 --views 8 --part main     # without the ColorJitter tables
     python benchmarks/fidelity.py --photos 24 --views 8 --part jitter   # only the ColorJitter tables
+    python benchmarks/fidelity.py --photos 24 --views 8 --part augmix   # only AugMix (fidelity_augmix.md)
 """
 
 from __future__ import annotations
@@ -226,8 +227,10 @@ def main(argv=None) -> None:
     ap.add_argument("--views", type=int, default=8, help="sampled views per photo in the whole-chain measurement")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "fidelity.md"))
     ap.add_argument("--jitter-out", default=os.path.join(HERE, "results", "fidelity_jitter.md"))
-    ap.add_argument("--part", choices=("all", "main", "jitter"), default="all",
-                    help="'jitter': only the ColorJitter tables (written to --jitter-out); 'main': all but those")
+    ap.add_argument("--augmix-out", default=os.path.join(HERE, "results", "fidelity_augmix.md"))
+    ap.add_argument("--part", choices=("all", "main", "jitter", "augmix"), default="all",
+                    help="'jitter': only the ColorJitter tables (written to --jitter-out); 'augmix': only AugMix "
+                         "(--augmix-out); 'main': all but those")
     ap.add_argument("--jobs", type=int, default=1, help="processes measuring at once (each on one thread); the "
                     "figures do not depend on it")
     args = ap.parse_args(argv)
@@ -241,7 +244,9 @@ def main(argv=None) -> None:
     print(f"{sum(map(len, crops.values()))} op crops, {sum(map(len, sources.values()))} sources", flush=True)
     if args.part in ("all", "jitter"):
         jitter_main(args, crops, sources)
-    if args.part == "jitter":
+    if args.part in ("all", "augmix"):
+        augmix_main(args, sources)
+    if args.part in ("jitter", "augmix"):
         return
     chains = {
         "rrc_ra_re (RRC bilinear + flip + RandAugment n2 m9 nearest + erasing) vs torchvision v2":
@@ -428,6 +433,60 @@ By photo set:
 {chain_by_set_table(chain_parts)}
 """
     write_table(text, args.jitter_out)
+    print(text)
+
+
+def augmix_main(args, sources: dict[str, list[Crop]]) -> None:
+    """The AugMix tables: whole AugMix stages (our crop in, the view out) against the libraries' own transforms
+    with their draws forced to the stored records."""
+    import PIL
+    import timm
+    import torchvision
+
+    from reinforced_data._ops import compiled_available
+
+    t0 = time.time()
+    backend = "compiled" if compiled_available() else "reference"
+    policies = F.augmix_policies()
+    tasks = {}
+    for s in SETS:
+        for i, (name, pol) in enumerate(policies.items()):
+            tasks[(name, s)] = lambda pol=pol, src=sources[s], i=i: F.chain_policy_augmix(pol, src, args.views,
+                                                                                          seed=20 + i, backend=backend)
+    res = run_all(tasks, args.jobs)
+    parts = [(name, {s: res[(name, s)] for s in SETS}) for name in policies]
+    merged = [(name, merged_chain(p)) for name, p in parts]
+    held = [(name, p["held-out"]) for name, p in parts]
+    n_sources = sum(map(len, sources.values()))
+    text = f"""# Fidelity of AugMix: the replay against torchvision's and timm's AugMix with the same draws
+
+Written by `python benchmarks/fidelity.py --part augmix --photos {args.photos} --views {args.views}{f' --jobs {args.jobs}' if args.jobs > 1 else ''}` ({time.time() - t0:.0f} s).
+torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, Pillow {PIL.__version__}; ours =
+the {backend} kernels (equal to the reference bit for bit: tests/test_augmix.py), one intra-op thread.
+
+{args.views} sampled views per photo ({n_sources} photos of the three sets of fidelity.md, 224 x 224 output). Each view's
+AugMix stage alone: both sides start from our crop (the record's crop and flip, whose closeness fidelity.md
+measures); ours replays the record (chains through the kernel ops, the Q15 integer blend); theirs is the
+library's own transform (torchvision v1 `AugMix.forward` on the uint8 tensor; timm's `AugMixAugment` on the
+PIL image) with its random draws answered from the record (benchmarks/_fidelity.py: `torchvision_augmix_view`,
+`timm_augmix_view`), so it runs its own op functions, float chain sums and blends. The differences are the
+ops' (fidelity.md's per-op tables: e.g. nearest shears' rounding ties, bilinear geometric ops, PIL's Color and
+affine resampling), weighted by the chain weights, plus at most 1 from the blend's arithmetic
+(tests/test_augmix.py::test_blend_formulas_against_the_libraries_float_arithmetic).
+
+## All photo sets
+
+{chain_table(merged)}
+
+## Held-out photos only
+
+{chain_table(held)}
+
+## By photo set
+
+{chain_by_set_table(parts)}
+"""
+    write_table(text, args.augmix_out)
     print(text)
 
 

@@ -15,6 +15,9 @@ it (or from the same arguments) in one call, so both sides run the same recipe:
   grey / blur / solarize torchvision's RandomGrayscale(0.2), RandomApply([GaussianBlur(23)], p=0.5) and
                          RandomSolarize(128, p=0.2) after RRC + flip (v2, tensors); timm's 3a (DeiT III's
                          3-Augment) with color_jitter=0.3, bicubic, no erasing (PIL images)
+  AugMix (version 5)     torchvision's AugMix() after RRC + flip (v2, tensors); timm's
+                         auto_augment "augmix-m5-w4-d2" with random interpolation and pixel-noise
+                         erasing (PIL images)
   the paper's            the paper's ImageNet configuration with its sequential MixUp + CutMix
                          beside the same torchvision pipeline followed by that mixing on tensors
                          (what apple/ml-dr runs); the paper's CIFAR RandomCrop(32, padding=4) +
@@ -37,6 +40,8 @@ a loader worker that sets it does); --fresh-pages measures without it (a second 
     python benchmarks/replay_families.py                # writes benchmarks/results/replay_families.md
     python benchmarks/replay_families.py --fresh-pages  # writes .../replay_families_fresh_pages.md
     python benchmarks/replay_families.py --quick        # smoke test
+    python benchmarks/replay_families.py --only AugMix,augmix --views 128 --photos 32 --repeats 3 \
+        --out benchmarks/results/replay_families_v5.md    # the AugMix rows (format version 5)
 """
 
 from __future__ import annotations
@@ -165,6 +170,15 @@ def families(batch: int) -> list[Family]:
     tf = create_transform(is_training=True, **kw)
     out.append(Family("timm auto_augment='3a', color_jitter=0.3 (DeiT III)", "timm", Policy.from_timm(**kw),
                       _per_view(tf, batch), "pil"))
+    # format version 5: AugMix, torchvision's (defaults) and timm's augmix-m5-w4-d2 (preset augmix)
+    tf = _tv_compose(T.AugMix(), erase=0.0)
+    out.append(Family("torchvision AugMix()", "torchvision v2", Policy.from_torchvision(tf), _per_view(tf, batch),
+                      "tensor"))
+    kw = dict(input_size=224, auto_augment="augmix-m5-w4-d2", interpolation="random", re_prob=0.25, re_mode="pixel",
+              mean=MEAN, std=STD)
+    tf = create_transform(is_training=True, **kw)
+    out.append(Family("timm auto_augment='augmix-m5-w4-d2'", "timm", Policy.from_timm(**kw), _per_view(tf, batch),
+                      "pil"))
     for label, aug in (("the paper's CIFAR: RandomCrop(32, padding=4) + flip", None),
                        ("the paper's CIFAR + RandAugment(2, 9) + RandomErasing", T.RandAugment(num_ops=2, magnitude=9))):
         tf = _tv_compose(aug, erase=0.25 if aug is not None else 0.0, crop=T.RandomCrop(32, padding=4))

@@ -301,19 +301,22 @@ def measure_timm_augmix(config: str, n: int = 6000, n_ours: int = 60000) -> dict
     rec, marks, weights = _record_timm_augmix(t)
     img = Image.new("RGB", (2, 2))
     firsts: list = []
-    for op in t.ops:  # mark which recorded call received the crop itself (a chain's first op)
+    made: dict = {}  # id -> image, of every op's output (kept alive, so ids are not reused)
+    for op in t.ops:  # mark which recorded call received the crop (or timm's copy of it): a chain's first op
         inner = op.aug_fn
 
         def aug(x, *args, _inner=inner, **kw):
-            firsts.append(x is img)
-            out = _inner(x, *args, **kw)
-            return out.copy() if out is img else out
+            firsts.append(id(x) not in made)
+            out = _inner(x, *args, **kw).copy()
+            made[id(out)] = out
+            return out
         op.aug_fn = aug
     theirs = []
     for _ in range(n):
         start = len(rec)
         t(img)
         theirs.append(_timm_chains(rec, start, len(rec), firsts))
+        made.clear()
     policy = Policy.from_timm(auto_augment=config, re_prob=0, input_size=64)
     ours, ow, oo = _ours(policy, n_ours)
     tw = np.array([x[0] for x in weights])
