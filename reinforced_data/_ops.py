@@ -1,7 +1,7 @@
 """The compiled replay op ``reinforced_data._C``: quiet loading, thin wrappers, fake kernels.
 
 Importing this module tries to load ``reinforced_data._C`` (whose static initialisers
-register ``torch.ops.reinforced_data.{augment, mix, normalize}``) and says nothing
+register ``torch.ops.reinforced_data.{augment, mix, augmix, normalize}``) and says nothing
 either way; :func:`compiled_available` and :func:`unavailable_reason` report the outcome.
 Only when a call with ``backend="auto"`` actually falls back to the pure-PyTorch
 reference does the package warn, once per process tree (DataLoader workers started after

@@ -420,10 +420,12 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         to the file, not a changed image. The partner records of mixed views (``partner_images`` /
         ``partner_views`` / ``pparams`` at the positions whose ``mix_mode`` is not 0) are checked too.
         Runs only after a replay failed: replay encodes (and so checks) every record once."""
-        from ._args import encode, encode_mix
+        from ._args import encode, encode_augmix, encode_mix
 
         def check(rows: np.ndarray, mixing: bool) -> None:
             encode(rows, self.policy)
+            if self.policy.augmix:
+                encode_augmix(rows, self.policy)
             if mixing:
                 encode_mix(rows, self.policy)
 

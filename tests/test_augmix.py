@@ -667,3 +667,42 @@ def test_whole_augmix_views_against_the_libraries_on_photos():
         far, median = AUGMIX_BOUNDS[key]
         assert st.share(32) <= far and float(np.median(st.frac)) <= median, (name, st.share(32), np.median(st.frac),
                                                                            st.worst)
+
+
+def test_verify_and_the_dataset_name_a_damaged_augmix_record(tmp_path, monkeypatch):
+    """A stored AugMix record whose weights no longer sum (damage) is named by verify and by the dataset."""
+    import _store_util
+    from reinforced_data import ReinforcedDataset
+    from reinforced_data import inspection
+    from reinforced_data.errors import CorruptFileError
+
+    pol = _tv(output_size=(16, 16))
+    header = _store_util.make_header(pol)
+    real = _store_util.make_rows
+
+    def damaged(h, indices, seed=0):
+        params, *rest = real(h, indices, seed)
+        if list(indices) == [5]:
+            params["am_weight"][0, 3, 0] += 7  # image 5, view 3
+        return (params, *rest)
+
+    monkeypatch.setattr(_store_util, "make_rows", damaged)
+    path = tmp_path / "damaged.h5"
+    _store_util.write_file(path, header)
+    text = inspection.format_verify(inspection.verify_file(path))
+    assert "am_weight" in text and "ok:" not in text, text
+
+    class Images:
+        targets = [i % _store_util.C for i in range(header.num_images)]
+
+        def __len__(self):
+            return header.num_images
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 40, 50, dtype=torch.uint8), self.targets[i]
+
+    ds = ReinforcedDataset(Images(), path)
+    ds[4]  # an intact image replays
+    with pytest.raises(CorruptFileError, match=r"view 3 of image 5 holds an invalid 'am_weight'"):
+        for _ in range(60):  # view 3 of image 5 comes up among the views drawn
+            ds[5]
