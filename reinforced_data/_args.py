@@ -717,7 +717,10 @@ _STRUCT_CODES = {("u", 1): "B", ("i", 1): "b", ("u", 2): "H", ("i", 2): "h", ("u
 #: The fields the plan encodes, with the element count each must have (None: ra_num_ops).
 _FIELD_COUNTS = {"crop": 4, "flip": 1, "crop_filter": 1, "ra_op": None, "ra_mag": None, "ra_interp": None,
                  "jitter_order": 1, "jitter_factor": 3, "jitter_hue": 1, "erase": 4, "erase_seed": 1,
-                 "mix_mode": 1, "mix_lam": 1, "mix_box": 4, "gray": 1, "blur_sigma": 1, "solarize": 1}
+                 "mix_mode": 1, "mix_lam": 1, "mix_box": 4, "gray": 1, "blur_sigma": 1, "solarize": 1,
+                 "am_op": "chains", "am_mag": "chains", "am_interp": "chains", "am_weight": "weights"}
+#: AugMix's fields (format version 5) are read by encode_augmix (the reference only): the plan encodes the
+#: view's own row (crop, flip, what follows the stage, erasing) and only checks their sizes.
 
 _PLANS: dict[int, list] = {}  # id(policy) -> [policy, [(dtype, plan or None), ...]]
 _PLAN_CACHE_SIZE = 64
@@ -791,6 +794,10 @@ class _FastPlan:
                 raise _NoPlan
             count = int(np.prod(ft.shape, dtype=np.int64)) if ft.shape else 1
             want_count = _FIELD_COUNTS[name]
+            if want_count == "chains":
+                want_count = policy.augmix_width * policy.augmix_slots if policy.augmix else -1
+            elif want_count == "weights":
+                want_count = policy.augmix_width + 1 if policy.augmix else -1
             if (want_count is None and count != policy.ra_num_ops) or (want_count is not None and count != want_count):
                 raise _NoPlan
             fmt += "x" * (offset - pos) + code * count

@@ -97,6 +97,8 @@ TIMM_AUGMIX_OPS: tuple[str, ...] = (
     "TranslateYRel",
 )
 MAX_AUGMIX_CHAINS = 8  # chains per view the mixing kernel takes
+MAX_AUGMIX_DEPTH = 4  # a chain is one kernel row: at most policy.MAX_RA_OPS ops
+AUGMIX_RANDOM_DEPTH = 3  # a random depth (-1) draws 1..3 per chain, in both libraries
 AUGMIX_BITS = 15  # stored AugMix weights are Q15 (uint16): 1.0 = 2^15
 AUGMIX_ONE = 1 << AUGMIX_BITS
 AUGMIX_FAMILIES = ("torchvision", "timm")

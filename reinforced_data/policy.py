@@ -89,7 +89,8 @@ V5_DEFAULTS: dict[str, Any] = {
     "augmix_all_ops": True, "augmix_interpolation": "bilinear", "augmix_blended": False, "augmix_config": "",
 }
 #: AugMix chains hold at most MAX_RA_OPS ops (one kernel row each); a random depth draws 1..3 (both libraries).
-AUGMIX_RANDOM_DEPTH = 3
+AUGMIX_RANDOM_DEPTH = FAM.AUGMIX_RANDOM_DEPTH
+assert FAM.MAX_AUGMIX_DEPTH == MAX_RA_OPS
 GRAYSCALE_FORMULAS = ("torchvision", "pil")  # rgb_to_grayscale on tensors / PIL's convert("L")
 MAX_BLUR_KERNEL = 23  # the kernels hold 12 taps: the centre and 11 on each side
 MAX_BLUR_SIGMA = 65.535  # stored in thousandths of a pixel (uint16)

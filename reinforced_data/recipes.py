@@ -114,8 +114,6 @@ def timm_ra_config(auto_augment: str, hparams: dict | None = None) -> tuple[str,
 
 def _timm_augmix_fields(auto_augment: str, cfg: dict) -> dict[str, Any]:
     """Policy fields of timm's ``augmix-m*-w*-d*[-a*][-mstd*][-b1]`` resolved by timm (``timm_ra_config``)."""
-    from .policy import AUGMIX_RANDOM_DEPTH, MAX_RA_OPS
-
     am = cfg.pop("augmix")
     width, depth, alpha = am["width"], am["depth"], am["alpha"]
     if not 1 <= width <= FAM.MAX_AUGMIX_CHAINS:
@@ -123,9 +121,9 @@ def _timm_augmix_fields(auto_augment: str, cfg: dict) -> dict[str, Any]:
                           f"[1, {FAM.MAX_AUGMIX_CHAINS}] (the chains a view's blend takes)")
     if depth <= 0:
         depth = -1  # timm draws 1..3 per chain for any depth <= 0
-    elif depth > MAX_RA_OPS:
-        raise ConfigError(f"auto_augment={auto_augment!r}: AugMix depth {depth} must be at most {MAX_RA_OPS} (the ops "
-                          f"a kernel row holds), or -1 for 1..{AUGMIX_RANDOM_DEPTH}")
+    elif depth > FAM.MAX_AUGMIX_DEPTH:
+        raise ConfigError(f"auto_augment={auto_augment!r}: AugMix depth {depth} must be at most {FAM.MAX_AUGMIX_DEPTH} "
+                          f"(the ops a kernel row holds), or -1 for 1..{FAM.AUGMIX_RANDOM_DEPTH}")
     if not (math.isfinite(alpha) and alpha > 0):
         raise ConfigError(f"auto_augment={auto_augment!r}: AugMix alpha {alpha} must be > 0")
     return dict(augmix="timm", augmix_config=cfg, augmix_width=width, augmix_depth=depth, augmix_alpha=alpha,
@@ -462,15 +460,13 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
                 if len({repr(v) for v in values}) != 1:
                     raise ConfigError(f"AugMix(fill={fill!r}) cannot be replayed; pass one value")
                 fill = values[0]
-            from .policy import MAX_RA_OPS
-
             width, depth = int(t.mixture_width), int(t.chain_depth)
             if not 1 <= width <= FAM.MAX_AUGMIX_CHAINS:
                 raise ConfigError(f"AugMix(mixture_width={width}) cannot be replayed; the blend takes 1 to "
                                   f"{FAM.MAX_AUGMIX_CHAINS} chains")
-            if depth > MAX_RA_OPS:
-                raise ConfigError(f"AugMix(chain_depth={depth}) cannot be replayed; a chain holds at most {MAX_RA_OPS} "
-                                  "ops (or -1: 1 to 3)")
+            if depth > FAM.MAX_AUGMIX_DEPTH:
+                raise ConfigError(f"AugMix(chain_depth={depth}) cannot be replayed; a chain holds at most "
+                                  f"{FAM.MAX_AUGMIX_DEPTH} ops (or -1: 1 to 3)")
             if not (_is_real(t.alpha) and t.alpha > 0):
                 raise ConfigError(f"AugMix(alpha={t.alpha!r}) must be > 0")
             fields.update(augmix="torchvision", augmix_width=width, augmix_depth=depth if depth > 0 else -1,

@@ -610,12 +610,16 @@ def test_older_policies_keep_their_versions():
     assert Policy.from_json(Policy.preset("augmix").to_json()) == Policy.preset("augmix")
 
 
-def test_fast_encoder_falls_back_to_the_reference_for_augmix(caplog):
-    """AugMix records go through encode_reference (the fast plan declines the am_* fields, silently)."""
-    p = _tv(output_size=(16, 16), erase_prob=0.5)
-    params = p.sample(np.random.default_rng(4), 3, 30, 30)
-    assert A._fast_plan(p, params.dtype) is None
-    assert torch.equal(A.encode(params[:1], p, [(30, 30)]), A.encode_reference(params[:1], p, [(30, 30)]))
+def test_fast_encoder_encodes_the_views_own_row_and_encode_augmix_the_rest(caplog):
+    """The per-record plan is built for AugMix policies (no warning) and gives the reference's own rows
+    (crop, flip, jitter, erasing); the chains and weights are encode_augmix's (the reference only)."""
+    for p in (_tv(output_size=(16, 16), erase_prob=0.5, jitter_brightness=(0.5, 1.5)), Policy.preset("augmix")):
+        params = p.sample(np.random.default_rng(4), 6, 30, 30)
+        plan = A._fast_plan(p, params.dtype)
+        assert plan is not None
+        for j in range(6):
+            fast = plan.encode(params[j:j + 1], [(30, 30)])
+            assert fast is not None and torch.equal(fast, A.encode_reference(params[j:j + 1], p, [(30, 30)]))
     assert not caplog.records
 
 
