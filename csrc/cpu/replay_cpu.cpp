@@ -153,37 +153,6 @@ at::Tensor mix_cpu(const at::Tensor& a_in, const at::Tensor& b_in, const at::Ten
   return out;
 }
 
-// The AugMix blend of one view: math::augmix_px's formula, chain by chain over a uint32 accumulator (loops
-// the compiler vectorises; the same sums in the same integer arithmetic, so the same bytes).
-void augmix_view(const uint8_t* x, const uint8_t* a, uint8_t* out, int64_t n, const int32_t* r, uint32_t* acc) {
-  const int mode = r[args::AM_MODE], K = r[args::AM_CHAINS];
-  const uint32_t one = 1u << args::AUGMIX_BITS, o = (uint32_t)r[args::AM_ORIG];
-  const int32_t* w = r + args::AM_WEIGHTS;
-  constexpr int B = args::AUGMIX_BITS;
-  if (mode == args::AUGMIX_BLENDED) {
-    for (int64_t e = 0; e < n; ++e) acc[e] = x[e];
-    for (int k = 0; k < K; ++k) {
-      const uint32_t wk = (uint32_t)w[k], rest = one - wk;
-      const uint8_t* ak = a + k * n;
-      for (int64_t e = 0; e < n; ++e) acc[e] = (rest * acc[e] + wk * ak[e]) >> B;
-    }
-    for (int64_t e = 0; e < n; ++e) out[e] = (uint8_t)acc[e];
-    return;
-  }
-  const uint32_t start = mode == args::AUGMIX_TORCHVISION ? o : 0;
-  for (int64_t e = 0; e < n; ++e) acc[e] = start * x[e];
-  for (int k = 0; k < K; ++k) {
-    const uint32_t wk = (uint32_t)w[k];
-    const uint8_t* ak = a + k * n;
-    for (int64_t e = 0; e < n; ++e) acc[e] += wk * ak[e];
-  }
-  if (mode == args::AUGMIX_TORCHVISION) {
-    for (int64_t e = 0; e < n; ++e) out[e] = (uint8_t)(acc[e] >> B);
-  } else {  // timm: the chains' mix, truncated, then blended with the crop
-    for (int64_t e = 0; e < n; ++e) out[e] = (uint8_t)((o * x[e] + (one - o) * (acc[e] >> B)) >> B);
-  }
-}
-
 at::Tensor augmix_cpu(const at::Tensor& orig_in, const at::Tensor& chains_in, const at::Tensor& args) {
   const at::Tensor rows = args.contiguous();
   check_augmix(orig_in, chains_in, rows);
@@ -195,10 +164,21 @@ at::Tensor augmix_cpu(const at::Tensor& orig_in, const at::Tensor& chains_in, co
   const uint8_t* pc = chains.data_ptr<uint8_t>();
   uint8_t* pout = out.data_ptr<uint8_t>();
   const int64_t size = orig.size(1) * orig.size(2) * orig.size(3), K = chains.size(1);
+  const bool avx2 = use_avx2();
   at::parallel_for(0, orig.size(0), 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> acc(size);
-    for (int64_t i = begin; i < end; ++i)
-      augmix_view(po + i * size, pc + i * K * size, pout + i * size, size, r + i * args::NUM_AUGMIX_ARGS, acc.data());
+    std::vector<uint32_t> acc(k_base::kAugMixBlock);
+    for (int64_t i = begin; i < end; ++i) {
+#if RD_AVX2
+      if (avx2) {
+        k_avx2::augmix_view(po + i * size, pc + i * K * size, pout + i * size, size, r + i * args::NUM_AUGMIX_ARGS,
+                            acc.data());
+        continue;
+      }
+#endif
+      (void)avx2;
+      k_base::augmix_view(po + i * size, pc + i * K * size, pout + i * size, size, r + i * args::NUM_AUGMIX_ARGS,
+                          acc.data());
+    }
   });
   return out;
 }
