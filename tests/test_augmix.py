@@ -710,3 +710,17 @@ def test_verify_and_the_dataset_name_a_damaged_augmix_record(tmp_path, monkeypat
     with pytest.raises(CorruptFileError, match=r"view 3 of image 5 holds an invalid 'am_weight'"):
         for _ in range(60):  # view 3 of image 5 comes up among the views drawn
             ds[5]
+
+
+def test_mixed_augmix_views_replay_identically():
+    """MixUp / CutMix over AugMix views: each partner contributes its own stored AugMix view."""
+    p = _tv(output_size=(20, 22), mixup_alpha=0.4, cutmix_alpha=1.0, erase_prob=0.3)
+    sources, params = _views(p, [(41, 37), (30, 52)], seed=8, per_image=4)
+    assert set(params["mix_mode"].tolist()) >= {1, 2}
+    order = [(i + 3) % len(sources) for i in range(len(sources))]
+    kw = dict(partners=[sources[j] for j in order], partner_params=params[order])
+    got = replay(sources, params, p, backend="compiled", **kw)
+    want = replay(sources, params, p, backend="reference", **kw)
+    _util.assert_equal_views(got, want, what="mixed AugMix views")
+    alone = replay(sources, params, p, backend="reference", partners=sources, partner_params=params)
+    assert not torch.equal(alone, want)  # the partners' views took part
