@@ -72,7 +72,7 @@ class DemoSettings:
     device: str = "cpu"
     epochs: tuple[int, ...] = (15, 30, 60)  # student budgets (the cost curve); the longest is the main comparison
     seeds: int = 3  # student seeds per arm and budget
-    views: int = 8  # K, stored views per image: chosen with --k-sweep 8,16,32,64 on the held-out split (docs/demo.md)
+    views: int = 32  # K, stored views per image: chosen with --k-sweep 8,16,32 on the held-out split (docs/demo.md)
     topk: int = 5  # classes kept per view
     classes: int = 6  # generated data only: how many shape classes (fewer: the least alike first)
     train_images: int = 2400  # generated data only
