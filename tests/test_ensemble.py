@@ -396,6 +396,20 @@ def test_fit_weak_learner_overfits_its_bag_and_stops():
     assert short.epochs == 1 and not short.overfit
 
 
+def test_fit_weak_learner_without_a_target_trains_its_whole_budget_quietly(caplog):
+    torch.manual_seed(0)
+    x, y = _images(16, 2)
+    with caplog.at_level("WARNING"):
+        fit = fit_weak_learner(_TinyNet(16), _batches(x, y, 8, shuffle_seed=0), num_classes=2, max_epochs=25,
+                               target_accuracy=None, optimizer=lambda p: adabelief(p, lr=1e-2))
+    assert fit.epochs == 25 and not fit.overfit
+    assert max(fit.train_accuracy) >= 0.95  # it would have stopped early with the default target
+    assert "below the target" not in caplog.text
+    with caplog.at_level("WARNING"):
+        fit_weak_learner(_TinyNet(), _batches(x, y, 8, shuffle_seed=0), num_classes=2, max_epochs=1)
+    assert "below the target" in caplog.text
+
+
 def _clustered_cache(n: int, num_classes: int, dim: int, seed: int, spread: float = 0.4) -> FeatureCache:
     """Overlapping gaussian clusters: learnable (chance is 1 / num_classes) but not perfectly."""
     g = torch.Generator().manual_seed(seed)

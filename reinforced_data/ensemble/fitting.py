@@ -76,7 +76,7 @@ def _to_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, max_epochs: int = 100,
-                     target_accuracy: float = 0.99, max_seconds: float | None = None,
+                     target_accuracy: float | None = 0.99, max_seconds: float | None = None,
                      optimizer: OptimizerFactory = adabelief, lr: float | None = None,
                      device: str | torch.device = "cpu") -> WeakLearnerFit:
     """Phase 1: train ``backbone`` + a temporary linear output layer end to end on one bag.
@@ -86,14 +86,16 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
     iterated once per epoch, so it must be re-iterable (a DataLoader or a list of batches, not
     a generator). Training stops once an epoch's training accuracy reaches ``target_accuracy``
     (the learner has overfit its bag), after ``max_epochs``, or when ``max_seconds`` have
-    passed at the end of an epoch. ``optimizer(params)`` builds the optimiser (the paper's
+    passed at the end of an epoch; ``target_accuracy=None`` trains the whole budget (for
+    augmentation so heavy that no training accuracy is a sign of overfitting), without the
+    warning a learner below its target gets. ``optimizer(params)`` builds the optimiser (the paper's
     AdaBelief); ``lr`` is passed to it as ``lr=`` (default: the factory's own, 5e-4, which
     suits pretrained backbones; from scratch a higher one such as 2e-3 trains faster). The
     backbone is left in eval mode, and remembers the image size it was trained at, which an
     :class:`AdaptiveEnsembleHead` built on it records as its input size.
     """
-    if not 0 < target_accuracy <= 1:
-        raise ConfigError(f"target_accuracy must be in (0, 1], got {target_accuracy}")
+    if target_accuracy is not None and not 0 < target_accuracy <= 1:
+        raise ConfigError(f"target_accuracy must be in (0, 1] or None, got {target_accuracy}")
     if max_epochs < 1:
         raise ConfigError(f"max_epochs must be >= 1, got {max_epochs}")
     if lr is not None and not lr > 0:
@@ -154,7 +156,7 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
         fit.train_accuracy.append(acc)
         fit.train_loss.append(loss_sum / seen)
         logger.info("weak learner epoch %d: loss %.4f, train accuracy %.4f", epoch + 1, loss_sum / seen, acc)
-        if acc >= target_accuracy:
+        if target_accuracy is not None and acc >= target_accuracy:
             fit.overfit = True
             break
         if max_seconds is not None and time.perf_counter() - start >= max_seconds:
@@ -165,7 +167,7 @@ def fit_weak_learner(backbone: nn.Module, loader: Batches, num_classes: int, *, 
     backbone.eval()
     if len(sizes) == 1:  # one image size throughout: what a head on this backbone should expect
         setattr(backbone, _TRAINED_SIZE_ATTR, next(iter(sizes)))
-    if not fit.overfit:
+    if target_accuracy is not None and not fit.overfit:
         logger.warning("weak learner stopped at training accuracy %.3f, below the target %.3f (budget ended)",
                        fit.train_accuracy[-1], target_accuracy)
     return fit
