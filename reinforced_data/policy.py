@@ -7,7 +7,8 @@ applied as it is stored: sampling quantises, replay never rounds a parameter aga
 
 The distributions follow torchvision's ``RandomResizedCrop`` / ``RandomCrop``,
 ``RandomHorizontalFlip``, ``RandAugment`` / ``TrivialAugmentWide`` / ``AutoAugment`` and
-``RandomErasing``, timm's ``RandAugment`` / ``AutoAugment`` (``ra_family``, see
+``RandomErasing``, torchvision's and timm's ``AugMix`` (``augmix``, format version 5), timm's ``RandAugment`` /
+``AutoAugment`` (``ra_family``, see
 :mod:`reinforced_data._families`), timm's ``Mixup`` and apple/ml-dr's sequential MixUp + CutMix
 (see docs/replay.md; tests/test_samplers.py compares each with the library's own sampler).
 Fields added after format version 1 (:data:`V2_DEFAULTS`) are left out of :meth:`Policy.to_dict`
