@@ -1,5 +1,5 @@
 """The samplers behind :meth:`reinforced_data.policy.Policy.sample`: each stage's draws (crop, RandAugment
-and the other op families, colour jitter, the 3-Augment ops, erasing, mixing), as the libraries draw them,
+and the other op families, AugMix, colour jitter, the 3-Augment ops, erasing, mixing), as the libraries draw them,
 vectorised over a view's K records. The same generator state gives the same parameters on every machine.
 
 Each takes the numpy generator, the number of views and the policy (or the values it needs) and returns
