@@ -11,7 +11,7 @@ its stage where RandAugment's runs, in four calls of the same ops (see :func:`_a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -136,14 +136,12 @@ def _augmix_views(images: list[torch.Tensor], params: np.ndarray, policy: Policy
 
 
 def augmix_pipeline(images: list[torch.Tensor], params: np.ndarray, policy: Policy, rows: torch.Tensor,
-                    augment_fn, augmix_fn) -> torch.Tensor:
-    """AugMix views from the ops every backend has (``augment_fn`` / ``augmix_fn``: one backend's ``augment`` and
+                    augment: Callable, augmix: Callable) -> torch.Tensor:
+    """AugMix views from the ops every backend has (``augment`` / ``augmix``: one backend's ``augment`` and
     ``augmix``): ``augment`` crops and flips (no ops, no erasing); ``augment`` runs each chain's ops on its view's
     crop (an identity crop: the resampling weights of an n -> n resize are exact, so the crop enters unchanged);
     ``augmix`` blends the chains with the crop; a last ``augment`` (the identity crop again) applies what
     follows the stage (colour jitter, grayscale / blur / solarize, erasing). ``rows``: ``encode``'s rows."""
-    augment = augment_fn
-    augmix = augmix_fn
     oh, ow = policy.output_size
     first = rows.clone()
     first[:, _args.NUM_OPS] = 0

@@ -83,7 +83,7 @@ class DemoSettings:
     teacher_epochs: int = 80  # per weak learner
     teacher_width: int = 32
     teacher_lr: float = 3e-3
-    student_width: int = 4  # a capacity-limited student: it saturates well below the teacher
+    student_width: int = 8  # a small student: alone it saturates well below the teacher
     batch_size: int = 64
     lr: float = 1e-2
     weight_decay: float = 0.05
