@@ -70,9 +70,9 @@ class DemoSettings:
     out: str = "demo_out"
     seed: int = 0  # data, teacher and reinforcement; students use seed, seed + 1, ...
     device: str = "cpu"
-    epochs: tuple[int, ...] = (15, 30, 60)  # student budgets (the cost curve); the longest is the main comparison
+    epochs: tuple[int, ...] = (10, 20, 40)  # student budgets (the cost curve); the longest is the main comparison
     seeds: int = 3  # student seeds per arm and budget
-    views: int = 32  # K, stored views per image: chosen with --k-sweep 8,16,32 on the held-out split (docs/demo.md)
+    views: int = 8  # K, stored views per image: chosen with --k-sweep 8,16,32 on the held-out split (docs/demo.md)
     topk: int = 5  # classes kept per view
     classes: int = 6  # generated data only: how many shape classes (fewer: the least alike first)
     train_images: int = 2400  # generated data only
