@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, ReinforcedDataError
+from .errors import ConfigError, CorruptFileError, ReinforcedDataError
 
 __all__ = ["Panel", "render_grid", "grid_pixels", "view_panels", "show", "add_show_parser", "top_labels"]
 
@@ -115,6 +115,26 @@ def _open(file: Any):
     return ReinforcementFile(file)
 
 
+def _raise_damaged(path: str, policy: Any, named: list) -> None:
+    """Raise a :class:`CorruptFileError` naming the first of ``named`` ((image, stored view, its one
+    record)) whose values replay refuses whatever the image: damage to the file."""
+    import re
+
+    from .dataset import _one_record
+    from .inspection import _check_as_replay
+
+    for image, view, row in named:
+        try:
+            _check_as_replay(policy, row)
+        except (ConfigError, ValueError) as e:
+            msg = _one_record(e)
+            m = re.search(r"params\['(\w+)'\]", msg)
+            field = m.group(1) if m else "parameters"
+            raise CorruptFileError(
+                f"{path} is damaged: stored view {view} of image {image} holds an invalid '{field}' ({msg}); "
+                f"check the whole file with `reinforced-data inspect --verify {path}`, then regenerate it") from None
+
+
 def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
                 names: Sequence[str] | None = None) -> list[list[Panel]]:
     """Panels of image ``index``: the source and its first ``views`` stored views, replayed.
@@ -163,7 +183,15 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
             else:
                 pparams.append(f.read(j, pv).params)
         kwargs = dict(partners=[cache[j] for j, _ in partners], partner_params=np.stack(pparams))
-    out = replay([src] * k, params, policy, out_dtype=torch.uint8, **kwargs)
+    try:
+        out = replay([src] * k, params, policy, out_dtype=torch.uint8, **kwargs)
+    except ConfigError as e:  # a record replay refuses: name it as the file's damage, else as it came
+        named = [(index, v, params[v:v + 1]) for v in range(k)]
+        if partners and policy.mix_partner != "inline":  # inline partners are checked with their record
+            named += [(j, pv, kwargs["partner_params"][v:v + 1]) for v, (j, pv) in enumerate(partners)
+                      if params["mix_mode"][v]]
+        _raise_damaged(f.path, policy, named)
+        raise
     true = names[label] if names is not None and 0 <= label < len(names) else f"class {label}"
     head = [Panel(src, [f"image {index}", f"label: {true}"[:18], ""][:3])]
     row = head + [Panel(out[v], top_labels(recs.indices[v], recs.probs[v], names)) for v in range(k)]

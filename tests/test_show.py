@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from _reinforce_util import TinyTeacher
-from reinforced_data.errors import (ConfigError, DatasetMismatchError, NotReinforcementFileError,
-                                    ReinforcedDataError)
+from reinforced_data.errors import (ConfigError, CorruptFileError, DatasetMismatchError,
+                                    NotReinforcementFileError, ReinforcedDataError)
 from reinforced_data.policy import Policy
 from reinforced_data.generation import reinforce
 from reinforced_data._replay import replay
@@ -144,6 +145,58 @@ def test_main_prints_one_line_errors(files, tmp_path, capsys):
     assert main([files["plain"], "--data", SPEC, "--index", "99", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("reinforced-data: error:") and "99" in err[0]
+
+
+def _damage(path: str, image: int, view: int, field: str, value) -> None:
+    """Rewrite stored view ``view`` of ``image`` with ``field`` set to ``value``, as a bit flip might."""
+    with ReinforcementFile(path) as f:
+        c = f.codec
+        recs = np.concatenate([c.from_planes(f._planes(image, g)) for g in range(c.chunks_per_image)])[:f.num_views]
+    recs[field][view] = value
+    with h5py.File(path, "r+") as h:
+        for g, data in enumerate(c.chunks(recs)):
+            h["records"].id.write_direct_chunk((image, g, 0), data)
+
+
+def test_a_damaged_record_is_named_as_damage(files, tmp_path, capsys):
+    """A record replay refuses is the file's damage: CorruptFileError naming the file, image, view and
+    field, one line from the command (not a bare ConfigError about 'view 0')."""
+    path = str(tmp_path / "d.h5")
+    with open(files["plain"], "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    _damage(path, 3, 2, "flip", 2)
+    with pytest.raises(CorruptFileError) as e:
+        show(path, SPEC, 3, views=4, out=tmp_path / "g.png")
+    msg = str(e.value)
+    for needle in (f"{path} is damaged", "stored view 2 of image 3", "invalid 'flip'",
+                   f"reinforced-data inspect --verify {path}"):
+        assert needle in msg, msg
+    assert "view 0" not in msg and not (tmp_path / "g.png").exists()
+    show(path, SPEC, 4, views=4, out=tmp_path / "ok.png")  # the other images still show
+    capsys.readouterr()
+    assert main([path, "--data", SPEC, "--index", "3", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stored view 2 of image 3" in err[0], err
+
+
+def test_a_damaged_partner_record_is_named(files, tmp_path):
+    path = str(tmp_path / "m.h5")
+    with open(files["mix"], "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    with ReinforcementFile(path) as f:
+        for index in range(f.num_images):
+            recs = f.read_image(index)
+            mixed = np.flatnonzero(recs.params["mix_mode"][:K] != 0)
+            if mixed.size:
+                v = int(mixed[0])
+                pi, pv = int(recs.partner_index[v]), int(recs.partner_view[v])
+                if pi != index:
+                    break
+        else:
+            pytest.fail("no view mixed with another image")
+    _damage(path, pi, pv, "flip", 3)
+    with pytest.raises(CorruptFileError, match=rf"stored view {pv} of image {pi} holds an invalid 'flip'"):
+        show(path, SPEC, index, views=K, out=tmp_path / "g.png")
 
 
 def test_output_must_be_a_png(files, tmp_path):
