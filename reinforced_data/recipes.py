@@ -460,7 +460,12 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
                 if len({repr(v) for v in values}) != 1:
                     raise ConfigError(f"AugMix(fill={fill!r}) cannot be replayed; pass one value")
                 fill = values[0]
-            width, depth = int(t.mixture_width), int(t.chain_depth)
+            deep = not isinstance(t.chain_depth, numbers.Real) or t.chain_depth > 0  # else 1 to 3 per chain
+            for arg in ("mixture_width", "severity") + (("chain_depth",) if deep else ()):
+                if not isinstance(getattr(t, arg), numbers.Integral):  # torchvision fails on it (range / randint)
+                    raise ConfigError(f"AugMix({arg}={getattr(t, arg)!r}) must be an integer; torchvision's AugMix "
+                                      "fails on it")
+            width, depth = int(t.mixture_width), int(t.chain_depth) if deep else -1
             if not 1 <= width <= FAM.MAX_AUGMIX_CHAINS:
                 raise ConfigError(f"AugMix(mixture_width={width}) cannot be replayed; the blend takes 1 to "
                                   f"{FAM.MAX_AUGMIX_CHAINS} chains")

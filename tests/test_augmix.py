@@ -10,6 +10,7 @@ benchmarks/results/fidelity_augmix.md; docs/replay.md quotes them).
 from __future__ import annotations
 
 import random
+import re
 import warnings
 from collections import Counter
 
@@ -482,6 +483,23 @@ def test_from_torchvision_reads_augmix():
         Policy.from_torchvision([T.RandomResizedCrop(32), T.AugMix(interpolation=T.InterpolationMode.BICUBIC)])
     with pytest.raises(ConfigError, match="after a later stage"):
         Policy.from_torchvision([T.RandomResizedCrop(32), T.AugMix(), T.RandAugment()])
+
+
+@pytest.mark.parametrize("kw", [dict(mixture_width=2.5), dict(mixture_width=2.0), dict(chain_depth=2.5),
+                                dict(chain_depth=0.5), dict(severity=2.5), dict(chain_depth="2")])
+def test_from_torchvision_refuses_non_integer_augmix_arguments(kw):
+    """torchvision's AugMix fails on these when it runs (range() / randint() of a float); truncating them
+    would reinforce a pipeline other than the one written."""
+    import torchvision.transforms as T
+
+    t = T.AugMix(**kw)
+    with pytest.raises(TypeError):
+        t(torch.zeros(3, 8, 8, dtype=torch.uint8))
+    (name, value), = kw.items()
+    with pytest.raises(ConfigError, match=re.escape(f"AugMix({name}={value!r}) must be an integer")):
+        Policy.from_torchvision([T.RandomResizedCrop(32), t])
+    # what torchvision runs is taken: a bool width (range(True)), a depth <= 0 of any type (1 to 3 per chain)
+    assert Policy.from_torchvision([T.RandomResizedCrop(32), T.AugMix(chain_depth=-1.0)]).augmix_depth == -1
 
 
 @pytest.mark.parametrize("kw,match", [
