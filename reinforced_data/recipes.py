@@ -390,13 +390,18 @@ def torchvision_fields(transforms: Any, **overrides: Any) -> dict[str, Any]:
     seen_normalize = False
     converted = False  # whether a tensor conversion came before (else the images may be PIL's)
 
+    order = "crop, flip, augmentation, colour jitter, grayscale, blur, solarize, erasing"
+    last = ""  # the transform that took the current stage
+
     def advance(name: str, t: Any) -> None:
-        nonlocal stage
+        nonlocal stage, last
         i = _STAGES.index(name)
-        if i <= stage:
-            raise ConfigError(f"{type(t).__name__} after a later stage: the replay order is crop, flip, "
-                              f"augmentation, colour jitter, grayscale, blur, solarize, erasing")
-        stage = i
+        if i == stage:
+            raise ConfigError(f"{type(t).__name__} after {last}, in the same stage: a view replays at most one "
+                              f"transform of each stage, in the order {order}")
+        if i < stage:
+            raise ConfigError(f"{type(t).__name__} after a later stage: the replay order is {order}")
+        stage, last = i, type(t).__name__
 
     for t in seq:
         name = type(t).__name__

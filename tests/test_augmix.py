@@ -481,8 +481,13 @@ def test_from_torchvision_reads_augmix():
         Policy.from_torchvision([T.RandomResizedCrop(32), T.AugMix(chain_depth=5)])
     with pytest.raises(ConfigError, match="interpolation='bicubic'"):
         Policy.from_torchvision([T.RandomResizedCrop(32), T.AugMix(interpolation=T.InterpolationMode.BICUBIC)])
-    with pytest.raises(ConfigError, match="after a later stage"):
+    # a second augmentation stage is named as such, not as a later stage
+    with pytest.raises(ConfigError, match="RandAugment after AugMix, in the same stage"):
         Policy.from_torchvision([T.RandomResizedCrop(32), T.AugMix(), T.RandAugment()])
+    with pytest.raises(ConfigError, match="AugMix after AugMix, in the same stage"):
+        Policy.from_torchvision([T.RandomResizedCrop(32), T.AugMix(), T.AugMix()])
+    with pytest.raises(ConfigError, match="AugMix after a later stage"):
+        Policy.from_torchvision([T.RandomResizedCrop(32), T.ColorJitter(0.4), T.AugMix()])
 
 
 @pytest.mark.parametrize("kw", [dict(mixture_width=2.5), dict(mixture_width=2.0), dict(chain_depth=2.5),
