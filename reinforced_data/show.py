@@ -117,22 +117,27 @@ def _open(file: Any):
 
 def _raise_damaged(path: str, policy: Any, named: list) -> None:
     """Raise a :class:`CorruptFileError` naming the first of ``named`` ((image, stored view, its one
-    record)) whose values replay refuses whatever the image: damage to the file."""
+    record, whether it is checked as mixed)) whose values replay refuses whatever the image (a flip of 2,
+    an unknown op id, AugMix weights that do not sum): damage to the file, encoded as replay encodes it."""
     import re
 
-    from .dataset import _one_record
-    from .inspection import _check_as_replay
+    from ._args import encode, encode_augmix, encode_mix
 
-    for image, view, row in named:
+    for image, view, row, mixed in named:
         try:
-            _check_as_replay(policy, row)
-        except (ConfigError, ValueError) as e:
-            msg = _one_record(e)
+            encode(row, policy)
+            if policy.augmix:
+                encode_augmix(row, policy)
+            if mixed:
+                encode_mix(row, policy)
+        except (ConfigError, ValueError) as e:  # the message of a batch of one, without its "view 0"
+            msg = re.sub(r"\(view 0, (slot \d+)\)", r"(\1)", " ".join(str(e).split()))
+            msg = re.sub(r" of view 0\b", "", re.sub(r"; view 0 holds", "; it holds", re.sub(r" \(view 0\)", "", msg)))
             m = re.search(r"params\['(\w+)'\]", msg)
-            field = m.group(1) if m else "parameters"
             raise CorruptFileError(
-                f"{path} is damaged: stored view {view} of image {image} holds an invalid '{field}' ({msg}); "
-                f"check the whole file with `reinforced-data inspect --verify {path}`, then regenerate it") from None
+                f"{path} is damaged: stored view {view} of image {image} holds an invalid "
+                f"'{m.group(1) if m else 'parameters'}' ({msg}); check the whole file with "
+                f"`reinforced-data inspect --verify {path}`, then regenerate it") from None
 
 
 def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
@@ -186,9 +191,9 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
     try:
         out = replay([src] * k, params, policy, out_dtype=torch.uint8, **kwargs)
     except ConfigError as e:  # a record replay refuses: name it as the file's damage, else as it came
-        named = [(index, v, params[v:v + 1]) for v in range(k)]
-        if partners and policy.mix_partner != "inline":  # inline partners are checked with their record
-            named += [(j, pv, kwargs["partner_params"][v:v + 1]) for v, (j, pv) in enumerate(partners)
+        named = [(index, v, params[v:v + 1], policy.mixing) for v in range(k)]
+        if partners and policy.mix_partner != "inline":  # a partner contributes its own view, unmixed
+            named += [(j, pv, kwargs["partner_params"][v:v + 1], False) for v, (j, pv) in enumerate(partners)
                       if params["mix_mode"][v]]
         _raise_damaged(f.path, policy, named)
         raise
