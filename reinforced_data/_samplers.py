@@ -10,6 +10,7 @@ jitter order, the padded-crop bound).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -232,6 +233,26 @@ def signed_bins(names, ops, bins, negative, signed_ops, unparameterised) -> np.n
     return np.where(signed & negative, -mag, mag)
 
 
+def _timm_magnitudes(rng: np.random.Generator, cfg: dict, names: Sequence[str], ops: np.ndarray,
+                     base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """timm's magnitude draw for ops ``ops`` (indices into ``names``) of base magnitudes ``base``, as its
+    ``AugmentOp`` makes it: the configured noise, clipped to the upper bound, then a random sign for the
+    signed ops. Returns (level, the stored magnitude ``round(level * MAG_SCALE)`` signed, the op names,
+    which ops take no magnitude)."""
+    if cfg["magnitude_noise"] == "gauss":
+        level = rng.normal(base, cfg["magnitude_std"])
+    elif cfg["magnitude_noise"] == "uniform":
+        level = rng.uniform(0.0, base)
+    else:
+        level = base
+    level = np.clip(level, 0.0, FAM.timm_upper_bound(cfg))
+    negative = rng.random(ops.shape) > 0.5
+    op_names = np.array(names, dtype=object)[ops]
+    signed = np.isin(op_names, list(FAM.TIMM_SIGNED))
+    q = np.round(level * FAM.MAG_SCALE).astype(np.int64)
+    return level, np.where(signed & negative, -q, q), op_names, np.isin(op_names, list(FAM.TIMM_UNPARAMETERISED))
+
+
 def timm_ops(rng, k: int, policy, out: np.ndarray) -> None:
     """timm's RandAugment / AutoAugment with AugmentOp's draws: apply with the op's probability,
     magnitude noise (gauss / uniform), clip to [0, magnitude_max or 10], random negation of the
@@ -249,8 +270,7 @@ def timm_ops(rng, k: int, policy, out: np.ndarray) -> None:
             with np.errstate(divide="ignore"):
                 clocks = rng.exponential(size=(k, m)) / w
             pick = np.argsort(clocks, axis=1, kind="stable")[:, :n]
-        op_names = [e[0] for e in entries]
-        op_id = np.array([names.index(o) for o in op_names])[pick]
+        op_id = np.array([names.index(e[0]) for e in entries])[pick]
         prob = np.array([e[1] for e in entries])[pick]
         base = np.array([e[2] for e in entries], dtype=np.float64)[pick]
         present = np.ones((k, n), dtype=bool)
@@ -266,20 +286,8 @@ def timm_ops(rng, k: int, policy, out: np.ndarray) -> None:
                 op_tab[i, j], p_tab[i, j], m_tab[i, j], has[i, j] = names.index(o), p, mg, True
         op_id, prob, base, present = op_tab[sub], p_tab[sub], m_tab[sub], has[sub]
     applied = present & (rng.random((k, n)) <= prob)
-    if cfg["magnitude_noise"] == "gauss":
-        level = rng.normal(base, cfg["magnitude_std"])
-    elif cfg["magnitude_noise"] == "uniform":
-        level = rng.uniform(0.0, base)
-    else:
-        level = base
-    level = np.clip(level, 0.0, FAM.timm_upper_bound(cfg))
-    negative = rng.random((k, n)) > 0.5
-    name_arr = np.array(names, dtype=object)
-    signed = np.isin(name_arr[op_id], list(FAM.TIMM_SIGNED))
-    unparam = np.isin(name_arr[op_id], list(FAM.TIMM_UNPARAMETERISED))
-    q = np.round(level * FAM.MAG_SCALE).astype(np.int64)
-    q = np.where(signed & negative, -q, q)
-    blur_rand = name_arr[op_id] == "GaussianBlurRand"
+    level, q, op_names, unparam = _timm_magnitudes(rng, cfg, names, op_id, base)
+    blur_rand = op_names == "GaussianBlurRand"
     if blur_rand.any():  # gaussian_blur_rand: radius = random.uniform(0.1, 2.0 * clamp(level / 10, 0, 1))
         top = 2.0 * np.clip(level / 10.0, 0.0, 1.0)
         radius = 0.1 + (top - 0.1) * rng.random((k, n))
@@ -288,7 +296,7 @@ def timm_ops(rng, k: int, policy, out: np.ndarray) -> None:
     out["ra_op"] = np.where(applied, op_id, 0)
     out["ra_mag"] = q
     if "ra_interp" in out.dtype.names:  # timm's _RANDOM_INTERPOLATION = (BILINEAR, BICUBIC)
-        geometric = np.isin(name_arr[op_id], list(FAM.TIMM_GEOMETRIC)) & applied
+        geometric = np.isin(op_names, list(FAM.TIMM_GEOMETRIC)) & applied
         choice = rng.integers(0, 2, size=(k, n)) + FAM.INTERP_CODES["bilinear"]
         out["ra_interp"] = np.where(geometric, choice, 0)
 
@@ -336,21 +344,10 @@ def augmix(rng, k: int, policy, out: np.ndarray) -> None:
         cfg = FAM.parse_config(policy.augmix_config)
         ops = rng.integers(1, len(names), size=(k, w, d))
         base = np.array([0.0] + [e[2] for e in cfg["ops"]])[ops]
-        if cfg["magnitude_noise"] == "gauss":
-            level = rng.normal(base, cfg["magnitude_std"])
-        elif cfg["magnitude_noise"] == "uniform":
-            level = rng.uniform(0.0, base)
-        else:
-            level = base
-        level = np.clip(level, 0.0, FAM.timm_upper_bound(cfg))
-        negative = rng.random((k, w, d)) > 0.5
-        name_arr = np.array(names, dtype=object)
-        signed = np.isin(name_arr[ops], list(FAM.TIMM_SIGNED))
-        unparam = np.isin(name_arr[ops], list(FAM.TIMM_UNPARAMETERISED))
-        mag = np.round(level * FAM.MAG_SCALE).astype(np.int64)
-        mag = np.where(unparam, 0, np.where(signed & negative, -mag, mag))
+        _, mag, op_names, unparam = _timm_magnitudes(rng, cfg, names, ops, base)
+        mag = np.where(unparam, 0, mag)
         if "am_interp" in out.dtype.names:  # timm's _RANDOM_INTERPOLATION = (BILINEAR, BICUBIC)
-            geometric = np.isin(name_arr[ops], list(FAM.TIMM_GEOMETRIC)) & used
+            geometric = np.isin(op_names, list(FAM.TIMM_GEOMETRIC)) & used
             choice = rng.integers(0, 2, size=(k, w, d)) + FAM.INTERP_CODES["bilinear"]
             out["am_interp"] = np.where(geometric, choice, 0).reshape(k, w * d)
         mix = np.round(m * FAM.AUGMIX_ONE).astype(np.int64)

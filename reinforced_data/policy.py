@@ -796,21 +796,15 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         if isinstance(value, (bool, np.bool_)):
             return bool(value)
         raise ConfigError(f"{name}={value!r} must be true or false")
-    if kind == "augmix_config":  # timm's resolved AugMix ops: canonical JSON text ("" = none)
+    if kind in ("config", "augmix_config"):  # a resolved timm configuration: canonical JSON text ("" = none)
         if value is None or value == "" or value == {}:
             return ""
         try:
             cfg = json.loads(value) if isinstance(value, str) else value
         except ValueError as e:
-            raise ConfigError(f"augmix_config is not valid JSON: {e}") from None
-        return FAM.canonical_config(cfg, "timm_augmix")
-    if kind == "config":  # the resolved timm configuration: canonical JSON text ("" = none)
-        if value is None or value == "" or value == {}:
-            return ""
-        try:
-            cfg = json.loads(value) if isinstance(value, str) else value
-        except ValueError as e:
-            raise ConfigError(f"ra_config is not valid JSON: {e}") from None
+            raise ConfigError(f"{name} is not valid JSON: {e}") from None
+        if kind == "augmix_config":  # timm's resolved AugMix ops
+            return FAM.canonical_config(cfg, "timm_augmix")
         # which timm family it belongs to is checked against ra_family in validate()
         family = "timm_autoaugment" if isinstance(cfg, dict) and "policy" in cfg else "timm"
         return FAM.canonical_config(cfg, family)
