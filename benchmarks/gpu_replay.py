@@ -23,6 +23,7 @@ code on the C++ CPU op instead: the dry run the test suite runs
                     ops with per-view statistics and neighbourhoods), uniform images included
      mix_normalize  mix (modes 0-3, argument rows on the host and on the device), normalize
                     (4 dtypes, both layouts), replay() end to end
+     augmix         AugMix views (timm's and torchvision's): crops, chains and the blend op
      large          4096x4096 sources (contiguous and channels-last) to 224 px and to large
                     outputs (4096x4096 included)
      batch1024      one call with 1024 views
@@ -576,6 +577,26 @@ def sec_mix_normalize(sec: Section, ctx: Ctx) -> None:
             sec.equal(f"replay() paper_imagenet_mix -> {dtype}: {dev} == reference (first {nviews(n)})", got[:n], exp)
 
 
+def sec_augmix(sec: Section, ctx: Ctx) -> None:
+    """AugMix views (the preset, timm's augmix-m5-w4-d2, and torchvision's AugMix()): the crops, the
+    chains through ``augment`` and the blend through ``augmix`` on the device, against the CPU op."""
+    import torchvision.transforms.v2 as T
+
+    photos = ctx.photos()
+    cpu_photos = [p.cpu() for p in photos]
+    policies = (("augmix", Policy.preset("augmix")),
+                ("torchvision AugMix()", Policy.from_torchvision(T.Compose([T.RandomResizedCrop(224), T.AugMix()]))))
+    for i, (name, policy) in enumerate(policies):
+        sec.tick()
+        params = sample_params(photos, policy, ctx.seed + 90 + i)
+        rows = encode(photos, params, policy)
+        got = sec.run(f"AugMix views, {name}",
+                      lambda: replay.augmix_pipeline(photos, params, policy, rows, OPS.augment, OPS.augmix))
+        if got is not None:
+            exp = replay.augmix_pipeline(cpu_photos, params, policy, rows, OPS.augment, OPS.augmix)
+            sec.equal(f"AugMix views, {name}: {ctx.dev} == CPU op", got, exp, rows)
+
+
 def sec_large(sec: Section, ctx: Ctx) -> None:
     side = ctx.plan.big_side
     big = smooth_sources([(side, side), (side, side), (side, 3), (5, side)], ctx.seed + 20, "cpu")
@@ -820,10 +841,11 @@ def sec_sanitizer_views(sec: Section, ctx: Ctx) -> None:
 
 # name, function, time limit (s): their sum stays within the check step's limit in gpu_check.sh
 SECTIONS: list[tuple[str, Callable[[Section, Ctx], None], float]] = [
-    ("presets", sec_presets, 20),
-    ("ops", sec_ops, 20),
+    ("presets", sec_presets, 15),
+    ("ops", sec_ops, 15),
     ("stat_ops", sec_stat_ops, 8),
     ("mix_normalize", sec_mix_normalize, 12),
+    ("augmix", sec_augmix, 10),
     ("large", sec_large, 12),
     ("batch1024", sec_batch, 10),
     ("stream", sec_stream, 5),
