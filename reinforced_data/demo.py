@@ -307,6 +307,14 @@ class _Augmented(torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
 
+def _loader(dataset: Any, indices: np.ndarray, batch_size: int, order_seed: int) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``dataset`` visiting ``indices`` in whole batches, in a random order drawn from
+    ``order_seed`` (a new order each pass)."""
+    sampler = torch.utils.data.SubsetRandomSampler(np.asarray(indices).tolist(),
+                                                   generator=torch.Generator().manual_seed(order_seed))
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
+
+
 class _OnTheFly:
     """Batches of freshly augmented views of ``indices`` in a random order (``order_seed``), through a
     DataLoader over :class:`_Augmented`: pass ``p`` draws its parameters from ``default_rng([seed, tag, p])``.
@@ -317,10 +325,7 @@ class _OnTheFly:
     def __init__(self, data: _Data, indices: np.ndarray, policy, batch_size: int, seed: int, tag: int,
                  order_seed: int, normalise: _Normalise | None = None) -> None:
         self.dataset = _Augmented(data, policy, seed, tag)
-        sampler = torch.utils.data.SubsetRandomSampler(np.asarray(indices).tolist(),
-                                                       generator=torch.Generator().manual_seed(order_seed))
-        self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size, sampler=sampler,
-                                                  drop_last=True)
+        self.loader = _loader(self.dataset, indices, batch_size, order_seed)
         self.normalise, self.passes = normalise, 0
 
     def __len__(self) -> int:
@@ -566,8 +571,7 @@ def train_student(arm: str, seed: int, epochs: int, views: int | None = None, he
         # the one-line swap: a plain DataLoader, which fetches each batch through __getitems__ (its
         # records read at once, its views replayed in one call)
         ds = ReinforcedDataset(data.train, _SHARED["file"], out_dtype=torch.float32, seed=seed, views=views)
-        sampler = torch.utils.data.SubsetRandomSampler(indices.tolist(), generator=torch.Generator().manual_seed(seed))
-        loader: Any = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, sampler=sampler, drop_last=True)
+        loader: Any = _loader(ds, indices, s.batch_size, seed)
     else:  # the same images in the same order, fetched the same way, freshly augmented
         loader = _OnTheFly(data, indices, policy, s.batch_size, seed, 30, order_seed=seed)
     teacher = _SHARED.get("teacher")
