@@ -360,6 +360,29 @@ def _refuse_magnitudes(ops: np.ndarray, mags: np.ndarray, names: tuple[str, ...]
         )
 
 
+def _table_slots(names: tuple[str, ...], ops: np.ndarray, mags: np.ndarray, num_bins: int, oh: int, ow: int,
+                 family: str, interp_code: int) -> np.ndarray:
+    """The op slots ([..., OP_STRIDE]: kernel op id, six parameters, interpolation) of the checked op ids
+    ``ops`` (into ``names``) at signed bins ``mags``, from the family's table of every (op, bin)."""
+    kid = np.array([FAM.KERNEL_ID[o] for o in names], dtype=np.int64)[ops]
+    out = np.zeros(ops.shape + (OP_STRIDE,), dtype=np.int64)
+    out[..., 0] = kid
+    out[..., 1:OP_INTERP] = _op_table(num_bins, oh, ow, family)[ops, mags + num_bins - 1]
+    out[..., OP_INTERP] = np.where(_KERNEL_GEOMETRIC[kid], interp_code, 0)
+    return out
+
+
+def _timm_slots(config: str, names: tuple[str, ...], ops: np.ndarray, mags: np.ndarray, interp: np.ndarray,
+                oh: int, ow: int) -> np.ndarray:
+    """The op slots ([..., OP_STRIDE]) of the checked timm op ids ``ops`` (into ``names``) at stored magnitudes
+    ``mags`` with interpolation codes ``interp``: :func:`timm_op_row` once per distinct (op, magnitude)."""
+    out = np.zeros(ops.shape + (OP_STRIDE,), dtype=np.int64)
+    for (o, m) in set(zip(ops.reshape(-1).tolist(), mags.reshape(-1).tolist())):
+        out[(ops == o) & (mags == m), :OP_INTERP] = timm_op_row(config, names[o], m, oh, ow)
+    out[..., OP_INTERP] = interp
+    return out
+
+
 def _encode_torchvision_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int, oh: int, ow: int) -> None:
     family = policy.ra_family
     names = policy.ra_ops()
@@ -375,16 +398,9 @@ def _encode_torchvision_ops(params: np.ndarray, policy: Policy, rows: np.ndarray
     low_of, high_of = (_MAG_LOW, _MAG_HIGH) if family == "torchvision" else _mag_bounds(names)
     # per op: signed ops ±(nb-1), Posterize/Solarize [0, nb-1], the rest 0
     _refuse_magnitudes(ops, mags, names, low_of[ops] * (nb - 1), np.where(high_of[ops] > 0, nb - 1, 0), "{op}")
-    table = _op_table(nb, oh, ow) if family == "torchvision" else _op_table(nb, oh, ow, family)
-    kernel_id = np.array([FAM.KERNEL_ID[o] for o in names], dtype=np.int64)
-    interp = FAM.INTERP_CODES[policy.ra_interpolation]
     rows[:, NUM_OPS] = n
-    for s in range(n):
-        base = OPS + s * OP_STRIDE
-        kid = kernel_id[ops[:, s]]
-        rows[:, base] = kid
-        rows[:, base + 1:base + OP_INTERP] = table[ops[:, s], mags[:, s] + nb - 1]
-        rows[:, base + OP_INTERP] = np.where(_KERNEL_GEOMETRIC[kid], interp, 0)
+    rows[:, OPS:OPS + n * OP_STRIDE] = _table_slots(names, ops, mags, nb, oh, ow, family,
+                                                    FAM.INTERP_CODES[policy.ra_interpolation]).reshape(b, -1)
 
 
 def _encode_timm_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int, oh: int, ow: int) -> None:
@@ -414,12 +430,7 @@ def _encode_timm_ops(params: np.ndarray, policy: Policy, rows: np.ndarray, b: in
     else:
         interp = np.where(geometric, FAM.INTERP_CODES[cfg["interpolation"]], 0)
     rows[:, NUM_OPS] = n
-    for s in range(n):
-        base = OPS + s * OP_STRIDE
-        for (o, m) in set(zip(ops[:, s].tolist(), mags[:, s].tolist())):
-            sel = (ops[:, s] == o) & (mags[:, s] == m)
-            rows[sel, base:base + OP_INTERP] = timm_op_row(policy.ra_config, names[o], m, oh, ow)
-        rows[:, base + OP_INTERP] = interp[:, s]
+    rows[:, OPS:OPS + n * OP_STRIDE] = _timm_slots(policy.ra_config, names, ops, mags, interp, oh, ow).reshape(b, -1)
 
 
 def _encode_jitter(params: np.ndarray, policy: Policy, rows: np.ndarray, b: int) -> None:
@@ -545,17 +556,12 @@ def encode_augmix(params: np.ndarray, policy: Policy) -> tuple[torch.Tensor, tor
     rows[:, :, FILL:FILL + 3] = policy.fill
     rows[:, :, NUM_OPS] = d
     if policy.augmix == "torchvision":
-        kernel_id = np.array([FAM.KERNEL_ID[o] for o in op_names], dtype=np.int64)
-        nb = FAM.AUGMIX_BINS
         sev = policy.augmix_severity - 1
         low_of, high_of = _mag_bounds(op_names)
         _refuse_magnitudes(ops, mags, op_names, low_of[ops] * sev, np.where(high_of[ops] > 0, sev, 0), "AugMix's {op}",
                            " (a bin of severity " + str(policy.augmix_severity) + ")", "am_mag")
-        table = _op_table(nb, oh, ow, "augmix")
-        interp_code = FAM.INTERP_CODES[policy.augmix_interpolation]
-        params6 = table[ops, mags + nb - 1]  # [b, w*d, 6]
-        interp = np.where(_KERNEL_GEOMETRIC[kernel_id[ops]], interp_code, 0)
-        slot_kid = kernel_id[ops]
+        slots = _table_slots(op_names, ops, mags, FAM.AUGMIX_BINS, oh, ow, "augmix",
+                             FAM.INTERP_CODES[policy.augmix_interpolation])
     else:
         cfg = FAM.parse_config(policy.augmix_config)
         cap = int(round(FAM.timm_upper_bound(cfg) * FAM.MAG_SCALE))
@@ -570,22 +576,8 @@ def encode_augmix(params: np.ndarray, policy: Policy) -> tuple[torch.Tensor, tor
             _refuse_first(~ok, "am_interp", interp, "geometric ops take 1 (bilinear) or 2 (bicubic), the others 0")
         else:
             interp = np.where(geometric, FAM.INTERP_CODES[cfg["interpolation"]], 0)
-        params6 = np.zeros((b, w * d, 6), dtype=np.int64)
-        slot_kid = np.zeros((b, w * d), dtype=np.int64)
-        for (o, m) in set(zip(ops.reshape(-1).tolist(), mags.reshape(-1).tolist())):
-            if o:
-                sel = (ops == o) & (mags == m)
-                values = timm_op_row(policy.augmix_config, op_names[o], m, oh, ow)
-                slot_kid[sel] = values[0]
-                params6[sel] = values[1:]
-    slot_kid = slot_kid.reshape(b, w, d)
-    params6 = params6.reshape(b, w, d, 6)
-    interp = interp.reshape(b, w, d)
-    for s in range(d):
-        base = OPS + s * OP_STRIDE
-        rows[:, :, base] = slot_kid[:, :, s]
-        rows[:, :, base + 1:base + OP_INTERP] = params6[:, :, s]
-        rows[:, :, base + OP_INTERP] = interp[:, :, s]
+        slots = _timm_slots(policy.augmix_config, op_names, ops, mags, interp, oh, ow)
+    rows[:, :, OPS:OPS + d * OP_STRIDE] = slots.reshape(b, w, d * OP_STRIDE)
     return torch.from_numpy(rows.reshape(b * w, NUM_ARGS).astype(np.int32)), _augmix_mix_rows(params, policy, b, w)
 
 
