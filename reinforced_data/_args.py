@@ -12,6 +12,7 @@ same rows, which is what makes them bit-identical. The layout is mirrored in
 from __future__ import annotations
 
 import math
+import re
 import sys
 from array import array
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from . import _families as FAM
-from .errors import ConfigError
+from .errors import ConfigError, CorruptFileError
 from .policy import (JITTER_COMPONENTS, JITTER_KERNEL_OPS, MAX_JITTER_FACTOR, MAX_RA_OPS, RA_OPS, RESIZE_FILTERS,
                      SIGNED_OPS, UNPARAMETERISED_OPS, Policy)
 
@@ -620,6 +621,38 @@ def blended_weights(chains: np.ndarray, orig: np.ndarray) -> np.ndarray:
         cump = cump * (1.0 - alpha)
         out[:, k] = alpha
     return np.round(out * one).astype(np.int64)
+
+
+def check_records(params: np.ndarray, policy: Policy, mixing: bool, sizes: Sequence | None = None) -> None:
+    """Encode records as replay encodes them, for their checks only (a ConfigError where replay would
+    refuse them): their rows (against the source ``sizes`` where given), AugMix's chains and weights,
+    and with ``mixing`` their mixing."""
+    encode(params, policy, sizes)
+    if policy.augmix:  # AugMix's chains and weights (format version 5)
+        encode_augmix(params, policy)
+    if mixing:
+        encode_mix(params, policy)
+
+
+def one_record_message(e: Exception) -> str:
+    """The message of a replay error raised for a batch of one record, without its "view 0" (the
+    position in that batch, not the stored view the caller names)."""
+    msg = " ".join(str(e).split())
+    msg = re.sub(r"\(view 0, (slot \d+)\)", r"(\1)", msg)
+    msg = re.sub(r" \(view 0\)", "", msg)
+    msg = re.sub(r"; view 0 holds", "; it holds", msg)
+    return re.sub(r" of view 0\b", "", msg)
+
+
+def damaged_record(path: str, image: str, view: int, e: Exception) -> CorruptFileError:
+    """The error for stored view ``view`` of ``image`` (its name) in file ``path`` whose record replay
+    refused with ``e`` (raised for that one record): damage to the file, naming the field."""
+    msg = one_record_message(e)
+    m = re.search(r"params\['(\w+)'\]", msg)
+    field = m.group(1) if m else "ra_mag" if "timm op" in msg else "parameters"
+    return CorruptFileError(
+        f"{path} is damaged: stored view {view} of {image} holds an invalid '{field}' ({msg}); check the whole "
+        f"file with `reinforced-data inspect --verify {path}`, then regenerate it")
 
 
 def encode_mix(params: np.ndarray, policy: Policy) -> torch.Tensor:

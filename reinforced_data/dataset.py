@@ -44,13 +44,13 @@ import dataclasses
 import logging
 import operator
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import _args
 from ._datasets import RawImages, dataset_fingerprint, image_sample_sha256, match_rows
 from .errors import ConfigError, CorruptFileError, DatasetMismatchError, IncompleteFileError
 from .policy import Policy
@@ -408,9 +408,9 @@ class ReinforcedDataset(torch.utils.data.Dataset):
 
     def _replay_error(self, index: int, view: int, e: Exception) -> DatasetMismatchError:
         return DatasetMismatchError(
-            f"{self._image_name(index)} does not fit stored view {view} of {self._path} ({_one_record(e)}); the "
-            "image changed since the file was generated: regenerate the file (`reinforced-data inspect --verify "
-            "--data ...` checks every record against the images)")
+            f"{self._image_name(index)} does not fit stored view {view} of {self._path} "
+            f"({_args.one_record_message(e)}); the image changed since the file was generated: regenerate the file "
+            "(`reinforced-data inspect --verify --data ...` checks every record against the images)")
 
     def _check_records(self, images: np.ndarray, views: np.ndarray, params: np.ndarray,
                        partner_images: np.ndarray | None, partner_views: np.ndarray | None,
@@ -420,14 +420,8 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         to the file, not a changed image. The partner records of mixed views (``partner_images`` /
         ``partner_views`` / ``pparams`` at the positions whose ``mix_mode`` is not 0) are checked too.
         Runs only after a replay failed: replay encodes (and so checks) every record once."""
-        from ._args import encode, encode_augmix, encode_mix
-
         def check(rows: np.ndarray, mixing: bool) -> None:
-            encode(rows, self.policy)
-            if self.policy.augmix:
-                encode_augmix(rows, self.policy)
-            if mixing:
-                encode_mix(rows, self.policy)
+            _args.check_records(rows, self.policy, mixing)
 
         mixing = self.policy.mixing
         todo = [(params, images, views, mixing)]
@@ -447,13 +441,7 @@ class ReinforcedDataset(torch.utils.data.Dataset):
                     raise self._record_error(int(imgs[j]), int(vws[j]), e) from None
 
     def _record_error(self, index: int, view: int, e: Exception) -> CorruptFileError:
-        msg = _one_record(e)
-        m = re.search(r"params\['(\w+)'\]", msg)
-        field = m.group(1) if m else "ra_mag" if "timm op" in msg else "parameters"
-        return CorruptFileError(
-            f"{self._path} is damaged: stored view {view} of {self._image_name(index)} holds an invalid '{field}' "
-            f"({msg}); check the whole file with `reinforced-data inspect --verify {self._path}`, then regenerate "
-            "it")
+        return _args.damaged_record(self._path, self._image_name(index), view, e)
 
     def _replay(self, srcs: list, params: np.ndarray, partners: list | None, partner_params: np.ndarray | None):
         kwargs = {} if partners is None else {"partners": partners, "partner_params": partner_params}
@@ -618,16 +606,6 @@ def _source_strides(h: int, w: int, hwc: int) -> tuple[int, int, int]:
     """Strides of a [3, h, w] source packed at its offset of the flat batch buffer: channels-last
     (``[h, w, 3]`` bytes) or channel planes. One ``as_strided`` call, not a slice, a view and a permute."""
     return (1, 3 * w, 3) if hwc else (h * w, w, 1)
-
-
-def _one_record(e: Exception) -> str:
-    """The message of a replay error raised for a batch of one record, without its "view 0" (the
-    position in that batch, not the stored view the caller names)."""
-    msg = " ".join(str(e).split())
-    msg = re.sub(r"\(view 0, (slot \d+)\)", r"(\1)", msg)
-    msg = re.sub(r" \(view 0\)", "", msg)
-    msg = re.sub(r"; view 0 holds", "; it holds", msg)
-    return re.sub(r" of view 0\b", "", msg)
 
 
 def _rows(a: np.ndarray) -> list[torch.Tensor]:

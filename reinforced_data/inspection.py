@@ -219,13 +219,9 @@ def _check_as_replay(policy: Any, params: np.ndarray, sizes: list | None = None,
     their mixing, and an imported mixed view's inline partner parameters. ``sizes``: the source sizes of
     the views; ``partner_sizes(m)``: those of the partners of views ``m`` (without them, boxes are checked
     against the output only)."""
-    from ._args import encode, encode_augmix, encode_mix
+    from ._args import check_records, encode
 
-    encode(params, policy, sizes)
-    if policy.augmix:  # AugMix's chains and weights (format version 5)
-        encode_augmix(params, policy)
-    if policy.mixing:
-        encode_mix(params, policy)
+    check_records(params, policy, policy.mixing, sizes)
     if policy.mix_partner == "inline":  # a mixed view's partner parameters, in its own record
         m = np.flatnonzero(params["mix_mode"] != 0)
         if m.size:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, CorruptFileError, ReinforcedDataError
+from .errors import ConfigError, ReinforcedDataError
 
 __all__ = ["Panel", "render_grid", "grid_pixels", "view_panels", "show", "add_show_parser", "top_labels"]
 
@@ -119,25 +119,13 @@ def _raise_damaged(path: str, policy: Any, named: list) -> None:
     """Raise a :class:`CorruptFileError` naming the first of ``named`` ((image, stored view, its one
     record, whether it is checked as mixed)) whose values replay refuses whatever the image (a flip of 2,
     an unknown op id, AugMix weights that do not sum): damage to the file, encoded as replay encodes it."""
-    import re
-
-    from ._args import encode, encode_augmix, encode_mix
+    from ._args import check_records, damaged_record
 
     for image, view, row, mixed in named:
         try:
-            encode(row, policy)
-            if policy.augmix:
-                encode_augmix(row, policy)
-            if mixed:
-                encode_mix(row, policy)
-        except (ConfigError, ValueError) as e:  # the message of a batch of one, without its "view 0"
-            msg = re.sub(r"\(view 0, (slot \d+)\)", r"(\1)", " ".join(str(e).split()))
-            msg = re.sub(r" of view 0\b", "", re.sub(r"; view 0 holds", "; it holds", re.sub(r" \(view 0\)", "", msg)))
-            m = re.search(r"params\['(\w+)'\]", msg)
-            raise CorruptFileError(
-                f"{path} is damaged: stored view {view} of image {image} holds an invalid "
-                f"'{m.group(1) if m else 'parameters'}' ({msg}); check the whole file with "
-                f"`reinforced-data inspect --verify {path}`, then regenerate it") from None
+            check_records(row, policy, mixed)
+        except (ConfigError, ValueError) as e:
+            raise damaged_record(path, f"image {image}", view, e) from None
 
 
 def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
@@ -190,7 +178,7 @@ def view_panels(file: Any, dataset: Any, index: int, views: int | None = 8,
         kwargs = dict(partners=[cache[j] for j, _ in partners], partner_params=np.stack(pparams))
     try:
         out = replay([src] * k, params, policy, out_dtype=torch.uint8, **kwargs)
-    except ConfigError as e:  # a record replay refuses: name it as the file's damage, else as it came
+    except ConfigError:  # a record replay refuses: name it as the file's damage, else as it came
         named = [(index, v, params[v:v + 1], policy.mixing) for v in range(k)]
         if partners and policy.mix_partner != "inline":  # a partner contributes its own view, unmixed
             named += [(j, pv, kwargs["partner_params"][v:v + 1], False) for v, (j, pv) in enumerate(partners)
