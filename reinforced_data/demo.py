@@ -71,16 +71,19 @@ class DemoSettings:
     seed: int = 0  # data, teacher and reinforcement; students use seed, seed + 1, ...
     device: str = "cpu"
     epochs: tuple[int, ...] = (10, 20, 40)  # student budgets (the cost curve); the longest is the main comparison
-    seeds: int = 3  # student seeds per arm and budget
+    seeds: int = 5  # student seeds per arm and budget
     views: int = 8  # K, stored views per image: chosen with --k-sweep 8,16,32 on the held-out split (docs/demo.md)
     topk: int = 5  # classes kept per view
     classes: int = 6  # generated data only: how many shape classes (fewer: the least alike first)
-    train_images: int = 2400  # generated data only
+    train_images: int = 1200  # generated data only: the students' training set
+    # generated data only: more images the teacher alone trains on (a teacher that has seen more than the
+    # students' training set, as a pretrained one has); 0: the teacher trains on the students' images alone
+    teacher_images: int = 4800
     test_images: int = 1200
     image_size: int = 40  # generated images' side
     view_size: int = 32  # the side of the views students and teacher see
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's own default (ImageNet's recipe)
-    teacher_epochs: int = 80  # per weak learner
+    teacher_epochs: int = 30  # per weak learner
     teacher_width: int = 32
     teacher_lr: float = 3e-3
     student_width: int = 8  # a small student: alone it saturates well below the teacher
@@ -99,7 +102,7 @@ class DemoSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
         """The ``--quick`` preset: a smaller run (CI)."""
-        base = dict(epochs=(6, 12), seeds=2, train_images=1200, test_images=600, teacher_epochs=60,
+        base = dict(epochs=(6, 12), seeds=2, train_images=600, teacher_images=1800, test_images=600,
                     batch_size=32)
         base.update(overrides)
         return cls(**base)
@@ -134,6 +137,8 @@ class DemoSettings:
                      "teacher_width", "student_width"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.teacher_images < 0:
+            raise ConfigError(f"teacher_images={self.teacher_images} must be >= 0")
         if not self.epochs or self.epochs[0] < 1:
             raise ConfigError(f"epochs={self.epochs} must be one or more budgets >= 1")
         if self.jobs is not None and self.jobs < 0:
@@ -191,6 +196,7 @@ class _Data:
     name: str
     held_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # a tenth of each class
     rest: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # the other training images
+    extra: _Images | None = None  # images only the teacher trains on (settings.teacher_images)
 
     def split(self, seed: int) -> None:
         """Hold out a tenth of each class (at least one image) of the training set: the teacher's
@@ -206,6 +212,7 @@ class _Data:
 def _load_data(s: DemoSettings, policy) -> _Data:
     from ._datasets import RawImages, class_names, dataset_labels
 
+    extra = None
     if s.data is None:
         from .shapes import ShapesDataset
 
@@ -214,8 +221,12 @@ def _load_data(s: DemoSettings, policy) -> _Data:
         names = SHAPE_CLASSES if s.classes == len(SHAPE_CLASSES) else DISTINCT_ORDER[:s.classes]
         train = ShapesDataset("train", s.train_images, size=s.image_size, seed=s.seed, classes=names)
         test = ShapesDataset("test", s.test_images, size=s.image_size, seed=s.seed, classes=names)
+        if s.teacher_images:
+            more = ShapesDataset("extra", s.teacher_images, size=s.image_size, seed=s.seed, classes=names)
+            extra = _Images(list(torch.from_numpy(more.images)), torch.as_tensor(more.targets))
         name = (f"generated shapes: {len(train.classes)} classes, {len(train)} train / {len(test)} test images "
-                f"of {s.image_size} px")
+                f"of {s.image_size} px" + (f" (and {s.teacher_images} more the teacher alone trains on)"
+                                           if s.teacher_images else ""))
     else:
         from torchvision.datasets import ImageFolder
 
@@ -236,7 +247,7 @@ def _load_data(s: DemoSettings, policy) -> _Data:
     test_src = [raw_test[i][0] for i in range(len(test))]
     test_views = _whole_views(test_src, policy)
     data = _Data(train, sources, labels, test_views, torch.as_tensor(dataset_labels(test)),
-                 class_names(train) or [str(c) for c in range(int(labels.max()) + 1)], name)
+                 class_names(train) or [str(c) for c in range(int(labels.max()) + 1)], name, extra=extra)
     data.split(s.seed)
     return data
 
@@ -275,18 +286,29 @@ class _Normalise:
         return (views.float() - self.mean) * self.scale
 
 
+class _Images(torch.utils.data.Dataset):
+    """``(uint8 image, label)`` items of decoded images held in memory."""
+
+    def __init__(self, sources: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
+        self.sources, self.labels = list(sources), labels
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.sources[index], int(self.labels[index])
+
+
 class _Augmented(torch.utils.data.Dataset):
     """The plain and online KD students' dataset: the training set freshly augmented on the fly, fetched
     the way :class:`~reinforced_data.ReinforcedDataset` fetches it (a DataLoader calls ``__getitems__``
     with a batch of indices: the images read from the same dataset, one parameter set drawn per image,
     the batch replayed at once by the same kernels), so that the arms differ only in where the
-    parameters and the labels come from. Items are ``(uint8 view [3, S, S], label)``; epoch ``e``
-    draws from ``default_rng([seed, tag, e])``."""
+    parameters and the labels come from. ``raw``: ``(uint8 image, label)`` items, ``labels`` theirs.
+    Items are ``(uint8 view [3, S, S], label)``; epoch ``e`` draws from ``default_rng([seed, tag, e])``."""
 
-    def __init__(self, data: _Data, policy, seed: int, tag: int) -> None:
-        from ._datasets import RawImages
-
-        self.raw, self.labels, self.policy = RawImages(data.train), data.labels, policy
+    def __init__(self, raw: Any, labels: torch.Tensor, policy, seed: int, tag: int) -> None:
+        self.raw, self.labels, self.policy = raw, labels, policy
         self.seed, self.tag = seed, tag
         self.set_epoch(0)
 
@@ -316,15 +338,15 @@ def _loader(dataset: Any, indices: np.ndarray, batch_size: int, order_seed: int)
 
 
 class _OnTheFly:
-    """Batches of freshly augmented views of ``indices`` in a random order (``order_seed``), through a
-    DataLoader over :class:`_Augmented`: pass ``p`` draws its parameters from ``default_rng([seed, tag, p])``.
+    """Batches of freshly augmented views of ``indices`` of ``raw`` in a random order (``order_seed``), through
+    a DataLoader over :class:`_Augmented`: pass ``p`` draws its parameters from ``default_rng([seed, tag, p])``.
 
     Yields ``(uint8 views [B, 3, S, S], labels [B])``; with ``normalise`` float views.
     """
 
-    def __init__(self, data: _Data, indices: np.ndarray, policy, batch_size: int, seed: int, tag: int,
-                 order_seed: int, normalise: _Normalise | None = None) -> None:
-        self.dataset = _Augmented(data, policy, seed, tag)
+    def __init__(self, raw: Any, labels: torch.Tensor, indices: np.ndarray, policy, batch_size: int, seed: int,
+                 tag: int, order_seed: int, normalise: _Normalise | None = None) -> None:
+        self.dataset = _Augmented(raw, labels, policy, seed, tag)
         self.loader = _loader(self.dataset, indices, batch_size, order_seed)
         self.normalise, self.passes = normalise, 0
 
@@ -444,16 +466,16 @@ class StepResult:
 
 # ---------------------------------------------------------------------- step 1: teacher
 def _weak_learner(i: int, bag: np.ndarray):
-    s, data, policy, device = (_SHARED[k] for k in ("settings", "data", "policy", "device"))
+    s, pool, classes, policy, device = (_SHARED[k] for k in ("settings", "pool", "classes", "policy", "device"))
     from .ensemble import adabelief, fit_weak_learner
 
     torch.manual_seed(s.seed * 1000 + 100 + i)
     # trained on the students' augmentation: a teacher is only as good as its labels of the views it labels
     # (trained on crops and flips alone it was confidently wrong on many heavily augmented views)
-    batches = _OnTheFly(data, bag, policy, s.batch_size, s.seed, 20 + i, order_seed=s.seed * 1000 + 20 + i,
-                        normalise=_Normalise(policy, device))
+    batches = _OnTheFly(pool, pool.labels, bag, policy, s.batch_size, s.seed, 20 + i,
+                        order_seed=s.seed * 1000 + 20 + i, normalise=_Normalise(policy, device))
     clock = _Clock()
-    fit = fit_weak_learner(SmallCNN(0, s.teacher_width), batches, len(data.classes), max_epochs=s.teacher_epochs,
+    fit = fit_weak_learner(SmallCNN(0, s.teacher_width), batches, classes, max_epochs=s.teacher_epochs,
                            target_accuracy=None, device=device,
                            optimizer=lambda p: adabelief(p, lr=s.teacher_lr, weight_decay=s.weight_decay))
     return fit.backbone, fit.epochs, clock.read()[0]
@@ -465,20 +487,23 @@ def build_teacher(s: DemoSettings, data: _Data, policy, device: torch.device, jo
     from .ensemble import AdaptiveEnsembleHead, bagging_split, fit_combiner
     from .teachers import Teacher, TeacherEnsemble
 
-    labels = data.labels.numpy()
-    val, rest = data.held_out, data.rest
-    bags = [rest[b] for b in bagging_split(labels[rest], 2, seed=s.seed)]
-    num_classes = len(data.classes)
+    # the teacher's images: the training images outside the held-out split, and the extra ones if any
+    pool = _Images(data.sources + (data.extra.sources if data.extra else []),
+                   torch.cat([data.labels] + ([data.extra.labels] if data.extra else [])))
+    val, num_classes = data.held_out, len(data.classes)
+    rest = np.concatenate([data.rest, len(data.sources) + np.arange(len(data.extra) if data.extra else 0)])
+    bags = [rest[b] for b in bagging_split(pool.labels.numpy()[rest], 2, seed=s.seed)]
     norm = _Normalise(policy, device)
     clock = _Clock()
     with _bar(len(bags), "1/3 teacher: weak learners", s.progress, "learner") as bar:
         fits = _parallel(_weak_learner, list(enumerate(bags)), jobs,
-                         dict(settings=s, data=data, policy=policy, device=device, threads=s.threads),
+                         dict(settings=s, pool=pool, classes=num_classes, policy=policy, device=device,
+                              threads=s.threads),
                          done=lambda r: bar.update(1))
     head = AdaptiveEnsembleHead([f[0] for f in fits], num_classes, input_size=(3, s.view_size, s.view_size),
                                 mean=policy.mean, std=policy.std).to(device)
     plain = [(norm(v.to(device)), y) for v, y in
-             _chunks(_whole_views([data.sources[i] for i in rest], policy), data.labels[rest], 500)]
+             _chunks(_whole_views([pool.sources[i] for i in rest], policy), pool.labels[rest], 500)]
     held = [(norm(v.to(device)), y) for v, y in
             _chunks(_whole_views([data.sources[i] for i in val], policy), data.labels[val], 500)]
     combiner = fit_combiner(head, plain, held, seeds=(0, 1, 2), max_epochs=100, patience=10, device=device)
@@ -573,7 +598,10 @@ def train_student(arm: str, seed: int, epochs: int, views: int | None = None, he
         ds = ReinforcedDataset(data.train, _SHARED["file"], out_dtype=torch.float32, seed=seed, views=views)
         loader: Any = _loader(ds, indices, s.batch_size, seed)
     else:  # the same images in the same order, fetched the same way, freshly augmented
-        loader = _OnTheFly(data, indices, policy, s.batch_size, seed, 30, order_seed=seed)
+        from ._datasets import RawImages
+
+        loader = _OnTheFly(RawImages(data.train), data.labels, indices, policy, s.batch_size, seed, 30,
+                           order_seed=seed)
     teacher = _SHARED.get("teacher")
     for epoch in range(epochs):
         model.train()
@@ -707,9 +735,9 @@ class DemoResult:
 
 
 # ---------------------------------------------------------------------- conclusions and outputs
-def _at_equal_cost(result: DemoResult) -> list[tuple[int, float, int, float, float]]:
-    """For each online KD budget: (its epochs, its mean accuracy, the longest reinforced budget whose mean cost
-    is no higher, that budget's mean accuracy, its mean cost)."""
+def _at_equal_cost(result: DemoResult) -> list[tuple[int, float, float, int, float, float]]:
+    """For each online KD budget: (its epochs, its mean accuracy, its mean cost, the longest reinforced budget
+    whose mean cost is no higher, that budget's mean accuracy, its mean cost)."""
     out = []
     eps = result.settings.epochs
     for e in eps:
@@ -718,7 +746,8 @@ def _at_equal_cost(result: DemoResult) -> list[tuple[int, float, int, float, flo
         if cheaper:
             f = cheaper[-1]
             rf = result.summary("reinforced", f)
-            out.append((e, kd["accuracy"].mean, f, rf["accuracy"].mean, rf["cpu_seconds"].mean))
+            out.append((e, kd["accuracy"].mean, kd["cpu_seconds"].mean, f, rf["accuracy"].mean,
+                        rf["cpu_seconds"].mean))
     return out
 
 
@@ -748,10 +777,12 @@ def conclusions(result: DemoResult) -> list[str]:
         lines.append(f"Training cost at {e} epochs (CPU s per run, mean): plain {cost['plain']:.1f}, online KD "
                      f"{cost['online KD']:.1f} ({cost['online KD'] / cost['plain']:.2f}× plain), reinforced "
                      f"{cost['reinforced']:.1f} ({cost['reinforced'] / cost['plain']:.2f}× plain).")
-    for kd_e, kd_acc, rf_e, rf_acc, rf_cost in _at_equal_cost(result):
+    for kd_e, kd_acc, kd_cost, rf_e, rf_acc, rf_cost in _at_equal_cost(result):
         word = "above" if rf_acc > kd_acc else "below" if rf_acc < kd_acc else "level with"
-        lines.append(f"At no more CPU time than online KD's {kd_e} epochs, reinforced ({rf_e} epochs, {rf_cost:.1f} s) "
-                     f"reaches {100 * rf_acc:.2f} %, {word} online KD's {100 * kd_acc:.2f} %.")
+        short = (f"; that is reinforced's longest budget, at {rf_cost / kd_cost:.2f}× the cost: no reinforced run "
+                 "here costs as much" if rf_e == s.epochs[-1] and rf_cost < 0.9 * kd_cost else "")
+        lines.append(f"At no more CPU time than online KD's {kd_e} epochs ({kd_cost:.1f} s), reinforced "
+                     f"({rf_e} epochs, {rf_cost:.1f} s) reaches {100 * rf_acc:.2f} %, {word} online KD's {100 * kd_acc:.2f} %{short}.")
     be = result.break_even()
     lines.append(f"The one-time reinforcement cost {result.reinforcement.cpu_seconds:.1f} CPU s: "
                  + (("it is paid back against online KD within the first training" if be <= 1 else
@@ -997,7 +1028,7 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--quick", action="store_true", help="a smaller run (about a minute or two)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, teacher and reinforcement (default 0)")
-    p.add_argument("--seeds", type=int, help="student seeds per arm and budget (default 3; --quick 2)")
+    p.add_argument("--seeds", type=int, help="student seeds per arm and budget (default 5; --quick 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--epochs", type=_ints, metavar="E[,E...]",
                    help="student epoch budgets, the longest the main comparison (default 10,20,40; --quick 6,12)")
@@ -1005,6 +1036,7 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--train-images", type=int, help=argparse.SUPPRESS)
     p.add_argument("--test-images", type=int, help=argparse.SUPPRESS)
     p.add_argument("--teacher-epochs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--teacher-images", type=int, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help="torch threads per process (default 1; 0: torch's choice)")
     p.add_argument("--jobs", type=int, help="training processes (default: cores / threads)")
     p.add_argument("--k-sweep", type=_ints, metavar="K,K,...", help="also train reinforced students on the first K of "
@@ -1025,8 +1057,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    extra = {k: getattr(args, k) for k in ("train_images", "test_images", "teacher_epochs", "threads", "jobs",
-                                           "k_sweep") if getattr(args, k, None) is not None}
+    extra = {k: getattr(args, k) for k in ("train_images", "test_images", "teacher_epochs", "teacher_images",
+                                           "threads", "jobs", "k_sweep") if getattr(args, k, None) is not None}
     run_demo(args.out, data=args.data, quick=args.quick, seed=args.seed, device=args.device, epochs=args.epochs,
              views=args.views, seeds=args.seeds, progress=not args.no_progress, **extra)
     return 0

@@ -24,7 +24,7 @@ from reinforced_data.shapes import SHAPE_CLASSES, ShapesDataset, draw_shape_imag
 
 # smaller than --quick: seconds, not minutes
 TINY = dict(quick=True, epochs=(1, 2), seeds=2, views=4, train_images=192, test_images=96, teacher_epochs=1,
-            batch_size=32, grid_images=2, grid_views=3, progress=False, threads=1)
+            teacher_images=64, batch_size=32, grid_images=2, grid_views=3, progress=False, threads=1)
 
 
 def test_shapes_dataset_is_deterministic_and_balanced():
@@ -40,6 +40,7 @@ def test_shapes_dataset_is_deterministic_and_balanced():
     assert a.images.std() > 30  # cluttered, not flat
     # the committed demo results (docs/demo/) were measured on exactly these pixels
     assert hashlib.sha256(ShapesDataset("train", 8, seed=0).images.tobytes()).hexdigest()[:16] == "05a03a27856445e2"
+    assert hashlib.sha256(ShapesDataset("extra", 8, seed=0).images.tobytes()).hexdigest()[:16] == "77be15f23bcbcae9"
     # the label decides the object: the same draws with another class give another image
     for i in range(6):
         one, other = (draw_shape_image(np.random.default_rng([0, 0, i]), c) for c in ("disc", "cross"))
@@ -52,6 +53,10 @@ def test_shapes_dataset_is_deterministic_and_balanced():
         assert np.array_equal(sub.images[i], want.transpose(2, 0, 1))
         assert np.array_equal(want, draw_shape_image(np.random.default_rng([3, 0, i]),
                                                      SHAPE_CLASSES.index(sub.classes[sub.targets[i]])))
+    # the teacher's extra images come from a split of their own: none of them is a training or test image
+    extra = ShapesDataset("extra", 48, seed=3)
+    assert not any((extra.images[i] == a.images).all(axis=(1, 2, 3)).any() for i in range(48))
+    assert not any((extra.images[i] == t.images).all(axis=(1, 2, 3)).any() for i in range(48))
     with pytest.raises(ConfigError):
         ShapesDataset("validation", 4)
     with pytest.raises(ConfigError):
@@ -101,6 +106,12 @@ def test_demo_outputs_and_determinism(tmp_path):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["cpu_seconds"] > 0 and r["images"] > 0
     assert set(data["paired"]) == {"reinforced - plain", "reinforced - online KD"}
     assert 0.0 <= r1.teacher.accuracy <= 1.0 and r1.reinforcement.cpu_seconds > 0
+    # the teacher's bags hold the training images outside the held-out tenth and the 64 extra ones;
+    # the students and the reinforcement file hold the 192 training images alone
+    bags = re.search(r"disjoint bags of (\d+)/(\d+) images", r1.teacher.note)
+    assert int(bags[1]) + int(bags[2]) == 192 - 18 + 64, r1.teacher.note
+    assert "and 64 more the teacher alone trains on" in r1.dataset
+    assert {r["images"] for r in runs if r["epochs"] == 1} == {192 // 32 * 32}
 
     # same seed, same accuracies, whatever the number of processes (times differ)
     r2 = run_demo(tmp_path / "b", seed=1, jobs=1, **TINY)
@@ -146,6 +157,10 @@ def test_conclusions_follow_the_numbers():
     assert "within 1 point of online KD or above it" in clear[1]
     assert any("paid back against online KD after 3.1 trainings" in c for c in clear)  # 10 / (8 - 4.8)
     assert any("reaches 67.50 %, above online KD's 66.00 %" in c for c in clear)  # reinforced at 4 epochs vs KD at 4
+    # reinforced's longest run costs 0.6x online KD's longest: the sentence says no reinforced run costs as much
+    assert any("KD's 4 epochs (8.0 s)" in c and "at 0.60× the cost: no reinforced run here costs as much" in c
+               for c in clear)
+    assert not any("KD's 2 epochs" in c and "costs as much" in c for c in clear)
     noisy = conclusions(_result(runs((0.08, -0.06, 0.01), kd_cost=1.0)))
     assert "the interval contains 0" in noisy[0]
     assert any("never paid back" in c for c in noisy)
