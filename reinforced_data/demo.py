@@ -1035,8 +1035,9 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, help="K, stored views per image (default 8, chosen by --k-sweep on the held-out split)")
     p.add_argument("--train-images", type=int, help=argparse.SUPPRESS)
     p.add_argument("--test-images", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--teacher-epochs", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--teacher-images", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--teacher-epochs", type=int, help="epochs per weak learner of the teacher (default 30)")
+    p.add_argument("--teacher-images", type=int, help="generated data: more images the teacher alone trains on "
+                   "(default 4800, --quick 1800; 0: the students' images alone)")
     p.add_argument("--threads", type=int, help="torch threads per process (default 1; 0: torch's choice)")
     p.add_argument("--jobs", type=int, help="training processes (default: cores / threads)")
     p.add_argument("--k-sweep", type=_ints, metavar="K,K,...", help="also train reinforced students on the first K of "

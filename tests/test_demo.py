@@ -187,14 +187,16 @@ def test_command_line(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_demo_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo", "--quick", "--out", "x", "--seed", "3", "--views", "7", "--epochs", "2,4",
-                              "--seeds", "5", "--jobs", "1", "--k-sweep", "4,8"])
+                              "--seeds", "5", "--jobs", "1", "--k-sweep", "4,8", "--teacher-images", "0",
+                              "--teacher-epochs", "9"])
     assert (args.quick, args.out, args.seed, args.views, args.epochs, args.seeds, args.jobs, args.k_sweep) == \
         (True, "x", 3, 7, (2, 4), 5, 1, (4, 8))
+    assert (args.teacher_images, args.teacher_epochs) == (0, 9)
     assert callable(args.func)
     assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.match(r"reinforced-data: error: .*train/", err[0])
-    for bad in (dict(epochs=0), dict(seeds=0), dict(jobs=-1)):
+    for bad in (dict(epochs=0), dict(seeds=0), dict(jobs=-1), dict(teacher_images=-1), dict(teacher_epochs=0)):
         with pytest.raises(ConfigError):
             DemoSettings(**bad).validate()
     assert DemoSettings(epochs=(40, 10, 20, 10)).epochs == (10, 20, 40)
