@@ -420,9 +420,6 @@ class ReinforcedDataset(torch.utils.data.Dataset):
         to the file, not a changed image. The partner records of mixed views (``partner_images`` /
         ``partner_views`` / ``pparams`` at the positions whose ``mix_mode`` is not 0) are checked too.
         Runs only after a replay failed: replay encodes (and so checks) every record once."""
-        def check(rows: np.ndarray, mixing: bool) -> None:
-            _args.check_records(rows, self.policy, mixing)
-
         mixing = self.policy.mixing
         todo = [(params, images, views, mixing)]
         if pparams is not None:  # a partner contributes its own stored view, unmixed
@@ -430,13 +427,13 @@ class ReinforcedDataset(torch.utils.data.Dataset):
             todo.append((pparams[m], partner_images[m], partner_views[m], False))
         for rows, imgs, vws, mix in todo:
             try:
-                check(rows, mix)
+                _args.check_records(rows, self.policy, mix)
                 continue
             except ConfigError:
                 pass
             for j in range(rows.shape[0]):  # find the record at fault
                 try:
-                    check(rows[j:j + 1], mix)
+                    _args.check_records(rows[j:j + 1], self.policy, mix)
                 except ConfigError as e:
                     raise self._record_error(int(imgs[j]), int(vws[j]), e) from None
 

@@ -196,7 +196,7 @@ class _Data:
     name: str
     held_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # a tenth of each class
     rest: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # the other training images
-    extra: _Images | None = None  # images only the teacher trains on (settings.teacher_images)
+    extra: _Images = field(default_factory=lambda: _Images())  # images only the teacher trains on (teacher_images)
 
     def split(self, seed: int) -> None:
         """Hold out a tenth of each class (at least one image) of the training set: the teacher's
@@ -212,7 +212,7 @@ class _Data:
 def _load_data(s: DemoSettings, policy) -> _Data:
     from ._datasets import RawImages, class_names, dataset_labels
 
-    extra = None
+    extra = _Images()
     if s.data is None:
         from .shapes import ShapesDataset
 
@@ -287,10 +287,11 @@ class _Normalise:
 
 
 class _Images(torch.utils.data.Dataset):
-    """``(uint8 image, label)`` items of decoded images held in memory."""
+    """``(uint8 image, label)`` items of decoded images held in memory (none by default)."""
 
-    def __init__(self, sources: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
-        self.sources, self.labels = list(sources), labels
+    def __init__(self, sources: Sequence[torch.Tensor] = (), labels: torch.Tensor | None = None) -> None:
+        self.sources = list(sources)
+        self.labels = torch.zeros(0, dtype=torch.int64) if labels is None else labels
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -488,10 +489,9 @@ def build_teacher(s: DemoSettings, data: _Data, policy, device: torch.device, jo
     from .teachers import Teacher, TeacherEnsemble
 
     # the teacher's images: the training images outside the held-out split, and the extra ones if any
-    pool = _Images(data.sources + (data.extra.sources if data.extra else []),
-                   torch.cat([data.labels] + ([data.extra.labels] if data.extra else [])))
+    pool = _Images(data.sources + data.extra.sources, torch.cat([data.labels, data.extra.labels]))
     val, num_classes = data.held_out, len(data.classes)
-    rest = np.concatenate([data.rest, len(data.sources) + np.arange(len(data.extra) if data.extra else 0)])
+    rest = np.concatenate([data.rest, len(data.sources) + np.arange(len(data.extra))])
     bags = [rest[b] for b in bagging_split(pool.labels.numpy()[rest], 2, seed=s.seed)]
     norm = _Normalise(policy, device)
     clock = _Clock()
@@ -782,7 +782,8 @@ def conclusions(result: DemoResult) -> list[str]:
         short = (f"; that is reinforced's longest budget, at {rf_cost / kd_cost:.2f}× the cost: no reinforced run "
                  "here costs as much" if rf_e == s.epochs[-1] and rf_cost < 0.9 * kd_cost else "")
         lines.append(f"At no more CPU time than online KD's {kd_e} epochs ({kd_cost:.1f} s), reinforced "
-                     f"({rf_e} epochs, {rf_cost:.1f} s) reaches {100 * rf_acc:.2f} %, {word} online KD's {100 * kd_acc:.2f} %{short}.")
+                     f"({rf_e} epochs, {rf_cost:.1f} s) reaches {100 * rf_acc:.2f} %, {word} online KD's "
+                     f"{100 * kd_acc:.2f} %{short}.")
     be = result.break_even()
     lines.append(f"The one-time reinforcement cost {result.reinforcement.cpu_seconds:.1f} CPU s: "
                  + (("it is paid back against online KD within the first training" if be <= 1 else
