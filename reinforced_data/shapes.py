@@ -32,7 +32,7 @@ SHAPE_CLASSES = ("disc", "ring", "hexagon", "square", "diamond", "triangle", "st
 # the classes in an order whose first few look least alike (for runs on fewer classes)
 DISTINCT_ORDER = ("disc", "square", "triangle", "star", "cross", "stripes", "checker", "crescent", "ring", "diamond",
                   "hexagon", "dots")
-_SPLITS = {"train": 0, "test": 1, "val": 1, "extra": 2}
+_SPLITS = {"train": 0, "test": 1, "val": 1, "extra": 2, "held_out": 3}
 
 
 def _shape_mask(name: str, dx: np.ndarray, dy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -128,8 +128,9 @@ def draw_shape_image(rng: np.random.Generator, label: int | str, size: int = 40)
 class ShapesDataset(torch.utils.data.Dataset):
     """The demo's generated dataset: ``(uint8 [3, size, size] tensor, label)`` items.
 
-    ``split`` "train", "test" ("val" is an alias of "test") or "extra" (more training images,
-    none of them in "train": the demo's teacher sees them) draws from separate seeds;
+    ``split`` "train", "test" ("val" is an alias of "test"), "extra" (more training images,
+    none of them in "train": the demo's teacher sees them) or "held_out" (images for choosing
+    settings, in no other split) draws from separate seeds;
     labels are balanced over ``num_classes`` (<= 12; the first of :data:`SHAPE_CLASSES`, or
     the names given as ``classes``) in a seeded order. Images are drawn
     once, at construction (about 0.3 ms each), and kept in memory. ``classes`` names
@@ -140,7 +141,8 @@ class ShapesDataset(torch.utils.data.Dataset):
                  num_classes: int = len(SHAPE_CLASSES), transform: Callable | None = None,
                  classes: Sequence[str] | None = None) -> None:
         if split not in _SPLITS:
-            raise ConfigError(f"split={split!r} is not one of {sorted(_SPLITS)}; use 'train', 'test' or 'extra'")
+            raise ConfigError(f"split={split!r} is not one of {sorted(_SPLITS)}; use 'train', 'test', 'extra' or "
+                              "'held_out'")
         if num_images < 1:
             raise ConfigError(f"num_images={num_images} must be >= 1")
         if classes is not None:

@@ -53,10 +53,12 @@ def test_shapes_dataset_is_deterministic_and_balanced():
         assert np.array_equal(sub.images[i], want.transpose(2, 0, 1))
         assert np.array_equal(want, draw_shape_image(np.random.default_rng([3, 0, i]),
                                                      SHAPE_CLASSES.index(sub.classes[sub.targets[i]])))
-    # the teacher's extra images come from a split of their own: none of them is a training or test image
-    extra = ShapesDataset("extra", 48, seed=3)
-    assert not any((extra.images[i] == a.images).all(axis=(1, 2, 3)).any() for i in range(48))
-    assert not any((extra.images[i] == t.images).all(axis=(1, 2, 3)).any() for i in range(48))
+    # the teacher's extra images and the K sweep's held-out images come from splits of their own: none of them
+    # is a training, test or other split's image
+    extra, held = ShapesDataset("extra", 48, seed=3), ShapesDataset("held_out", 48, seed=3)
+    for new, others in ((extra, (a, t)), (held, (a, t, extra))):
+        for other in others:
+            assert not any((new.images[i] == other.images).all(axis=(1, 2, 3)).any() for i in range(48))
     with pytest.raises(ConfigError):
         ShapesDataset("validation", 4)
     with pytest.raises(ConfigError):
@@ -113,11 +115,17 @@ def test_demo_outputs_and_determinism(tmp_path):
     assert "and 64 more the teacher alone trains on" in r1.dataset
     assert {r["images"] for r in runs if r["epochs"] == 1} == {192 // 32 * 32}
 
-    # same seed, same accuracies, whatever the number of processes (times differ)
-    r2 = run_demo(tmp_path / "b", seed=1, jobs=1, **TINY)
+    # same seed, same accuracies, whatever the number of processes (times differ); a K sweep beside them
+    # changes none of them
+    r2 = run_demo(tmp_path / "b", seed=1, jobs=1, k_sweep=(2, 4), **TINY)
     assert r2.teacher.accuracy == r1.teacher.accuracy
     key = lambda r: (r.arm, r.seed, r.epochs)  # noqa: E731
     assert {key(r): r.history for r in r2.runs} == {key(r): r.history for r in r1.runs}
+    # on generated data the sweep's students train on the whole training set, as the reinforced arm does, and
+    # are scored on a generated split of their own
+    assert sorted((r.views, r.seed) for r in r2.k_sweep) == [(2, 1), (2, 2), (4, 1), (4, 2)]
+    assert all(r.evaluated_on == "held-out" and r.images == 192 // 32 * 32 * 2 for r in r2.k_sweep)
+    assert "scored on 96 more generated images" in open(r2.files["results.md"]).read()
 
 
 def _run(arm: str, seed: int, acc: float, cpu: float, epochs: int = 4) -> RunResult:
@@ -163,6 +171,9 @@ def test_conclusions_follow_the_numbers():
     assert not any("KD's 2 epochs" in c and "costs as much" in c for c in clear)
     noisy = conclusions(_result(runs((0.08, -0.06, 0.01), kd_cost=1.0)))
     assert "the interval contains 0" in noisy[0]
+    assert "the mean is more than 1 point below online KD, but the interval reaches above −1" in noisy[1]
+    level = conclusions(_result(runs((0.06, 0.02, 0.07), kd_cost=2.0)))  # reinforced − KD +0.01, −0.03, +0.02
+    assert "the mean is within 1 point of online KD or above it, but the interval reaches below −1" in level[1]
     assert any("never paid back" in c for c in noisy)
     worse = conclusions(_result(runs((-0.05, -0.06, -0.05), kd_cost=2.0)))
     assert "below plain" in worse[0] and "below online KD by more than 1 point" in worse[1]
@@ -175,8 +186,11 @@ def test_demo_on_an_image_folder(tmp_path, capsys):
     ShapesDataset("train", 96, seed=2, num_classes=4).write_image_folder(root / "train")
     ShapesDataset("test", 48, seed=2, num_classes=4).write_image_folder(root / "val")
     tiny = {k: v for k, v in TINY.items() if k not in ("train_images", "test_images", "quick")}
-    result = run_demo(tmp_path / "out", data=str(root), quick=True, jobs=1, **tiny)
+    result = run_demo(tmp_path / "out", data=str(root), quick=True, jobs=1, k_sweep=(4,), **tiny)
     assert "ImageFolder" in result.dataset and {r.arm for r in result.runs} == {"plain", "online KD", "reinforced"}
+    # the sweep trains on the 96 - 8 images outside the held-out tenth (2 of each class's 24) and scores on those 8
+    assert [(r.views, r.images) for r in result.k_sweep] == [(4, 88 // 32 * 32 * 2)] * 2
+    assert "outside the held-out tenth" in open(result.files["results.md"]).read()
     assert os.path.isfile(result.files["views.png"])
     assert str(tmp_path / "out") in capsys.readouterr().err  # the folder is named at the end
 
