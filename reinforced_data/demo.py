@@ -2,8 +2,9 @@
 
 1. **Teacher**: an :class:`~reinforced_data.ensemble.AdaptiveEnsembleHead` of two small
    CNNs, each trained from scratch on one of two disjoint class-stratified bags of the
-   training set (phase 1), then one linear layer on their concatenated features, fitted
-   with early stopping on a held-out tenth of the training set (phase 2).
+   training images outside a held-out tenth and, on generated data, of more images only the
+   teacher sees (phase 1), then one linear layer on their concatenated features, fitted
+   with early stopping on the held-out tenth (phase 2).
 2. **Reinforce**: :func:`~reinforced_data.reinforce` stores K views per training image
    (RandomResizedCrop + flip + RandAugment + RandomErasing parameters) with the teacher's
    top-k probabilities in an HDF5 file, once.
@@ -41,6 +42,7 @@ import math
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -272,7 +274,19 @@ def _load_data(s: DemoSettings, policy) -> _Data:
         data.sweep = _Sweep(data.rest, _whole_views([sources[i] for i in data.held_out], policy),
                             labels[data.held_out], "trained on the training images outside the held-out tenth and "
                             "scored on it (not on the test set)")
+    sets = [(len(sources), "the students' training set")]
+    if data.sweep is not None:
+        sets.append((len(data.sweep.train), "the K sweep's training images (those outside the held-out tenth)"))
+    for size, what in sets:
+        _check_batch(s, size, f"{name}: {what}")
     return data
+
+
+def _check_batch(s: DemoSettings, size: int, what: str) -> None:
+    """Refuse a set that holds less than one batch: it would train for zero steps."""
+    if size < s.batch_size:
+        raise ConfigError(f"{what}: {size} images, fewer than one batch of {s.batch_size} (it would train for zero "
+                          "steps); the demo needs more training images")
 
 
 def _whole_views(sources: Sequence[torch.Tensor], policy) -> torch.Tensor:
@@ -442,7 +456,9 @@ def _parallel(fn: Callable, tasks: Sequence[tuple], jobs: int, shared: dict[str,
             return out
         ctx = multiprocessing.get_context("fork")
         results: list[Any] = [None] * len(tasks)
-        pool = concurrent.futures.ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=ctx)
+        pool = concurrent.futures.ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=ctx,
+                                                      initializer=_worker_start, initargs=(os.getpid(),))
+        previous = _exit_on_sigterm()
         try:
             futures = {pool.submit(_in_child, (fn, t)): i for i, t in enumerate(tasks)}
             for fut in concurrent.futures.as_completed(futures):
@@ -452,13 +468,41 @@ def _parallel(fn: Callable, tasks: Sequence[tuple], jobs: int, shared: dict[str,
             _stop(pool)
             raise ReinforcedDataError("a training process of the demo died (killed, or out of memory?); run it "
                                       "again, with --jobs 1 to train in this process") from None
-        except BaseException:  # Ctrl-C or a failed run: stop now, not after every queued run
+        except BaseException:  # Ctrl-C, SIGTERM or a failed run: stop now, not after every queued run
             _stop(pool)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         pool.shutdown()
         return results
     finally:
         _SHARED.clear()
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM raise SystemExit(143) in this process, so that the pool is stopped on the way out
+    instead of its workers being left waiting for work; returns the previous handler (None: not the
+    main thread, where no handler can be set)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def _worker_start(parent: int) -> None:
+    """Pool initializer: a worker ends with the demo's process, however that ends (on Linux the kernel
+    kills it when its parent dies, SIGKILL included), and SIGTERM ends it at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
 
 
 def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -516,6 +560,9 @@ def build_teacher(s: DemoSettings, data: _Data, policy, device: torch.device, jo
     val, num_classes = data.held_out, len(data.classes)
     rest = np.concatenate([data.rest, len(data.sources) + np.arange(len(data.extra))])
     bags = [rest[b] for b in bagging_split(pool.labels.numpy()[rest], 2, seed=s.seed)]
+    for bag in bags:
+        _check_batch(s, len(bag), f"{data.name}: each of the teacher's two bags (half of the training images "
+                                  "outside the held-out tenth and the extra ones)")
     norm = _Normalise(policy, device)
     clock = _Clock()
     with _bar(len(bags), "1/3 teacher: weak learners", s.progress, "learner") as bar:
@@ -853,7 +900,7 @@ def results_table(result: DemoResult) -> str:
             cells.append(f"{sm['accuracy'].points()}, {sm['cpu_seconds'].mean:.1f}")
         lines.append(f"| {ep} | " + " | ".join(cells) + " |")
     if result.k_sweep:
-        lines += ["", f"K sweep: reinforced students on the first K of {max(s.k_sweep)} stored views, "
+        lines += ["", f"K sweep: reinforced students on the first K of {max(s.views, *s.k_sweep)} stored views, "
                   f"{result.k_sweep_split}, {e} epochs:",
                   "", "| K | held-out accuracy (%) |", "|---|---|"]
         for k, acc in k_estimates(result.k_sweep).items():
@@ -1011,7 +1058,7 @@ def run_demo(out: str | os.PathLike = "demo_out", *, data: str | None = None, qu
         sweep: list[RunResult] = []
         if s.k_sweep:
             kmax = s.k_sweep[-1]
-            if kmax != s.views:
+            if kmax > s.views:  # else the sweep reads the first K of the main file's views
                 shared["file"] = os.path.join(s.out, f"train_reinforced_K{kmax}.h5")
                 reinforce_step(dataclasses.replace(s, views=kmax), dat, teacher, policy, shared["file"])
             tasks = [("reinforced", sd, s.main_epochs, k, True) for k in s.k_sweep for sd in s.student_seeds()]
@@ -1020,6 +1067,8 @@ def run_demo(out: str | os.PathLike = "demo_out", *, data: str | None = None, qu
         files = {name: os.path.join(s.out, name) for name in
                  ("results.md", "results.json", "cost.png", "accuracy.png", "views.png")}
         files["reinforcement"] = file
+        if shared["file"] != file:
+            files["k_sweep_reinforcement"] = shared["file"]
         result = DemoResult(s, dat.name, cpu_model(), teacher_run, reinforcement, size, runs, os.path.abspath(s.out),
                             files, jobs, sweep, dat.sweep.text if dat.sweep else "")
         plot_cost(result, files["cost.png"])
@@ -1048,7 +1097,7 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         "demo", help="build a teacher, reinforce a dataset, train a student three ways over several seeds, compare",
         description="End to end on CPU in minutes: an adaptive-ensemble teacher, a reinforcement file, and the same "
                     "student trained plainly, with online distillation, and on the reinforced data, for several "
-                    "epoch budgets and seeds. Writes a table (mean ± std, paired differences with 95 %% intervals), "
+                    "epoch budgets and seeds. Writes a table (mean ± std, paired differences with 95 % intervals), "
                     "accuracy against training cost, accuracy per epoch and a grid of stored views into --out.")
     p.add_argument("--data", help="an ImageFolder root with train/ and val/ (default: generated shapes)")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
@@ -1066,9 +1115,10 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "(default 14400, --quick 3600; 0: the students' images alone)")
     p.add_argument("--threads", type=int, help="torch threads per process (default 1; 0: torch's choice)")
     p.add_argument("--jobs", type=int, help="training processes (default: cores / threads)")
-    p.add_argument("--k-sweep", type=_ints, metavar="K,K,...", help="also train reinforced students on the first K of "
-                   "max(K) stored views, for each K, and score them on a held-out split (generated data: images of their "
-                   "own; --data: the held-out tenth of the training set)")
+    p.add_argument("--k-sweep", type=_ints, metavar="K,K,...",
+                   help="also train reinforced students on the first K of max(K, --views) stored views, for each K, "
+                   "and score them on a held-out split (generated data: images of their own; --data: the held-out "
+                   "tenth of the training set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
     return p
@@ -1103,6 +1153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ReinforcedDataError, FileNotFoundError) as e:
         print(f"reinforced-data: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("reinforced-data: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

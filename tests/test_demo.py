@@ -195,8 +195,10 @@ def test_demo_on_an_image_folder(tmp_path, capsys):
     assert str(tmp_path / "out") in capsys.readouterr().err  # the folder is named at the end
 
 
-def test_command_line(tmp_path, capsys):
+def test_command_line(tmp_path, capsys, monkeypatch):
     import argparse
+
+    import reinforced_data.demo as demo
 
     parser = argparse.ArgumentParser()
     add_demo_parser(parser.add_subparsers(dest="command"))
@@ -215,6 +217,14 @@ def test_command_line(tmp_path, capsys):
             DemoSettings(**bad).validate()
     assert DemoSettings(epochs=(40, 10, 20, 10)).epochs == (10, 20, 40)
     assert DemoSettings(epochs=5).main_epochs == 5
+    # Ctrl-C: one line and exit 130, as from the reinforced-data command
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_demo", interrupted)
+    assert main(["--quick", "--out", str(tmp_path / "o")]) == 130
+    assert capsys.readouterr().err.strip() == "reinforced-data: interrupted"
+    assert "95 % intervals" in add_demo_parser(argparse.ArgumentParser().add_subparsers()).format_help()
 
 
 def test_k_is_chosen_by_the_one_standard_error_rule():
@@ -249,7 +259,76 @@ def test_a_failed_or_killed_training_process_stops_the_demo_at_once():
     assert time.monotonic() - t0 < 30
 
 
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] not in "ZX":
+                out.add(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_terminated_or_killed_demo_leaves_no_training_process_behind(sig):
+    import subprocess
+    import sys
+
+    code = "import time; from reinforced_data.demo import _parallel; _parallel(time.sleep, [(120,)] * 3, 2, {})"
+    proc, workers = subprocess.Popen([sys.executable, "-c", code]), set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) >= 2, "the pool's workers did not start"
+        proc.send_signal(sig)
+        # SIGTERM stops the pool on the way out (exit 143); after SIGKILL the kernel ends the workers
+        assert proc.wait(timeout=30) == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "a training process outlived the demo"
+    finally:
+        proc.kill()
+        for w in workers | _children(proc.pid):
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
 def test_bad_settings_are_refused():
     for bad in (dict(threads=-1), dict(seed=-1)):
         with pytest.raises(ConfigError):
             DemoSettings(**bad).validate()
+
+
+def test_sets_smaller_than_a_batch_are_refused_before_training(tmp_path):
+    """Fewer images than one batch would train for zero steps: a one-line error names the set, before any training."""
+    tiny = {k: v for k, v in TINY.items() if k not in ("train_images", "quick")}
+    with pytest.raises(ConfigError, match="the students' training set: 20 images, fewer than one batch of 32"):
+        run_demo(tmp_path / "a", quick=True, train_images=20, **tiny)
+    root = tmp_path / "data"  # 48 training images: enough for the students, not for two teacher bags of 32
+    ShapesDataset("train", 48, seed=2, num_classes=4).write_image_folder(root / "train")
+    ShapesDataset("test", 16, seed=2, num_classes=4).write_image_folder(root / "val")
+    tiny = {k: v for k, v in tiny.items() if k != "test_images"}
+    with pytest.raises(ConfigError, match="each of the teacher's two bags .*: 2[0-9] images, fewer than one batch of 32"):
+        run_demo(tmp_path / "b", data=str(root), quick=True, **tiny)
+    # the K sweep on an ImageFolder trains on the images outside the held-out tenth: 36 of 40
+    ShapesDataset("train", 40, seed=2, num_classes=4).write_image_folder(tmp_path / "d40" / "train")
+    ShapesDataset("test", 16, seed=2, num_classes=4).write_image_folder(tmp_path / "d40" / "val")
+    with pytest.raises(ConfigError, match="the K sweep's training images .*: 36 images, fewer than one batch of 40"):
+        run_demo(tmp_path / "c", data=str(tmp_path / "d40"), quick=True, k_sweep=(2,), **{**tiny, "batch_size": 40})
