@@ -266,19 +266,16 @@ def _load_data(s: DemoSettings, policy) -> _Data:
     data = _Data(train, sources, labels, test_views, torch.as_tensor(dataset_labels(test)),
                  class_names(train) or [str(c) for c in range(int(labels.max()) + 1)], name, extra=extra)
     data.split(s.seed)
-    if held is not None:
+    _check_batch(s, len(sources), f"{name}: the students' training set")
+    if held is not None:  # the sweep trains on the students' training set, checked above
         data.sweep = _Sweep(np.arange(len(sources)), _whole_views(list(torch.from_numpy(held.images)), policy),
                             torch.as_tensor(held.targets), f"trained on the whole training set and scored on "
                             f"{len(held)} more generated images (a held-out split of their own, not the test set)")
     elif s.k_sweep:
+        _check_batch(s, len(data.rest), f"{name}: the K sweep's training images (those outside the held-out tenth)")
         data.sweep = _Sweep(data.rest, _whole_views([sources[i] for i in data.held_out], policy),
                             labels[data.held_out], "trained on the training images outside the held-out tenth and "
                             "scored on it (not on the test set)")
-    sets = [(len(sources), "the students' training set")]
-    if data.sweep is not None:
-        sets.append((len(data.sweep.train), "the K sweep's training images (those outside the held-out tenth)"))
-    for size, what in sets:
-        _check_batch(s, size, f"{name}: {what}")
     return data
 
 
@@ -482,15 +479,16 @@ def _parallel(fn: Callable, tasks: Sequence[tuple], jobs: int, shared: dict[str,
 
 def _exit_on_sigterm() -> Any:
     """Make SIGTERM raise SystemExit(143) in this process, so that the pool is stopped on the way out
-    instead of its workers being left waiting for work; returns the previous handler (None: not the
+    instead of its workers being left waiting for work; returns the handler to restore (None: not the
     main thread, where no handler can be set)."""
     def handler(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:
         return None
+    return signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python
 
 
 def _worker_start(parent: int) -> None:
